@@ -1,0 +1,1 @@
+//! kudo: KUDO's universal operator as a multi-cluster GitOps control plane.
