@@ -3,7 +3,9 @@
 //! retry timing ([`backoff`]). Cluster I/O enters only through [`workflow::TaskRunner`].
 
 pub mod backoff;
+pub mod objects;
 pub mod status;
+pub mod tasks;
 pub mod trigger;
 pub mod workflow;
 
