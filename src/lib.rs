@@ -5,3 +5,5 @@
 
 pub mod api;
 pub mod cli;
+pub mod package;
+pub mod template;

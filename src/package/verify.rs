@@ -1,0 +1,1 @@
+//! `kudo package verify`: reference and parameter checks, as KUDO's verifiers.
