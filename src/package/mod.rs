@@ -7,6 +7,7 @@ mod files;
 mod params;
 mod render;
 mod tree;
+mod verify;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ pub use render::{
     render_task, render_templates, split_documents,
 };
 pub use tree::{DirTree, FileTree, MemTree, open};
+pub use verify::{VerifyReport, param_references, verify};
 
 /// The files KUDO looks for at a package root.
 pub const OPERATOR_FILE: &str = "operator.yaml";

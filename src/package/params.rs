@@ -62,17 +62,8 @@ pub fn resolve_parameters(
         if required && p.default.is_none() && value.is_empty() {
             push(&p.name, "is required but has no value set".to_string());
         }
-        if let Some(v) = effective.as_deref().filter(|v| !v.is_empty()) {
-            if let Err(reason) = check_type(p.value_type, v) {
-                push(&p.name, format!("value {v:?} is invalid: {reason}"));
-            } else if let Some(allowed) = &p.r#enum
-                && !allowed.iter().any(|a| a == v)
-            {
-                push(
-                    &p.name,
-                    format!("value {v:?} is not one of the allowed values {allowed:?}"),
-                );
-            }
+        if let Some(reason) = effective.as_deref().and_then(|v| check_value(p, v)) {
+            push(&p.name, reason);
         }
         if p.immutable == Some(true)
             && let Some(old) = old
@@ -95,6 +86,22 @@ pub fn resolve_parameters(
         Ok(resolved)
     } else {
         Err(ParamErrors(errors))
+    }
+}
+
+/// Type and enum check of one non-empty value (empty values are "not set" for KUDO).
+pub(crate) fn check_value(p: &Parameter, v: &str) -> Option<String> {
+    if v.is_empty() {
+        return None;
+    }
+    if let Err(reason) = check_type(p.value_type, v) {
+        return Some(format!("value {v:?} is invalid: {reason}"));
+    }
+    match &p.r#enum {
+        Some(allowed) if !allowed.iter().any(|a| a == v) => Some(format!(
+            "value {v:?} is not one of the allowed values {allowed:?}"
+        )),
+        _ => None,
     }
 }
 

@@ -266,3 +266,158 @@ pub fn render_plan(
     }
     Ok(objects)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_drops_empty_and_comment_only_documents() {
+        let text = "# header only\n---\napiVersion: v1\nkind: A\n---\n\n---\n# c\n  # d\n---\napiVersion: v1\nkind: B\n";
+        let docs = split_documents(text);
+        assert_eq!(docs.len(), 2, "{docs:?}");
+        assert_eq!(
+            docs[0].0, 2,
+            "second document starts on the line of its `---`"
+        );
+        assert!(docs[0].1.contains("kind: A"));
+        assert!(docs[1].1.contains("kind: B"));
+        assert_eq!(docs[1].0, 10);
+    }
+
+    #[test]
+    fn documents_parse_into_objects_in_order() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: v\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: b\n";
+        let objects = parse_documents("two.yaml", text).expect("parses");
+        assert_eq!(objects.len(), 2);
+        assert_eq!(objects[0].metadata.name.as_deref(), Some("a"));
+        assert_eq!(objects[0].data["data"]["k"], "v");
+        assert_eq!(
+            objects[1].types.as_ref().map(|t| t.kind.as_str()),
+            Some("Deployment")
+        );
+    }
+
+    #[test]
+    fn bad_yaml_in_template_output_names_template_document_line_column() {
+        let text = "apiVersion: v1\nkind: A\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: B\nmetadata:\n  name: [b\n";
+        let err = parse_documents("deploy/broken.yaml", text).expect_err("invalid YAML");
+        match &err {
+            RenderError::Yaml {
+                template,
+                document,
+                line,
+                column,
+                ..
+            } => {
+                assert_eq!(template, "deploy/broken.yaml");
+                assert_eq!(*document, 1);
+                assert!((9..=10).contains(line), "line {line}: {err}");
+                assert!(*column >= 1, "{err}");
+            }
+            other => panic!("expected a YAML error, got {other}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("deploy/broken.yaml") && msg.contains("document 1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_document_without_kind_is_named() {
+        let err = parse_documents("x.yaml", "apiVersion: v1\nmetadata: {}\n").expect_err("no kind");
+        let msg = err.to_string();
+        assert!(msg.contains("x.yaml") && msg.contains("kind"), "{msg}");
+    }
+
+    fn spec() -> OperatorVersionSpec {
+        let yaml = r#"
+templates:
+  a.yaml: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n"
+  b.yaml: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b1\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b2\n"
+  c.yaml: "apiVersion: v1\nkind: Secret\nmetadata:\n  name: c\n"
+tasks:
+  - name: first
+    kind: Apply
+    spec: {resources: [b.yaml, a.yaml]}
+  - name: second
+    kind: Delete
+    spec: {resources: [c.yaml]}
+  - name: noop
+    kind: Dummy
+  - name: broken
+    kind: Apply
+    spec: {resources: [missing.yaml]}
+plans:
+  deploy:
+    phases:
+      - name: one
+        steps:
+          - {name: s1, tasks: [second]}
+          - {name: s2, tasks: [first, noop]}
+  bad:
+    phases:
+      - name: p
+        steps:
+          - {name: s, tasks: [nope]}
+  worse:
+    phases:
+      - name: p
+        steps:
+          - {name: s, tasks: [broken]}
+"#;
+        serde_saphyr::from_str(yaml).expect("spec parses")
+    }
+
+    #[test]
+    fn plan_order_is_task_then_file_then_document() {
+        let spec = spec();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let objects = render_plan(&spec, "deploy", None, None, &|phase, step| {
+            seen.borrow_mut().push(format!("{phase}/{step}"));
+            serde_json::json!({})
+        })
+        .expect("renders");
+        let names: Vec<_> = objects
+            .iter()
+            .map(|o| o.object.metadata.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(names, ["c", "b1", "b2", "a"]);
+        assert_eq!(objects[0].task_kind, "Delete");
+        assert_eq!(*seen.borrow(), ["one/s1", "one/s2", "one/s2"]);
+        let only_s2 = render_plan(&spec, "deploy", Some("one"), Some("s2"), &|_, _| {
+            serde_json::json!({})
+        })
+        .expect("renders");
+        assert_eq!(only_s2.len(), 3);
+    }
+
+    #[test]
+    fn bad_references_are_named() {
+        let spec = spec();
+        let data = |_: &str, _: &str| serde_json::json!({});
+        let msg = render_plan(&spec, "bad", None, None, &data)
+            .expect_err("missing task")
+            .to_string();
+        assert!(
+            msg.contains("\"nope\"") && msg.contains("plan \"bad\""),
+            "{msg}"
+        );
+        let msg = render_plan(&spec, "worse", None, None, &data)
+            .expect_err("missing template")
+            .to_string();
+        assert!(
+            msg.contains("missing.yaml") && msg.contains("\"broken\""),
+            "{msg}"
+        );
+        let msg = render_plan(&spec, "nosuch", None, None, &data)
+            .expect_err("no plan")
+            .to_string();
+        assert!(msg.contains("nosuch") && msg.contains("deploy"), "{msg}");
+        let msg = render_plan(&spec, "deploy", None, Some("zz"), &data)
+            .expect_err("no step")
+            .to_string();
+        assert!(msg.contains("step \"zz\""), "{msg}");
+    }
+}
