@@ -149,7 +149,7 @@ impl Cluster {
     async fn call<T>(
         &self,
         op: &'static str,
-        object: &dyn Display,
+        object: &(dyn Display + Sync),
         fut: impl Future<Output = kube::Result<T>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.request_timeout, fut).await {
@@ -257,6 +257,17 @@ impl Cluster {
             meta.remove("namespace");
         }
         Ok((r, served, body))
+    }
+
+    /// Whether the object's kind is namespaced on this cluster (from discovery, refreshed
+    /// when the kind is unknown).
+    pub async fn is_namespaced(&self, obj: &Value) -> Result<bool> {
+        let r = ObjectRef::from_object(obj).map_err(|reason| ClusterError::BadObject {
+            cluster: self.name.clone(),
+            object: object::describe(obj),
+            reason,
+        })?;
+        Ok(self.resolve("discover", &r).await?.namespaced)
     }
 
     /// Server-side apply `obj` under field manager `kudo`, forcing ownership of conflicting

@@ -3,7 +3,10 @@
 //! retry timing ([`backoff`]). Cluster I/O enters only through [`workflow::TaskRunner`].
 
 pub mod backoff;
+pub mod controller;
 pub mod objects;
+pub mod reconcile;
+pub mod runner;
 pub mod status;
 pub mod tasks;
 pub mod trigger;
