@@ -19,6 +19,9 @@ pub struct Args {
     /// kubeconfig's current context.
     #[arg(long = "context", value_name = "CONTEXT")]
     pub contexts: Vec<String>,
+    /// Only manage Instances in this namespace (default: all namespaces).
+    #[arg(long, short = 'n', env = "KUDO_NAMESPACE")]
+    pub namespace: Option<String>,
     /// How often a running plan is re-checked when no watch event wakes it.
     #[arg(long, default_value = "2s", value_parser = humantime_duration, env = "KUDO_POLL_INTERVAL")]
     pub poll_interval: Duration,
@@ -63,6 +66,7 @@ pub async fn run(args: Args) -> CliResult {
         };
         tasks.push(tokio::spawn(crate::engine::controller::run(
             cluster,
+            args.namespace.clone(),
             args.poll_interval,
             shutdown,
         )));

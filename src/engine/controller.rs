@@ -22,44 +22,43 @@ use crate::cluster::Cluster;
 use super::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL};
 use super::reconcile::{Context, ReconcileError, reconcile};
 
-/// Runs the engine for every Instance on `cluster` until `shutdown` resolves.
+/// Runs the engine for every Instance on `cluster` (in `namespace`, or all namespaces) until
+/// `shutdown` resolves.
 pub async fn run(
     cluster: Arc<Cluster>,
+    namespace: Option<String>,
     poll: Duration,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = cluster.client().clone();
     let ctx = Arc::new(Context::new(cluster.clone(), poll));
     let owned = watcher::Config::default().labels(&format!("{HERITAGE_LABEL}={HERITAGE_VALUE}"));
-    Controller::new(
-        Api::<Instance>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<Deployment>::all(client.clone()),
-        owned.clone(),
-        owner_of,
-    )
-    .watches(
-        Api::<StatefulSet>::all(client.clone()),
-        owned.clone(),
-        owner_of,
-    )
-    .watches(
-        Api::<DaemonSet>::all(client.clone()),
-        owned.clone(),
-        owner_of,
-    )
-    .watches(Api::<Job>::all(client), owned, owner_of)
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((obj, _)) => debug!(instance = %obj.name, "reconciled"),
-            Err(e) => debug!(error = %e, "reconcile loop"),
-        }
-    })
-    .await;
+    let ns = namespace.as_deref();
+    Controller::new(api::<Instance>(&client, ns), watcher::Config::default())
+        .watches(api::<Deployment>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<StatefulSet>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<DaemonSet>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<Job>(&client, ns), owned, owner_of)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(instance = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile loop"),
+            }
+        })
+        .await;
+}
+
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Maps an object kudo applied to the Instance that owns it (by its labels).
