@@ -5,6 +5,6 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod kuttl;
-pub mod cluster;

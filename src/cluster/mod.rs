@@ -149,7 +149,7 @@ impl Cluster {
     async fn call<T>(
         &self,
         op: &'static str,
-        object: &dyn Display,
+        object: &(dyn Display + Sync),
         fut: impl Future<Output = kube::Result<T>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.request_timeout, fut).await {
@@ -256,7 +256,19 @@ impl Cluster {
             r.namespace = None;
             meta.remove("namespace");
         }
+        object::default_port_protocols(&mut body);
         Ok((r, served, body))
+    }
+
+    /// Whether the object's kind is namespaced on this cluster (from discovery, refreshed
+    /// when the kind is unknown).
+    pub async fn is_namespaced(&self, obj: &Value) -> Result<bool> {
+        let r = ObjectRef::from_object(obj).map_err(|reason| ClusterError::BadObject {
+            cluster: self.name.clone(),
+            object: object::describe(obj),
+            reason,
+        })?;
+        Ok(self.resolve("discover", &r).await?.namespaced)
     }
 
     /// Server-side apply `obj` under field manager `kudo`, forcing ownership of conflicting
@@ -462,5 +474,29 @@ impl Cluster {
                 format!("undecodable: {e}"),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Cluster calls must be spawnable on a multi-threaded runtime.
+    #[tokio::test]
+    async fn operations_are_send() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("uri"));
+        let c = Cluster::from_config("send", config).expect("client");
+        let obj = serde_json::json!({});
+        let r = ObjectRef::new("v1", "ConfigMap", Some("d"), "x");
+        assert_send(&c.apply(&obj));
+        assert_send(&c.apply_status(&obj));
+        assert_send(&c.replace(&obj));
+        assert_send(&c.get(&r));
+        assert_send(&c.health(&r));
+        assert_send(&c.delete_and_wait(&r, Duration::from_secs(1)));
+        assert_send(&c.list(&[("v1", "ConfigMap")], None, ""));
+        assert_send(&c.is_namespaced(&obj));
     }
 }

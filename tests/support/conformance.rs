@@ -36,6 +36,7 @@ macro_rules! conformance_suite {
             invalid_object_is_422_with_field_path,
             unknown_kind_is_unknown_kind_error,
             stale_resource_version_update_conflicts,
+            ports_without_protocol_apply,
         );
     };
     (@cases $backend:path; $($case:ident),* $(,)?) => {
@@ -335,6 +336,34 @@ pub async fn stale_resource_version_update_conflicts(c: &Cluster) {
         fresh["data"] = json!({"n": "3"});
         let replaced = c.replace(&fresh).await.expect("fresh replace");
         assert_eq!(replaced["data"]["n"], "3");
+    })
+    .await;
+}
+
+/// Packages often omit `protocol` on ports; such objects must apply (and re-apply) cleanly.
+pub async fn ports_without_protocol_apply(c: &Cluster) {
+    in_namespace(c, "conf-ports", |ns| async move {
+        let svc = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}});
+        let live = c.apply(&svc).await.expect("service without protocol");
+        assert_eq!(live["spec"]["ports"][0]["protocol"], "TCP");
+        let again = c.apply(&svc).await.expect("re-apply");
+        assert_eq!(rv(&live), rv(&again));
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx",
+                        "ports": [{"containerPort": 8080}]}]}}}});
+        let live = c
+            .apply(&deploy)
+            .await
+            .expect("deployment without port protocol");
+        assert_eq!(
+            live.pointer("/spec/template/spec/containers/0/ports/0/protocol"),
+            Some(&json!("TCP"))
+        );
     })
     .await;
 }
