@@ -341,11 +341,52 @@ impl Cluster {
     }
 
     /// Health of the live object; a missing object is progressing (not yet created).
+    ///
+    /// An established CRD only counts as healthy once discovery serves its kind: the API
+    /// server publishes discovery a moment after `Established`, and what follows a CRD in a
+    /// plan is usually a custom resource of that kind.
     pub async fn health(&self, r: &ObjectRef) -> Result<Health> {
-        Ok(match self.get_opt(r).await? {
-            Some(live) => health::evaluate(&live),
-            None => Health::Progressing(format!("{r} does not exist")),
-        })
+        let Some(live) = self.get_opt(r).await? else {
+            return Ok(Health::Progressing(format!("{r} does not exist")));
+        };
+        let h = health::evaluate(&live);
+        let (group, _) = r.group_version();
+        let is_crd = group == "apiextensions.k8s.io" && r.kind == "CustomResourceDefinition";
+        if h.is_healthy()
+            && is_crd
+            && let Some(why) = self.crd_not_discoverable(&live).await?
+        {
+            return Ok(Health::Progressing(why));
+        }
+        Ok(h)
+    }
+
+    /// Why an established CRD's kind is not (yet) resolvable, for each served version.
+    async fn crd_not_discoverable(&self, crd: &Value) -> Result<Option<String>> {
+        let s = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or("");
+        let (group, kind) = (s("/spec/group"), s("/spec/names/kind"));
+        let versions = crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for v in versions {
+            if v.get("served").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            let version = v.get("name").and_then(Value::as_str).unwrap_or("");
+            let r = ObjectRef::new(format!("{group}/{version}"), kind, None, "*");
+            match self.resolve("discover", &r).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::UnknownKind => {
+                    return Ok(Some(format!(
+                        "established, but {kind} of {group}/{version} not yet in discovery"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// Poll until the object is healthy or failed; [`ErrorKind::Timeout`] (with the last

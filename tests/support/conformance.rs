@@ -37,6 +37,7 @@ macro_rules! conformance_suite {
             unknown_kind_is_unknown_kind_error,
             stale_resource_version_update_conflicts,
             ports_without_protocol_apply,
+            discovery_refreshes_when_a_kind_appears_in_a_known_group,
         );
     };
     (@cases $backend:path; $($case:ident),* $(,)?) => {
@@ -111,12 +112,16 @@ pub async fn ssa_of_a_changed_field_updates_it(c: &Cluster) {
 
 /// A CRD with a unique group, namespaced kind `Widget`, status subresource.
 fn widget_crd(group: &str) -> Value {
+    kind_crd(group, "Widget", "widgets")
+}
+
+fn kind_crd(group: &str, kind: &str, plural: &str) -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("widgets.{group}")},
+        "metadata": {"name": format!("{plural}.{group}")},
         "spec": {
             "group": group, "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "names": {"plural": plural, "kind": kind, "listKind": format!("{kind}List")},
             "versions": [{
                 "name": "v1", "served": true, "storage": true,
                 "subresources": {"status": {}},
@@ -134,26 +139,43 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    use futures::FutureExt;
     let group = format!("{}.conformance.kudo.dev", unique("g"));
     let crd = widget_crd(&group);
     let crd_ref = ObjectRef::from_object(&crd).expect("crd identity");
+    let widget = ObjectRef::new(format!("{group}/v1"), "Widget", Some("default"), "w");
+    let err = c.get(&widget).await.expect_err("kind not installed yet");
+    assert_eq!(err.kind(), ErrorKind::UnknownKind, "{err}");
     c.apply(&crd).await.expect("install CRD");
-    let outcome = std::panic::AssertUnwindSafe(async {
+    let check = async {
         let health = c
             .wait_healthy(&crd_ref, WAIT)
             .await
             .expect("CRD established");
         assert_eq!(health, Health::Healthy);
         body(group.clone()).await;
-    })
-    .catch_unwind()
-    .await;
-    let cleanup = c.delete_and_wait(&crd_ref, WAIT).await;
+    };
+    let cleanup = async {
+        c.delete_and_wait(&crd_ref, WAIT)
+            .await
+            .expect("CRD deleted");
+    };
+    then_cleanup(check, cleanup).await;
+}
+
+/// Run `check`, then `cleanup` even if `check` panicked; a panic of `check` wins.
+async fn then_cleanup(
+    check: impl std::future::Future<Output = ()>,
+    cleanup: impl std::future::Future<Output = ()>,
+) {
+    use futures::FutureExt;
+    let outcome = std::panic::AssertUnwindSafe(check).catch_unwind().await;
+    let cleaned = std::panic::AssertUnwindSafe(cleanup).catch_unwind().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-    cleanup.expect("CRD deleted");
+    if let Err(panic) = cleaned {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 pub async fn crd_install_then_established(c: &Cluster) {
@@ -364,6 +386,40 @@ pub async fn ports_without_protocol_apply(c: &Cluster) {
             live.pointer("/spec/template/spec/containers/0/ports/0/protocol"),
             Some(&json!("TCP"))
         );
+    })
+    .await;
+}
+
+/// Discovery of a group-version is cached; a kind added to it later (a second CRD in the same
+/// group) must still be found.
+pub async fn discovery_refreshes_when_a_kind_appears_in_a_known_group(c: &Cluster) {
+    with_crd(c, |group| async move {
+        in_namespace(c, "conf-disco", |ns| async move {
+            let api_version = format!("{group}/v1");
+            c.apply(&json!({"apiVersion": api_version, "kind": "Widget",
+                "metadata": {"name": "w", "namespace": ns}, "spec": {"size": 1}}))
+                .await
+                .expect("widget (caches the group-version)");
+            let gadgets = kind_crd(&group, "Gadget", "gadgets");
+            let gadgets_ref = ObjectRef::from_object(&gadgets).expect("identity");
+            c.apply(&gadgets).await.expect("install second CRD");
+            let check = async {
+                c.wait_healthy(&gadgets_ref, WAIT)
+                    .await
+                    .expect("established");
+                c.apply(&json!({"apiVersion": api_version, "kind": "Gadget",
+                    "metadata": {"name": "g", "namespace": ns}}))
+                    .await
+                    .expect("gadget found after refreshing discovery");
+            };
+            let cleanup = async {
+                c.delete_and_wait(&gadgets_ref, WAIT)
+                    .await
+                    .expect("delete second CRD");
+            };
+            then_cleanup(check, cleanup).await;
+        })
+        .await;
     })
     .await;
 }
