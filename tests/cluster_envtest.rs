@@ -74,6 +74,24 @@ async fn unreachable_server_is_reported_promptly_and_names_the_cluster() {
 }
 
 #[tokio::test]
+async fn blackholed_server_is_unreachable_after_the_connect_timeout() {
+    // 192.0.2.0/24 is TEST-NET-1: never routed, so a connect either fails or times out.
+    let path = write_kubeconfig(
+        "blackhole",
+        &kubeconfig_for("https://192.0.2.1:6443", "t", &["bh"]),
+    );
+    let c = Cluster::from_kubeconfig("blackhole", &path, None)
+        .await
+        .expect("load");
+    let err = tokio::time::timeout(HANG, c.get(&ObjectRef::new("v1", "Namespace", None, "x")))
+        .await
+        .expect("the connect timeout must end the call")
+        .expect_err("nothing answers there");
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+    assert!(err.to_string().contains("cluster blackhole"), "{err}");
+}
+
+#[tokio::test]
 async fn kubeconfig_missing_context_names_it_and_lists_those_present() {
     let path = write_kubeconfig(
         "ctx",

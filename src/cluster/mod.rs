@@ -524,6 +524,20 @@ mod tests {
 
     fn assert_send<T: Send>(_: &T) {}
 
+    #[test]
+    fn in_cluster_outside_a_cluster_names_the_cluster() {
+        // Test processes do not run in a pod: no service-account environment.
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+            return;
+        }
+        let err = Cluster::in_cluster("mgmt").expect_err("not in a pod");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cluster mgmt") && msg.contains("in-cluster"),
+            "{msg}"
+        );
+    }
+
     /// Cluster calls must be spawnable on a multi-threaded runtime.
     #[tokio::test]
     async fn operations_are_send() {
