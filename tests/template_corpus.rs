@@ -15,7 +15,10 @@ fn yaml(path: &Path) -> serde_json::Value {
 }
 
 fn templates(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("templates dir").map(|e| e.expect("entry").path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("templates dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
     entries.sort();
     for p in entries {
         let name = format!("{prefix}{}", p.file_name().expect("name").to_string_lossy());
@@ -33,7 +36,11 @@ fn context(pkg: &Path, values: &BTreeMap<String, String>) -> serde_json::Value {
     let list = params["parameters"].as_array().cloned().unwrap_or_default();
     let decls: Vec<ParamDecl> = list
         .iter()
-        .map(|p| ParamDecl { name: p["name"].as_str().expect("param name"), kind: p["type"].as_str().unwrap_or("string"), default: p.get("default") })
+        .map(|p| ParamDecl {
+            name: p["name"].as_str().expect("param name"),
+            kind: p["type"].as_str().unwrap_or("string"),
+            default: p.get("default"),
+        })
         .collect();
     let s = |k: &str| op.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
     serde_json::json!({
@@ -47,7 +54,9 @@ fn context(pkg: &Path, values: &BTreeMap<String, String>) -> serde_json::Value {
 
 /// Renders one package against one golden; returns a list of mismatches.
 fn check(pkg: &Path, golden: &str, values: &BTreeMap<String, String>) -> (usize, Vec<String>) {
-    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pkg.join(golden)).expect("golden")).expect("golden json");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pkg.join(golden)).expect("golden"))
+            .expect("golden json");
     let data = context(pkg, values);
     let mut tpls = Vec::new();
     templates(&pkg.join("operator/templates"), "", &mut tpls);
@@ -55,21 +64,47 @@ fn check(pkg: &Path, golden: &str, values: &BTreeMap<String, String>) -> (usize,
     for (name, text) in &tpls {
         let want = &golden[name.as_str()];
         let got = Template::parse(name, text).and_then(|t| t.render(&data));
-        match (want.get("out").and_then(|v| v.as_str()), want.get("err").and_then(|v| v.as_str()), got) {
+        match (
+            want.get("out").and_then(|v| v.as_str()),
+            want.get("err").and_then(|v| v.as_str()),
+            got,
+        ) {
             (Some(w), _, Ok(g)) if w == g => {}
             (Some(w), _, Ok(g)) => {
-                let line = w.lines().zip(g.lines()).position(|(a, b)| a != b).unwrap_or(0);
-                failures.push(format!("{}/{name}: output differs at line {}:\n  want {:?}\n  got  {:?}", pkg.display(), line + 1, w.lines().nth(line), g.lines().nth(line)));
+                let line = w
+                    .lines()
+                    .zip(g.lines())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0);
+                failures.push(format!(
+                    "{}/{name}: output differs at line {}:\n  want {:?}\n  got  {:?}",
+                    pkg.display(),
+                    line + 1,
+                    w.lines().nth(line),
+                    g.lines().nth(line)
+                ));
             }
-            (Some(_), _, Err(e)) => failures.push(format!("{}/{name}: unexpected error {e}", pkg.display())),
-            (None, Some(w), Ok(_)) => failures.push(format!("{}/{name}: rendered, but Go failed with {w}", pkg.display())),
+            (Some(_), _, Err(e)) => {
+                failures.push(format!("{}/{name}: unexpected error {e}", pkg.display()))
+            }
+            (None, Some(w), Ok(_)) => failures.push(format!(
+                "{}/{name}: rendered, but Go failed with {w}",
+                pkg.display()
+            )),
             (None, Some(w), Err(e)) => {
                 // must name template, line and key like Go's message
                 let msg = e.to_string();
                 let key = w.rsplit("key ").next().unwrap_or("");
-                let loc = w.split(": executing").next().unwrap_or("").trim_start_matches("render: ");
+                let loc = w
+                    .split(": executing")
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("render: ");
                 if !msg.contains(key) || !msg.contains(loc) {
-                    failures.push(format!("{}/{name}: error {msg:?} does not match Go's {w:?}", pkg.display()));
+                    failures.push(format!(
+                        "{}/{name}: error {msg:?} does not match Go's {w:?}",
+                        pkg.display()
+                    ));
                 }
             }
             (None, None, _) => failures.push(format!("{}/{name}: no golden entry", pkg.display())),
@@ -80,7 +115,11 @@ fn check(pkg: &Path, golden: &str, values: &BTreeMap<String, String>) -> (usize,
 
 #[test]
 fn corpus_renders_like_kudo() {
-    let mut pkgs: Vec<PathBuf> = std::fs::read_dir(corpus()).expect("corpus").map(|e| e.expect("entry").path()).filter(|p| p.join("operator").is_dir()).collect();
+    let mut pkgs: Vec<PathBuf> = std::fs::read_dir(corpus())
+        .expect("corpus")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.join("operator").is_dir())
+        .collect();
     pkgs.sort();
     assert!(pkgs.len() >= 7, "corpus packages missing");
     let (mut total, mut failures) = (0, Vec::new());
@@ -93,7 +132,14 @@ fn corpus_renders_like_kudo() {
                 .as_object()
                 .expect("variant map")
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect();
             let (n, f) = check(pkg, "golden-variant.json", &vals);
             total += n;
@@ -101,5 +147,10 @@ fn corpus_renders_like_kudo() {
         }
     }
     assert!(total > 50, "only {total} templates checked");
-    assert!(failures.is_empty(), "{} of {total} renders differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} renders differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -17,13 +17,50 @@ fn utc(t: DateTime<Utc>) -> Value {
 fn as_time(v: &Value) -> (T, String) {
     match v {
         Value::Time(t, z) => (*t, z.to_string()),
-        Value::Int(i) => (Utc.timestamp_opt(*i, 0).single().unwrap_or_default().fixed_offset(), "UTC".into()),
+        Value::Int(i) => (
+            Utc.timestamp_opt(*i, 0)
+                .single()
+                .unwrap_or_default()
+                .fixed_offset(),
+            "UTC".into(),
+        ),
         _ => (Utc::now().fixed_offset(), "UTC".into()),
     }
 }
 
 const CHUNKS: &[&str] = &[
-    "January", "Jan", "Monday", "Mon", "MST", "2006", "-07:00:00", "-070000", "-07:00", "-0700", "-07", "Z07:00:00", "Z070000", "Z07:00", "Z0700", "Z07", "002", "01", "02", "03", "04", "05", "06", "_2", "15", "PM", "pm", "1", "2", "3", "4", "5",
+    "January",
+    "Jan",
+    "Monday",
+    "Mon",
+    "MST",
+    "2006",
+    "-07:00:00",
+    "-070000",
+    "-07:00",
+    "-0700",
+    "-07",
+    "Z07:00:00",
+    "Z070000",
+    "Z07:00",
+    "Z0700",
+    "Z07",
+    "002",
+    "01",
+    "02",
+    "03",
+    "04",
+    "05",
+    "06",
+    "_2",
+    "15",
+    "PM",
+    "pm",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
 ];
 
 /// Splits a Go layout into literal text and std chunks.
@@ -35,7 +72,12 @@ fn chunks(layout: &str) -> Vec<(bool, String)> {
     while i < layout.len() {
         let rest = &layout[i..];
         // fractional seconds: .000 / ,000 / .999 after a seconds field
-        if (rest.starts_with(".0") || rest.starts_with(".9") || rest.starts_with(",0") || rest.starts_with(",9")) && i > 0 {
+        if (rest.starts_with(".0")
+            || rest.starts_with(".9")
+            || rest.starts_with(",0")
+            || rest.starts_with(",9"))
+            && i > 0
+        {
             let d = b[i + 1];
             let mut j = i + 1;
             while j < b.len() && b[j] == d {
@@ -74,8 +116,29 @@ fn chunks(layout: &str) -> Vec<(bool, String)> {
     out
 }
 
-const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
 
 fn zone_fmt(off: i32, chunk: &str) -> String {
     if chunk.starts_with('Z') && off == 0 {
@@ -101,7 +164,11 @@ pub fn format(t: &T, zone: &str, layout: &str) -> String {
             out.push_str(&c);
             continue;
         }
-        let h12 = if t.hour() % 12 == 0 { 12 } else { t.hour() % 12 };
+        let h12 = if t.hour() % 12 == 0 {
+            12
+        } else {
+            t.hour() % 12
+        };
         let s = match c.as_str() {
             "January" => MONTHS[t.month0() as usize].to_string(),
             "Jan" => MONTHS[t.month0() as usize][..3].to_string(),
@@ -125,7 +192,9 @@ pub fn format(t: &T, zone: &str, layout: &str) -> String {
             "5" => t.second().to_string(),
             "PM" => (if t.hour() >= 12 { "PM" } else { "AM" }).to_string(),
             "pm" => (if t.hour() >= 12 { "pm" } else { "am" }).to_string(),
-            z if z.starts_with('-') || z.starts_with('Z') => zone_fmt(t.offset().local_minus_utc(), z),
+            z if z.starts_with('-') || z.starts_with('Z') => {
+                zone_fmt(t.offset().local_minus_utc(), z)
+            }
             f => {
                 // fractional seconds
                 let digits = f.len() - 1;
@@ -151,13 +220,24 @@ pub fn format(t: &T, zone: &str, layout: &str) -> String {
 
 /// time.ParseInLocation (UTC) for the common layout elements.
 pub fn parse(layout: &str, value: &str) -> Result<(T, String), String> {
-    let bad = || format!("parsing time {} as {}: cannot parse", gofmt::quote(value), gofmt::quote(layout));
+    let bad = || {
+        format!(
+            "parsing time {} as {}: cannot parse",
+            gofmt::quote(value),
+            gofmt::quote(layout)
+        )
+    };
     let mut rest = value;
-    let (mut y, mut mo, mut d, mut h, mut mi, mut sec, mut ns, mut off) = (1i32, 1u32, 1u32, 0u32, 0u32, 0u32, 0u32, 0i32);
+    let (mut y, mut mo, mut d, mut h, mut mi, mut sec, mut ns, mut off) =
+        (1i32, 1u32, 1u32, 0u32, 0u32, 0u32, 0u32, 0i32);
     let mut pm: Option<bool> = None;
     let mut zone = "UTC".to_string();
     let take_num = |r: &mut &str, min: usize, max: usize| -> Result<u32, String> {
-        let n = r.chars().take(max).take_while(|c| c.is_ascii_digit()).count();
+        let n = r
+            .chars()
+            .take(max)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if n < min {
             return Err(bad());
         }
@@ -172,12 +252,30 @@ pub fn parse(layout: &str, value: &str) -> Result<(T, String), String> {
         }
         match c.as_str() {
             "January" | "Jan" => {
-                let i = MONTHS.iter().position(|m| if c == "Jan" { rest.starts_with(&m[..3]) } else { rest.starts_with(m) }).ok_or_else(bad)?;
+                let i = MONTHS
+                    .iter()
+                    .position(|m| {
+                        if c == "Jan" {
+                            rest.starts_with(&m[..3])
+                        } else {
+                            rest.starts_with(m)
+                        }
+                    })
+                    .ok_or_else(bad)?;
                 rest = &rest[if c == "Jan" { 3 } else { MONTHS[i].len() }..];
                 mo = i as u32 + 1;
             }
             "Monday" | "Mon" => {
-                let i = DAYS.iter().position(|m| if c == "Mon" { rest.starts_with(&m[..3]) } else { rest.starts_with(m) }).ok_or_else(bad)?;
+                let i = DAYS
+                    .iter()
+                    .position(|m| {
+                        if c == "Mon" {
+                            rest.starts_with(&m[..3])
+                        } else {
+                            rest.starts_with(m)
+                        }
+                    })
+                    .ok_or_else(bad)?;
                 rest = &rest[if c == "Mon" { 3 } else { DAYS[i].len() }..];
             }
             "MST" => {
@@ -186,7 +284,9 @@ pub fn parse(layout: &str, value: &str) -> Result<(T, String), String> {
                 rest = &rest[n..];
             }
             "2006" => y = take_num(&mut rest, 4, 4)? as i32,
-            "06" => y = 1900 + take_num(&mut rest, 2, 2)? as i32 + if rest.is_empty() { 0 } else { 0 },
+            "06" => {
+                y = 1900 + take_num(&mut rest, 2, 2)? as i32 + if rest.is_empty() { 0 } else { 0 }
+            }
             "01" => mo = take_num(&mut rest, 2, 2)?,
             "1" => mo = take_num(&mut rest, 1, 2)?,
             "02" => d = take_num(&mut rest, 2, 2)?,
@@ -222,7 +322,11 @@ pub fn parse(layout: &str, value: &str) -> Result<(T, String), String> {
                     rest = &rest[1..];
                     let hh = take_num(&mut rest, 2, 2)? as i32;
                     rest = rest.strip_prefix(':').unwrap_or(rest);
-                    let mm = if z.len() > 3 { take_num(&mut rest, 2, 2)? as i32 } else { 0 };
+                    let mm = if z.len() > 3 {
+                        take_num(&mut rest, 2, 2)? as i32
+                    } else {
+                        0
+                    };
                     off = sign * (hh * 3600 + mm * 60);
                     zone = String::new();
                 }
@@ -238,7 +342,11 @@ pub fn parse(layout: &str, value: &str) -> Result<(T, String), String> {
             }
         }
         // Go also accepts fractional seconds after a seconds field not in the layout
-        if (c == "05" || c == "5") && rest.starts_with('.') && !layout.contains(".0") && !layout.contains(".9") {
+        if (c == "05" || c == "5")
+            && rest.starts_with('.')
+            && !layout.contains(".0")
+            && !layout.contains(".9")
+        {
             let r = &rest[1..];
             let n = r.chars().take_while(|c| c.is_ascii_digit()).count();
             ns = format!("{:0<9}", &r[..n.min(9)]).parse().unwrap_or(0);
@@ -246,7 +354,11 @@ pub fn parse(layout: &str, value: &str) -> Result<(T, String), String> {
         }
     }
     if !rest.is_empty() {
-        return Err(format!("parsing time {}: extra text: {}", gofmt::quote(value), gofmt::quote(rest)));
+        return Err(format!(
+            "parsing time {}: extra text: {}",
+            gofmt::quote(value),
+            gofmt::quote(rest)
+        ));
     }
     if let Some(p) = pm {
         if p && h < 12 {
@@ -256,10 +368,17 @@ pub fn parse(layout: &str, value: &str) -> Result<(T, String), String> {
         }
     }
     let tz = FixedOffset::east_opt(off).ok_or_else(bad)?;
-    let t = tz.with_ymd_and_hms(y, mo, d, h, mi, sec).single().ok_or_else(|| format!("parsing time {}: day out of range", gofmt::quote(value)))?;
+    let t = tz
+        .with_ymd_and_hms(y, mo, d, h, mi, sec)
+        .single()
+        .ok_or_else(|| format!("parsing time {}: day out of range", gofmt::quote(value)))?;
     let t = t + chrono::Duration::nanoseconds(ns as i64);
     if zone.is_empty() {
-        zone = if off == 0 { "UTC".into() } else { String::new() };
+        zone = if off == 0 {
+            "UTC".into()
+        } else {
+            String::new()
+        };
     }
     Ok((t, zone))
 }
@@ -279,13 +398,19 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
     }
     let mut total = 0f64;
     while !r.is_empty() {
-        let n = r.chars().take_while(|c| c.is_ascii_digit() || *c == '.').count();
+        let n = r
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .count();
         if n == 0 {
             return Err(bad());
         }
         let v: f64 = r[..n].parse().map_err(|_| bad())?;
         r = &r[n..];
-        let u = r.chars().take_while(|c| !c.is_ascii_digit() && *c != '.').collect::<String>();
+        let u = r
+            .chars()
+            .take_while(|c| !c.is_ascii_digit() && *c != '.')
+            .collect::<String>();
         r = &r[u.len()..];
         let mult = match u.as_str() {
             "ns" => 1.0,
@@ -294,8 +419,19 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             "s" => 1e9,
             "m" => 6e10,
             "h" => 3.6e12,
-            "" => return Err(format!("time: missing unit in duration {}", gofmt::quote(s))),
-            _ => return Err(format!("time: unknown unit {} in duration {}", gofmt::quote(&u), gofmt::quote(s))),
+            "" => {
+                return Err(format!(
+                    "time: missing unit in duration {}",
+                    gofmt::quote(s)
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "time: unknown unit {} in duration {}",
+                    gofmt::quote(&u),
+                    gofmt::quote(s)
+                ));
+            }
         };
         total += v * mult;
     }
@@ -307,7 +443,9 @@ fn duration_round(v: &Value) -> String {
         Value::Str(s) => parse_duration(s).unwrap_or(0),
         Value::Duration(d) => *d,
         Value::Int(i) => *i,
-        Value::Time(t, _) => (Utc::now().fixed_offset() - *t).num_nanoseconds().unwrap_or(0),
+        Value::Time(t, _) => (Utc::now().fixed_offset() - *t)
+            .num_nanoseconds()
+            .unwrap_or(0),
         _ => 0,
     };
     let u = d.unsigned_abs() / 1_000_000_000;
@@ -341,7 +479,11 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         add(name, 3, three, |a| {
             let (t, _) = as_time(&a[1]);
             let _zone = s(a, 2)?;
-            Ok(Value::str(format(&t.with_timezone(&Utc).fixed_offset(), "UTC", s(a, 0)?)))
+            Ok(Value::str(format(
+                &t.with_timezone(&Utc).fixed_offset(),
+                "UTC",
+                s(a, 0)?,
+            )))
         });
     }
     add("htmlDate", 1, one, |a| {
@@ -350,21 +492,55 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     });
     add("htmlDateInZone", 2, two, |a| {
         let (t, _) = as_time(&a[0]);
-        Ok(Value::str(format(&t.with_timezone(&Utc).fixed_offset(), "UTC", "2006-01-02")))
+        Ok(Value::str(format(
+            &t.with_timezone(&Utc).fixed_offset(),
+            "UTC",
+            "2006-01-02",
+        )))
     });
-    add("toDate", 2, two, |a| Ok(parse(s(a, 0)?, s(a, 1)?).map(|(t, z)| Value::Time(t, z.into())).unwrap_or_else(|_| Value::Time(Utc.timestamp_opt(-62135596800, 0).single().unwrap_or_default().fixed_offset(), "UTC".into()))));
-    add("mustToDate", 2, two, |a| parse(s(a, 0)?, s(a, 1)?).map(|(t, z)| Value::Time(t, z.into())).map_err(FnErr::Msg));
+    add("toDate", 2, two, |a| {
+        Ok(parse(s(a, 0)?, s(a, 1)?)
+            .map(|(t, z)| Value::Time(t, z.into()))
+            .unwrap_or_else(|_| {
+                Value::Time(
+                    Utc.timestamp_opt(-62135596800, 0)
+                        .single()
+                        .unwrap_or_default()
+                        .fixed_offset(),
+                    "UTC".into(),
+                )
+            }))
+    });
+    add("mustToDate", 2, two, |a| {
+        parse(s(a, 0)?, s(a, 1)?)
+            .map(|(t, z)| Value::Time(t, z.into()))
+            .map_err(FnErr::Msg)
+    });
     add("unixEpoch", 1, one, |a| match &a[0] {
         Value::Time(t, _) => Ok(Value::str(t.timestamp().to_string())),
-        _ => Err(FnErr::Type { idx: 0, expected: "time.Time" }),
+        _ => Err(FnErr::Type {
+            idx: 0,
+            expected: "time.Time",
+        }),
     });
-    for (name, must) in [("dateModify", false), ("date_modify", false), ("mustDateModify", true), ("must_date_modify", true)] {
-        let f: F = if must { |a| date_modify(a, true) } else { |a| date_modify(a, false) };
+    for (name, must) in [
+        ("dateModify", false),
+        ("date_modify", false),
+        ("mustDateModify", true),
+        ("must_date_modify", true),
+    ] {
+        let f: F = if must {
+            |a| date_modify(a, true)
+        } else {
+            |a| date_modify(a, false)
+        };
         add(name, 2, two, f);
     }
     add("ago", 1, one, |a| {
         let (t, _) = as_time(&a[0]);
-        let d = (Utc::now().fixed_offset() - t).num_nanoseconds().unwrap_or(0);
+        let d = (Utc::now().fixed_offset() - t)
+            .num_nanoseconds()
+            .unwrap_or(0);
         let rounded = ((d as f64) / 1e9).round() as i64 * 1_000_000_000;
         Ok(Value::str(gofmt::duration_string(rounded)))
     });
@@ -374,20 +550,28 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
             Value::Int(i) => *i,
             _ => 0,
         };
-        Ok(Value::str(gofmt::duration_string(n.saturating_mul(1_000_000_000))))
+        Ok(Value::str(gofmt::duration_string(
+            n.saturating_mul(1_000_000_000),
+        )))
     });
-    add("durationRound", 1, one, |a| Ok(Value::str(duration_round(&a[0]))));
-
-
+    add("durationRound", 1, one, |a| {
+        Ok(Value::str(duration_round(&a[0])))
+    });
 }
 
 fn date_modify(a: &[Value], must: bool) -> FResult {
     let fmt = s(a, 0)?;
     let Value::Time(t, z) = &a[1] else {
-        return Err(FnErr::Type { idx: 1, expected: "time.Time" });
+        return Err(FnErr::Type {
+            idx: 1,
+            expected: "time.Time",
+        });
     };
     match parse_duration(fmt) {
-        Ok(d) => Ok(Value::Time(*t + chrono::Duration::nanoseconds(d), z.clone())),
+        Ok(d) => Ok(Value::Time(
+            *t + chrono::Duration::nanoseconds(d),
+            z.clone(),
+        )),
         Err(e) if must => Err(FnErr::Msg(e)),
         Err(_) => Ok(a[1].clone()),
     }
@@ -399,7 +583,10 @@ mod tests {
     #[test]
     fn go_layouts() {
         let (t, z) = parse("2006-01-02 15:04:05", "2021-03-04 05:06:07").expect("parses");
-        assert_eq!(format(&t, &z, "Jan 2, 2006 at 3:04pm (MST)"), "Mar 4, 2021 at 5:06am (UTC)");
+        assert_eq!(
+            format(&t, &z, "Jan 2, 2006 at 3:04pm (MST)"),
+            "Mar 4, 2021 at 5:06am (UTC)"
+        );
         assert_eq!(format(&t, &z, time_rfc3339()), "2021-03-04T05:06:07Z");
         assert_eq!(parse_duration("1h30m"), Ok(5_400_000_000_000));
     }

@@ -27,7 +27,13 @@ pub struct State<'a> {
 type R<T> = Result<T, TemplateError>;
 
 pub fn execute(tmpl: &Template, data: Value) -> R<String> {
-    let mut s = State { tmpl, current: &tmpl.name, out: String::new(), vars: vec![("$".into(), data.clone())], depth: 0 };
+    let mut s = State {
+        tmpl,
+        current: &tmpl.name,
+        out: String::new(),
+        vars: vec![("$".into(), data.clone())],
+        depth: 0,
+    };
     s.walk_list(&data, &tmpl.root)?;
     Ok(s.out)
 }
@@ -46,13 +52,23 @@ fn context(s: String) -> String {
 }
 
 impl<'a> State<'a> {
-    fn errorf(&self, pos: usize, ctx: &dyn std::fmt::Display, msg: impl Into<String>) -> TemplateError {
+    fn errorf(
+        &self,
+        pos: usize,
+        ctx: &dyn std::fmt::Display,
+        msg: impl Into<String>,
+    ) -> TemplateError {
         let (line, col) = self.tmpl.line_col(pos);
         TemplateError::Exec {
             template: self.tmpl.name.clone(),
             line,
             col,
-            message: format!("executing {} at <{}>: {}", gofmt::quote(self.current), context(ctx.to_string()), msg.into()),
+            message: format!(
+                "executing {} at <{}>: {}",
+                gofmt::quote(self.current),
+                context(ctx.to_string()),
+                msg.into()
+            ),
         }
     }
 
@@ -78,11 +94,26 @@ impl<'a> State<'a> {
                     }
                 }
             }
-            Node::If { pipe, list, else_list, .. } | Node::With { pipe, list, else_list, .. } => {
+            Node::If {
+                pipe,
+                list,
+                else_list,
+                ..
+            }
+            | Node::With {
+                pipe,
+                list,
+                else_list,
+                ..
+            } => {
                 let mark = self.vars.len();
                 let v = self.eval_pipeline(dot, pipe)?;
                 let flow = if v.truthy() {
-                    if matches!(node, Node::With { .. }) { self.walk_list(&v, list)? } else { self.walk_list(dot, list)? }
+                    if matches!(node, Node::With { .. }) {
+                        self.walk_list(&v, list)?
+                    } else {
+                        self.walk_list(dot, list)?
+                    }
                 } else if let Some(el) = else_list {
                     self.walk_list(dot, el)?
                 } else {
@@ -91,7 +122,12 @@ impl<'a> State<'a> {
                 self.vars.truncate(mark);
                 return Ok(flow);
             }
-            Node::Range { pipe, list, else_list, .. } => {
+            Node::Range {
+                pipe,
+                list,
+                else_list,
+                ..
+            } => {
                 let mark = self.vars.len();
                 let r = self.walk_range(dot, pipe, list, else_list.as_deref());
                 self.vars.truncate(mark);
@@ -100,16 +136,25 @@ impl<'a> State<'a> {
             Node::Template { pos, name, pipe } => {
                 let Some(body) = self.tmpl.lookup(name) else {
                     let ctx = format!("{{{{template {}}}}}", gofmt::quote(name));
-                    return Err(self.errorf(*pos, &ctx, format!("template {} not defined", gofmt::quote(name))));
+                    return Err(self.errorf(
+                        *pos,
+                        &ctx,
+                        format!("template {} not defined", gofmt::quote(name)),
+                    ));
                 };
                 let new_dot = match pipe {
                     Some(p) => self.eval_pipeline(dot, p)?,
                     None => Value::Nil,
                 };
                 if self.depth >= MAX_DEPTH {
-                    return Err(self.errorf(*pos, &name, format!("exceeded maximum template depth ({MAX_DEPTH})")));
+                    return Err(self.errorf(
+                        *pos,
+                        &name,
+                        format!("exceeded maximum template depth ({MAX_DEPTH})"),
+                    ));
                 }
-                let saved_vars = std::mem::replace(&mut self.vars, vec![("$".into(), new_dot.clone())]);
+                let saved_vars =
+                    std::mem::replace(&mut self.vars, vec![("$".into(), new_dot.clone())]);
                 let saved_name = self.current;
                 self.current = self.tmpl.define_name(name);
                 self.depth += 1;
@@ -130,10 +175,21 @@ impl<'a> State<'a> {
         self.vars[len - n].1 = v;
     }
 
-    fn one_iteration(&mut self, pipe: &Pipe, list: &[Node], mark: usize, index: Value, elem: Value) -> R<Flow> {
+    fn one_iteration(
+        &mut self,
+        pipe: &Pipe,
+        list: &[Node],
+        mark: usize,
+        index: Value,
+        elem: Value,
+    ) -> R<Flow> {
         if !pipe.decl.is_empty() {
             if pipe.is_assign {
-                let target = if pipe.decl.len() > 1 { index.clone() } else { elem.clone() };
+                let target = if pipe.decl.len() > 1 {
+                    index.clone()
+                } else {
+                    elem.clone()
+                };
                 self.set_var(pipe.pos, &pipe.decl[0], target)?;
             } else {
                 self.set_top_var(1, elem.clone());
@@ -151,7 +207,13 @@ impl<'a> State<'a> {
         r
     }
 
-    fn walk_range(&mut self, dot: &Value, pipe: &Pipe, list: &[Node], else_list: Option<&[Node]>) -> R<()> {
+    fn walk_range(
+        &mut self,
+        dot: &Value,
+        pipe: &Pipe,
+        list: &[Node],
+        else_list: Option<&[Node]>,
+    ) -> R<()> {
         let val = self.eval_pipeline(dot, pipe)?;
         let mark = self.vars.len();
         let mut ran = false;
@@ -159,13 +221,19 @@ impl<'a> State<'a> {
             Value::List(l, _) => {
                 for (i, e) in l.iter().enumerate() {
                     ran = true;
-                    if let Flow::Break = self.one_iteration(pipe, list, mark, Value::Int(i as i64), e.clone())? {
+                    if let Flow::Break =
+                        self.one_iteration(pipe, list, mark, Value::Int(i as i64), e.clone())?
+                    {
                         break;
                     }
                 }
             }
             Value::Map(m) => {
-                let entries: Vec<(String, Value)> = m.borrow().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let entries: Vec<(String, Value)> = m
+                    .borrow()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 for (k, v) in entries {
                     ran = true;
                     if let Flow::Break = self.one_iteration(pipe, list, mark, Value::str(k), v)? {
@@ -175,18 +243,28 @@ impl<'a> State<'a> {
             }
             Value::Int(n) => {
                 if pipe.decl.len() > 1 {
-                    return Err(self.errorf(pipe.pos, pipe, format!("can't use {n} to iterate over more than one variable")));
+                    return Err(self.errorf(
+                        pipe.pos,
+                        pipe,
+                        format!("can't use {n} to iterate over more than one variable"),
+                    ));
                 }
                 for i in 0..*n {
                     ran = true;
-                    if let Flow::Break = self.one_iteration(pipe, list, mark, Value::Int(i), Value::Int(i))? {
+                    if let Flow::Break =
+                        self.one_iteration(pipe, list, mark, Value::Int(i), Value::Int(i))?
+                    {
                         break;
                     }
                 }
             }
             Value::Nil => {}
             other => {
-                return Err(self.errorf(pipe.pos, pipe, format!("range can't iterate over {}", gofmt::value_v(other))));
+                return Err(self.errorf(
+                    pipe.pos,
+                    pipe,
+                    format!("range can't iterate over {}", gofmt::value_v(other)),
+                ));
             }
         }
         if !ran && let Some(el) = else_list {
@@ -232,7 +310,11 @@ impl<'a> State<'a> {
 
     fn not_a_function(&self, cmd: &Command, final_: &Option<Value>) -> R<()> {
         if cmd.args.len() > 1 || final_.is_some() {
-            return Err(self.errorf(cmd.args[0].pos(), &cmd.args[0], format!("can't give argument to non-function {}", cmd.args[0])));
+            return Err(self.errorf(
+                cmd.args[0].pos(),
+                &cmd.args[0],
+                format!("can't give argument to non-function {}", cmd.args[0]),
+            ));
         }
         Ok(())
     }
@@ -247,7 +329,11 @@ impl<'a> State<'a> {
             Arg::Chain { pos, node, fields } => {
                 let has_args = cmd.args.len() > 1 || final_.is_some();
                 if matches!(**node, Arg::Nil { .. }) {
-                    return Err(self.errorf(*pos, first, format!("indirection through explicit nil in {first}")));
+                    return Err(self.errorf(
+                        *pos,
+                        first,
+                        format!("indirection through explicit nil in {first}"),
+                    ));
                 }
                 let recv = self.eval_arg(dot, node)?;
                 self.eval_field_chain(*pos, first, recv, fields, has_args)
@@ -280,7 +366,14 @@ impl<'a> State<'a> {
         }
     }
 
-    fn eval_field_chain(&self, pos: usize, node: &Arg, mut recv: Value, idents: &[String], has_args: bool) -> R<Value> {
+    fn eval_field_chain(
+        &self,
+        pos: usize,
+        node: &Arg,
+        mut recv: Value,
+        idents: &[String],
+        has_args: bool,
+    ) -> R<Value> {
         let n = idents.len();
         for (i, name) in idents.iter().enumerate() {
             recv = self.eval_field(pos, node, name, recv, has_args && i == n - 1)?;
@@ -288,19 +381,42 @@ impl<'a> State<'a> {
         Ok(recv)
     }
 
-    fn eval_field(&self, pos: usize, node: &Arg, name: &str, recv: Value, has_args: bool) -> R<Value> {
+    fn eval_field(
+        &self,
+        pos: usize,
+        node: &Arg,
+        name: &str,
+        recv: Value,
+        has_args: bool,
+    ) -> R<Value> {
         match &recv {
             Value::Map(m) => {
                 if has_args {
-                    return Err(self.errorf(pos, node, format!("{name} is not a method but has arguments")));
+                    return Err(self.errorf(
+                        pos,
+                        node,
+                        format!("{name} is not a method but has arguments"),
+                    ));
                 }
                 match m.borrow().get(name) {
                     Some(v) => Ok(v.clone()),
-                    None => Err(self.errorf(pos, node, format!("map has no entry for key {}", gofmt::quote(name)))),
+                    None => Err(self.errorf(
+                        pos,
+                        node,
+                        format!("map has no entry for key {}", gofmt::quote(name)),
+                    )),
                 }
             }
-            Value::Nil => Err(self.errorf(pos, node, format!("nil pointer evaluating interface {{}}.{name}"))),
-            other => Err(self.errorf(pos, node, format!("can't evaluate field {name} in type {}", other.type_name()))),
+            Value::Nil => Err(self.errorf(
+                pos,
+                node,
+                format!("nil pointer evaluating interface {{}}.{name}"),
+            )),
+            other => Err(self.errorf(
+                pos,
+                node,
+                format!("can't evaluate field {name} in type {}", other.type_name()),
+            )),
         }
     }
 
@@ -309,19 +425,28 @@ impl<'a> State<'a> {
         match arg {
             Arg::Dot { .. } => Ok(dot.clone()),
             Arg::Nil { .. } => Ok(Value::Nil),
-            Arg::Field { pos, idents } => self.eval_field_chain(*pos, arg, dot.clone(), idents, false),
+            Arg::Field { pos, idents } => {
+                self.eval_field_chain(*pos, arg, dot.clone(), idents, false)
+            }
             Arg::Variable { pos, name, fields } => {
                 let v = self.var_value(*pos, name)?;
                 self.eval_field_chain(*pos, arg, v, fields, false)
             }
             Arg::Pipe { pipe, .. } => self.eval_pipeline(dot, pipe),
             Arg::Ident { pos, name } => {
-                let cmd = Command { pos: *pos, args: vec![arg.clone()] };
+                let cmd = Command {
+                    pos: *pos,
+                    args: vec![arg.clone()],
+                };
                 self.eval_function(dot, *pos, name, &cmd, None)
             }
             Arg::Chain { pos, node, fields } => {
                 if matches!(**node, Arg::Nil { .. }) {
-                    return Err(self.errorf(*pos, arg, format!("indirection through explicit nil in {arg}")));
+                    return Err(self.errorf(
+                        *pos,
+                        arg,
+                        format!("indirection through explicit nil in {arg}"),
+                    ));
                 }
                 let recv = self.eval_arg(dot, node)?;
                 self.eval_field_chain(*pos, arg, recv, fields, false)
@@ -332,9 +457,20 @@ impl<'a> State<'a> {
         }
     }
 
-    fn eval_function(&mut self, dot: &Value, pos: usize, name: &str, cmd: &Command, final_: Option<Value>) -> R<Value> {
+    fn eval_function(
+        &mut self,
+        dot: &Value,
+        pos: usize,
+        name: &str,
+        cmd: &Command,
+        final_: Option<Value>,
+    ) -> R<Value> {
         let Some(def) = funcs::lookup(name) else {
-            return Err(self.errorf(pos, &name, format!("{} is not a defined function", gofmt::quote(name))));
+            return Err(self.errorf(
+                pos,
+                &name,
+                format!("{} is not a defined function", gofmt::quote(name)),
+            ));
         };
         let args = &cmd.args[1..];
         let nargs = args.len() + usize::from(final_.is_some());
@@ -345,14 +481,22 @@ impl<'a> State<'a> {
                 None => format!("want at least {}", def.min),
                 Some(m) => format!("want {}-{m}", def.min),
             };
-            return Err(self.errorf(pos, &name, format!("wrong number of args for {name}: {want} got {nargs}")));
+            return Err(self.errorf(
+                pos,
+                &name,
+                format!("wrong number of args for {name}: {want} got {nargs}"),
+            ));
         }
         // and/or evaluate lazily and return an argument value.
         if name == "and" || name == "or" {
             let mut last = Value::Nil;
             let total = nargs;
             for i in 0..total {
-                let v = if i < args.len() { self.eval_arg(dot, &args[i])? } else { final_.clone().unwrap_or(Value::Nil) };
+                let v = if i < args.len() {
+                    self.eval_arg(dot, &args[i])?
+                } else {
+                    final_.clone().unwrap_or(Value::Nil)
+                };
                 let t = v.truthy();
                 last = v;
                 if (name == "and" && !t) || (name == "or" && t) {
@@ -370,7 +514,9 @@ impl<'a> State<'a> {
         }
         match (def.f)(&vals) {
             Ok(v) => Ok(v),
-            Err(FnErr::Msg(m)) => Err(self.errorf(cmd.pos, cmd, format!("error calling {name}: {m}"))),
+            Err(FnErr::Msg(m)) => {
+                Err(self.errorf(cmd.pos, cmd, format!("error calling {name}: {m}")))
+            }
             Err(FnErr::Type { idx, expected }) => {
                 let got = vals.get(idx).map(|v| v.type_name()).unwrap_or("<nil>");
                 let (p, ctx): (usize, String) = match args.get(idx) {

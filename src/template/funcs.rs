@@ -32,7 +32,10 @@ pub fn err<T>(m: impl Into<String>) -> Result<T, FnErr> {
 pub fn s(a: &[Value], i: usize) -> Result<&str, FnErr> {
     match a.get(i) {
         Some(Value::Str(x)) => Ok(x),
-        _ => Err(FnErr::Type { idx: i, expected: "string" }),
+        _ => Err(FnErr::Type {
+            idx: i,
+            expected: "string",
+        }),
     }
 }
 
@@ -40,7 +43,10 @@ pub fn s(a: &[Value], i: usize) -> Result<&str, FnErr> {
 pub fn n(a: &[Value], i: usize) -> Result<i64, FnErr> {
     match a.get(i) {
         Some(Value::Int(x)) => Ok(*x),
-        _ => Err(FnErr::Type { idx: i, expected: "int" }),
+        _ => Err(FnErr::Type {
+            idx: i,
+            expected: "int",
+        }),
     }
 }
 
@@ -48,7 +54,10 @@ pub fn n(a: &[Value], i: usize) -> Result<i64, FnErr> {
 pub fn b(a: &[Value], i: usize) -> Result<bool, FnErr> {
     match a.get(i) {
         Some(Value::Bool(x)) => Ok(*x),
-        _ => Err(FnErr::Type { idx: i, expected: "bool" }),
+        _ => Err(FnErr::Type {
+            idx: i,
+            expected: "bool",
+        }),
     }
 }
 
@@ -56,7 +65,10 @@ pub fn b(a: &[Value], i: usize) -> Result<bool, FnErr> {
 pub fn m(a: &[Value], i: usize) -> Result<super::value::MapRef, FnErr> {
     match a.get(i) {
         Some(Value::Map(x)) => Ok(x.clone()),
-        _ => Err(FnErr::Type { idx: i, expected: "map[string]interface {}" }),
+        _ => Err(FnErr::Type {
+            idx: i,
+            expected: "map[string]interface {}",
+        }),
     }
 }
 
@@ -74,22 +86,38 @@ pub static FUNCS: LazyLock<HashMap<&'static str, FuncDef>> = LazyLock::new(|| {
     add("slice", 1, None, builtin_slice);
     add("print", 0, None, |a| Ok(Value::str(gofmt::sprint(a))));
     add("println", 0, None, |a| Ok(Value::str(gofmt::sprintln(a))));
-    add("printf", 1, None, |a| Ok(Value::str(gofmt::sprintf(s(a, 0)?, &a[1..]))));
-    add("html", 0, None, |a| Ok(Value::str(html_escape(&eval_args(a)))));
+    add("printf", 1, None, |a| {
+        Ok(Value::str(gofmt::sprintf(s(a, 0)?, &a[1..])))
+    });
+    add("html", 0, None, |a| {
+        Ok(Value::str(html_escape(&eval_args(a))))
+    });
     add("js", 0, None, |a| Ok(Value::str(js_escape(&eval_args(a)))));
-    add("urlquery", 0, None, |a| Ok(Value::str(query_escape(&eval_args(a)))));
+    add("urlquery", 0, None, |a| {
+        Ok(Value::str(query_escape(&eval_args(a))))
+    });
     add("call", 1, None, |a| match &a[0] {
         Value::Nil => err("call of nil"),
         v => err(format!("non-function of type {}", v.type_name())),
     });
     add("eq", 1, None, builtin_eq);
-    add("ne", 2, Some(2), |a| builtin_eq(a).map(|v| Value::Bool(!v.truthy())));
+    add("ne", 2, Some(2), |a| {
+        builtin_eq(a).map(|v| Value::Bool(!v.truthy()))
+    });
     add("lt", 2, Some(2), |a| lt(&a[0], &a[1]).map(Value::Bool));
     add("le", 2, Some(2), |a| le(&a[0], &a[1]).map(Value::Bool));
-    add("gt", 2, Some(2), |a| le(&a[0], &a[1]).map(|v| Value::Bool(!v)));
-    add("ge", 2, Some(2), |a| lt(&a[0], &a[1]).map(|v| Value::Bool(!v)));
+    add("gt", 2, Some(2), |a| {
+        le(&a[0], &a[1]).map(|v| Value::Bool(!v))
+    });
+    add("ge", 2, Some(2), |a| {
+        lt(&a[0], &a[1]).map(|v| Value::Bool(!v))
+    });
     // KUDO
-    add("toYaml", 1, Some(1), |a| super::yaml::marshal(&a[0]).map(Value::str).map_err(FnErr::Msg));
+    add("toYaml", 1, Some(1), |a| {
+        super::yaml::marshal(&a[0])
+            .map(Value::str)
+            .map_err(FnErr::Msg)
+    });
     super::sprig::register(&mut add);
     drop(add);
     for removed in ["env", "expandenv", "base", "dir", "clean", "ext", "isAbs"] {
@@ -128,7 +156,12 @@ fn index_of(v: &Value, len: usize, cap_ok: bool) -> Result<usize, FnErr> {
     let i = match v {
         Value::Int(i) => *i,
         Value::Nil => return err("cannot index slice/array with nil"),
-        v => return err(format!("cannot index slice/array with type {}", v.type_name())),
+        v => {
+            return err(format!(
+                "cannot index slice/array with type {}",
+                v.type_name()
+            ));
+        }
     };
     if i < 0 || (i as usize) > len || (!cap_ok && i as usize == len) {
         return err(format!("index out of range: {i}"));
@@ -151,7 +184,12 @@ fn builtin_index(a: &[Value]) -> FResult {
             Value::Map(m) => match idx {
                 Value::Str(k) => m.borrow().get(&**k).cloned().unwrap_or(Value::Nil),
                 Value::Nil => Value::Nil,
-                v => return err(format!("value has type {}; should be string", v.type_name())),
+                v => {
+                    return err(format!(
+                        "value has type {}; should be string",
+                        v.type_name()
+                    ));
+                }
             },
             Value::Nil => return err("index of untyped nil"),
             v => return err(format!("can't index item of type {}", v.type_name())),
@@ -190,7 +228,9 @@ fn builtin_slice(a: &[Value]) -> FResult {
     match item {
         Value::Str(s) => match s.get(ix[0]..ix[1]) {
             Some(sub) => Ok(Value::str(sub)),
-            None => Ok(Value::str(String::from_utf8_lossy(&s.as_bytes()[ix[0]..ix[1]]).to_string())),
+            None => Ok(Value::str(
+                String::from_utf8_lossy(&s.as_bytes()[ix[0]..ix[1]]).to_string(),
+            )),
         },
         Value::List(l, k) => Ok(Value::List(Rc::new(l[ix[0]..ix[1]].to_vec()), *k)),
         _ => Ok(Value::Nil),
@@ -247,7 +287,13 @@ fn eq2(a: &Value, b: &Value) -> Result<bool, FnErr> {
         Kind::Str => a.as_str() == b.as_str(),
         Kind::Other => match (a, b) {
             (Value::Time(x, _), Value::Time(y, _)) => x == y,
-            _ => return err(format!("non-comparable type {}: {}", gofmt::value_v(b), b.type_name())),
+            _ => {
+                return err(format!(
+                    "non-comparable type {}: {}",
+                    gofmt::value_v(b),
+                    b.type_name()
+                ));
+            }
         },
     })
 }
@@ -333,7 +379,9 @@ pub fn query_escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => o.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                o.push(b as char)
+            }
             b' ' => o.push('+'),
             b => o.push_str(&format!("%{b:02X}")),
         }
@@ -343,5 +391,8 @@ pub fn query_escape(s: &str) -> String {
 
 /// A list of ints (sprig's `until` returns `[]int`).
 pub fn int_list(v: Vec<i64>) -> Value {
-    Value::List(Rc::new(v.into_iter().map(Value::Int).collect()), ListKind::Int)
+    Value::List(
+        Rc::new(v.into_iter().map(Value::Int).collect()),
+        ListKind::Int,
+    )
 }

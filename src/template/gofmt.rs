@@ -61,7 +61,11 @@ fn fmt_f(neg: bool, digits: &str, dp: i32, prec: usize) -> String {
         out.push('.');
         for i in 0..prec as i32 {
             let j = dp + i;
-            out.push(if j < 0 || j as usize >= d.len() { '0' } else { d[j as usize] as char });
+            out.push(if j < 0 || j as usize >= d.len() {
+                '0'
+            } else {
+                d[j as usize] as char
+            });
         }
     }
     out
@@ -71,7 +75,14 @@ fn special(f: f64, plus: bool) -> Option<String> {
     if f.is_nan() {
         Some("NaN".into())
     } else if f.is_infinite() {
-        Some(if f > 0.0 { if plus { "+Inf" } else { "+Inf" } } else { "-Inf" }.into())
+        Some(
+            if f > 0.0 {
+                if plus { "+Inf" } else { "+Inf" }
+            } else {
+                "-Inf"
+            }
+            .into(),
+        )
     } else {
         None
     }
@@ -166,7 +177,12 @@ pub fn is_print(c: char) -> bool {
         return false;
     }
     let u = c as u32;
-    !(0xFFF9..=0xFFFB).contains(&u) && !(0xE000..=0xF8FF).contains(&u) && u != 0xFEFF && !(0x200B..=0x200F).contains(&u) && !(0x2028..=0x202E).contains(&u) && !(0x2060..=0x206F).contains(&u)
+    !(0xFFF9..=0xFFFB).contains(&u)
+        && !(0xE000..=0xF8FF).contains(&u)
+        && u != 0xFEFF
+        && !(0x200B..=0x200F).contains(&u)
+        && !(0x2028..=0x202E).contains(&u)
+        && !(0x2060..=0x206F).contains(&u)
 }
 
 /// strconv.QuoteRune.
@@ -210,11 +226,7 @@ pub fn duration_string(d: i64) -> String {
         out.push_str(&frac_string(s_ns, 1_000_000_000));
         out.push('s');
     }
-    if neg {
-        format!("-{out}")
-    } else {
-        out
-    }
+    if neg { format!("-{out}") } else { out }
 }
 
 fn frac_string(v: u64, div: u64) -> String {
@@ -460,8 +472,16 @@ fn fmt_arg(out: &mut String, v: &Value, verb: char, f: &Flags) {
         },
         Value::Int(i) => match verb {
             'v' | 'd' | 'b' | 'o' | 'O' | 'x' | 'X' => fmt_int(out, *i, verb, f),
-            'c' => pad(out, &char::from_u32(*i as u32).unwrap_or('\u{FFFD}').to_string(), f),
-            'q' => pad(out, &quote_rune(char::from_u32(*i as u32).unwrap_or('\u{FFFD}')), f),
+            'c' => pad(
+                out,
+                &char::from_u32(*i as u32).unwrap_or('\u{FFFD}').to_string(),
+                f,
+            ),
+            'q' => pad(
+                out,
+                &quote_rune(char::from_u32(*i as u32).unwrap_or('\u{FFFD}')),
+                f,
+            ),
             'U' => pad(out, &format!("U+{:04X}", i), f),
             _ => bad_verb(out, verb, v),
         },
@@ -624,7 +644,11 @@ pub fn sharp_v(v: &Value) -> String {
         Value::Str(s) => quote(s),
         Value::Float(f) => {
             let s = float_v(*f);
-            if s.contains(['.', 'e', 'I', 'N']) { s } else { format!("{s}") }
+            if s.contains(['.', 'e', 'I', 'N']) {
+                s
+            } else {
+                format!("{s}")
+            }
         }
         Value::List(l, _) => {
             let inner: Vec<String> = l.iter().map(sharp_v).collect();
@@ -675,19 +699,61 @@ mod tests {
         assert_eq!(float_v(0.00001), "1e-05");
         assert_eq!(float_v(1.5), "1.5");
         assert_eq!(float_v(123456789.0), "1.23456789e+08");
-        assert_eq!(sprintf("%5.2f|%e|%g|%.3g", &[Value::Float(3.14159), Value::Float(1234.5), Value::Float(0.5), Value::Float(1234.5)]), " 3.14|1.234500e+03|0.5|1.23e+03");
+        assert_eq!(
+            sprintf(
+                "%5.2f|%e|%g|%.3g",
+                &[
+                    Value::Float(3.14159),
+                    Value::Float(1234.5),
+                    Value::Float(0.5),
+                    Value::Float(1234.5)
+                ]
+            ),
+            " 3.14|1.234500e+03|0.5|1.23e+03"
+        );
     }
 
     #[test]
     fn printf_verbs_and_errors() {
         let s = |x: &str| Value::str(x);
-        assert_eq!(sprintf("%s-%d-%v-%q-%t", &[s("a"), Value::Int(5), Value::Float(2.5), s("h\"i"), Value::Bool(true)]), "a-5-2.5-\"h\\\"i\"-true");
+        assert_eq!(
+            sprintf(
+                "%s-%d-%v-%q-%t",
+                &[
+                    s("a"),
+                    Value::Int(5),
+                    Value::Float(2.5),
+                    s("h\"i"),
+                    Value::Bool(true)
+                ]
+            ),
+            "a-5-2.5-\"h\\\"i\"-true"
+        );
         assert_eq!(sprintf("%d", &[s("x")]), "%!d(string=x)");
         assert_eq!(sprintf("%d %d", &[Value::Int(1)]), "1 %!d(MISSING)");
-        assert_eq!(sprintf("%d", &[Value::Int(1), s("x")]), "1%!(EXTRA string=x)");
-        assert_eq!(sprintf("%05d|%-4d|%x|%X|%o|%b", &[Value::Int(-42), Value::Int(7), Value::Int(255), Value::Int(255), Value::Int(8), Value::Int(5)]), "-0042|7   |ff|FF|10|101");
+        assert_eq!(
+            sprintf("%d", &[Value::Int(1), s("x")]),
+            "1%!(EXTRA string=x)"
+        );
+        assert_eq!(
+            sprintf(
+                "%05d|%-4d|%x|%X|%o|%b",
+                &[
+                    Value::Int(-42),
+                    Value::Int(7),
+                    Value::Int(255),
+                    Value::Int(255),
+                    Value::Int(8),
+                    Value::Int(5)
+                ]
+            ),
+            "-0042|7   |ff|FF|10|101"
+        );
         assert_eq!(sprintf("%x", &[s("hi")]), "6869");
-        assert_eq!(sprintf("%v", &[Value::list(vec![Value::Int(1), s("a")])]), "[1 a]");
+        assert_eq!(
+            sprintf("%v", &[Value::list(vec![Value::Int(1), s("a")])]),
+            "[1 a]"
+        );
         assert_eq!(sprintf("%6.2f%%", &[Value::Float(99.5)]), " 99.50%");
     }
 

@@ -62,7 +62,12 @@ fn is_alnum(c: char) -> bool {
 }
 
 pub fn lex(input: &str) -> Result<Vec<Item>, LexError> {
-    let mut l = Lexer { input, pos: 0, items: Vec::new(), paren_depth: 0 };
+    let mut l = Lexer {
+        input,
+        pos: 0,
+        items: Vec::new(),
+        paren_depth: 0,
+    };
     l.run()?;
     Ok(l.items)
 }
@@ -82,10 +87,17 @@ impl Lexer<'_> {
         self.rest().chars().next()
     }
     fn emit(&mut self, tok: Tok, start: usize, val: &str) {
-        self.items.push(Item { tok, pos: start, val: val.to_string() });
+        self.items.push(Item {
+            tok,
+            pos: start,
+            val: val.to_string(),
+        });
     }
     fn err<T>(&self, pos: usize, msg: impl Into<String>) -> Result<T, LexError> {
-        Err(LexError { pos, message: msg.into() })
+        Err(LexError {
+            pos,
+            message: msg.into(),
+        })
     }
 
     fn run(&mut self) -> Result<(), LexError> {
@@ -121,8 +133,16 @@ impl Lexer<'_> {
                 self.pos += 1;
             }
             // comment? (exactly "{{/*" or "{{- /*")
-            let comment_start = if left_trim { delim_pos + 4 } else { delim_pos + 2 };
-            if self.input.get(comment_start..).is_some_and(|s| s.starts_with("/*")) {
+            let comment_start = if left_trim {
+                delim_pos + 4
+            } else {
+                delim_pos + 2
+            };
+            if self
+                .input
+                .get(comment_start..)
+                .is_some_and(|s| s.starts_with("/*"))
+            {
                 let Some(end) = self.input[comment_start..].find("*/") else {
                     return self.err(delim_pos, "unclosed comment");
                 };
@@ -150,7 +170,12 @@ impl Lexer<'_> {
         loop {
             let r = self.rest();
             // right delimiter, possibly with trim marker " -}}"
-            if let Some(stripped) = r.strip_prefix(' ').or_else(|| r.strip_prefix('\t')).or_else(|| r.strip_prefix('\n')).or_else(|| r.strip_prefix('\r')) {
+            if let Some(stripped) = r
+                .strip_prefix(' ')
+                .or_else(|| r.strip_prefix('\t'))
+                .or_else(|| r.strip_prefix('\n'))
+                .or_else(|| r.strip_prefix('\r'))
+            {
                 if stripped.starts_with("-}}") {
                     if self.paren_depth > 0 {
                         return self.err(self.pos, "unclosed left paren");
@@ -260,7 +285,10 @@ impl Lexer<'_> {
                     self.emit(Tok::CharConstant, start, &v);
                 }
                 '$' => {
-                    let n = r[1..].find(|ch: char| !is_alnum(ch)).map(|n| n + 1).unwrap_or(r.len());
+                    let n = r[1..]
+                        .find(|ch: char| !is_alnum(ch))
+                        .map(|n| n + 1)
+                        .unwrap_or(r.len());
                     self.pos += n;
                     let v = self.input[start..self.pos].to_string();
                     self.check_terminator()?;
@@ -271,7 +299,10 @@ impl Lexer<'_> {
                         self.number(start)?;
                         continue;
                     }
-                    let n = r[1..].find(|ch: char| !is_alnum(ch)).map(|n| n + 1).unwrap_or(r.len());
+                    let n = r[1..]
+                        .find(|ch: char| !is_alnum(ch))
+                        .map(|n| n + 1)
+                        .unwrap_or(r.len());
                     self.pos += n;
                     if n == 1 {
                         self.check_terminator()?;
@@ -323,7 +354,10 @@ impl Lexer<'_> {
                     self.emit(Tok::Char, start, &c.to_string());
                 }
                 c => {
-                    return self.err(start, format!("unrecognized character in action: {}", go_rune(c)));
+                    return self.err(
+                        start,
+                        format!("unrecognized character in action: {}", go_rune(c)),
+                    );
                 }
             }
         }
@@ -374,7 +408,9 @@ impl Lexer<'_> {
             }
         }
         let hex = digits.len() > 15;
-        if i < b.len() && ((!hex && (b[i] == b'e' || b[i] == b'E')) || (hex && (b[i] == b'p' || b[i] == b'P'))) {
+        if i < b.len()
+            && ((!hex && (b[i] == b'e' || b[i] == b'E')) || (hex && (b[i] == b'p' || b[i] == b'P')))
+        {
             i += 1;
             if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
                 i += 1;

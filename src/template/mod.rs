@@ -13,6 +13,9 @@ mod sprig;
 pub mod value;
 mod yaml;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 
 pub use params_context::{ParamDecl, params_value};
@@ -21,9 +24,19 @@ pub use params_context::{ParamDecl, params_value};
 #[derive(thiserror::Error, Debug, Clone, PartialEq)]
 pub enum TemplateError {
     #[error("template: {template}:{line}:{col}: {message}")]
-    Parse { template: String, line: usize, col: usize, message: String },
+    Parse {
+        template: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
     #[error("template: {template}:{line}:{col}: {message}")]
-    Exec { template: String, line: usize, col: usize, message: String },
+    Exec {
+        template: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
 }
 
 /// A parsed template file with the templates it defines.
@@ -40,11 +53,21 @@ impl Template {
     pub fn parse(name: &str, text: &str) -> Result<Template, TemplateError> {
         let perr = |pos: usize, message: String| {
             let (line, col) = line_col(text, pos);
-            TemplateError::Parse { template: name.to_string(), line, col, message }
+            TemplateError::Parse {
+                template: name.to_string(),
+                line,
+                col,
+                message,
+            }
         };
         let items = lexer::lex(text).map_err(|e| perr(e.pos, e.message))?;
         let parsed = parse::parse(items, &funcs::exists).map_err(|e| perr(e.pos, e.message))?;
-        Ok(Template { name: name.to_string(), text: text.to_string(), root: parsed.root, defines: parsed.defines })
+        Ok(Template {
+            name: name.to_string(),
+            text: text.to_string(),
+            root: parsed.root,
+            defines: parsed.defines,
+        })
     }
 
     pub fn render(&self, data: &serde_json::Value) -> Result<String, TemplateError> {
@@ -60,7 +83,10 @@ impl Template {
     }
 
     fn define_name<'a>(&'a self, name: &str) -> &'a str {
-        self.defines.get_key_value(name).map(|(k, _)| k.as_str()).unwrap_or(&self.name)
+        self.defines
+            .get_key_value(name)
+            .map(|(k, _)| k.as_str())
+            .unwrap_or(&self.name)
     }
 
     fn line_col(&self, pos: usize) -> (usize, usize) {

@@ -19,17 +19,31 @@ pub struct ParamDecl<'a> {
 #[derive(thiserror::Error, Debug, PartialEq)]
 pub enum ParamsError {
     #[error("parameter {name}: value of type {kind} is not valid YAML: {reason}")]
-    BadYaml { name: String, kind: String, reason: String },
+    BadYaml {
+        name: String,
+        kind: String,
+        reason: String,
+    },
     #[error("parameter {name}: value of type {kind} must be a YAML {kind}, got: {value}")]
-    WrongShape { name: String, kind: String, value: String },
+    WrongShape {
+        name: String,
+        kind: String,
+        value: String,
+    },
 }
 
 /// JSON numbers become float64, as json.Unmarshal into interface{} does.
 fn floatify(v: serde_json::Value) -> serde_json::Value {
     match v {
-        serde_json::Value::Number(n) => serde_json::Number::from_f64(n.as_f64().unwrap_or(0.0)).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null),
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(floatify).collect()),
-        serde_json::Value::Object(o) => serde_json::Value::Object(o.into_iter().map(|(k, v)| (k, floatify(v))).collect()),
+        serde_json::Value::Number(n) => serde_json::Number::from_f64(n.as_f64().unwrap_or(0.0))
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(floatify).collect())
+        }
+        serde_json::Value::Object(o) => {
+            serde_json::Value::Object(o.into_iter().map(|(k, v)| (k, floatify(v))).collect())
+        }
         other => other,
     }
 }
@@ -48,20 +62,33 @@ fn unwrap(name: &str, kind: &str, text: &str) -> Result<serde_json::Value, Param
     let parsed: serde_json::Value = if text.trim().is_empty() {
         serde_json::Value::Null
     } else {
-        serde_saphyr::from_str(text).map_err(|e| ParamsError::BadYaml { name: name.into(), kind: kind.into(), reason: e.to_string() })?
+        serde_saphyr::from_str(text).map_err(|e| ParamsError::BadYaml {
+            name: name.into(),
+            kind: kind.into(),
+            reason: e.to_string(),
+        })?
     };
     let parsed = floatify(parsed);
     match (kind, parsed) {
         ("map", serde_json::Value::Null) => Ok(serde_json::Value::Object(Default::default())),
         ("array", serde_json::Value::Null) => Ok(serde_json::Value::Array(vec![])),
-        ("map", v @ serde_json::Value::Object(_)) | ("array", v @ serde_json::Value::Array(_)) => Ok(v),
-        (_, _) => Err(ParamsError::WrongShape { name: name.into(), kind: kind.into(), value: text.into() }),
+        ("map", v @ serde_json::Value::Object(_)) | ("array", v @ serde_json::Value::Array(_)) => {
+            Ok(v)
+        }
+        (_, _) => Err(ParamsError::WrongShape {
+            name: name.into(),
+            kind: kind.into(),
+            value: text.into(),
+        }),
     }
 }
 
 /// Builds the `.Params` map from declarations and instance values (strings, as in
 /// `Instance.spec.parameters`); instance values win over defaults.
-pub fn params_value(decls: &[ParamDecl<'_>], values: &BTreeMap<String, String>) -> Result<serde_json::Value, ParamsError> {
+pub fn params_value(
+    decls: &[ParamDecl<'_>],
+    values: &BTreeMap<String, String>,
+) -> Result<serde_json::Value, ParamsError> {
     let mut out = serde_json::Map::new();
     for (k, v) in values {
         out.insert(k.clone(), serde_json::Value::String(v.clone()));
@@ -89,10 +116,26 @@ mod tests {
     fn scalars_become_strings_like_kudo() {
         let (d1, d2, d3) = (json!(10000), json!(1000000), json!(true));
         let decls = [
-            ParamDecl { name: "A", kind: "integer", default: Some(&d1) },
-            ParamDecl { name: "B", kind: "integer", default: Some(&d2) },
-            ParamDecl { name: "C", kind: "boolean", default: Some(&d3) },
-            ParamDecl { name: "D", kind: "string", default: None },
+            ParamDecl {
+                name: "A",
+                kind: "integer",
+                default: Some(&d1),
+            },
+            ParamDecl {
+                name: "B",
+                kind: "integer",
+                default: Some(&d2),
+            },
+            ParamDecl {
+                name: "C",
+                kind: "boolean",
+                default: Some(&d3),
+            },
+            ParamDecl {
+                name: "D",
+                kind: "string",
+                default: None,
+            },
         ];
         let v = params_value(&decls, &BTreeMap::new()).expect("valid");
         assert_eq!(v, json!({"A": "10000", "B": "1e+06", "C": "true", "D": ""}));
@@ -101,7 +144,18 @@ mod tests {
     #[test]
     fn arrays_and_maps_are_yaml_decoded() {
         let d = json!([1, "x"]);
-        let decls = [ParamDecl { name: "L", kind: "array", default: Some(&d) }, ParamDecl { name: "M", kind: "map", default: None }];
+        let decls = [
+            ParamDecl {
+                name: "L",
+                kind: "array",
+                default: Some(&d),
+            },
+            ParamDecl {
+                name: "M",
+                kind: "map",
+                default: None,
+            },
+        ];
         let mut vals = BTreeMap::new();
         vals.insert("M".to_string(), "a: 1\nb: [x]\n".to_string());
         let v = params_value(&decls, &vals).expect("valid");

@@ -8,13 +8,39 @@ use std::fmt;
 #[derive(Clone, Debug)]
 pub enum Node {
     Text(String),
-    Action { pos: usize, pipe: Pipe },
-    If { pos: usize, pipe: Pipe, list: Vec<Node>, else_list: Option<Vec<Node>> },
-    With { pos: usize, pipe: Pipe, list: Vec<Node>, else_list: Option<Vec<Node>> },
-    Range { pos: usize, pipe: Pipe, list: Vec<Node>, else_list: Option<Vec<Node>> },
-    Template { pos: usize, name: String, pipe: Option<Pipe> },
-    Break { pos: usize },
-    Continue { pos: usize },
+    Action {
+        pos: usize,
+        pipe: Pipe,
+    },
+    If {
+        pos: usize,
+        pipe: Pipe,
+        list: Vec<Node>,
+        else_list: Option<Vec<Node>>,
+    },
+    With {
+        pos: usize,
+        pipe: Pipe,
+        list: Vec<Node>,
+        else_list: Option<Vec<Node>>,
+    },
+    Range {
+        pos: usize,
+        pipe: Pipe,
+        list: Vec<Node>,
+        else_list: Option<Vec<Node>>,
+    },
+    Template {
+        pos: usize,
+        name: String,
+        pipe: Option<Pipe>,
+    },
+    Break {
+        pos: usize,
+    },
+    Continue {
+        pos: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -39,16 +65,48 @@ pub enum Num {
 
 #[derive(Clone, Debug)]
 pub enum Arg {
-    Field { pos: usize, idents: Vec<String> },
-    Variable { pos: usize, name: String, fields: Vec<String> },
-    Dot { pos: usize },
-    Nil { pos: usize },
-    Bool { pos: usize, val: bool },
-    Number { pos: usize, text: String, val: Num },
-    Str { pos: usize, quoted: String, val: String },
-    Ident { pos: usize, name: String },
-    Pipe { pos: usize, pipe: Box<Pipe> },
-    Chain { pos: usize, node: Box<Arg>, fields: Vec<String> },
+    Field {
+        pos: usize,
+        idents: Vec<String>,
+    },
+    Variable {
+        pos: usize,
+        name: String,
+        fields: Vec<String>,
+    },
+    Dot {
+        pos: usize,
+    },
+    Nil {
+        pos: usize,
+    },
+    Bool {
+        pos: usize,
+        val: bool,
+    },
+    Number {
+        pos: usize,
+        text: String,
+        val: Num,
+    },
+    Str {
+        pos: usize,
+        quoted: String,
+        val: String,
+    },
+    Ident {
+        pos: usize,
+        name: String,
+    },
+    Pipe {
+        pos: usize,
+        pipe: Box<Pipe>,
+    },
+    Chain {
+        pos: usize,
+        node: Box<Arg>,
+        fields: Vec<String>,
+    },
 }
 
 impl Arg {
@@ -149,7 +207,14 @@ pub struct Parsed {
 }
 
 pub fn parse(items: Vec<Item>, has_func: &dyn Fn(&str) -> bool) -> PResult<Parsed> {
-    let mut p = Parser { items, i: 0, vars: vec!["$".into()], range_depth: 0, defines: HashMap::new(), has_func };
+    let mut p = Parser {
+        items,
+        i: 0,
+        vars: vec!["$".into()],
+        range_depth: 0,
+        defines: HashMap::new(),
+        has_func,
+    };
     let mut root = Vec::new();
     while p.peek().tok != Tok::Eof {
         if p.peek().tok == Tok::LeftDelim {
@@ -162,13 +227,26 @@ pub fn parse(items: Vec<Item>, has_func: &dyn Fn(&str) -> bool) -> PResult<Parse
             p.i = save;
         }
         match p.text_or_action()? {
-            Parsed1::End(pos) => return Err(ParseErr { pos, message: "unexpected {{end}}".into() }),
-            Parsed1::Else(pos) => return Err(ParseErr { pos, message: "unexpected {{else}}".into() }),
+            Parsed1::End(pos) => {
+                return Err(ParseErr {
+                    pos,
+                    message: "unexpected {{end}}".into(),
+                });
+            }
+            Parsed1::Else(pos) => {
+                return Err(ParseErr {
+                    pos,
+                    message: "unexpected {{else}}".into(),
+                });
+            }
             Parsed1::Node(n) => root.push(n),
             Parsed1::None => {}
         }
     }
-    Ok(Parsed { root, defines: p.defines })
+    Ok(Parsed {
+        root,
+        defines: p.defines,
+    })
 }
 
 enum Parsed1 {
@@ -190,7 +268,17 @@ struct Parser<'a> {
 fn item_desc(it: &Item) -> String {
     match it.tok {
         Tok::Eof => "EOF".into(),
-        Tok::Block | Tok::Break | Tok::Continue | Tok::Define | Tok::Else | Tok::End | Tok::If | Tok::Range | Tok::Template | Tok::With | Tok::Nil => {
+        Tok::Block
+        | Tok::Break
+        | Tok::Continue
+        | Tok::Define
+        | Tok::Else
+        | Tok::End
+        | Tok::If
+        | Tok::Range
+        | Tok::Template
+        | Tok::With
+        | Tok::Nil => {
             format!("<{}>", it.val)
         }
         _ => {
@@ -232,10 +320,16 @@ impl Parser<'_> {
         it
     }
     fn err<T>(&self, pos: usize, message: impl Into<String>) -> PResult<T> {
-        Err(ParseErr { pos, message: message.into() })
+        Err(ParseErr {
+            pos,
+            message: message.into(),
+        })
     }
     fn unexpected<T>(&self, it: &Item, context: &str) -> PResult<T> {
-        self.err(it.pos, format!("unexpected {} in {}", item_desc(it), context))
+        self.err(
+            it.pos,
+            format!("unexpected {} in {}", item_desc(it), context),
+        )
     }
     fn expect(&mut self, tok: Tok, context: &str) -> PResult<Item> {
         let it = self.next_non_space();
@@ -251,7 +345,10 @@ impl Parser<'_> {
         if it.tok != Tok::String && it.tok != Tok::RawString {
             return self.unexpected(&it, context);
         }
-        let name = unquote(&it.val).map_err(|m| ParseErr { pos: it.pos, message: m })?;
+        let name = unquote(&it.val).map_err(|m| ParseErr {
+            pos: it.pos,
+            message: m,
+        })?;
         self.expect(Tok::RightDelim, context)?;
         let saved = std::mem::replace(&mut self.vars, vec!["$".into()]);
         let (list, end) = self.item_list()?;
@@ -265,7 +362,13 @@ impl Parser<'_> {
     fn add_define(&mut self, pos: usize, name: String, list: Vec<Node>) -> PResult<()> {
         if let Some(existing) = self.defines.get(&name) {
             if !is_empty_tree(existing) && !is_empty_tree(&list) {
-                return self.err(pos, format!("template: multiple definition of template {}", super::gofmt::quote(&name)));
+                return self.err(
+                    pos,
+                    format!(
+                        "template: multiple definition of template {}",
+                        super::gofmt::quote(&name)
+                    ),
+                );
             }
             if is_empty_tree(&list) {
                 return Ok(());
@@ -371,9 +474,24 @@ impl Parser<'_> {
         self.vars.truncate(mark);
         let pos = pipe.pos;
         Ok(match context {
-            "if" => Node::If { pos, pipe, list, else_list },
-            "with" => Node::With { pos, pipe, list, else_list },
-            _ => Node::Range { pos, pipe, list, else_list },
+            "if" => Node::If {
+                pos,
+                pipe,
+                list,
+                else_list,
+            },
+            "with" => Node::With {
+                pos,
+                pipe,
+                list,
+                else_list,
+            },
+            _ => Node::Range {
+                pos,
+                pipe,
+                list,
+                else_list,
+            },
         })
     }
 
@@ -381,7 +499,10 @@ impl Parser<'_> {
         let it = self.next_non_space();
         match it.tok {
             Tok::String | Tok::RawString => {
-                let s = unquote(&it.val).map_err(|m| ParseErr { pos: it.pos, message: m })?;
+                let s = unquote(&it.val).map_err(|m| ParseErr {
+                    pos: it.pos,
+                    message: m,
+                })?;
                 Ok((it, s))
             }
             _ => self.unexpected(&it, context),
@@ -396,7 +517,11 @@ impl Parser<'_> {
             self.backup();
             pipe = Some(self.pipeline(context, Tok::RightDelim)?);
         }
-        Ok(Node::Template { pos: it.pos, name, pipe })
+        Ok(Node::Template {
+            pos: it.pos,
+            name,
+            pipe,
+        })
     }
 
     fn block_control(&mut self) -> PResult<Parsed1> {
@@ -412,12 +537,21 @@ impl Parser<'_> {
             return self.err(pos, format!("unexpected {{{{else}}}} in {context}"));
         }
         self.add_define(it.pos, name.clone(), list)?;
-        Ok(Parsed1::Node(Node::Template { pos: it.pos, name, pipe: Some(pipe) }))
+        Ok(Parsed1::Node(Node::Template {
+            pos: it.pos,
+            name,
+            pipe: Some(pipe),
+        }))
     }
 
     fn pipeline(&mut self, context: &str, end: Tok) -> PResult<Pipe> {
         let first = self.peek_non_space();
-        let mut pipe = Pipe { pos: first.pos, decl: Vec::new(), is_assign: false, cmds: Vec::new() };
+        let mut pipe = Pipe {
+            pos: first.pos,
+            decl: Vec::new(),
+            is_assign: false,
+            cmds: Vec::new(),
+        };
         // declarations
         loop {
             let v = self.peek_non_space();
@@ -459,7 +593,17 @@ impl Parser<'_> {
                 return Ok(pipe);
             }
             match it.tok {
-                Tok::Bool | Tok::CharConstant | Tok::Dot | Tok::Field | Tok::Identifier | Tok::Number | Tok::Nil | Tok::RawString | Tok::String | Tok::Variable | Tok::LeftParen => {
+                Tok::Bool
+                | Tok::CharConstant
+                | Tok::Dot
+                | Tok::Field
+                | Tok::Identifier
+                | Tok::Number
+                | Tok::Nil
+                | Tok::RawString
+                | Tok::String
+                | Tok::Variable
+                | Tok::LeftParen => {
                     self.backup();
                     let c = self.command()?;
                     pipe.cmds.push(c);
@@ -471,11 +615,25 @@ impl Parser<'_> {
 
     fn check_pipeline(&self, pipe: &Pipe, context: &str, pos: usize) -> PResult<()> {
         if pipe.cmds.is_empty() {
-            return self.err(pos, format!("missing command in {context}").replace("missing command in command", "missing command"));
+            return self.err(
+                pos,
+                format!("missing command in {context}")
+                    .replace("missing command in command", "missing command"),
+            );
         }
         for (i, c) in pipe.cmds.iter().enumerate().skip(1) {
-            if matches!(c.args[0], Arg::Bool { .. } | Arg::Dot { .. } | Arg::Nil { .. } | Arg::Number { .. } | Arg::Str { .. }) {
-                return self.err(c.pos, format!("non executable command in pipeline stage {}", i + 1));
+            if matches!(
+                c.args[0],
+                Arg::Bool { .. }
+                    | Arg::Dot { .. }
+                    | Arg::Nil { .. }
+                    | Arg::Number { .. }
+                    | Arg::Str { .. }
+            ) {
+                return self.err(
+                    c.pos,
+                    format!("non executable command in pipeline stage {}", i + 1),
+                );
             }
         }
         Ok(())
@@ -483,7 +641,10 @@ impl Parser<'_> {
 
     fn command(&mut self) -> PResult<Command> {
         let pos = self.peek_non_space().pos;
-        let mut cmd = Command { pos, args: Vec::new() };
+        let mut cmd = Command {
+            pos,
+            args: Vec::new(),
+        };
         loop {
             self.peek_non_space();
             if let Some(op) = self.operand()? {
@@ -517,16 +678,39 @@ impl Parser<'_> {
             return match node {
                 Arg::Field { mut idents, .. } => {
                     idents.extend(fields);
-                    Ok(Some(Arg::Field { pos: chain_pos, idents }))
+                    Ok(Some(Arg::Field {
+                        pos: chain_pos,
+                        idents,
+                    }))
                 }
-                Arg::Variable { name, fields: mut f0, .. } => {
+                Arg::Variable {
+                    name,
+                    fields: mut f0,
+                    ..
+                } => {
                     f0.extend(fields);
-                    Ok(Some(Arg::Variable { pos: chain_pos, name, fields: f0 }))
+                    Ok(Some(Arg::Variable {
+                        pos: chain_pos,
+                        name,
+                        fields: f0,
+                    }))
                 }
-                Arg::Bool { .. } | Arg::Str { .. } | Arg::Number { .. } | Arg::Nil { .. } | Arg::Dot { .. } => {
-                    self.err(chain_pos, format!("unexpected . after term {}", super::gofmt::quote(&node.to_string())))
-                }
-                other => Ok(Some(Arg::Chain { pos: chain_pos, node: Box::new(other), fields })),
+                Arg::Bool { .. }
+                | Arg::Str { .. }
+                | Arg::Number { .. }
+                | Arg::Nil { .. }
+                | Arg::Dot { .. } => self.err(
+                    chain_pos,
+                    format!(
+                        "unexpected . after term {}",
+                        super::gofmt::quote(&node.to_string())
+                    ),
+                ),
+                other => Ok(Some(Arg::Chain {
+                    pos: chain_pos,
+                    node: Box::new(other),
+                    fields,
+                })),
             };
         }
         Ok(Some(node))
@@ -538,7 +722,10 @@ impl Parser<'_> {
         Ok(Some(match it.tok {
             Tok::Identifier => {
                 if !(self.has_func)(&it.val) {
-                    return self.err(pos, format!("function {} not defined", super::gofmt::quote(&it.val)));
+                    return self.err(
+                        pos,
+                        format!("function {} not defined", super::gofmt::quote(&it.val)),
+                    );
                 }
                 Arg::Ident { pos, name: it.val }
             }
@@ -546,23 +733,48 @@ impl Parser<'_> {
             Tok::Nil => Arg::Nil { pos },
             Tok::Variable => {
                 if !self.vars.iter().any(|v| *v == it.val) {
-                    return self.err(pos, format!("undefined variable {}", super::gofmt::quote(&it.val)));
+                    return self.err(
+                        pos,
+                        format!("undefined variable {}", super::gofmt::quote(&it.val)),
+                    );
                 }
-                Arg::Variable { pos, name: it.val, fields: Vec::new() }
+                Arg::Variable {
+                    pos,
+                    name: it.val,
+                    fields: Vec::new(),
+                }
             }
-            Tok::Field => Arg::Field { pos, idents: vec![it.val[1..].to_string()] },
-            Tok::Bool => Arg::Bool { pos, val: it.val == "true" },
+            Tok::Field => Arg::Field {
+                pos,
+                idents: vec![it.val[1..].to_string()],
+            },
+            Tok::Bool => Arg::Bool {
+                pos,
+                val: it.val == "true",
+            },
             Tok::Number | Tok::CharConstant => {
-                let val = parse_number(&it.val, it.tok == Tok::CharConstant).map_err(|m| ParseErr { pos, message: m })?;
-                Arg::Number { pos, text: it.val, val }
+                let val = parse_number(&it.val, it.tok == Tok::CharConstant)
+                    .map_err(|m| ParseErr { pos, message: m })?;
+                Arg::Number {
+                    pos,
+                    text: it.val,
+                    val,
+                }
             }
             Tok::LeftParen => {
                 let pipe = self.pipeline("parenthesized pipeline", Tok::RightParen)?;
-                Arg::Pipe { pos, pipe: Box::new(pipe) }
+                Arg::Pipe {
+                    pos,
+                    pipe: Box::new(pipe),
+                }
             }
             Tok::String | Tok::RawString => {
                 let s = unquote(&it.val).map_err(|m| ParseErr { pos, message: m })?;
-                Arg::Str { pos, quoted: it.val, val: s }
+                Arg::Str {
+                    pos,
+                    quoted: it.val,
+                    val: s,
+                }
             }
             _ => {
                 self.backup();
@@ -573,7 +785,8 @@ impl Parser<'_> {
 }
 
 fn is_empty_tree(list: &[Node]) -> bool {
-    list.iter().all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
+    list.iter()
+        .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
 }
 
 fn parse_number(text: &str, is_char: bool) -> Result<Num, String> {
@@ -595,12 +808,17 @@ fn parse_number(text: &str, is_char: bool) -> Result<Num, String> {
     };
     let lower = body.to_ascii_lowercase();
     let int = if let Some(h) = lower.strip_prefix("0x") {
-        if h.contains('p') || h.contains('.') { None } else { i64::from_str_radix(h, 16).ok() }
+        if h.contains('p') || h.contains('.') {
+            None
+        } else {
+            i64::from_str_radix(h, 16).ok()
+        }
     } else if let Some(o) = lower.strip_prefix("0o") {
         i64::from_str_radix(o, 8).ok()
     } else if let Some(b) = lower.strip_prefix("0b") {
         i64::from_str_radix(b, 2).ok()
-    } else if lower.len() > 1 && lower.starts_with('0') && lower.chars().all(|c| c.is_ascii_digit()) {
+    } else if lower.len() > 1 && lower.starts_with('0') && lower.chars().all(|c| c.is_ascii_digit())
+    {
         i64::from_str_radix(&lower[1..], 8).ok()
     } else {
         lower.parse::<i64>().ok()
@@ -609,9 +827,12 @@ fn parse_number(text: &str, is_char: bool) -> Result<Num, String> {
         return Ok(Num::Int(if neg { -i } else { i }));
     }
     let f: f64 = if let Some(h) = lower.strip_prefix("0x") {
-        parse_hex_float(h).ok_or_else(|| format!("illegal number syntax: {}", super::gofmt::quote(text)))?
+        parse_hex_float(h)
+            .ok_or_else(|| format!("illegal number syntax: {}", super::gofmt::quote(text)))?
     } else {
-        lower.parse().map_err(|_| format!("illegal number syntax: {}", super::gofmt::quote(text)))?
+        lower
+            .parse()
+            .map_err(|_| format!("illegal number syntax: {}", super::gofmt::quote(text)))?
     };
     let f = if neg { -f } else { f };
     if !text.contains(['.', 'e', 'E', 'p', 'P']) && f.fract() == 0.0 {

@@ -20,11 +20,28 @@ pub fn parse(v: &str) -> Result<Version, String> {
     let (t, meta) = t.split_once('+').unwrap_or((t, ""));
     let (t, pre) = t.split_once('-').unwrap_or((t, ""));
     let parts: Vec<&str> = t.split('.').collect();
-    if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit())) {
+    if parts.is_empty()
+        || parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
         return Err(invalid());
     }
-    let num = |i: usize| -> Result<u64, String> { parts.get(i).map(|p| p.parse::<u64>().map_err(|_| invalid())).unwrap_or(Ok(0)) };
-    Ok(Version { major: num(0)?, minor: num(1)?, patch: num(2)?, pre: pre.to_string(), meta: meta.to_string(), original: v.to_string() })
+    let num = |i: usize| -> Result<u64, String> {
+        parts
+            .get(i)
+            .map(|p| p.parse::<u64>().map_err(|_| invalid()))
+            .unwrap_or(Ok(0))
+    };
+    Ok(Version {
+        major: num(0)?,
+        minor: num(1)?,
+        patch: num(2)?,
+        pre: pre.to_string(),
+        meta: meta.to_string(),
+        original: v.to_string(),
+    })
 }
 
 fn cmp_pre(a: &str, b: &str) -> Ordering {
@@ -57,7 +74,9 @@ fn cmp_pre(a: &str, b: &str) -> Ordering {
 }
 
 pub fn cmp(a: &Version, b: &Version) -> Ordering {
-    (a.major, a.minor, a.patch).cmp(&(b.major, b.minor, b.patch)).then_with(|| cmp_pre(&a.pre, &b.pre))
+    (a.major, a.minor, a.patch)
+        .cmp(&(b.major, b.minor, b.patch))
+        .then_with(|| cmp_pre(&a.pre, &b.pre))
 }
 
 pub fn semver_value(v: &str) -> Result<Value, String> {
@@ -76,19 +95,38 @@ pub fn semver_value(v: &str) -> Result<Value, String> {
 fn check_term(term: &str, v: &Version) -> Result<bool, String> {
     let term = term.trim();
     let ops = [">=", "<=", "!=", "=>", "=<", ">", "<", "=", "~>", "~", "^"];
-    let (op, rest) = ops.iter().find_map(|o| term.strip_prefix(o).map(|r| (*o, r.trim()))).unwrap_or(("", term));
+    let (op, rest) = ops
+        .iter()
+        .find_map(|o| term.strip_prefix(o).map(|r| (*o, r.trim())))
+        .unwrap_or(("", term));
     let rest = rest.strip_prefix('v').unwrap_or(rest);
     let wild = |p: &str| p == "x" || p == "X" || p == "*";
-    let (core, pre) = rest.split_once('-').map(|(c, p)| (c, p.split('+').next().unwrap_or(""))).unwrap_or((rest.split('+').next().unwrap_or(rest), ""));
-    let parts: Vec<&str> = if core.is_empty() { vec![] } else { core.split('.').collect() };
+    let (core, pre) = rest
+        .split_once('-')
+        .map(|(c, p)| (c, p.split('+').next().unwrap_or("")))
+        .unwrap_or((rest.split('+').next().unwrap_or(rest), ""));
+    let parts: Vec<&str> = if core.is_empty() {
+        vec![]
+    } else {
+        core.split('.').collect()
+    };
     let n_specified = parts.iter().take_while(|p| !wild(p)).count();
     let get = |i: usize| -> Result<u64, String> {
         match parts.get(i) {
-            Some(p) if !wild(p) => p.parse().map_err(|_| format!("improper constraint: {term}")),
+            Some(p) if !wild(p) => p
+                .parse()
+                .map_err(|_| format!("improper constraint: {term}")),
             _ => Ok(0),
         }
     };
-    let c = Version { major: get(0)?, minor: get(1)?, patch: get(2)?, pre: pre.to_string(), meta: String::new(), original: rest.to_string() };
+    let c = Version {
+        major: get(0)?,
+        minor: get(1)?,
+        patch: get(2)?,
+        pre: pre.to_string(),
+        meta: String::new(),
+        original: rest.to_string(),
+    };
     // prereleases only match constraints that carry one
     if !v.pre.is_empty() && c.pre.is_empty() {
         return Ok(false);
@@ -114,14 +152,16 @@ fn check_term(term: &str, v: &Version) -> Result<bool, String> {
     Ok(match op {
         "" | "=" => {
             if n_specified < 3 {
-                o != Ordering::Less && (n_specified == 0 || cmp(v, &bump(n_specified - 1)) == Ordering::Less)
+                o != Ordering::Less
+                    && (n_specified == 0 || cmp(v, &bump(n_specified - 1)) == Ordering::Less)
             } else {
                 o == Ordering::Equal
             }
         }
         "!=" => {
             if n_specified < 3 {
-                !(o != Ordering::Less && (n_specified == 0 || cmp(v, &bump(n_specified - 1)) == Ordering::Less))
+                !(o != Ordering::Less
+                    && (n_specified == 0 || cmp(v, &bump(n_specified - 1)) == Ordering::Less))
             } else {
                 o != Ordering::Equal
             }
@@ -142,9 +182,18 @@ fn check_term(term: &str, v: &Version) -> Result<bool, String> {
                 o != Ordering::Greater
             }
         }
-        "~" | "~>" => o != Ordering::Less && cmp(v, &bump(if n_specified <= 1 { 0 } else { 1 })) == Ordering::Less,
+        "~" | "~>" => {
+            o != Ordering::Less
+                && cmp(v, &bump(if n_specified <= 1 { 0 } else { 1 })) == Ordering::Less
+        }
         "^" => {
-            let lvl = if c.major > 0 || n_specified <= 1 { 0 } else if c.minor > 0 || n_specified == 2 { 1 } else { 2 };
+            let lvl = if c.major > 0 || n_specified <= 1 {
+                0
+            } else if c.minor > 0 || n_specified == 2 {
+                1
+            } else {
+                2
+            };
             o != Ordering::Less && cmp(v, &bump(lvl)) == Ordering::Less
         }
         _ => return Err(format!("improper constraint: {term}")),
@@ -164,7 +213,9 @@ pub fn compare(constraint: &str, version: &str) -> Result<bool, String> {
                 terms.push(format!(">={}", toks[i]));
                 terms.push(format!("<={}", toks[i + 2]));
                 i += 3;
-            } else if matches!(toks[i], ">=" | "<=" | ">" | "<" | "=" | "!=" | "~" | "^") && i + 1 < toks.len() {
+            } else if matches!(toks[i], ">=" | "<=" | ">" | "<" | "=" | "!=" | "~" | "^")
+                && i + 1 < toks.len()
+            {
                 terms.push(format!("{}{}", toks[i], toks[i + 1]));
                 i += 2;
             } else {

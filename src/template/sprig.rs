@@ -2,7 +2,7 @@
 //! behaviours: loose numeric casts (spf13/cast), `must*` variants returning errors,
 //! maps sorted by key.
 
-use super::funcs::{FResult, FnErr, F, b, err, int_list, m, n, s};
+use super::funcs::{F, FResult, FnErr, b, err, int_list, m, n, s};
 use super::gofmt;
 use super::value::{ListKind, Value};
 use base64::Engine as _;
@@ -86,7 +86,11 @@ fn vlist(v: Vec<Value>) -> Value {
 /// sprig's strslice.
 fn strslice(v: &Value) -> Vec<String> {
     match v {
-        Value::List(l, _) => l.iter().filter(|x| !matches!(x, Value::Nil)).map(strval).collect(),
+        Value::List(l, _) => l
+            .iter()
+            .filter(|x| !matches!(x, Value::Nil))
+            .map(strval)
+            .collect(),
         Value::Nil => vec![],
         v => vec![strval(v)],
     }
@@ -186,7 +190,11 @@ fn words(s: &str) -> Vec<String> {
 }
 
 fn snakecase(s: &str, sep: &str) -> String {
-    words(s).iter().map(|w| w.to_lowercase()).collect::<Vec<_>>().join(sep)
+    words(s)
+        .iter()
+        .map(|w| w.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 /// xstrings.ToCamelCase: removes underscores and upper-cases the following letter.
@@ -300,7 +308,9 @@ fn abbrevboth(left: i64, right: i64, s: &str) -> String {
 }
 
 fn rand_string(count: i64, charset: &[u8]) -> String {
-    (0..count.max(0)).map(|_| charset[fastrand::usize(..charset.len())] as char).collect()
+    (0..count.max(0))
+        .map(|_| charset[fastrand::usize(..charset.len())] as char)
+        .collect()
 }
 
 fn until_step(start: i64, stop: i64, step: i64) -> Vec<i64> {
@@ -352,7 +362,10 @@ fn seq(p: &[i64]) -> String {
         }
         _ => vec![],
     };
-    v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn round(x: f64, p: i64, r_opt: f64) -> f64 {
@@ -378,7 +391,9 @@ fn json_float(f: f64) -> String {
         let (mant, exp) = short.split_once('e').unwrap_or((&short, "0"));
         let exp: i32 = exp.parse().unwrap_or(0);
         let _ = s;
-        return format!("{mant}e{}{:02}", if exp < 0 { "-" } else { "+" }, exp.abs()).replace("e-0", "e-").replace("e+0", "e+");
+        return format!("{mant}e{}{:02}", if exp < 0 { "-" } else { "+" }, exp.abs())
+            .replace("e-0", "e-")
+            .replace("e+0", "e+");
     }
     let s = format!("{f}");
     s
@@ -422,7 +437,11 @@ fn json_write(out: &mut String, v: &Value, html: bool, indent: Option<usize>, le
         Value::Int(i) | Value::Duration(i) => out.push_str(&i.to_string()),
         Value::Float(f) => out.push_str(&json_float(*f)),
         Value::Str(s) => json_str(out, s, html),
-        Value::Time(t, _) => json_str(out, &t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true), html),
+        Value::Time(t, _) => json_str(
+            out,
+            &t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            html,
+        ),
         Value::List(l, _) => {
             if l.is_empty() {
                 out.push_str("[]");
@@ -471,7 +490,9 @@ fn from_json(s: &str) -> Result<Value, FnErr> {
         match v {
             serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(0.0)),
             serde_json::Value::Array(a) => Value::list(a.iter().map(conv).collect()),
-            serde_json::Value::Object(o) => Value::map(o.iter().map(|(k, v)| (k.clone(), conv(v))).collect()),
+            serde_json::Value::Object(o) => {
+                Value::map(o.iter().map(|(k, v)| (k.clone(), conv(v))).collect())
+            }
             other => Value::from_json(other),
         }
     }
@@ -571,7 +592,14 @@ fn uuidv4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn dict_of(a: &[Value]) -> Value {
@@ -611,10 +639,19 @@ fn url_parse(v: &str) -> FResult {
     let (rest, fragment) = v.split_once('#').unwrap_or((v, ""));
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (scheme, rest) = match rest.split_once(':') {
-        Some((sc, r)) if !sc.is_empty() && sc.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) && sc.starts_with(|c: char| c.is_ascii_alphabetic()) => (sc.to_string(), r),
+        Some((sc, r))
+            if !sc.is_empty()
+                && sc
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && sc.starts_with(|c: char| c.is_ascii_alphabetic()) =>
+        {
+            (sc.to_string(), r)
+        }
         _ => (String::new(), rest),
     };
-    let (mut userinfo, mut host, mut path, mut opaque) = (String::new(), String::new(), String::new(), String::new());
+    let (mut userinfo, mut host, mut path, mut opaque) =
+        (String::new(), String::new(), String::new(), String::new());
     if let Some(r) = rest.strip_prefix("//") {
         let (authority, p) = match r.find('/') {
             Some(i) => (&r[..i], &r[i..]),
@@ -633,11 +670,24 @@ fn url_parse(v: &str) -> FResult {
         path = rest.to_string();
     }
     let hostname = if host.starts_with('[') {
-        host.trim_start_matches('[').split(']').next().unwrap_or("").to_string()
+        host.trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .to_string()
     } else {
         host.split(':').next().unwrap_or("").to_string()
     };
-    for (k, v) in [("scheme", scheme), ("host", host), ("hostname", hostname), ("path", path), ("query", query.to_string()), ("opaque", opaque), ("fragment", fragment.to_string()), ("userinfo", userinfo)] {
+    for (k, v) in [
+        ("scheme", scheme),
+        ("host", host),
+        ("hostname", hostname),
+        ("path", path),
+        ("query", query.to_string()),
+        ("opaque", opaque),
+        ("fragment", fragment.to_string()),
+        ("userinfo", userinfo),
+    ] {
         d.insert(k.to_string(), Value::str(v));
     }
     Ok(Value::map(d))
@@ -745,8 +795,12 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     let three = Some(3);
     add("hello", 0, Some(0), |_| Ok(Value::str("Hello!")));
     // strings
-    add("abbrev", 2, two, |a| Ok(Value::str(abbrev(n(a, 0)?, s(a, 1)?))));
-    add("abbrevboth", 3, three, |a| Ok(Value::str(abbrevboth(n(a, 0)?, n(a, 1)?, s(a, 2)?))));
+    add("abbrev", 2, two, |a| {
+        Ok(Value::str(abbrev(n(a, 0)?, s(a, 1)?)))
+    });
+    add("abbrevboth", 3, three, |a| {
+        Ok(Value::str(abbrevboth(n(a, 0)?, n(a, 1)?, s(a, 2)?)))
+    });
     add("trunc", 2, two, |a| {
         let (c, st) = (n(a, 0)?, s(a, 1)?);
         let l = st.len() as i64;
@@ -776,7 +830,9 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         };
         match r {
             Some(x) => Ok(Value::str(x)),
-            None => err(format!("runtime error: slice bounds out of range [{start}:{end}]")),
+            None => err(format!(
+                "runtime error: slice bounds out of range [{start}:{end}]"
+            )),
         }
     });
     add("repeat", 2, two, |a| {
@@ -800,51 +856,106 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         let st = s(a, 1)?;
         Ok(Value::str(st.strip_prefix(s(a, 0)?).unwrap_or(st)))
     });
-    add("nospace", 1, one, |a| Ok(Value::str(s(a, 0)?.chars().filter(|c| !c.is_whitespace()).collect::<String>())));
+    add("nospace", 1, one, |a| {
+        Ok(Value::str(
+            s(a, 0)?
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>(),
+        ))
+    });
     add("initials", 1, one, |a| Ok(Value::str(initials(s(a, 0)?))));
-    add("randAlphaNum", 1, one, |a| Ok(Value::str(rand_string(n(a, 0)?, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))));
-    add("randAlpha", 1, one, |a| Ok(Value::str(rand_string(n(a, 0)?, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))));
+    add("randAlphaNum", 1, one, |a| {
+        Ok(Value::str(rand_string(
+            n(a, 0)?,
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        )))
+    });
+    add("randAlpha", 1, one, |a| {
+        Ok(Value::str(rand_string(
+            n(a, 0)?,
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+        )))
+    });
     add("randAscii", 1, one, |a| {
         let cs: Vec<u8> = (32u8..127).collect();
         Ok(Value::str(rand_string(n(a, 0)?, &cs)))
     });
-    add("randNumeric", 1, one, |a| Ok(Value::str(rand_string(n(a, 0)?, b"0123456789"))));
+    add("randNumeric", 1, one, |a| {
+        Ok(Value::str(rand_string(n(a, 0)?, b"0123456789")))
+    });
     add("swapcase", 1, one, |a| Ok(Value::str(swapcase(s(a, 0)?))));
     add("shuffle", 1, one, |a| {
         let mut cs: Vec<char> = s(a, 0)?.chars().collect();
         fastrand::shuffle(&mut cs);
         Ok(Value::str(cs.into_iter().collect::<String>()))
     });
-    add("snakecase", 1, one, |a| Ok(Value::str(snakecase(s(a, 0)?, "_"))));
-    add("kebabcase", 1, one, |a| Ok(Value::str(snakecase(s(a, 0)?, "-"))));
+    add("snakecase", 1, one, |a| {
+        Ok(Value::str(snakecase(s(a, 0)?, "_")))
+    });
+    add("kebabcase", 1, one, |a| {
+        Ok(Value::str(snakecase(s(a, 0)?, "-")))
+    });
     add("camelcase", 1, one, |a| Ok(Value::str(camelcase(s(a, 0)?))));
-    add("wrap", 2, two, |a| Ok(Value::str(wrap_custom(s(a, 1)?, n(a, 0)?, "\n", false))));
-    add("wrapWith", 3, three, |a| Ok(Value::str(wrap_custom(s(a, 2)?, n(a, 0)?, s(a, 1)?, true))));
-    add("contains", 2, two, |a| Ok(Value::Bool(s(a, 1)?.contains(s(a, 0)?))));
-    add("hasPrefix", 2, two, |a| Ok(Value::Bool(s(a, 1)?.starts_with(s(a, 0)?))));
-    add("hasSuffix", 2, two, |a| Ok(Value::Bool(s(a, 1)?.ends_with(s(a, 0)?))));
+    add("wrap", 2, two, |a| {
+        Ok(Value::str(wrap_custom(s(a, 1)?, n(a, 0)?, "\n", false)))
+    });
+    add("wrapWith", 3, three, |a| {
+        Ok(Value::str(wrap_custom(s(a, 2)?, n(a, 0)?, s(a, 1)?, true)))
+    });
+    add("contains", 2, two, |a| {
+        Ok(Value::Bool(s(a, 1)?.contains(s(a, 0)?)))
+    });
+    add("hasPrefix", 2, two, |a| {
+        Ok(Value::Bool(s(a, 1)?.starts_with(s(a, 0)?)))
+    });
+    add("hasSuffix", 2, two, |a| {
+        Ok(Value::Bool(s(a, 1)?.ends_with(s(a, 0)?)))
+    });
     add("quote", 0, None, |a| {
-        let parts: Vec<String> = a.iter().filter(|v| !matches!(v, Value::Nil)).map(|v| gofmt::quote(&strval(v))).collect();
+        let parts: Vec<String> = a
+            .iter()
+            .filter(|v| !matches!(v, Value::Nil))
+            .map(|v| gofmt::quote(&strval(v)))
+            .collect();
         Ok(Value::str(parts.join(" ")))
     });
     add("squote", 0, None, |a| {
-        let parts: Vec<String> = a.iter().filter(|v| !matches!(v, Value::Nil)).map(|v| format!("'{}'", strval(v))).collect();
+        let parts: Vec<String> = a
+            .iter()
+            .filter(|v| !matches!(v, Value::Nil))
+            .map(|v| format!("'{}'", strval(v)))
+            .collect();
         Ok(Value::str(parts.join(" ")))
     });
     add("cat", 0, None, |a| {
-        let parts: Vec<String> = a.iter().filter(|v| !matches!(v, Value::Nil)).map(gofmt::value_v).collect();
+        let parts: Vec<String> = a
+            .iter()
+            .filter(|v| !matches!(v, Value::Nil))
+            .map(gofmt::value_v)
+            .collect();
         Ok(Value::str(parts.join(" ")))
     });
     add("indent", 2, two, |a| {
         let pad = " ".repeat(n(a, 0)?.max(0) as usize);
-        Ok(Value::str(format!("{pad}{}", s(a, 1)?.replace('\n', &format!("\n{pad}")))))
+        Ok(Value::str(format!(
+            "{pad}{}",
+            s(a, 1)?.replace('\n', &format!("\n{pad}"))
+        )))
     });
     add("nindent", 2, two, |a| {
         let pad = " ".repeat(n(a, 0)?.max(0) as usize);
-        Ok(Value::str(format!("\n{pad}{}", s(a, 1)?.replace('\n', &format!("\n{pad}")))))
+        Ok(Value::str(format!(
+            "\n{pad}{}",
+            s(a, 1)?.replace('\n', &format!("\n{pad}"))
+        )))
     });
-    add("replace", 3, three, |a| Ok(Value::str(s(a, 2)?.replace(s(a, 0)?, s(a, 1)?))));
-    add("plural", 3, three, |a| Ok(Value::str(if n(a, 2)? == 1 { s(a, 0)? } else { s(a, 1)? })));
+    add("replace", 3, three, |a| {
+        Ok(Value::str(s(a, 2)?.replace(s(a, 0)?, s(a, 1)?)))
+    });
+    add("plural", 3, three, |a| {
+        Ok(Value::str(if n(a, 2)? == 1 { s(a, 0)? } else { s(a, 1)? }))
+    });
     add("sha1sum", 1, one, |a| {
         use sha1::Digest;
         Ok(Value::str(hex(&sha1::Sha1::digest(s(a, 0)?.as_bytes()))))
@@ -853,14 +964,22 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         use sha2::Digest;
         Ok(Value::str(hex(&sha2::Sha256::digest(s(a, 0)?.as_bytes()))))
     });
-    add("adler32sum", 1, one, |a| Ok(Value::str(adler32(s(a, 0)?.as_bytes()).to_string())));
+    add("adler32sum", 1, one, |a| {
+        Ok(Value::str(adler32(s(a, 0)?.as_bytes()).to_string()))
+    });
     add("toString", 1, one, |a| Ok(Value::str(strval(&a[0]))));
     // conversions
-    add("atoi", 1, one, |a| Ok(Value::Int(s(a, 0)?.parse().unwrap_or(0))));
+    add("atoi", 1, one, |a| {
+        Ok(Value::Int(s(a, 0)?.parse().unwrap_or(0)))
+    });
     add("int64", 1, one, |a| Ok(Value::Int(to_i64(&a[0]))));
     add("int", 1, one, |a| Ok(Value::Int(to_i64(&a[0]))));
     add("float64", 1, one, |a| Ok(Value::Float(to_f64(&a[0]))));
-    add("toDecimal", 1, one, |a| Ok(Value::Int(i64::from_str_radix(&strval(&a[0]), 8).unwrap_or(0))));
+    add("toDecimal", 1, one, |a| {
+        Ok(Value::Int(
+            i64::from_str_radix(&strval(&a[0]), 8).unwrap_or(0),
+        ))
+    });
     add("seq", 0, None, |a| {
         let mut p = Vec::new();
         for i in 0..a.len() {
@@ -869,29 +988,59 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         Ok(Value::str(seq(&p)))
     });
     add("split", 2, two, |a| {
-        let d = s(a, 1)?.split(s(a, 0)?).enumerate().map(|(i, p)| (format!("_{i}"), Value::str(p))).collect();
+        let d = s(a, 1)?
+            .split(s(a, 0)?)
+            .enumerate()
+            .map(|(i, p)| (format!("_{i}"), Value::str(p)))
+            .collect();
         Ok(Value::map(d))
     });
     add("splitList", 2, two, |a| {
         let (sep, st) = (s(a, 0)?, s(a, 1)?);
-        let parts: Vec<String> = if sep.is_empty() { st.chars().map(String::from).collect() } else { st.split(sep).map(String::from).collect() };
+        let parts: Vec<String> = if sep.is_empty() {
+            st.chars().map(String::from).collect()
+        } else {
+            st.split(sep).map(String::from).collect()
+        };
         Ok(Value::str_list(parts))
     });
     add("splitn", 3, three, |a| {
         let (sep, c, st) = (s(a, 0)?, n(a, 1)?, s(a, 2)?);
-        let parts: Vec<&str> = if c < 0 { st.split(sep).collect() } else { st.splitn(c as usize, sep).collect() };
-        Ok(Value::map(parts.into_iter().enumerate().map(|(i, p)| (format!("_{i}"), Value::str(p))).collect()))
+        let parts: Vec<&str> = if c < 0 {
+            st.split(sep).collect()
+        } else {
+            st.splitn(c as usize, sep).collect()
+        };
+        Ok(Value::map(
+            parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (format!("_{i}"), Value::str(p)))
+                .collect(),
+        ))
     });
-    add("toStrings", 1, one, |a| Ok(Value::str_list(strslice(&a[0]))));
+    add("toStrings", 1, one, |a| {
+        Ok(Value::str_list(strslice(&a[0])))
+    });
     add("until", 1, one, |a| {
         let c = n(a, 0)?;
         Ok(int_list(until_step(0, c, if c < 0 { -1 } else { 1 })))
     });
-    add("untilStep", 3, three, |a| Ok(int_list(until_step(n(a, 0)?, n(a, 1)?, n(a, 2)?))));
+    add("untilStep", 3, three, |a| {
+        Ok(int_list(until_step(n(a, 0)?, n(a, 1)?, n(a, 2)?)))
+    });
     // math
-    add("add1", 1, one, |a| Ok(Value::Int(to_i64(&a[0]).wrapping_add(1))));
-    add("add", 0, None, |a| Ok(Value::Int(a.iter().fold(0i64, |acc, v| acc.wrapping_add(to_i64(v))))));
-    add("sub", 2, two, |a| Ok(Value::Int(to_i64(&a[0]).wrapping_sub(to_i64(&a[1])))));
+    add("add1", 1, one, |a| {
+        Ok(Value::Int(to_i64(&a[0]).wrapping_add(1)))
+    });
+    add("add", 0, None, |a| {
+        Ok(Value::Int(
+            a.iter().fold(0i64, |acc, v| acc.wrapping_add(to_i64(v))),
+        ))
+    });
+    add("sub", 2, two, |a| {
+        Ok(Value::Int(to_i64(&a[0]).wrapping_sub(to_i64(&a[1]))))
+    });
     add("div", 2, two, |a| {
         let d = to_i64(&a[1]);
         if d == 0 {
@@ -906,7 +1055,11 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         }
         Ok(Value::Int(to_i64(&a[0]).wrapping_rem(d)))
     });
-    add("mul", 1, None, |a| Ok(Value::Int(a.iter().fold(1i64, |acc, v| acc.wrapping_mul(to_i64(v))))));
+    add("mul", 1, None, |a| {
+        Ok(Value::Int(
+            a.iter().fold(1i64, |acc, v| acc.wrapping_mul(to_i64(v))),
+        ))
+    });
     add("randInt", 2, two, |a| {
         let (lo, hi) = (n(a, 0)?, n(a, 1)?);
         if hi <= lo {
@@ -915,16 +1068,42 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         Ok(Value::Int(fastrand::i64(lo..hi)))
     });
     add("add1f", 1, one, |a| Ok(Value::Float(to_f64(&a[0]) + 1.0)));
-    add("addf", 0, None, |a| Ok(Value::Float(a.iter().map(to_f64).sum())));
-    add("subf", 1, None, |a| Ok(Value::Float(a[1..].iter().fold(to_f64(&a[0]), |acc, v| acc - to_f64(v)))));
-    add("divf", 1, None, |a| Ok(Value::Float(a[1..].iter().fold(to_f64(&a[0]), |acc, v| acc / to_f64(v)))));
-    add("mulf", 1, None, |a| Ok(Value::Float(a[1..].iter().fold(to_f64(&a[0]), |acc, v| acc * to_f64(v)))));
+    add("addf", 0, None, |a| {
+        Ok(Value::Float(a.iter().map(to_f64).sum()))
+    });
+    add("subf", 1, None, |a| {
+        Ok(Value::Float(
+            a[1..].iter().fold(to_f64(&a[0]), |acc, v| acc - to_f64(v)),
+        ))
+    });
+    add("divf", 1, None, |a| {
+        Ok(Value::Float(
+            a[1..].iter().fold(to_f64(&a[0]), |acc, v| acc / to_f64(v)),
+        ))
+    });
+    add("mulf", 1, None, |a| {
+        Ok(Value::Float(
+            a[1..].iter().fold(to_f64(&a[0]), |acc, v| acc * to_f64(v)),
+        ))
+    });
     for name in ["biggest", "max"] {
-        add(name, 1, None, |a| Ok(Value::Int(a.iter().map(to_i64).max().unwrap_or(0))));
+        add(name, 1, None, |a| {
+            Ok(Value::Int(a.iter().map(to_i64).max().unwrap_or(0)))
+        });
     }
-    add("min", 1, None, |a| Ok(Value::Int(a.iter().map(to_i64).min().unwrap_or(0))));
-    add("maxf", 1, None, |a| Ok(Value::Float(a.iter().map(to_f64).fold(f64::NEG_INFINITY, f64::max))));
-    add("minf", 1, None, |a| Ok(Value::Float(a.iter().map(to_f64).fold(f64::INFINITY, f64::min))));
+    add("min", 1, None, |a| {
+        Ok(Value::Int(a.iter().map(to_i64).min().unwrap_or(0)))
+    });
+    add("maxf", 1, None, |a| {
+        Ok(Value::Float(
+            a.iter().map(to_f64).fold(f64::NEG_INFINITY, f64::max),
+        ))
+    });
+    add("minf", 1, None, |a| {
+        Ok(Value::Float(
+            a.iter().map(to_f64).fold(f64::INFINITY, f64::min),
+        ))
+    });
     add("ceil", 1, one, |a| Ok(Value::Float(to_f64(&a[0]).ceil())));
     add("floor", 1, one, |a| Ok(Value::Float(to_f64(&a[0]).floor())));
     add("round", 2, three, |a| {
@@ -932,7 +1111,9 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         Ok(Value::Float(round(to_f64(&a[0]), n(a, 1)?, r)))
     });
     // lists of strings
-    add("join", 2, two, |a| Ok(Value::str(strslice(&a[1]).join(s(a, 0)?))));
+    add("join", 2, two, |a| {
+        Ok(Value::str(strslice(&a[1]).join(s(a, 0)?)))
+    });
     add("sortAlpha", 1, one, |a| match &a[0] {
         Value::List(..) => {
             let mut v = strslice(&a[0]);
@@ -949,51 +1130,106 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         Ok(a[1].clone())
     });
     add("empty", 1, one, |a| Ok(Value::Bool(empty(&a[0]))));
-    add("coalesce", 0, None, |a| Ok(a.iter().find(|v| !empty(v)).cloned().unwrap_or(Value::Nil)));
-    add("all", 0, None, |a| Ok(Value::Bool(a.iter().all(|v| !empty(v)))));
-    add("any", 0, None, |a| Ok(Value::Bool(a.iter().any(|v| !empty(v)))));
-    for (name, f) in [("compact", (|a: &[Value]| -> FResult { Ok(vlist(list_of(&a[0], "compact").unwrap_or_default().iter().filter(|v| !empty(v)).cloned().collect())) }) as F), ("mustCompact", |a| Ok(vlist(list_of(&a[0], "compact")?.iter().filter(|v| !empty(v)).cloned().collect())))] {
+    add("coalesce", 0, None, |a| {
+        Ok(a.iter().find(|v| !empty(v)).cloned().unwrap_or(Value::Nil))
+    });
+    add("all", 0, None, |a| {
+        Ok(Value::Bool(a.iter().all(|v| !empty(v))))
+    });
+    add("any", 0, None, |a| {
+        Ok(Value::Bool(a.iter().any(|v| !empty(v))))
+    });
+    for (name, f) in [
+        (
+            "compact",
+            (|a: &[Value]| -> FResult {
+                Ok(vlist(
+                    list_of(&a[0], "compact")
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|v| !empty(v))
+                        .cloned()
+                        .collect(),
+                ))
+            }) as F,
+        ),
+        ("mustCompact", |a| {
+            Ok(vlist(
+                list_of(&a[0], "compact")?
+                    .iter()
+                    .filter(|v| !empty(v))
+                    .cloned()
+                    .collect(),
+            ))
+        }),
+    ] {
         add(name, 1, one, f);
     }
-    add("fromJson", 1, one, |a| Ok(from_json(s(a, 0)?).unwrap_or(Value::Nil)));
+    add("fromJson", 1, one, |a| {
+        Ok(from_json(s(a, 0)?).unwrap_or(Value::Nil))
+    });
     add("mustFromJson", 1, one, |a| from_json(s(a, 0)?));
     for name in ["toJson", "mustToJson"] {
         add(name, 1, one, |a| Ok(Value::str(to_json(&a[0], true, None))));
     }
     for name in ["toPrettyJson", "mustToPrettyJson"] {
-        add(name, 1, one, |a| Ok(Value::str(to_json(&a[0], true, Some(2)))));
+        add(name, 1, one, |a| {
+            Ok(Value::str(to_json(&a[0], true, Some(2))))
+        });
     }
     for name in ["toRawJson", "mustToRawJson"] {
-        add(name, 1, one, |a| Ok(Value::str(to_json(&a[0], false, None))));
+        add(name, 1, one, |a| {
+            Ok(Value::str(to_json(&a[0], false, None)))
+        });
     }
-    add("ternary", 3, three, |a| Ok(if b(a, 2)? { a[0].clone() } else { a[1].clone() }));
+    add("ternary", 3, three, |a| {
+        Ok(if b(a, 2)? { a[0].clone() } else { a[1].clone() })
+    });
     add("deepCopy", 1, one, |a| Ok(a[0].deep_copy()));
     add("mustDeepCopy", 1, one, |a| Ok(a[0].deep_copy()));
     // reflection
     add("typeOf", 1, one, |a| Ok(Value::str(a[0].type_name())));
-    add("typeIs", 2, two, |a| Ok(Value::Bool(s(a, 0)? == a[1].type_name())));
+    add("typeIs", 2, two, |a| {
+        Ok(Value::Bool(s(a, 0)? == a[1].type_name()))
+    });
     add("typeIsLike", 2, two, |a| {
         let t = s(a, 0)?;
-        Ok(Value::Bool(t == a[1].type_name() || t == format!("*{}", a[1].type_name())))
+        Ok(Value::Bool(
+            t == a[1].type_name() || t == format!("*{}", a[1].type_name()),
+        ))
     });
     add("kindOf", 1, one, |a| Ok(Value::str(a[0].kind_name())));
-    add("kindIs", 2, two, |a| Ok(Value::Bool(s(a, 0)? == a[1].kind_name())));
-    add("deepEqual", 2, two, |a| Ok(Value::Bool(a[0].deep_equal(&a[1]))));
+    add("kindIs", 2, two, |a| {
+        Ok(Value::Bool(s(a, 0)? == a[1].kind_name()))
+    });
+    add("deepEqual", 2, two, |a| {
+        Ok(Value::Bool(a[0].deep_equal(&a[1])))
+    });
     // paths (os* are filepath variants; same on Unix)
     add("osBase", 1, one, |a| Ok(Value::str(path_base(s(a, 0)?))));
     add("osClean", 1, one, |a| Ok(Value::str(path_clean(s(a, 0)?))));
     add("osDir", 1, one, |a| Ok(Value::str(path_dir(s(a, 0)?))));
     add("osExt", 1, one, |a| Ok(Value::str(path_ext(s(a, 0)?))));
-    add("osIsAbs", 1, one, |a| Ok(Value::Bool(s(a, 0)?.starts_with('/'))));
-    // encoding
-    add("b64enc", 1, one, |a| Ok(Value::str(base64::engine::general_purpose::STANDARD.encode(s(a, 0)?))));
-    add("b64dec", 1, one, |a| {
-        Ok(Value::str(match base64::engine::general_purpose::STANDARD.decode(s(a, 0)?) {
-            Ok(d) => String::from_utf8_lossy(&d).to_string(),
-            Err(e) => e.to_string(),
-        }))
+    add("osIsAbs", 1, one, |a| {
+        Ok(Value::Bool(s(a, 0)?.starts_with('/')))
     });
-    add("b32enc", 1, one, |a| Ok(Value::str(b32enc(s(a, 0)?.as_bytes()))));
+    // encoding
+    add("b64enc", 1, one, |a| {
+        Ok(Value::str(
+            base64::engine::general_purpose::STANDARD.encode(s(a, 0)?),
+        ))
+    });
+    add("b64dec", 1, one, |a| {
+        Ok(Value::str(
+            match base64::engine::general_purpose::STANDARD.decode(s(a, 0)?) {
+                Ok(d) => String::from_utf8_lossy(&d).to_string(),
+                Err(e) => e.to_string(),
+            },
+        ))
+    });
+    add("b32enc", 1, one, |a| {
+        Ok(Value::str(b32enc(s(a, 0)?.as_bytes())))
+    });
     add("b32dec", 1, one, |a| {
         Ok(Value::str(match b32dec(s(a, 0)?) {
             Ok(d) => String::from_utf8_lossy(&d).to_string(),
@@ -1003,7 +1239,12 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     // lists
     add("tuple", 0, None, |a| Ok(vlist(a.to_vec())));
     add("list", 0, None, |a| Ok(vlist(a.to_vec())));
-    for (name, must_) in [("append", false), ("push", false), ("mustAppend", true), ("mustPush", true)] {
+    for (name, must_) in [
+        ("append", false),
+        ("push", false),
+        ("mustAppend", true),
+        ("mustPush", true),
+    ] {
         let _ = must_;
         add(name, 2, two, |a| {
             let mut l = list_of(&a[0], "append")?.to_vec();
@@ -1018,20 +1259,48 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
             Ok(vlist(l))
         });
     }
-    add("first", 1, one, |a| Ok(list_of(&a[0], "find first")?.first().cloned().unwrap_or(Value::Nil)));
-    add("mustFirst", 1, one, |a| Ok(list_of(&a[0], "find first")?.first().cloned().unwrap_or(Value::Nil)));
-    add("last", 1, one, |a| Ok(list_of(&a[0], "find last")?.last().cloned().unwrap_or(Value::Nil)));
-    add("mustLast", 1, one, |a| Ok(list_of(&a[0], "find last")?.last().cloned().unwrap_or(Value::Nil)));
+    add("first", 1, one, |a| {
+        Ok(list_of(&a[0], "find first")?
+            .first()
+            .cloned()
+            .unwrap_or(Value::Nil))
+    });
+    add("mustFirst", 1, one, |a| {
+        Ok(list_of(&a[0], "find first")?
+            .first()
+            .cloned()
+            .unwrap_or(Value::Nil))
+    });
+    add("last", 1, one, |a| {
+        Ok(list_of(&a[0], "find last")?
+            .last()
+            .cloned()
+            .unwrap_or(Value::Nil))
+    });
+    add("mustLast", 1, one, |a| {
+        Ok(list_of(&a[0], "find last")?
+            .last()
+            .cloned()
+            .unwrap_or(Value::Nil))
+    });
     for name in ["rest", "mustRest"] {
         add(name, 1, one, |a| {
             let l = list_of(&a[0], "find rest")?;
-            Ok(if l.is_empty() { Value::Nil } else { vlist(l[1..].to_vec()) })
+            Ok(if l.is_empty() {
+                Value::Nil
+            } else {
+                vlist(l[1..].to_vec())
+            })
         });
     }
     for name in ["initial", "mustInitial"] {
         add(name, 1, one, |a| {
             let l = list_of(&a[0], "find initial")?;
-            Ok(if l.is_empty() { Value::Nil } else { vlist(l[..l.len() - 1].to_vec()) })
+            Ok(if l.is_empty() {
+                Value::Nil
+            } else {
+                vlist(l[..l.len() - 1].to_vec())
+            })
         });
     }
     for name in ["reverse", "mustReverse"] {
@@ -1055,7 +1324,9 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     for name in ["without", "mustWithout"] {
         add(name, 1, None, |a| {
             let l = list_of(&a[0], "find without")?;
-            Ok(vlist(l.iter().filter(|v| !in_list(&a[1..], v)).cloned().collect()))
+            Ok(vlist(
+                l.iter().filter(|v| !in_list(&a[1..], v)).cloned().collect(),
+            ))
         });
     }
     for name in ["has", "mustHas"] {
@@ -1067,7 +1338,15 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     for name in ["slice", "mustSlice"] {
         // sprig's slice shadows the builtin (sprig's FuncMap wins in Funcs()).
         add(name, 1, None, |a| {
-            let l = list_of(&a[0], "slice")?;
+            let l = match &a[0] {
+                Value::List(l, _) => l.clone(),
+                v => {
+                    return err(format!(
+                        "list should be type of slice or array but {}",
+                        v.kind_name()
+                    ));
+                }
+            };
             let idx: Vec<i64> = a[1..].iter().map(to_i64).collect();
             let (lo, hi) = match idx.as_slice() {
                 [] => (0, l.len() as i64),
@@ -1075,7 +1354,9 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
                 [lo, hi, ..] => (*lo, *hi),
             };
             if lo < 0 || hi < lo || hi as usize > l.len() {
-                return err(format!("runtime error: slice bounds out of range [{lo}:{hi}]"));
+                return err(format!(
+                    "runtime error: slice bounds out of range [{lo}:{hi}]"
+                ));
             }
             Ok(vlist(l[lo as usize..hi as usize].to_vec()))
         });
@@ -1094,7 +1375,9 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
                 return err("size must be positive");
             }
             let l = list_of(&a[1], "chunk")?;
-            Ok(vlist(l.chunks(size as usize).map(|c| vlist(c.to_vec())).collect()))
+            Ok(vlist(
+                l.chunks(size as usize).map(|c| vlist(c.to_vec())).collect(),
+            ))
         });
     }
     add("dig", 3, None, |a| {
@@ -1103,7 +1386,13 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     });
     // dicts
     add("dict", 0, None, |a| Ok(dict_of(a)));
-    add("get", 2, two, |a| Ok(m(a, 0)?.borrow().get(s(a, 1)?).cloned().unwrap_or_else(|| Value::str(""))));
+    add("get", 2, two, |a| {
+        Ok(m(a, 0)?
+            .borrow()
+            .get(s(a, 1)?)
+            .cloned()
+            .unwrap_or_else(|| Value::str("")))
+    });
     add("set", 3, three, |a| {
         let d = m(a, 0)?;
         d.borrow_mut().insert(s(a, 1)?.to_string(), a[2].clone());
@@ -1114,7 +1403,9 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         d.borrow_mut().remove(s(a, 1)?);
         Ok(Value::Map(d))
     });
-    add("hasKey", 2, two, |a| Ok(Value::Bool(m(a, 0)?.borrow().contains_key(s(a, 1)?))));
+    add("hasKey", 2, two, |a| {
+        Ok(Value::Bool(m(a, 0)?.borrow().contains_key(s(a, 1)?)))
+    });
     add("pluck", 1, None, |a| {
         let key = s(a, 0)?;
         let mut out = Vec::new();
@@ -1132,7 +1423,9 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         }
         Ok(Value::str_list(out))
     });
-    add("values", 1, one, |a| Ok(vlist(m(a, 0)?.borrow().values().cloned().collect())));
+    add("values", 1, one, |a| {
+        Ok(vlist(m(a, 0)?.borrow().values().cloned().collect()))
+    });
     add("pick", 1, None, |a| {
         let d = m(a, 0)?;
         let mut out = BTreeMap::new();
@@ -1150,9 +1443,20 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         for i in 1..a.len() {
             keys.push(s(a, i)?.to_string());
         }
-        Ok(Value::map(d.borrow().iter().filter(|(k, _)| !keys.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect()))
+        Ok(Value::map(
+            d.borrow()
+                .iter()
+                .filter(|(k, _)| !keys.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ))
     });
-    for (name, over) in [("merge", false), ("mustMerge", false), ("mergeOverwrite", true), ("mustMergeOverwrite", true)] {
+    for (name, over) in [
+        ("merge", false),
+        ("mustMerge", false),
+        ("mergeOverwrite", true),
+        ("mustMergeOverwrite", true),
+    ] {
         let f: F = if over {
             |a| {
                 let d = m(a, 0)?;
@@ -1178,33 +1482,70 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     add("uuidv4", 0, Some(0), |_| Ok(Value::str(uuidv4())));
     add("randBytes", 1, one, |a| {
         let bytes: Vec<u8> = (0..n(a, 0)?.max(0)).map(|_| fastrand::u8(..)).collect();
-        Ok(Value::str(base64::engine::general_purpose::STANDARD.encode(bytes)))
+        Ok(Value::str(
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        ))
     });
     // semver
-    add("semver", 1, one, |a| super::semver::semver_value(s(a, 0)?).map_err(FnErr::Msg));
-    add("semverCompare", 2, two, |a| super::semver::compare(s(a, 0)?, s(a, 1)?).map(Value::Bool).map_err(FnErr::Msg));
+    add("semver", 1, one, |a| {
+        super::semver::semver_value(s(a, 0)?).map_err(FnErr::Msg)
+    });
+    add("semverCompare", 2, two, |a| {
+        super::semver::compare(s(a, 0)?, s(a, 1)?)
+            .map(Value::Bool)
+            .map_err(FnErr::Msg)
+    });
     // flow
     add("fail", 1, one, |a| err(s(a, 0)?.to_string()));
     // regex
-    add("regexMatch", 2, two, |a| Ok(Value::Bool(regex(s(a, 0)?).map(|r| r.is_match(s(a, 1).unwrap_or(""))).unwrap_or(false))));
-    add("mustRegexMatch", 2, two, |a| Ok(Value::Bool(regex(s(a, 0)?)?.is_match(s(a, 1)?))));
+    add("regexMatch", 2, two, |a| {
+        Ok(Value::Bool(
+            regex(s(a, 0)?)
+                .map(|r| r.is_match(s(a, 1).unwrap_or("")))
+                .unwrap_or(false),
+        ))
+    });
+    add("mustRegexMatch", 2, two, |a| {
+        Ok(Value::Bool(regex(s(a, 0)?)?.is_match(s(a, 1)?)))
+    });
     for name in ["regexFindAll", "mustRegexFindAll"] {
         add(name, 3, three, |a| {
             let r = regex(s(a, 0)?)?;
             let c = n(a, 2)?;
             let it = r.find_iter(s(a, 1)?).map(|m| m.as_str().to_string());
-            let v: Vec<String> = if c < 0 { it.collect() } else { it.take(c as usize).collect() };
+            let v: Vec<String> = if c < 0 {
+                it.collect()
+            } else {
+                it.take(c as usize).collect()
+            };
             Ok(Value::str_list(v))
         });
     }
     for name in ["regexFind", "mustRegexFind"] {
-        add(name, 2, two, |a| Ok(Value::str(regex(s(a, 0)?)?.find(s(a, 1)?).map(|m| m.as_str()).unwrap_or(""))));
+        add(name, 2, two, |a| {
+            Ok(Value::str(
+                regex(s(a, 0)?)?
+                    .find(s(a, 1)?)
+                    .map(|m| m.as_str())
+                    .unwrap_or(""),
+            ))
+        });
     }
     for name in ["regexReplaceAll", "mustRegexReplaceAll"] {
-        add(name, 3, three, |a| Ok(Value::str(regex(s(a, 0)?)?.replace_all(s(a, 1)?, s(a, 2)?).to_string())));
+        add(name, 3, three, |a| {
+            Ok(Value::str(
+                regex(s(a, 0)?)?.replace_all(s(a, 1)?, s(a, 2)?).to_string(),
+            ))
+        });
     }
     for name in ["regexReplaceAllLiteral", "mustRegexReplaceAllLiteral"] {
-        add(name, 3, three, |a| Ok(Value::str(regex(s(a, 0)?)?.replace_all(s(a, 1)?, regex::NoExpand(s(a, 2)?)).to_string())));
+        add(name, 3, three, |a| {
+            Ok(Value::str(
+                regex(s(a, 0)?)?
+                    .replace_all(s(a, 1)?, regex::NoExpand(s(a, 2)?))
+                    .to_string(),
+            ))
+        });
     }
     for name in ["regexSplit", "mustRegexSplit"] {
         add(name, 3, three, |a| {
@@ -1221,9 +1562,13 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
             Ok(Value::str_list(v))
         });
     }
-    add("regexQuoteMeta", 1, one, |a| Ok(Value::str(regex::escape(s(a, 0)?))));
+    add("regexQuoteMeta", 1, one, |a| {
+        Ok(Value::str(regex::escape(s(a, 0)?)))
+    });
     add("urlParse", 1, one, |a| url_parse(s(a, 0)?));
-    add("urlJoin", 1, one, |a| Ok(Value::str(url_join(&m(a, 0)?.borrow()))));
+    add("urlJoin", 1, one, |a| {
+        Ok(Value::str(url_join(&m(a, 0)?.borrow())))
+    });
     super::dates::register(add);
     let _ = must::<()>;
     let _ = ListKind::Any;
@@ -1242,7 +1587,10 @@ mod tests {
         assert_eq!(camelcase("http_server"), "HttpServer");
         assert_eq!(snakecase("FirstName", "_"), "first_name");
         assert_eq!(snakecase("HTTPServer", "_"), "http_server");
-        assert_eq!(wrap_custom("Hello World Foo", 5, "\n", false), "Hello\nWorld\nFoo");
+        assert_eq!(
+            wrap_custom("Hello World Foo", 5, "\n", false),
+            "Hello\nWorld\nFoo"
+        );
         assert_eq!(abbrev(5, "hello world"), "he...");
         assert_eq!(abbrevboth(5, 10, "1234 5678 9123"), "...5678...");
         assert_eq!(b32enc(b"hello"), "NBSWY3DP");

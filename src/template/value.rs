@@ -162,7 +162,9 @@ impl Value {
             (Value::Float(a), Value::Float(b)) => a == b,
             (Value::Str(a), Value::Str(b)) => a == b,
             (Value::List(a, ka), Value::List(b, kb)) => {
-                ka == kb && a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.deep_equal(y))
+                ka == kb
+                    && a.len() == b.len()
+                    && a.iter().zip(b.iter()).all(|(x, y)| x.deep_equal(y))
             }
             (Value::Map(a), Value::Map(b)) => {
                 let (a, b) = (a.borrow(), b.borrow());
@@ -179,7 +181,9 @@ impl Value {
     /// A deep copy (maps are shared references otherwise).
     pub fn deep_copy(&self) -> Value {
         match self {
-            Value::List(l, k) => Value::List(Rc::new(l.iter().map(|v| v.deep_copy()).collect()), *k),
+            Value::List(l, k) => {
+                Value::List(Rc::new(l.iter().map(|v| v.deep_copy()).collect()), *k)
+            }
             Value::Map(m) => Value::map(
                 m.borrow()
                     .iter()

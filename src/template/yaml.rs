@@ -24,7 +24,12 @@ struct Analysis {
 
 fn is_printable(c: char) -> bool {
     let u = c as u32;
-    u == 0x0A || (0x20..=0x7E).contains(&u) || u == 0x85 || (0xA0..=0xD7FF).contains(&u) || ((0xE000..=0xFFFD).contains(&u) && u != 0xFEFF) || (0x10000..=0x10FFFF).contains(&u)
+    u == 0x0A
+        || (0x20..=0x7E).contains(&u)
+        || u == 0x85
+        || (0xA0..=0xD7FF).contains(&u)
+        || ((0xE000..=0xFFFD).contains(&u) && u != 0xFEFF)
+        || (0x10000..=0x10FFFF).contains(&u)
 }
 
 fn is_break(c: char) -> bool {
@@ -37,11 +42,18 @@ fn is_blank(c: char) -> bool {
 
 fn analyze(value: &str) -> Analysis {
     if value.is_empty() {
-        return Analysis { multiline: false, flow_plain: false, block_plain: true, single: true, block: false };
+        return Analysis {
+            multiline: false,
+            flow_plain: false,
+            block_plain: true,
+            single: true,
+            block: false,
+        };
     }
     let cs: Vec<char> = value.chars().collect();
     let (mut block_ind, mut flow_ind, mut line_breaks, mut special) = (false, false, false, false);
-    let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) = (false, false, false, false);
+    let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) =
+        (false, false, false, false);
     let (mut break_space, mut space_break) = (false, false);
     let (mut prev_space, mut prev_break) = (false, false);
     if value.starts_with("---") || value.starts_with("...") {
@@ -54,7 +66,8 @@ fn analyze(value: &str) -> Analysis {
         let followed_by_ws = i + 1 >= cs.len() || is_blank(cs[i + 1]) || is_break(cs[i + 1]);
         if i == 0 {
             match c {
-                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`' => {
+                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"'
+                | '%' | '@' | '`' => {
                     flow_ind = true;
                     block_ind = true;
                 }
@@ -124,7 +137,13 @@ fn analyze(value: &str) -> Analysis {
         }
         preceded_by_ws = is_blank(c) || is_break(c);
     }
-    let mut a = Analysis { multiline: line_breaks, flow_plain: true, block_plain: true, single: true, block: true };
+    let mut a = Analysis {
+        multiline: line_breaks,
+        flow_plain: true,
+        block_plain: true,
+        single: true,
+        block: true,
+    };
     if leading_space || leading_break || trailing_space || trailing_break {
         a.flow_plain = false;
         a.block_plain = false;
@@ -159,7 +178,10 @@ fn analyze(value: &str) -> Analysis {
 /// yaml.v2 resolve(): would this text, unquoted, read back as something other than a string?
 fn resolves_to_non_string(s: &str) -> bool {
     const SPECIAL: &[&str] = &[
-        "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null", "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF", "<<",
+        "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no",
+        "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null",
+        "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
+        "-.Inf", "-.INF", "<<",
     ];
     if SPECIAL.contains(&s) {
         return true;
@@ -178,7 +200,10 @@ fn resolves_to_non_string(s: &str) -> bool {
             if is_yaml_float(&plain) {
                 return true;
             }
-            if let Some(b) = plain.strip_prefix("0b").or_else(|| plain.strip_prefix("-0b")) {
+            if let Some(b) = plain
+                .strip_prefix("0b")
+                .or_else(|| plain.strip_prefix("-0b"))
+            {
                 return !b.is_empty() && i64::from_str_radix(b, 2).is_ok();
             }
             false
@@ -190,7 +215,10 @@ fn resolves_to_non_string(s: &str) -> bool {
 fn go_parse_float(s: &str) -> bool {
     // strconv.ParseFloat accepts forms like ".5", ".5e3"
     let t = s.trim_start_matches(['+', '-']);
-    !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')) && t.parse::<f64>().is_ok()
+    !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+        && t.parse::<f64>().is_ok()
 }
 
 /// strconv.ParseInt(s, 0, 64) or ParseUint.
@@ -266,7 +294,11 @@ fn is_timestamp(s: &str) -> bool {
     let Some(c) = re.captures(s) else {
         return false;
     };
-    let num = |i: usize| c.get(i).and_then(|m| m.as_str().parse::<u32>().ok()).unwrap_or(0);
+    let num = |i: usize| {
+        c.get(i)
+            .and_then(|m| m.as_str().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
     if !(1..=12).contains(&num(2)) || !(1..=31).contains(&num(3)) {
         return false;
     }
@@ -291,7 +323,9 @@ fn is_base60_float(s: &str) -> bool {
     if !(c == b'+' || c == b'-' || c.is_ascii_digit()) || !s.contains(':') {
         return false;
     }
-    regex::Regex::new(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$").expect("static regex").is_match(s)
+    regex::Regex::new(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+        .expect("static regex")
+        .is_match(s)
 }
 
 struct Emitter {
@@ -398,7 +432,9 @@ impl Emitter {
             }
             Value::Str(s) => self.scalar_str(s, simple_key),
             Value::Nil => self.scalar("null", Style::Plain, simple_key),
-            Value::Bool(b) => self.scalar(if *b { "true" } else { "false" }, Style::Plain, simple_key),
+            Value::Bool(b) => {
+                self.scalar(if *b { "true" } else { "false" }, Style::Plain, simple_key)
+            }
             Value::Int(i) => self.scalar(&i.to_string(), Style::Plain, simple_key),
             Value::Float(f) => {
                 let s = match gofmt::format_g(*f, None, false).as_str() {
@@ -410,7 +446,11 @@ impl Emitter {
                 self.scalar(&s, Style::Plain, simple_key)
             }
             Value::Duration(d) => self.scalar_str(&gofmt::duration_string(*d), simple_key),
-            Value::Time(t, _) => self.scalar(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true), Style::Plain, simple_key),
+            Value::Time(t, _) => self.scalar(
+                &t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                Style::Plain,
+                simple_key,
+            ),
         }
     }
 
@@ -469,7 +509,11 @@ impl Emitter {
         while i < cs.len() {
             let c = cs[i];
             if c == ' ' {
-                if allow_breaks && !spaces && self.column > BEST_WIDTH && cs.get(i + 1) != Some(&' ') {
+                if allow_breaks
+                    && !spaces
+                    && self.column > BEST_WIDTH
+                    && cs.get(i + 1) != Some(&' ')
+                {
                     self.write_indent();
                 } else {
                     self.put(c);
@@ -514,7 +558,13 @@ impl Emitter {
         for i in 0..cs.len() {
             let c = cs[i];
             if c == ' ' {
-                if allow_breaks && !spaces && self.column > BEST_WIDTH && i > 0 && i < cs.len() - 1 && cs.get(i + 1) != Some(&' ') {
+                if allow_breaks
+                    && !spaces
+                    && self.column > BEST_WIDTH
+                    && i > 0
+                    && i < cs.len() - 1
+                    && cs.get(i + 1) != Some(&' ')
+                {
                     self.write_indent();
                 } else {
                     self.put(c);
@@ -586,7 +636,8 @@ impl Emitter {
                 }
                 spaces = false;
             } else if c == ' ' {
-                if allow_breaks && !spaces && self.column > BEST_WIDTH && i > 0 && i < cs.len() - 1 {
+                if allow_breaks && !spaces && self.column > BEST_WIDTH && i > 0 && i < cs.len() - 1
+                {
                     self.write_indent();
                     if cs.get(i + 1) == Some(&' ') {
                         self.put('\\');
@@ -709,7 +760,15 @@ fn key_cmp(a: &str, b: &str) -> Ordering {
 
 /// yaml.Marshal(v) as a string.
 pub fn marshal(v: &Value) -> Result<String, String> {
-    let mut e = Emitter { out: String::new(), column: 0, whitespace: true, indention: true, indent: -1, indents: Vec::new(), flow_level: 0 };
+    let mut e = Emitter {
+        out: String::new(),
+        column: 0,
+        whitespace: true,
+        indention: true,
+        indent: -1,
+        indents: Vec::new(),
+        flow_level: 0,
+    };
     e.node(v, false, false);
     // document end: write_indent at indent 0
     e.indent = -1;
@@ -727,22 +786,42 @@ mod tests {
 
     #[test]
     fn yaml_v2_layout() {
-        assert_eq!(y(serde_json::json!({"b": 1, "a": [1, 2], "c": {"d": "x"}})), "a:\n- 1\n- 2\nb: 1\nc:\n  d: x\n");
-        assert_eq!(y(serde_json::json!([{"a": 1, "b": [true]}, []])), "- a: 1\n  b:\n  - true\n- []\n");
-        assert_eq!(y(serde_json::json!({"e": {}, "n": null})), "e: {}\nn: null\n");
+        assert_eq!(
+            y(serde_json::json!({"b": 1, "a": [1, 2], "c": {"d": "x"}})),
+            "a:\n- 1\n- 2\nb: 1\nc:\n  d: x\n"
+        );
+        assert_eq!(
+            y(serde_json::json!([{"a": 1, "b": [true]}, []])),
+            "- a: 1\n  b:\n  - true\n- []\n"
+        );
+        assert_eq!(
+            y(serde_json::json!({"e": {}, "n": null})),
+            "e: {}\n\"n\": null\n"
+        );
         assert_eq!(y(serde_json::json!("hello")), "hello\n");
     }
 
     #[test]
     fn yaml_v2_quoting() {
-        assert_eq!(y(serde_json::json!({"a": "true", "b": "", "c": "1.5", "d": "0x1F", "e": "2021-01-01", "f": "y", "g": "hello: world", "h": "- x", "i": " lead", "j": "tab\there", "k": "it's"})), "a: \"true\"\nb: \"\"\nc: \"1.5\"\nd: \"0x1F\"\ne: \"2021-01-01\"\nf: \"y\"\ng: 'hello: world'\nh: '- x'\ni: ' lead'\nj: \"tab\\there\"\nk: it's\n");
-        assert_eq!(y(serde_json::json!({"m": "line1\nline2\n", "n": "a\nb"})), "m: |\n  line1\n  line2\nn: |-\n  a\n  b\n");
+        assert_eq!(
+            y(
+                serde_json::json!({"a": "true", "b": "", "c": "1.5", "d": "0x1F", "e": "2021-01-01", "f": "y", "g": "hello: world", "h": "- x", "i": " lead", "j": "tab\there", "k": "it's"})
+            ),
+            "a: \"true\"\nb: \"\"\nc: \"1.5\"\nd: \"0x1F\"\ne: \"2021-01-01\"\nf: \"y\"\ng: 'hello: world'\nh: '- x'\ni: ' lead'\nj: \"tab\\there\"\nk: it's\n"
+        );
+        assert_eq!(
+            y(serde_json::json!({"m": "line1\nline2\n", "n": "a\nb"})),
+            "m: |\n  line1\n  line2\n\"n\": |-\n  a\n  b\n"
+        );
         assert_eq!(y(serde_json::json!({"x": "1:20"})), "x: \"1:20\"\n");
     }
 
     #[test]
     fn yaml_v2_key_order_and_folding() {
-        assert_eq!(y(serde_json::json!({"a10": 1, "a2": 2, "B": 3, "_x": 4})), "_x: 4\nB: 3\na2: 2\na10: 1\n");
+        assert_eq!(
+            y(serde_json::json!({"a10": 1, "a2": 2, "B": 3, "_x": 4})),
+            "_x: 4\nB: 3\na2: 2\na10: 1\n"
+        );
         let long = "word ".repeat(20) + "end";
         let out = y(serde_json::json!({"k": long}));
         assert!(out.starts_with("k: word word"), "{out}");
