@@ -94,7 +94,7 @@ fn chunks(layout: &str) -> Vec<(bool, String)> {
         }
         if let Some(c) = CHUNKS.iter().find(|c| rest.starts_with(**c)) {
             // "Jan" must not match "January"-like words that aren't chunks; Go checks "Mon" vs "Month"
-            if (*c == "Mon" && rest.starts_with("Month")) || (*c == "Jan" && false) {
+            if *c == "Mon" && rest.starts_with("Month") {
                 lit.push_str("Mon");
                 i += 3;
                 continue;
@@ -164,7 +164,7 @@ pub fn format(t: &T, zone: &str, layout: &str) -> String {
             out.push_str(&c);
             continue;
         }
-        let h12 = if t.hour() % 12 == 0 {
+        let h12 = if t.hour().is_multiple_of(12) {
             12
         } else {
             t.hour() % 12
@@ -284,9 +284,7 @@ pub fn parse(layout: &str, value: &str) -> Result<(T, String), String> {
                 rest = &rest[n..];
             }
             "2006" => y = take_num(&mut rest, 4, 4)? as i32,
-            "06" => {
-                y = 1900 + take_num(&mut rest, 2, 2)? as i32 + if rest.is_empty() { 0 } else { 0 }
-            }
+            "06" => y = 1900 + take_num(&mut rest, 2, 2)? as i32,
             "01" => mo = take_num(&mut rest, 2, 2)?,
             "1" => mo = take_num(&mut rest, 1, 2)?,
             "02" => d = take_num(&mut rest, 2, 2)?,

@@ -119,7 +119,6 @@ pub static FUNCS: LazyLock<HashMap<&'static str, FuncDef>> = LazyLock::new(|| {
             .map_err(FnErr::Msg)
     });
     super::sprig::register(&mut add);
-    drop(add);
     for removed in ["env", "expandenv", "base", "dir", "clean", "ext", "isAbs"] {
         t.remove(removed);
     }
@@ -204,7 +203,7 @@ fn builtin_slice(a: &[Value]) -> FResult {
     let len = match item {
         Value::Str(s) => {
             if idx.len() > 2 {
-                return err(format!("cannot 3-index slice a string"));
+                return err("cannot 3-index slice a string".to_string());
             }
             s.len()
         }

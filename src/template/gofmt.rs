@@ -71,18 +71,11 @@ fn fmt_f(neg: bool, digits: &str, dp: i32, prec: usize) -> String {
     out
 }
 
-fn special(f: f64, plus: bool) -> Option<String> {
+fn special(f: f64) -> Option<String> {
     if f.is_nan() {
         Some("NaN".into())
     } else if f.is_infinite() {
-        Some(
-            if f > 0.0 {
-                if plus { "+Inf" } else { "+Inf" }
-            } else {
-                "-Inf"
-            }
-            .into(),
-        )
+        Some(if f > 0.0 { "+Inf" } else { "-Inf" }.into())
     } else {
         None
     }
@@ -90,7 +83,7 @@ fn special(f: f64, plus: bool) -> Option<String> {
 
 /// strconv.FormatFloat(f, 'g', prec, 64); prec None = shortest.
 pub fn format_g(f: f64, prec: Option<usize>, upper: bool) -> String {
-    if let Some(s) = special(f, false) {
+    if let Some(s) = special(f) {
         return s;
     }
     let neg = f.is_sign_negative();
@@ -111,7 +104,7 @@ pub fn format_g(f: f64, prec: Option<usize>, upper: bool) -> String {
 }
 
 pub fn format_e(f: f64, prec: usize, upper: bool) -> String {
-    if let Some(s) = special(f, false) {
+    if let Some(s) = special(f) {
         return s;
     }
     let (digits, dp) = float_digits(f, Some(prec + 1));
@@ -119,7 +112,7 @@ pub fn format_e(f: f64, prec: usize, upper: bool) -> String {
 }
 
 pub fn format_f(f: f64, prec: usize) -> String {
-    if let Some(s) = special(f, false) {
+    if let Some(s) = special(f) {
         return s;
     }
     format!("{:.*}", prec, f)
@@ -262,11 +255,11 @@ pub fn time_string(t: &chrono::DateTime<chrono::FixedOffset>, zone: &str) -> Str
 /// fmt's %v (also what `print` and `{{ . }}` use inside containers).
 pub fn value_v(v: &Value) -> String {
     let mut out = String::new();
-    write_v(&mut out, v, false);
+    write_v(&mut out, v);
     out
 }
 
-fn write_v(out: &mut String, v: &Value, plus: bool) {
+fn write_v(out: &mut String, v: &Value) {
     match v {
         Value::Nil => out.push_str("<nil>"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -281,7 +274,7 @@ fn write_v(out: &mut String, v: &Value, plus: bool) {
                 if i > 0 {
                     out.push(' ');
                 }
-                write_v(out, e, plus);
+                write_v(out, e);
             }
             out.push(']');
         }
@@ -293,7 +286,7 @@ fn write_v(out: &mut String, v: &Value, plus: bool) {
                 }
                 out.push_str(k);
                 out.push(':');
-                write_v(out, e, plus);
+                write_v(out, e);
             }
             out.push(']');
         }
@@ -647,7 +640,7 @@ pub fn sharp_v(v: &Value) -> String {
             if s.contains(['.', 'e', 'I', 'N']) {
                 s
             } else {
-                format!("{s}")
+                s.to_string()
             }
         }
         Value::List(l, _) => {
@@ -703,13 +696,13 @@ mod tests {
             sprintf(
                 "%5.2f|%e|%g|%.3g",
                 &[
-                    Value::Float(3.14159),
+                    Value::Float(3.25159),
                     Value::Float(1234.5),
                     Value::Float(0.5),
                     Value::Float(1234.5)
                 ]
             ),
-            " 3.14|1.234500e+03|0.5|1.23e+03"
+            " 3.25|1.234500e+03|0.5|1.23e+03"
         );
     }
 

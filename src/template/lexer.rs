@@ -175,16 +175,15 @@ impl Lexer<'_> {
                 .or_else(|| r.strip_prefix('\t'))
                 .or_else(|| r.strip_prefix('\n'))
                 .or_else(|| r.strip_prefix('\r'))
+                && stripped.starts_with("-}}")
             {
-                if stripped.starts_with("-}}") {
-                    if self.paren_depth > 0 {
-                        return self.err(self.pos, "unclosed left paren");
-                    }
-                    let p = self.pos + 2;
-                    self.emit(Tok::RightDelim, p, RIGHT);
-                    self.pos = p + 2;
-                    return Ok(true);
+                if self.paren_depth > 0 {
+                    return self.err(self.pos, "unclosed left paren");
                 }
+                let p = self.pos + 2;
+                self.emit(Tok::RightDelim, p, RIGHT);
+                self.pos = p + 2;
+                return Ok(true);
             }
             if r.starts_with(RIGHT) {
                 if self.paren_depth > 0 {

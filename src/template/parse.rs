@@ -5,6 +5,8 @@ use super::lexer::{Item, Tok, go_rune};
 use std::collections::HashMap;
 use std::fmt;
 
+/// Positions on every node mirror Go's parse tree; not all are read yet.
+#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub enum Node {
     Text(String),
@@ -150,11 +152,7 @@ impl fmt::Display for Arg {
             Arg::Ident { name, .. } => write!(f, "{name}"),
             Arg::Pipe { pipe, .. } => write!(f, "({pipe})"),
             Arg::Chain { node, fields, .. } => {
-                if matches!(**node, Arg::Pipe { .. }) {
-                    write!(f, "{node}")?;
-                } else {
-                    write!(f, "{node}")?;
-                }
+                write!(f, "{node}")?;
                 for i in fields {
                     write!(f, ".{i}")?;
                 }
@@ -240,7 +238,6 @@ pub fn parse(items: Vec<Item>, has_func: &dyn Fn(&str) -> bool) -> PResult<Parse
                 });
             }
             Parsed1::Node(n) => root.push(n),
-            Parsed1::None => {}
         }
     }
     Ok(Parsed {
@@ -253,7 +250,6 @@ enum Parsed1 {
     Node(Node),
     End(usize),
     Else(usize),
-    None,
 }
 
 struct Parser<'a> {
@@ -384,7 +380,6 @@ impl Parser<'_> {
         while self.peek_non_space().tok != Tok::Eof {
             match self.text_or_action()? {
                 Parsed1::Node(n) => list.push(n),
-                Parsed1::None => {}
                 end => return Ok((list, end)),
             }
         }
@@ -732,7 +727,7 @@ impl Parser<'_> {
             Tok::Dot => Arg::Dot { pos },
             Tok::Nil => Arg::Nil { pos },
             Tok::Variable => {
-                if !self.vars.iter().any(|v| *v == it.val) {
+                if !self.vars.contains(&it.val) {
                     return self.err(
                         pos,
                         format!("undefined variable {}", super::gofmt::quote(&it.val)),

@@ -77,11 +77,9 @@ fn analyze(value: &str) -> Analysis {
                         block_ind = true;
                     }
                 }
-                '-' => {
-                    if followed_by_ws {
-                        flow_ind = true;
-                        block_ind = true;
-                    }
+                '-' if followed_by_ws => {
+                    flow_ind = true;
+                    block_ind = true;
                 }
                 _ => {}
             }
@@ -94,11 +92,9 @@ fn analyze(value: &str) -> Analysis {
                         block_ind = true;
                     }
                 }
-                '#' => {
-                    if preceded_by_ws {
-                        flow_ind = true;
-                        block_ind = true;
-                    }
+                '#' if preceded_by_ws => {
+                    flow_ind = true;
+                    block_ind = true;
                 }
                 _ => {}
             }
@@ -456,7 +452,7 @@ impl Emitter {
 
     /// The encoder's stringv: plain unless it would resolve to another type; literal if multi-line.
     fn scalar_str(&mut self, s: &str, simple_key: bool) {
-        let can_plain = !resolves_to_non_string(s) && !(!s.is_empty() && is_base60_float(s));
+        let can_plain = !resolves_to_non_string(s) && (s.is_empty() || !is_base60_float(s));
         let style = if s.contains('\n') {
             Style::Literal
         } else if can_plain {
