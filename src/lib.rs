@@ -1,2 +1,10 @@
 //! kudo: KUDO's universal operator as a multi-cluster GitOps control plane.
+//!
+//! Data flows one way: Git revision → packages + instances → per-cluster desired Instance →
+//! engine step → apply → status written back → metrics read from status.
+
+pub mod api;
+pub mod cli;
+pub mod engine;
+pub mod kuttl;
 pub mod template;

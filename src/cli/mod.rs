@@ -1,0 +1,61 @@
+//! The `kudo` command line. Each command is one file exposing an `Args` struct (clap derive)
+//! and an async `run(args)`; adding a command means adding a file and one enum variant here.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub mod crds;
+
+/// Every command's error: the message is printed as is, followed by its causes.
+pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub type CliResult = Result<(), CliError>;
+
+/// kudo — KUDO's universal operator as a multi-cluster GitOps control plane.
+///
+/// Framework packages (plans → phases → steps → tasks) and instance specs come from Git;
+/// kudo runs every instance's plans on every cluster it is placed on.
+#[derive(Debug, Parser)]
+#[command(name = "kudo", version, propagate_version = true)]
+pub struct Cli {
+    /// Log output format. Filter with RUST_LOG (e.g. RUST_LOG=kudo=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KUDO_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the kudo.dev/v1beta1 CustomResourceDefinitions (Operator, OperatorVersion, Instance).
+    Crds(crds::Args),
+}
+
+/// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
+/// output on stdout stays machine-readable.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // A subscriber already set (tests calling run twice) is not an error worth reporting.
+    let _ = result;
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> CliResult {
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Crds(args) => crds::run(args).await,
+    }
+}
