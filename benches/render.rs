@@ -1,39 +1,36 @@
 //! Renders every kafka template repeatedly and prints templates per second
 //! (parse + render, and render only). Run: cargo bench --bench render
 
-use kudo::template::{ParamDecl, Template, params_value};
+use kudo::package::{Package, RenderContext, context_value, params_value, resolve_parameters};
+use kudo::template::Template;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 fn main() {
-    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kudo-operators/kafka/operator");
-    let params: serde_json::Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(pkg.join("params.yaml")).expect("params.yaml"),
-    )
-    .expect("params yaml");
-    let list = params["parameters"].as_array().cloned().unwrap_or_default();
-    let decls: Vec<ParamDecl> = list
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kudo-operators/kafka/operator");
+    let package = Package::load_path(&dir).expect("kafka package");
+    let resources = package.to_resources().expect("convert");
+    let spec = &resources.operator_version.spec;
+    let resolved = resolve_parameters(&spec.parameters, &BTreeMap::new(), None).expect("defaults");
+    let params = params_value(&spec.parameters, &resolved).expect("params");
+    let ctx = RenderContext {
+        instance_name: "inst".into(),
+        namespace: "default".into(),
+        operator_name: package.operator.name.clone(),
+        operator_version: package.operator.operator_version.clone(),
+        app_version: package.operator.app_version.clone(),
+        plan_name: "deploy".into(),
+        phase_name: "main".into(),
+        step_name: "everything".into(),
+        pipes: BTreeMap::new(),
+    };
+    let data = context_value(&ctx, params);
+    let texts: Vec<(String, String)> = spec
+        .templates
         .iter()
-        .map(|p| ParamDecl {
-            name: p["name"].as_str().unwrap_or(""),
-            kind: p["type"].as_str().unwrap_or("string"),
-            default: p.get("default"),
-        })
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let data = serde_json::json!({
-        "Params": params_value(&decls, &BTreeMap::new()).expect("params"),
-        "Name": "inst", "Namespace": "default", "OperatorName": "kafka", "OperatorVersion": "x", "AppVersion": "x",
-        "PlanName": "deploy", "PhaseName": "main", "StepName": "everything", "Pipes": {},
-    });
-    let mut texts = Vec::new();
-    for e in std::fs::read_dir(pkg.join("templates")).expect("templates") {
-        let p = e.expect("entry").path();
-        texts.push((
-            p.file_name().expect("name").to_string_lossy().to_string(),
-            std::fs::read_to_string(&p).expect("text"),
-        ));
-    }
     let iters = 200;
     let start = Instant::now();
     let mut bytes = 0;

@@ -8,4 +8,5 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod kuttl;
+pub mod package;
 pub mod template;

@@ -4,6 +4,8 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod crds;
+pub mod package;
+pub mod render;
 
 /// Every command's error: the message is printed as is, followed by its causes.
 pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -34,6 +36,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Print the kudo.dev/v1beta1 CustomResourceDefinitions (Operator, OperatorVersion, Instance).
     Crds(crds::Args),
+    /// Verify or archive an operator package.
+    Package(package::Args),
+    /// Render a package's manifests locally (like `helm template`).
+    Render(render::Args),
 }
 
 /// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
@@ -57,5 +63,7 @@ pub async fn run(cli: Cli) -> CliResult {
     init_tracing(cli.log_format);
     match cli.command {
         Command::Crds(args) => crds::run(args).await,
+        Command::Package(args) => package::run(args).await,
+        Command::Render(args) => render::run(args).await,
     }
 }

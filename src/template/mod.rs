@@ -6,7 +6,6 @@ mod exec;
 mod funcs;
 pub mod gofmt;
 mod lexer;
-pub mod params_context;
 mod parse;
 mod semver;
 mod sprig;
@@ -17,8 +16,6 @@ mod yaml;
 mod tests;
 
 use std::collections::HashMap;
-
-pub use params_context::{ParamDecl, params_value};
 
 /// Why parsing or rendering failed; `Display` is Go's message format.
 #[derive(thiserror::Error, Debug, Clone, PartialEq)]
