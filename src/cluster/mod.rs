@@ -256,6 +256,7 @@ impl Cluster {
             r.namespace = None;
             meta.remove("namespace");
         }
+        object::default_port_protocols(&mut body);
         Ok((r, served, body))
     }
 
@@ -340,11 +341,52 @@ impl Cluster {
     }
 
     /// Health of the live object; a missing object is progressing (not yet created).
+    ///
+    /// An established CRD only counts as healthy once discovery serves its kind: the API
+    /// server publishes discovery a moment after `Established`, and what follows a CRD in a
+    /// plan is usually a custom resource of that kind.
     pub async fn health(&self, r: &ObjectRef) -> Result<Health> {
-        Ok(match self.get_opt(r).await? {
-            Some(live) => health::evaluate(&live),
-            None => Health::Progressing(format!("{r} does not exist")),
-        })
+        let Some(live) = self.get_opt(r).await? else {
+            return Ok(Health::Progressing(format!("{r} does not exist")));
+        };
+        let h = health::evaluate(&live);
+        let (group, _) = r.group_version();
+        let is_crd = group == "apiextensions.k8s.io" && r.kind == "CustomResourceDefinition";
+        if h.is_healthy()
+            && is_crd
+            && let Some(why) = self.crd_not_discoverable(&live).await?
+        {
+            return Ok(Health::Progressing(why));
+        }
+        Ok(h)
+    }
+
+    /// Why an established CRD's kind is not (yet) resolvable, for each served version.
+    async fn crd_not_discoverable(&self, crd: &Value) -> Result<Option<String>> {
+        let s = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or("");
+        let (group, kind) = (s("/spec/group"), s("/spec/names/kind"));
+        let versions = crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for v in versions {
+            if v.get("served").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            let version = v.get("name").and_then(Value::as_str).unwrap_or("");
+            let r = ObjectRef::new(format!("{group}/{version}"), kind, None, "*");
+            match self.resolve("discover", &r).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::UnknownKind => {
+                    return Ok(Some(format!(
+                        "established, but {kind} of {group}/{version} not yet in discovery"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// Poll until the object is healthy or failed; [`ErrorKind::Timeout`] (with the last
@@ -473,5 +515,43 @@ impl Cluster {
                 format!("undecodable: {e}"),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn in_cluster_outside_a_cluster_names_the_cluster() {
+        // Test processes do not run in a pod: no service-account environment.
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+            return;
+        }
+        let err = Cluster::in_cluster("mgmt").expect_err("not in a pod");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cluster mgmt") && msg.contains("in-cluster"),
+            "{msg}"
+        );
+    }
+
+    /// Cluster calls must be spawnable on a multi-threaded runtime.
+    #[tokio::test]
+    async fn operations_are_send() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("uri"));
+        let c = Cluster::from_config("send", config).expect("client");
+        let obj = serde_json::json!({});
+        let r = ObjectRef::new("v1", "ConfigMap", Some("d"), "x");
+        assert_send(&c.apply(&obj));
+        assert_send(&c.apply_status(&obj));
+        assert_send(&c.replace(&obj));
+        assert_send(&c.get(&r));
+        assert_send(&c.health(&r));
+        assert_send(&c.delete_and_wait(&r, Duration::from_secs(1)));
+        assert_send(&c.list(&[("v1", "ConfigMap")], None, ""));
+        assert_send(&c.is_namespaced(&obj));
     }
 }

@@ -100,6 +100,52 @@ pub fn describe(obj: &Value) -> String {
     }
 }
 
+/// Fill in `protocol: TCP` (the API default) on Service ports and container ports that omit
+/// it. Kubernetes 1.20's server-side apply refuses such lists ("associative list with keys has
+/// an element that omits key field \"protocol\""), and many packages omit it; filling in the
+/// default changes nothing on servers that would default it themselves.
+pub fn default_port_protocols(obj: &mut Value) {
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let (group, _) = split_api_version(api_version);
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    let pod_spec = match (group, kind) {
+        ("", "Service") => {
+            if let Some(ports) = obj.pointer_mut("/spec/ports") {
+                default_protocol(ports);
+            }
+            return;
+        }
+        ("", "Pod") => "/spec",
+        ("", "PodTemplate") => "/template/spec",
+        ("", "ReplicationController")
+        | ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+        | ("batch", "Job") => "/spec/template/spec",
+        ("batch", "CronJob") => "/spec/jobTemplate/spec/template/spec",
+        _ => return,
+    };
+    let Some(spec) = obj.pointer_mut(pod_spec) else {
+        return;
+    };
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(containers)) = spec.get_mut(list) {
+            for c in containers {
+                if let Some(ports) = c.get_mut("ports") {
+                    default_protocol(ports);
+                }
+            }
+        }
+    }
+}
+
+fn default_protocol(ports: &mut Value) {
+    if let Value::Array(ports) = ports {
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            port.entry("protocol")
+                .or_insert_with(|| Value::String("TCP".into()));
+        }
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.namespace {
@@ -142,6 +188,41 @@ mod tests {
         let e = ObjectRef::from_object(&json!({"apiVersion": 1, "kind": "ConfigMap"}))
             .expect_err("bad type");
         assert!(e.contains("must be a string"), "{e}");
+    }
+
+    #[test]
+    fn fills_default_port_protocols_on_builtin_kinds_only() {
+        let mut svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}});
+        default_port_protocols(&mut svc);
+        assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(svc["spec"]["ports"][1]["protocol"], "UDP");
+
+        let mut deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"template": {"spec": {
+                "initContainers": [{"name": "i", "ports": [{"containerPort": 1}]}],
+                "containers": [{"name": "c", "ports": [{"containerPort": 8080}]}, {"name": "n"}]}}}});
+        default_port_protocols(&mut deploy);
+        let spec = &deploy["spec"]["template"]["spec"];
+        assert_eq!(spec["containers"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(spec["initContainers"][0]["ports"][0]["protocol"], "TCP");
+        assert!(spec["containers"][1].get("ports").is_none());
+
+        let mut cron = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob", "metadata": {"name": "c"},
+            "spec": {"jobTemplate": {"spec": {"template": {"spec": {
+                "containers": [{"name": "c", "ports": [{"containerPort": 9}]}]}}}}}});
+        default_port_protocols(&mut cron);
+        assert_eq!(
+            cron.pointer("/spec/jobTemplate/spec/template/spec/containers/0/ports/0/protocol"),
+            Some(&json!("TCP"))
+        );
+
+        // Custom resources are left exactly as rendered.
+        let cr = json!({"apiVersion": "example.com/v1", "kind": "Service",
+            "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}});
+        let mut same = cr.clone();
+        default_port_protocols(&mut same);
+        assert_eq!(same, cr);
     }
 
     #[test]

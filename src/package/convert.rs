@@ -115,7 +115,7 @@ fn yaml_text(value: &Value) -> String {
     if value.is_null() {
         return "null\n".to_string();
     }
-    let text = serde_saphyr::to_string(value).unwrap_or_else(|_| value.to_string());
+    let text = crate::template::to_yaml(value);
     if text.ends_with('\n') {
         text
     } else {
@@ -189,7 +189,7 @@ fn go_float_v(f: f64) -> String {
         .split_once('e')
         .expect("`{:e}` always writes an exponent");
     let exp: i32 = exp.parse().expect("`{:e}` writes an integer exponent");
-    if exp < -4 || exp >= 6 {
+    if !(-4..6).contains(&exp) {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exp.abs())
     } else {

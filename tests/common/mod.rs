@@ -2,39 +2,19 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 
-/// Starts (or reuses) the envtest environment once per test process and returns its
-/// kubeconfig. Panics with the script's output when it cannot.
+/// The shared envtest environment (started or reused once per test process).
+#[path = "../support/envtest.rs"]
+pub mod envtest;
+
+/// The kubeconfig of the shared envtest environment (contexts envtest-1..3).
 pub fn envtest_kubeconfig() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/envtest");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .args(["up", "--clusters", "3"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run scripts/envtest");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "scripts/envtest up failed:\n{}\n{}",
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let last = stdout.lines().last().unwrap_or_default();
-        let path = last
-            .strip_prefix("export KUBECONFIG=")
-            .unwrap_or_else(|| panic!("unexpected last line from envtest: {last:?}"));
-        PathBuf::from(path.trim_matches('"'))
-    })
-    .clone()
+    envtest::kubeconfig().to_path_buf()
 }
 
 /// A client for `envtest-N`.
