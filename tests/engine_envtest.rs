@@ -450,3 +450,102 @@ async fn killed_manager_resumes_without_rerunning_finished_steps() {
     );
     ns.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kudo_operator_task_runs_a_child_instance_to_completion() {
+    let (c, ns) = setup("engine-child").await;
+    apply_yaml(
+        &c,
+        &ns.name,
+        r#"
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: child-0.1.0}
+spec:
+  operator: {name: child, kind: Operator}
+  version: "0.1.0"
+  parameters: [{name: SIZE, default: "1"}]
+  tasks: [{name: cm, kind: Apply, spec: {resources: [cm.yaml]}}]
+  plans:
+    deploy: {phases: [{name: main, steps: [{name: cm, tasks: [cm]}]}]}
+  templates:
+    cm.yaml: |
+      apiVersion: v1
+      kind: ConfigMap
+      metadata: {name: "{{ .Name }}-cm"}
+      data: {size: "{{ .Params.SIZE }}"}
+---
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: child-0.0.9}
+spec:
+  operator: {name: child, kind: Operator}
+  version: "0.0.9"
+  plans:
+    deploy: {phases: [{name: main, steps: [{name: never, tasks: [never]}]}]}
+  tasks: [{name: never, kind: Dummy, spec: {wantErr: true, fatal: true}}]
+---
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: parent-0.1.0}
+spec:
+  operator: {name: parent, kind: Operator}
+  version: "0.1.0"
+  parameters: [{name: CHILD_SIZE, default: "3"}]
+  tasks:
+    - name: deploy-child
+      kind: KudoOperator
+      spec: {package: child, parameterFile: child-params.yaml}
+  plans:
+    deploy: {phases: [{name: main, steps: [{name: deploy, tasks: [deploy-child]}]}]}
+  templates:
+    child-params.yaml: |
+      SIZE: {{ .Params.CHILD_SIZE | quote }}
+---
+apiVersion: kudo.dev/v1beta1
+kind: Instance
+metadata: {name: dummy-instance, labels: {kudo.dev/operator: parent}}
+spec:
+  operatorVersion: {name: parent-0.1.0}
+"#,
+    )
+    .await;
+    let _stop = start_manager(&c, &ns.name);
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    eventually("parent deploy COMPLETE", TIMEOUT, || async {
+        let p = plan_status(&instances, "dummy-instance", "deploy").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(())
+    })
+    .await;
+    // The child ran its own deploy plan first, on the highest version, with the parameters
+    // the parent rendered for it.
+    let child = plan_status(&instances, "dummy-instance-child", "deploy")
+        .await
+        .expect("child status");
+    assert_eq!(child.status, Some(ExecutionStatus::Complete));
+    let child_obj = instances.get("dummy-instance-child").await.expect("child");
+    assert_eq!(
+        child_obj.spec.operator_version.name.as_deref(),
+        Some("child-0.1.0")
+    );
+    assert_eq!(
+        child_obj.spec.parameters.get("SIZE").map(String::as_str),
+        Some("3")
+    );
+    let owner = &child_obj
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default()[0];
+    assert_eq!(owner.name, "dummy-instance");
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    let cm = cms
+        .get("dummy-instance-child-cm")
+        .await
+        .expect("child's configmap");
+    assert_eq!(
+        cm.data.unwrap_or_default().get("size").map(String::as_str),
+        Some("3")
+    );
+    ns.cleanup().await;
+}
