@@ -549,3 +549,116 @@ spec:
     );
     ns.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_retry_and_step_timeout_on_a_real_cluster() {
+    let (c, ns) = setup("engine-cancel").await;
+    apply_yaml(
+        &c,
+        &ns.name,
+        r#"
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: web-1}
+spec:
+  operator: {name: web, kind: Operator}
+  parameters: [{name: TIMEOUT, default: "1h"}]
+  tasks: [{name: web, kind: Apply, spec: {resources: [web.yaml]}}]
+  plans:
+    deploy:
+      phases:
+        - name: main
+          steps: [{name: web, tasks: [web], timeout: 2s}]
+    slow:
+      phases:
+        - name: main
+          steps: [{name: web, tasks: [web]}]
+  templates:
+    web.yaml: |
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: "{{ .Name }}"}
+      spec:
+        replicas: 3
+        selector: {matchLabels: {app: web}}
+        template:
+          metadata: {labels: {app: web}}
+          spec: {containers: [{name: web, image: nginx}]}
+---
+apiVersion: kudo.dev/v1beta1
+kind: Instance
+metadata: {name: web}
+spec:
+  operatorVersion: {name: web-1}
+"#,
+    )
+    .await;
+    let _stop = start_manager(&c, &ns.name);
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+
+    // Nothing makes the Deployment available: the step times out, naming what is unhealthy.
+    let p = eventually("step timeout", TIMEOUT, || async {
+        let p = plan_status(&instances, "web", "deploy").await?;
+        (p.status == Some(ExecutionStatus::FatalError)).then_some(p)
+    })
+    .await;
+    let msg = &p.phases[0].steps[0].message;
+    assert!(
+        msg.contains("timed out after 2s") && msg.contains("Deployment"),
+        "{msg}"
+    );
+
+    // A manual trigger of the plan without a timeout, then cancel and retry mid-plan.
+    instances
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"planExecution": {"planName": "slow", "uid": null}}})),
+        )
+        .await
+        .expect("trigger slow");
+    let running = eventually("slow plan running", TIMEOUT, || async {
+        let p = plan_status(&instances, "web", "slow").await?;
+        (p.status == Some(ExecutionStatus::InProgress)).then_some(p)
+    })
+    .await;
+    let request = |action: &'static str| {
+        let instances = instances.clone();
+        async move {
+            instances
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        &json!({"metadata": {"annotations": {"kudo.dev/plan-request": action}}}),
+                    ),
+                )
+                .await
+                .expect("annotate");
+        }
+    };
+    request("cancel").await;
+    eventually("plan cancelled", TIMEOUT, || async {
+        let p = plan_status(&instances, "web", "slow").await?;
+        (p.status == Some(ExecutionStatus::Cancelled)).then_some(())
+    })
+    .await;
+    request("retry").await;
+    let done = eventually("retried plan completes", TIMEOUT, || async {
+        make_workloads_ready(&c, &ns.name).await;
+        let p = plan_status(&instances, "web", "slow").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(p)
+    })
+    .await;
+    assert_eq!(done.uid, running.uid, "retry continues the same run");
+    let inst = instances.get("web").await.expect("instance");
+    assert!(
+        !inst
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("kudo.dev/plan-request"),
+        "the manager removes a request it has carried out"
+    );
+    ns.cleanup().await;
+}

@@ -23,25 +23,8 @@ pub struct Args {
     #[arg(long, short = 'n', env = "KUDO_NAMESPACE")]
     pub namespace: Option<String>,
     /// How often a running plan is re-checked when no watch event wakes it.
-    #[arg(long, default_value = "2s", value_parser = humantime_duration, env = "KUDO_POLL_INTERVAL")]
+    #[arg(long, default_value = "2s", value_parser = crate::engine::duration::parse, env = "KUDO_POLL_INTERVAL")]
     pub poll_interval: Duration,
-}
-
-fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 pub async fn run(args: Args) -> CliResult {

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod controller;
+pub mod duration;
 pub mod objects;
 pub mod reconcile;
 pub mod runner;

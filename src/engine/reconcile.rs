@@ -27,10 +27,13 @@ use crate::package::{params_value, resolve_parameters};
 
 use super::backoff::retry_delay;
 use super::runner::{ClusterRunner, InstanceInfo};
-use super::status::new_plan_status;
+use super::status::{cancel, new_plan_status, retry};
 use super::trigger::{self, Decision, LAST_APPLIED_ANNOTATION, Snapshot};
 use super::workflow::execute;
 
+/// Annotation a person (or `kudo plan cancel|retry`) sets to `cancel` or `retry` the
+/// instance's current plan; the manager carries it out and removes it.
+pub const PLAN_REQUEST_ANNOTATION: &str = "kudo.dev/plan-request";
 /// Finalizer held while an instance with a `cleanup` plan is being deleted.
 pub const CLEANUP_FINALIZER: &str = "kudo.dev/cleanup";
 /// Manager name used for the manager's own metadata/status patches.
@@ -346,6 +349,22 @@ async fn run_active(
         *tree = new_plan_status(&active.plan, plan, &active.plan_uid);
     }
     let plan_before = tree.status;
+    if let Some(request) = inst.annotations().get(PLAN_REQUEST_ANNOTATION) {
+        let result = match request.as_str() {
+            "cancel" => cancel(tree),
+            "retry" => retry(tree),
+            other => Err(format!("unknown plan request {other:?} (cancel or retry)")),
+        };
+        match result {
+            Ok(()) => info!(plan = %active.plan, %request, "plan request carried out"),
+            Err(message) => warn!(plan = %active.plan, %request, %message, "plan request refused"),
+        }
+        let patch = json!({"metadata": {"annotations": {PLAN_REQUEST_ANNOTATION: null}}});
+        instances
+            .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(names.write("plan request"))?;
+    }
     let key = format!("{}/{}", names.namespace, names.name);
     let mut report = Default::default();
     if !tree.status.is_some_and(ExecutionStatus::is_terminal) {
@@ -400,6 +419,12 @@ async fn run_active(
         Some(ExecutionStatus::FatalError) => {
             set_ready(&mut status, "False", "PlanFailed", &plan_message)
         }
+        Some(ExecutionStatus::Cancelled) => set_ready(
+            &mut status,
+            "False",
+            "PlanCancelled",
+            &format!("plan {} was cancelled", active.plan),
+        ),
         _ => set_ready(
             &mut status,
             "False",

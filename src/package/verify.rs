@@ -75,8 +75,23 @@ pub fn verify(package: &Package) -> VerifyReport {
     let tasks: BTreeMap<&str, &crate::api::Task> =
         op.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
     for (plan_name, plan) in &op.plans {
+        if !plan.timeout.is_empty()
+            && let Err(e) = crate::engine::duration::parse(&plan.timeout)
+        {
+            report
+                .errors
+                .push(format!("plan {plan_name:?} has an invalid timeout: {e}"));
+        }
         for phase in &plan.phases {
             for step in &phase.steps {
+                if !step.timeout.is_empty()
+                    && let Err(e) = crate::engine::duration::parse(&step.timeout)
+                {
+                    report.errors.push(format!(
+                        "plan {plan_name:?}, phase {:?}, step {:?} has an invalid timeout: {e}",
+                        phase.name, step.name
+                    ));
+                }
                 for task in &step.tasks {
                     if !tasks.contains_key(task.as_str()) {
                         report.errors.push(format!(
@@ -209,6 +224,34 @@ plans:
         assert_eq!(report.errors.len(), 5, "{all}");
         assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
         assert!(report.warnings[0].contains("UNUSED"));
+    }
+
+    #[test]
+    fn unparsable_timeouts_name_the_plan_and_step() {
+        let op = r#"
+name: demo
+operatorVersion: 0.1.0
+tasks: [{name: d, kind: Dummy, spec: {done: true}}]
+plans:
+  deploy:
+    timeout: forever
+    phases:
+      - name: main
+        steps:
+          - {name: slow, tasks: [d], timeout: 10 minutes}
+          - {name: fine, tasks: [d], timeout: 10m}
+"#;
+        let report = verify(&package(op, "parameters: []\n", &[]));
+        let all = report.errors.join("\n");
+        assert_eq!(report.errors.len(), 2, "{all}");
+        assert!(
+            all.contains("plan \"deploy\" has an invalid timeout"),
+            "{all}"
+        );
+        assert!(
+            all.contains("step \"slow\" has an invalid timeout"),
+            "{all}"
+        );
     }
 
     #[test]
