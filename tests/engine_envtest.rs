@@ -662,3 +662,96 @@ spec:
     );
     ns.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_prunes_removed_templates_and_deletion_removes_cluster_scoped_objects() {
+    let (c, ns) = setup("engine-prune").await;
+    let role = format!("{}-reader", ns.name);
+    let version = |v: &str, templates: &[&str]| {
+        let mut all = String::new();
+        for t in templates {
+            all.push_str(&format!("    {t}.yaml: |\n"));
+            let body = match *t {
+                "role" => format!(
+                    "      apiVersion: rbac.authorization.k8s.io/v1\n      kind: ClusterRole\n      metadata: {{name: {role}}}\n      rules: [{{apiGroups: [\"\"], resources: [pods], verbs: [get]}}]\n"
+                ),
+                other => format!(
+                    "      apiVersion: v1\n      kind: ConfigMap\n      metadata: {{name: {other}}}\n      data: {{v: \"{v}\"}}\n"
+                ),
+            };
+            all.push_str(&body);
+        }
+        let resources = templates
+            .iter()
+            .map(|t| format!("{t}.yaml"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "apiVersion: kudo.dev/v1beta1\nkind: OperatorVersion\nmetadata: {{name: pr-{v}}}\nspec:\n  operator: {{name: pr, kind: Operator}}\n  version: \"{v}\"\n  tasks: [{{name: all, kind: Apply, spec: {{resources: [{resources}]}}}}]\n  plans:\n    deploy: {{phases: [{{name: main, steps: [{{name: all, tasks: [all]}}]}}]}}\n  templates:\n{all}"
+        )
+    };
+    apply_yaml(&c, &ns.name, &version("1", &["old-cm", "role"])).await;
+    apply_yaml(&c, &ns.name, &version("2", &["new-cm", "role"])).await;
+    apply_yaml(
+        &c,
+        &ns.name,
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata: {name: pr, labels: {kudo.dev/operator: pr}}\nspec:\n  operatorVersion: {name: pr-1}\n",
+    )
+    .await;
+    // A person's ConfigMap that carries the instance's labels.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    cms.patch(
+        "handmade",
+        &PatchParams::apply("person"),
+        &Patch::Apply(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "handmade", "labels": {
+                "heritage": "kudo", "kudo.dev/operator": "pr", "kudo.dev/instance": "pr"}},
+            "data": {"mine": "yes"}
+        })),
+    )
+    .await
+    .expect("handmade configmap");
+    let _stop = start_manager(&c, &ns.name);
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    let first = eventually("v1 deployed", TIMEOUT, || async {
+        let p = plan_status(&instances, "pr", "deploy").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(p)
+    })
+    .await;
+    assert!(cms.get_opt("old-cm").await.expect("get").is_some());
+
+    instances
+        .patch(
+            "pr",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"operatorVersion": {"name": "pr-2"}}})),
+        )
+        .await
+        .expect("upgrade");
+    eventually("v2 deployed and old-cm pruned", TIMEOUT, || async {
+        let p = plan_status(&instances, "pr", "deploy").await?;
+        let done = p.uid != first.uid && p.status == Some(ExecutionStatus::Complete);
+        (done && cms.get_opt("old-cm").await.ok()?.is_none()).then_some(())
+    })
+    .await;
+    assert!(cms.get_opt("new-cm").await.expect("get").is_some());
+    assert!(
+        cms.get_opt("handmade").await.expect("get").is_some(),
+        "an object kudo did not apply is never pruned"
+    );
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(c.clone());
+    assert!(roles.get_opt(&role).await.expect("get").is_some());
+
+    instances
+        .delete("pr", &Default::default())
+        .await
+        .expect("delete instance");
+    eventually("instance and its ClusterRole gone", TIMEOUT, || async {
+        let gone = instances.get_opt("pr").await.ok()?.is_none()
+            && roles.get_opt(&role).await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    ns.cleanup().await;
+}

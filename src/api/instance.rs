@@ -55,6 +55,24 @@ pub struct InstanceStatus {
     pub plan_status: BTreeMap<String, PlanStatus>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub conditions: Vec<Condition>,
+    /// A kudo extension: every object kudo applied for this instance, in apply order. With
+    /// kudo's labels this is what pruning may delete; nothing outside it is ever deleted.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub applied: Vec<AppliedObject>,
+}
+
+/// One object in an instance's inventory.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedObject {
+    pub api_version: String,
+    pub kind: String,
+    /// Empty for cluster-scoped objects.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub namespace: String,
+    pub name: String,
 }
 
 /// Status of one plan, as the tree `kudo plan status` shows.

@@ -171,7 +171,7 @@ async fn reconcile_instance(
         write_status(&instances, names, &before, &status).await?;
         return Ok(Action::await_change());
     }
-    let Some(ov) =
+    let ov =
         versions
             .get_opt(&ov_name)
             .await
@@ -181,16 +181,7 @@ async fn reconcile_instance(
                 name: names.name.clone(),
                 operator_version: ov_name.clone(),
                 source,
-            })?
-    else {
-        let msg = format!(
-            "OperatorVersion {ov_name} not found in namespace {}; retrying until it appears",
-            names.namespace
-        );
-        set_ready(&mut status, "False", "OperatorVersionNotFound", &msg);
-        write_status(&instances, names, &before, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
-    };
+            })?;
 
     let snapshot: Option<Snapshot> = inst
         .annotations()
@@ -199,41 +190,88 @@ async fn reconcile_instance(
     let deleting = inst.meta().deletion_timestamp.is_some();
     let has_finalizer = inst.finalizers().iter().any(|f| f == CLEANUP_FINALIZER);
 
-    // 2. Deletion: run cleanup (if any) while holding the finalizer.
+    // 2. Deletion: run cleanup (if any), then delete the cluster-scoped objects the
+    // inventory lists (garbage collection handles namespaced ones through owner references),
+    // then let the Instance go.
     if deleting {
         if !has_finalizer {
             return Ok(Action::await_change());
         }
-        let running_cleanup = snapshot
-            .as_ref()
-            .is_some_and(|s| s.plan == trigger::CLEANUP);
-        if !running_cleanup && trigger::on_deletion(&ov.spec).is_some() {
-            let snap = start_plan(
-                inst,
-                &instances,
-                names,
-                &ov,
-                trigger::CLEANUP,
-                &mut status,
-                snapshot.as_ref(),
-            )
-            .await?;
-            info!(plan = trigger::CLEANUP, reason = %trigger::Reason::Deletion, "plan started");
-            return run_active(inst, &instances, ctx, names, &ov, &snap, &before, status).await;
+        if let Some(ov) = ov.as_ref()
+            && trigger::on_deletion(&ov.spec).is_some()
+        {
+            let running_cleanup = snapshot
+                .as_ref()
+                .is_some_and(|s| s.plan == trigger::CLEANUP);
+            if !running_cleanup {
+                let snap = start_plan(
+                    inst,
+                    &instances,
+                    names,
+                    ov,
+                    trigger::CLEANUP,
+                    &mut status,
+                    snapshot.as_ref(),
+                )
+                .await?;
+                info!(plan = trigger::CLEANUP, reason = %trigger::Reason::Deletion, "plan started");
+                return run_active(inst, &instances, ctx, names, ov, &snap, &before, status).await;
+            }
+            let finished = snapshot.as_ref().is_none_or(|s| {
+                status.plan_status.get(&s.plan).is_none_or(|p| {
+                    p.uid == s.plan_uid && p.status.is_some_and(ExecutionStatus::is_terminal)
+                })
+            });
+            if !finished {
+                let snap = snapshot.clone().unwrap_or_default();
+                return run_active(inst, &instances, ctx, names, ov, &snap, &before, status).await;
+            }
         }
-        let finished = snapshot.as_ref().is_none_or(|s| {
-            status.plan_status.get(&s.plan).is_none_or(|p| {
-                p.uid == s.plan_uid && p.status.is_some_and(ExecutionStatus::is_terminal)
-            })
-        });
-        if finished || trigger::on_deletion(&ov.spec).is_none() {
-            remove_finalizer(inst, &instances, names).await?;
-            return Ok(Action::await_change());
+        let cluster_scoped: Vec<_> = status
+            .applied
+            .iter()
+            .filter(|o| o.namespace.is_empty())
+            .cloned()
+            .collect();
+        let operator = match ov.as_ref() {
+            Some(ov) => operator_name(inst, ov),
+            None => inst
+                .labels()
+                .get(super::objects::OPERATOR_LABEL)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        match super::prune::delete_owned(&ctx.cluster, &operator, &names.name, &cluster_scoped)
+            .await
+        {
+            Ok((deleted, reported)) => {
+                for entry in &deleted {
+                    info!(kind = %entry.kind, name = %entry.name, "deleted cluster-scoped object");
+                }
+                for why in &reported {
+                    warn!(object = %why, "not deleted");
+                }
+            }
+            Err(message) => {
+                warn!(%message, "deleting cluster-scoped objects failed; retrying");
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
         }
-        let snap = snapshot.clone().unwrap_or_default();
-        return run_active(inst, &instances, ctx, names, &ov, &snap, &before, status).await;
+        remove_finalizer(inst, &instances, names).await?;
+        return Ok(Action::await_change());
     }
-    if trigger::on_deletion(&ov.spec).is_some() && !has_finalizer {
+    let Some(ov) = ov else {
+        let msg = format!(
+            "OperatorVersion {ov_name} not found in namespace {}; retrying until it appears",
+            names.namespace
+        );
+        set_ready(&mut status, "False", "OperatorVersionNotFound", &msg);
+        write_status(&instances, names, &before, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+    // Every instance holds the finalizer: its cluster-scoped objects (and its cleanup plan,
+    // if any) need the manager before the Instance may go.
+    if !has_finalizer {
         add_finalizer(inst, &instances, names).await?;
     }
 
@@ -394,8 +432,20 @@ async fn run_active(
                         info: &info,
                         params: &params,
                         values: &values,
+                        applied: Default::default(),
                     };
                     report = execute(plan, &ov.spec.tasks, tree, &mut runner).await;
+                    let applied = std::mem::take(
+                        &mut *runner.applied.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    super::prune::merge(&mut status.applied, &applied);
+                    let prune_off = inst
+                        .annotations()
+                        .get(super::prune::PRUNE_ANNOTATION)
+                        .is_some_and(|v| v == "false");
+                    if tree.status == Some(ExecutionStatus::Complete) && !prune_off {
+                        prune_stale(&runner, &mut status.applied).await;
+                    }
                 }
                 Err(errors) => fail_plan(tree, &format!("parameters invalid: {errors}")),
             }
@@ -451,6 +501,36 @@ async fn run_active(
     } else {
         Action::requeue(ctx.poll)
     })
+}
+
+/// After a plan completes: deletes what the instance no longer renders (see
+/// [`super::prune`]). Failures are logged and retried after the next completed plan; they
+/// never fail the plan that just finished.
+async fn prune_stale(runner: &ClusterRunner<'_>, inventory: &mut Vec<crate::api::AppliedObject>) {
+    let desired = match runner.desired_objects().await {
+        Ok(d) => d,
+        Err(error) => {
+            warn!(%error, "not pruning: the current version does not render");
+            return;
+        }
+    };
+    let stale = super::prune::stale(inventory, &desired);
+    if stale.is_empty() {
+        return;
+    }
+    match runner.prune(&stale).await {
+        Ok((deleted, reported)) => {
+            for entry in &deleted {
+                info!(kind = %entry.kind, name = %entry.name, namespace = %entry.namespace, "pruned");
+            }
+            for why in &reported {
+                warn!(object = %why, "not pruned");
+            }
+            // Reported objects leave the inventory too: kudo no longer claims them.
+            inventory.retain(|o| !stale.contains(o));
+        }
+        Err(error) => warn!(%error, "pruning failed; retried after the next completed plan"),
+    }
 }
 
 fn fail_plan(tree: &mut PlanStatus, message: &str) {

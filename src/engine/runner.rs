@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::api::{OperatorVersionSpec, Task};
+use crate::api::{AppliedObject, OperatorVersionSpec, Task};
 use crate::cluster::{Cluster, ClusterError, ErrorKind, Health, ObjectRef, health};
 use crate::package::{RenderContext, context_value, render_task};
 
@@ -35,6 +35,8 @@ pub struct ClusterRunner<'a> {
     pub params: &'a Value,
     /// Resolved parameter strings (Toggle reads its boolean here).
     pub values: &'a BTreeMap<String, Option<String>>,
+    /// Objects applied in this pass, in order (the instance's inventory grows from these).
+    pub applied: std::sync::Mutex<Vec<AppliedObject>>,
 }
 
 impl ClusterRunner<'_> {
@@ -87,6 +89,7 @@ impl ClusterRunner<'_> {
                 Ok(live) => live,
                 Err(e) => return outcome_of(&e),
             };
+            self.record(&live);
             match health::evaluate(&live) {
                 Health::Healthy => {}
                 Health::Progressing(why) => waiting.push(format!("{}: {why}", describe(&live))),
@@ -129,6 +132,77 @@ impl ClusterRunner<'_> {
 }
 
 impl ClusterRunner<'_> {
+    /// Adds an applied object to this pass's inventory.
+    fn record(&self, live: &Value) {
+        if let Some(entry) = applied_object(live) {
+            let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+            if !applied.contains(&entry) {
+                applied.push(entry);
+            }
+        }
+    }
+
+    /// Every object the instance's current version and parameters render for any plan
+    /// (Apply tasks, and Toggle tasks whose parameter is on), namespaced as applied.
+    pub async fn desired_objects(
+        &self,
+    ) -> Result<std::collections::BTreeSet<AppliedObject>, String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (plan_name, plan) in &self.ov.plans {
+            for phase in &plan.phases {
+                for step in &phase.steps {
+                    let at = StepRef {
+                        plan: plan_name,
+                        phase: &phase.name,
+                        step: &step.name,
+                    };
+                    for task_name in &step.tasks {
+                        let Some(task) = self.ov.tasks.iter().find(|t| &t.name == task_name) else {
+                            continue;
+                        };
+                        let applies = match TaskKind::parse(&task.kind) {
+                            Some(TaskKind::Apply) => true,
+                            Some(TaskKind::Toggle) => {
+                                let value = self
+                                    .values
+                                    .get(&task.spec.parameter)
+                                    .map(|v| v.as_deref().unwrap_or(""));
+                                toggle_mode(&task.spec.parameter, value) == Ok(ToggleMode::Apply)
+                            }
+                            _ => false,
+                        };
+                        if !applies {
+                            continue;
+                        }
+                        let objects = self.objects(&at, task).await.map_err(|o| match o {
+                            TaskOutcome::Fatal(m)
+                            | TaskOutcome::Error(m)
+                            | TaskOutcome::InProgress(m) => m,
+                            TaskOutcome::Done => String::new(),
+                        })?;
+                        out.extend(objects.iter().filter_map(applied_object));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the given inventory objects that still belong to the instance (see
+    /// [`super::prune::delete_owned`]).
+    pub async fn prune(
+        &self,
+        stale: &[AppliedObject],
+    ) -> Result<(Vec<AppliedObject>, Vec<String>), String> {
+        super::prune::delete_owned(
+            self.cluster,
+            &self.info.operator,
+            &self.info.instance,
+            stale,
+        )
+        .await
+    }
+
     /// A `KudoOperator` task: a child Instance of another operator (installed beside the
     /// parent, as `kudo install` does for dependencies), owned by the parent, healthy once
     /// its own plan has run to completion with the parameters asked for.
@@ -179,6 +253,7 @@ impl ClusterRunner<'_> {
             Ok(live) => live,
             Err(e) => return outcome_of(&e),
         };
+        self.record(&live);
         // Until the child's manager has acted on exactly these parameters, its old status
         // says nothing about them.
         let acted_on: Option<super::trigger::Snapshot> = live
@@ -395,6 +470,17 @@ fn outcome_of(e: &ClusterError) -> TaskOutcome {
         ErrorKind::Invalid => TaskOutcome::Fatal(e.to_string()),
         _ => TaskOutcome::Error(e.to_string()),
     }
+}
+
+/// The inventory entry of a live or rendered object.
+pub fn applied_object(obj: &Value) -> Option<AppliedObject> {
+    let r = ObjectRef::from_object(obj).ok()?;
+    Some(AppliedObject {
+        api_version: r.api_version,
+        kind: r.kind,
+        namespace: r.namespace.unwrap_or_default(),
+        name: r.name,
+    })
 }
 
 fn describe(obj: &Value) -> String {
