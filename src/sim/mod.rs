@@ -1,0 +1,122 @@
+//! Embedded simulated clusters: an in-process Kubernetes API plus a workload simulator.
+//!
+//! One implementation, two faces: [`SimCluster::client`] gives a `kube::Client` whose requests
+//! go straight into the cluster's tower service (no sockets: a thousand clusters in one
+//! process), and [`SimCluster::serve_http`] serves the same service on loopback for kubectl.
+//!
+//! Layers: `store` is the pure in-memory API server (objects, resourceVersion, managed fields,
+//! finalizers, garbage collection, CRDs, watch history), tested without I/O; `service` is the
+//! thin HTTP face (routing, discovery, watch streams, fault injection); `workload` plays the
+//! controllers (Deployments become ready, Jobs finish, ...) against any `kube::Client`.
+//!
+//! # Where the simulation knowingly differs from a real API server
+//! - No authentication, authorization or admission webhooks; every request is allowed.
+//! - Validation covers what kudo and its tests hit: metadata names and labels, pod templates
+//!   (containers, names, images, Job restartPolicy), workload selectors matching template
+//!   labels, Service ports, ConfigMap/Secret keys, CRD structure, and structural-schema type,
+//!   `required` and `enum` checks (with pruning) for custom resources. Built-in kinds are
+//!   decoded through their k8s-openapi types, so wrong types are 400 and unknown fields are
+//!   dropped; CEL rules, formats, min/max and defaults in CRD schemas are not enforced.
+//! - Defaulting covers the common fields (replicas, strategies, pod template defaults,
+//!   Service type/clusterIP/ports, Namespace finalizer and phase); rarer defaults are absent.
+//! - Garbage collection, namespace termination and CRD removal happen synchronously within
+//!   the DELETE call instead of moments later; objects whose owner never existed are kept.
+//! - Custom resources are stored once and served at every served version by rewriting
+//!   apiVersion (no conversion). Strategic merge patch is refused for custom resources (415),
+//!   as the real server does; merge keys for built-ins come from a fixed table by field name.
+//! - Server-side apply follows structured-merge-diff for maps, atomic lists and the
+//!   associative/set lists in that table; custom-resource lists are atomic (except
+//!   `conditions`, keyed by `type`) regardless of `x-kubernetes-list-type`.
+//! - Field selectors accept any dotted path (the real server supports a few per kind).
+//! - Lists are always served from the latest state (`resourceVersionMatch=Exact` is not
+//!   honoured) and `continue` tokens are not bound to a snapshot.
+//! - Watch history is bounded by event count (`ApiConfig::history_events`), not by time;
+//!   older resourceVersions get 410 Gone. Bookmarks come every `bookmark_interval`.
+//! - `/openapi/v2` and `/openapi/v3` answer 404: use `kubectl apply --validate=false`
+//!   (server-side apply works with plain `kubectl apply --server-side`).
+//! - No protobuf, no table output (`kubectl get` falls back to its client-side printer),
+//!   no pod logs/exec/port-forward, no scale subresource.
+//! - The workload simulator plays controllers but creates no Pods for Deployments and
+//!   friends; it only writes their status.
+
+pub mod error;
+pub mod managed;
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use error::SimError;
+pub use service::{ApiConfig, Faults, SimService};
+pub use store::Store;
+
+/// One simulated cluster: cheap to clone (handles share the state).
+#[derive(Debug, Clone)]
+pub struct SimCluster {
+    shared: Arc<service::Shared>,
+}
+
+impl SimCluster {
+    pub fn new(name: &str) -> SimCluster {
+        SimCluster::with_config(name, ApiConfig::default())
+    }
+
+    pub fn with_config(name: &str, config: ApiConfig) -> SimCluster {
+        SimCluster {
+            shared: Arc::new(service::Shared::new(name, config)),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The tower service answering this cluster's API requests.
+    pub fn service(&self) -> SimService {
+        SimService::new(self.shared.clone())
+    }
+
+    /// A kube client talking to this cluster in process. Needs a Tokio runtime.
+    pub fn client(&self) -> kube::Client {
+        kube::Client::new(self.service(), "default")
+    }
+
+    /// Run-time switchable faults of this cluster.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Direct access to the store (for tests and measurements).
+    pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        self.shared.with_store(f)
+    }
+
+    /// Serves this cluster over HTTP on `addr` (e.g. `127.0.0.1:0`).
+    pub async fn serve_http(&self, addr: SocketAddr) -> std::io::Result<server::HttpServer> {
+        server::serve(self.shared.clone(), addr).await
+    }
+}
+
+/// A kubeconfig with one context per (name, server URL), current context the first.
+pub fn kubeconfig(clusters: &[(String, String)]) -> String {
+    let mut out = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for (name, url) in clusters {
+        out.push_str(&format!("- name: {name}\n  cluster:\n    server: {url}\n"));
+    }
+    out.push_str("users:\n- name: sim\n  user: {}\ncontexts:\n");
+    for (name, _) in clusters {
+        out.push_str(&format!(
+            "- name: {name}\n  context:\n    cluster: {name}\n    user: sim\n    namespace: default\n"
+        ));
+    }
+    if let Some((first, _)) = clusters.first() {
+        out.push_str(&format!("current-context: {first}\n"));
+    }
+    out
+}
