@@ -61,7 +61,10 @@ async fn wait_established(client: &kube::Client, name: &str) {
         if established {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "CRD {name} never Established");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "CRD {name} never Established"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -86,7 +89,10 @@ async fn ssa_create_reapply_noop_and_change() {
         .expect("change");
     assert_ne!(b.metadata.resource_version, c.metadata.resource_version);
     assert_eq!(c.metadata.generation, Some(2));
-    let image = c.spec.and_then(|s| s.template.spec).map(|s| s.containers[0].image.clone());
+    let image = c
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers[0].image.clone());
     assert_eq!(image.flatten().as_deref(), Some("nginx:2"));
     let mf = c.metadata.managed_fields.expect("managed fields");
     assert_eq!(mf[0].manager.as_deref(), Some("kudo"));
@@ -97,11 +103,19 @@ async fn ssa_create_reapply_noop_and_change() {
 async fn ssa_conflict_between_managers_and_force() {
     let sim = SimCluster::new("t");
     let api: Api<Deployment> = Api::namespaced(sim.client(), "default");
-    api.patch("web", &PatchParams::apply("a"), &Patch::Apply(deployment("web", "nginx:1", 1)))
-        .await
-        .expect("a applies");
+    api.patch(
+        "web",
+        &PatchParams::apply("a"),
+        &Patch::Apply(deployment("web", "nginx:1", 1)),
+    )
+    .await
+    .expect("a applies");
     let err = api
-        .patch("web", &PatchParams::apply("b"), &Patch::Apply(deployment("web", "nginx:1", 3)))
+        .patch(
+            "web",
+            &PatchParams::apply("b"),
+            &Patch::Apply(deployment("web", "nginx:1", 3)),
+        )
         .await
         .expect_err("b conflicts");
     let s = api_err(err);
@@ -109,7 +123,11 @@ async fn ssa_conflict_between_managers_and_force() {
     assert!(s.message.contains("conflict with \"a\""), "{}", s.message);
     assert!(s.message.contains(".spec.replicas"), "{}", s.message);
     let forced = api
-        .patch("web", &PatchParams::apply("b").force(), &Patch::Apply(deployment("web", "nginx:1", 3)))
+        .patch(
+            "web",
+            &PatchParams::apply("b").force(),
+            &Patch::Apply(deployment("web", "nginx:1", 3)),
+        )
         .await
         .expect("forced");
     assert_eq!(forced.spec.and_then(|s| s.replicas), Some(3));
@@ -120,23 +138,35 @@ async fn crd_established_custom_resource_and_status_subresource() {
     let sim = SimCluster::new("t");
     let client = sim.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("widgets.example.com", &PatchParams::apply("kudo"), &Patch::Apply(widget_crd()))
-        .await
-        .expect("install crd");
+    crds.patch(
+        "widgets.example.com",
+        &PatchParams::apply("kudo"),
+        &Patch::Apply(widget_crd()),
+    )
+    .await
+    .expect("install crd");
     wait_established(&client, "widgets.example.com").await;
 
-    let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
     let (ar, caps) = discovery
         .resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"))
         .expect("Widget discovered");
     assert_eq!(ar.plural, "widgets");
     assert!(
-        caps.subresources.iter().any(|(s, _)| s.plural.ends_with("status")),
+        caps.subresources
+            .iter()
+            .any(|(s, _)| s.plural.ends_with("status")),
         "{:?}",
         caps.subresources
     );
 
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
     let w = widgets
         .patch(
@@ -148,7 +178,10 @@ async fn crd_established_custom_resource_and_status_subresource() {
         .await
         .expect("create widget");
     assert_eq!(w.data["spec"], json!({"size": 3}), "unknown field pruned");
-    assert!(w.data.get("status").is_none(), "status ignored on the main resource");
+    assert!(
+        w.data.get("status").is_none(),
+        "status ignored on the main resource"
+    );
     let st = widgets
         .patch_status(
             "w1",
@@ -159,7 +192,11 @@ async fn crd_established_custom_resource_and_status_subresource() {
         .await
         .expect("status apply");
     assert_eq!(st.data["status"]["phase"], "Ready");
-    assert_eq!(st.metadata.generation, Some(1), "status does not bump generation");
+    assert_eq!(
+        st.metadata.generation,
+        Some(1),
+        "status does not bump generation"
+    );
     let got = widgets.get_status("w1").await.expect("get status");
     assert_eq!(got.data["status"]["phase"], "Ready");
 }
@@ -173,22 +210,43 @@ async fn label_selector_list_delete_then_gone() {
             json!({"metadata": {"name": name, "labels": {"tier": tier}}, "data": {"k": name}}),
         )
         .expect("cm");
-        api.create(&PostParams::default(), &cm).await.expect("create");
+        api.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
     }
-    let fe = api.list(&ListParams::default().labels("tier=fe")).await.expect("list");
-    let names: Vec<String> = fe.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
+    let fe = api
+        .list(&ListParams::default().labels("tier=fe"))
+        .await
+        .expect("list");
+    let names: Vec<String> = fe
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
     assert_eq!(names, ["a", "c"]);
-    let by_field = api.list(&ListParams::default().fields("metadata.name=b")).await.expect("list");
+    let by_field = api
+        .list(&ListParams::default().fields("metadata.name=b"))
+        .await
+        .expect("list");
     assert_eq!(by_field.items.len(), 1);
-    let paged = api.list(&ListParams::default().limit(2)).await.expect("page 1");
+    let paged = api
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("page 1");
     assert_eq!(paged.items.len(), 2);
     let rest = api
-        .list(&ListParams::default().limit(2).continue_token(paged.metadata.continue_.as_deref().expect("continue")))
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(paged.metadata.continue_.as_deref().expect("continue")),
+        )
         .await
         .expect("page 2");
     assert_eq!(rest.items.len(), 1);
 
-    api.delete("a", &DeleteParams::foreground()).await.expect("delete");
+    api.delete("a", &DeleteParams::foreground())
+        .await
+        .expect("delete");
     let err = api.get("a").await.expect_err("gone");
     let s = api_err(err);
     assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
@@ -201,20 +259,48 @@ async fn invalid_object_is_422_with_field_path_and_unknown_kind_is_404() {
     let client = sim.client();
     let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let mut d = deployment("web", "nginx:1", 1);
-    d.spec.as_mut().expect("spec").template.spec.as_mut().expect("pod").containers[0].image = None;
-    let s = api_err(api.create(&PostParams::default(), &d).await.expect_err("invalid"));
+    d.spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("pod")
+        .containers[0]
+        .image = None;
+    let s = api_err(
+        api.create(&PostParams::default(), &d)
+            .await
+            .expect_err("invalid"),
+    );
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     let causes = s.details.expect("details").causes;
     assert_eq!(causes[0].field, "spec.template.spec.containers[0].image");
     assert_eq!(causes[0].reason, "FieldValueRequired");
 
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("nope.example.com", "v1", "Nope"), "nopes");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("nope.example.com", "v1", "Nope"),
+        "nopes",
+    );
     let nopes: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
-    let s = api_err(nopes.list(&ListParams::default()).await.expect_err("unknown kind"));
+    let s = api_err(
+        nopes
+            .list(&ListParams::default())
+            .await
+            .expect_err("unknown kind"),
+    );
     assert_eq!(s.code, 404);
     let discovery = Discovery::new(client).run().await.expect("discovery");
-    assert!(discovery.resolve_gvk(&GroupVersionKind::gvk("nope.example.com", "v1", "Nope")).is_none());
-    assert!(discovery.resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment")).is_some());
+    assert!(
+        discovery
+            .resolve_gvk(&GroupVersionKind::gvk("nope.example.com", "v1", "Nope"))
+            .is_none()
+    );
+    assert!(
+        discovery
+            .resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"))
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -223,15 +309,28 @@ async fn stale_resource_version_update_conflicts() {
     let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
     let cm: ConfigMap =
         serde_json::from_value(json!({"metadata": {"name": "x"}, "data": {"k": "1"}})).expect("cm");
-    let created = api.create(&PostParams::default(), &cm).await.expect("create");
+    let created = api
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
     let mut first = created.clone();
     first.data = Some([("k".to_string(), "2".to_string())].into());
-    api.replace("x", &PostParams::default(), &first).await.expect("first update");
+    api.replace("x", &PostParams::default(), &first)
+        .await
+        .expect("first update");
     let mut stale = created;
     stale.data = Some([("k".to_string(), "3".to_string())].into());
-    let s = api_err(api.replace("x", &PostParams::default(), &stale).await.expect_err("stale"));
+    let s = api_err(
+        api.replace("x", &PostParams::default(), &stale)
+            .await
+            .expect_err("stale"),
+    );
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-    assert!(s.message.contains("the object has been modified"), "{}", s.message);
+    assert!(
+        s.message.contains("the object has been modified"),
+        "{}",
+        s.message
+    );
 }
 
 #[tokio::test]
@@ -240,7 +339,12 @@ async fn missing_namespace_is_404_and_namespaces_terminate() {
     let client = sim.client();
     let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "nowhere");
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "x"}})).expect("cm");
-    let s = api_err(missing.create(&PostParams::default(), &cm).await.expect_err("404"));
+    let s = api_err(
+        missing
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect_err("404"),
+    );
     assert_eq!(s.message, "namespaces \"nowhere\" not found");
 
     let nss: Api<Namespace> = Api::all(client.clone());
@@ -254,19 +358,35 @@ async fn missing_namespace_is_404_and_namespaces_terminate() {
         .collect();
     assert!(names.contains(&"default".to_string()) && names.contains(&"kube-system".to_string()));
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team"}})).expect("ns");
-    nss.create(&PostParams::default(), &ns).await.expect("create ns");
+    nss.create(&PostParams::default(), &ns)
+        .await
+        .expect("create ns");
     let in_team: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
-    in_team.create(&PostParams::default(), &cm).await.expect("cm in team");
-    nss.delete("team", &DeleteParams::default()).await.expect("delete ns");
-    assert_eq!(api_err(in_team.get("x").await.expect_err("contents gone")).code, 404);
-    assert_eq!(api_err(nss.get("team").await.expect_err("ns gone")).code, 404);
+    in_team
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("cm in team");
+    nss.delete("team", &DeleteParams::default())
+        .await
+        .expect("delete ns");
+    assert_eq!(
+        api_err(in_team.get("x").await.expect_err("contents gone")).code,
+        404
+    );
+    assert_eq!(
+        api_err(nss.get("team").await.expect_err("ns gone")).code,
+        404
+    );
 }
 
 #[tokio::test]
 async fn watch_resume_and_410_gone() {
     let sim = SimCluster::with_config(
         "t",
-        kudo::sim::ApiConfig { history_events: 5, ..Default::default() },
+        kudo::sim::ApiConfig {
+            history_events: 5,
+            ..Default::default()
+        },
     );
     let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
     let list = api.list(&ListParams::default()).await.expect("list");
@@ -274,9 +394,15 @@ async fn watch_resume_and_410_gone() {
     for i in 0..3 {
         let cm: ConfigMap =
             serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).expect("cm");
-        api.create(&PostParams::default(), &cm).await.expect("create");
+        api.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
     }
-    let mut stream = api.watch(&WatchParams::default().timeout(5), &start).await.expect("watch").boxed();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), &start)
+        .await
+        .expect("watch")
+        .boxed();
     let mut seen = Vec::new();
     while seen.len() < 3 {
         match stream.try_next().await.expect("event") {
@@ -286,7 +412,9 @@ async fn watch_resume_and_410_gone() {
     }
     assert_eq!(seen, ["c0", "c1", "c2"]);
     // A live event after the replay.
-    api.delete("c0", &DeleteParams::default()).await.expect("delete");
+    api.delete("c0", &DeleteParams::default())
+        .await
+        .expect("delete");
     match stream.try_next().await.expect("event") {
         Some(WatchEvent::Deleted(cm)) => assert_eq!(cm.metadata.name.as_deref(), Some("c0")),
         other => panic!("unexpected {other:?}"),
@@ -294,9 +422,15 @@ async fn watch_resume_and_410_gone() {
     for i in 3..10 {
         let cm: ConfigMap =
             serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).expect("cm");
-        api.create(&PostParams::default(), &cm).await.expect("create");
+        api.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
     }
-    let mut old = api.watch(&WatchParams::default().timeout(5), &start).await.expect("watch").boxed();
+    let mut old = api
+        .watch(&WatchParams::default().timeout(5), &start)
+        .await
+        .expect("watch")
+        .boxed();
     match old.try_next().await.expect("event") {
         Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410),
         other => panic!("expected 410 Gone, got {other:?}"),
@@ -307,7 +441,10 @@ async fn watch_resume_and_410_gone() {
 async fn watch_bookmarks_and_runtime_watcher() {
     let sim = SimCluster::with_config(
         "t",
-        kudo::sim::ApiConfig { bookmark_interval: Duration::from_millis(50), ..Default::default() },
+        kudo::sim::ApiConfig {
+            bookmark_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
     );
     let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
     let mut stream = api
@@ -323,12 +460,17 @@ async fn watch_bookmarks_and_runtime_watcher() {
     let cfg = kube::runtime::watcher::Config::default();
     let mut w = kube::runtime::watcher(api.clone(), cfg).boxed();
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "late"}})).expect("cm");
-    api.create(&PostParams::default(), &cm).await.expect("create");
+    api.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let ev = tokio::time::timeout_at(deadline, w.next()).await.expect("watcher event in time");
+        let ev = tokio::time::timeout_at(deadline, w.next())
+            .await
+            .expect("watcher event in time");
         match ev.expect("stream open").expect("no error") {
-            kube::runtime::watcher::Event::Apply(cm) | kube::runtime::watcher::Event::InitApply(cm)
+            kube::runtime::watcher::Event::Apply(cm)
+            | kube::runtime::watcher::Event::InitApply(cm)
                 if cm.metadata.name.as_deref() == Some("late") =>
             {
                 break;
@@ -342,7 +484,9 @@ async fn watch_bookmarks_and_runtime_watcher() {
 async fn strategic_and_merge_patches() {
     let sim = SimCluster::new("t");
     let api: Api<Deployment> = Api::namespaced(sim.client(), "default");
-    api.create(&PostParams::default(), &deployment("web", "nginx:1", 1)).await.expect("create");
+    api.create(&PostParams::default(), &deployment("web", "nginx:1", 1))
+        .await
+        .expect("create");
     let patched = api
         .patch(
             "web",
@@ -352,13 +496,32 @@ async fn strategic_and_merge_patches() {
         )
         .await
         .expect("strategic");
-    let names: Vec<String> = patched.spec.and_then(|s| s.template.spec).expect("pod").containers.into_iter().map(|c| c.name).collect();
+    let names: Vec<String> = patched
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod")
+        .containers
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
     assert_eq!(names, ["main", "side"], "containers merged by name");
     let merged = api
-        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"extra": "1"}}})))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"extra": "1"}}})),
+        )
         .await
         .expect("merge");
-    assert_eq!(merged.metadata.labels.expect("labels").get("extra").map(String::as_str), Some("1"));
+    assert_eq!(
+        merged
+            .metadata
+            .labels
+            .expect("labels")
+            .get("extra")
+            .map(String::as_str),
+        Some("1")
+    );
 }
 
 #[tokio::test]
@@ -366,13 +529,23 @@ async fn partition_is_a_connection_error_and_heals() {
     let sim = SimCluster::new("t");
     let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
     sim.faults().set_partitioned(true);
-    let err = api.list(&ListParams::default()).await.expect_err("unreachable");
+    let err = api
+        .list(&ListParams::default())
+        .await
+        .expect_err("unreachable");
     assert!(matches!(err, kube::Error::Service(_)), "{err:?}");
-    assert!(err.to_string().contains("onnect") || format!("{err:?}").contains("ConnectionRefused"), "{err:?}");
+    assert!(
+        err.to_string().contains("onnect") || format!("{err:?}").contains("ConnectionRefused"),
+        "{err:?}"
+    );
     sim.faults().set_partitioned(false);
     api.list(&ListParams::default()).await.expect("healed");
     sim.faults().set_error_rate(1.0);
-    let s = api_err(api.list(&ListParams::default()).await.expect_err("injected"));
+    let s = api_err(
+        api.list(&ListParams::default())
+            .await
+            .expect_err("injected"),
+    );
     assert_eq!(s.code, 503);
     sim.faults().set_error_rate(0.0);
 }

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod crds;
+pub mod sim;
 
 /// Every command's error: the message is printed as is, followed by its causes.
 pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -34,6 +35,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Print the kudo.dev/v1beta1 CustomResourceDefinitions (Operator, OperatorVersion, Instance).
     Crds(crds::Args),
+    /// Serve simulated Kubernetes clusters on loopback (kubeconfig printed) until Ctrl-C.
+    Sim(sim::Args),
 }
 
 /// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
@@ -57,5 +60,6 @@ pub async fn run(cli: Cli) -> CliResult {
     init_tracing(cli.log_format);
     match cli.command {
         Command::Crds(args) => crds::run(args).await,
+        Command::Sim(args) => sim::run(args).await,
     }
 }

@@ -101,7 +101,11 @@ pub enum SimError {
         /// (manager, field path)
         conflicts: Vec<(String, String)>,
     },
-    #[error("{kind}{} {name:?} is invalid: {}", group_suffix(group), causes_summary(causes))]
+    #[error(
+        "{kind}{} {name:?} is invalid: {}",
+        group_suffix(group),
+        causes_summary(causes)
+    )]
     Invalid {
         group: String,
         kind: String,

@@ -81,8 +81,13 @@ fn list_type(name: &str, items: &[Value], builtin: bool) -> ListType {
         return ListType::Atomic;
     }
     match name {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "imagePullSecrets" | "resourceClaims" => ListType::Map(vec!["name"]),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims" => ListType::Map(vec!["name"]),
         "ports" if has("containerPort") => ListType::Map(vec!["containerPort", "protocol"]),
         "ports" if has("port") => ListType::Map(vec!["port", "protocol"]),
         "volumeMounts" => ListType::Map(vec!["mountPath"]),
@@ -155,9 +160,7 @@ fn walk<'a>(v: &'a Value, path: &mut Path, builtin: bool, out: &mut BTreeMap<Pat
                 }
                 ListType::Map(keys) => {
                     for (i, item) in items.iter().enumerate() {
-                        let pe = item_key(item, &keys)
-                            .map(Pe::Key)
-                            .unwrap_or(Pe::Index(i));
+                        let pe = item_key(item, &keys).map(Pe::Key).unwrap_or(Pe::Index(i));
                         path.push(pe);
                         out.insert(path.clone(), &Value::Null);
                         if item.is_object() {
@@ -315,7 +318,10 @@ impl ManagedEntry {
 
 /// Reads `metadata.managedFields` (entries that do not parse are dropped).
 pub fn read_entries(obj: &Value) -> Vec<ManagedEntry> {
-    let Some(items) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+    let Some(items) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     items
@@ -572,8 +578,7 @@ pub fn apply(
         }
         for p in e.fields.iter().filter(|p| applied_set.contains(*p)) {
             let new_v = applied_leaves.get(p).copied();
-            if new_v == Some(&Value::Null) && matches!(p.last(), Some(Pe::Key(_) | Pe::Index(_)))
-            {
+            if new_v == Some(&Value::Null) && matches!(p.last(), Some(Pe::Key(_) | Pe::Index(_))) {
                 continue; // list item presence, not a value
             }
             if get_at(&live_view, p, builtin) != new_v {
@@ -675,14 +680,28 @@ mod tests {
     #[test]
     fn fieldsv1_roundtrips_with_item_markers() {
         let mut obj = deploy("nginx", 1);
-        let r = apply(None, &obj.clone(), "kudo", "apps/v1", "t", false, Scope::Main, true)
-            .expect("no conflict");
-        let fv1 = r.pointer("/metadata/managedFields/0/fieldsV1").expect("entry");
+        let r = apply(
+            None,
+            &obj.clone(),
+            "kudo",
+            "apps/v1",
+            "t",
+            false,
+            Scope::Main,
+            true,
+        )
+        .expect("no conflict");
+        let fv1 = r
+            .pointer("/metadata/managedFields/0/fieldsV1")
+            .expect("entry");
         let c = fv1
             .pointer("/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"web\"}")
             .expect("container keyed by name");
         assert!(c.get(".").is_some());
-        assert!(c.pointer("/f:ports/k:{\"containerPort\":80,\"protocol\":\"TCP\"}").is_some());
+        assert!(
+            c.pointer("/f:ports/k:{\"containerPort\":80,\"protocol\":\"TCP\"}")
+                .is_some()
+        );
         obj["metadata"]["managedFields"] = r["metadata"]["managedFields"].clone();
         let back = read_entries(&obj);
         assert_eq!(back[0].fields, read_entries(&r)[0].fields);
@@ -691,48 +710,143 @@ mod tests {
 
     #[test]
     fn apply_conflicts_with_other_manager_unless_forced() {
-        let live = apply(None, &deploy("nginx", 1), "a", "apps/v1", "t", false, Scope::Main, true)
-            .expect("create");
-        let err = apply(Some(&live), &deploy("nginx", 3), "b", "apps/v1", "t", false, Scope::Main, true)
-            .expect_err("conflict");
+        let live = apply(
+            None,
+            &deploy("nginx", 1),
+            "a",
+            "apps/v1",
+            "t",
+            false,
+            Scope::Main,
+            true,
+        )
+        .expect("create");
+        let err = apply(
+            Some(&live),
+            &deploy("nginx", 3),
+            "b",
+            "apps/v1",
+            "t",
+            false,
+            Scope::Main,
+            true,
+        )
+        .expect_err("conflict");
         assert_eq!(err, vec![("a".to_string(), ".spec.replicas".to_string())]);
-        let forced = apply(Some(&live), &deploy("nginx", 3), "b", "apps/v1", "t", true, Scope::Main, true)
-            .expect("forced");
+        let forced = apply(
+            Some(&live),
+            &deploy("nginx", 3),
+            "b",
+            "apps/v1",
+            "t",
+            true,
+            Scope::Main,
+            true,
+        )
+        .expect("forced");
         assert_eq!(forced["spec"]["replicas"], 3);
         let entries = read_entries(&forced);
-        let a = entries.iter().find(|e| e.manager == "a").expect("a keeps other fields");
-        assert!(!a.fields.contains(&vec![Pe::Field("spec".into()), Pe::Field("replicas".into())]));
+        let a = entries
+            .iter()
+            .find(|e| e.manager == "a")
+            .expect("a keeps other fields");
+        assert!(!a.fields.contains(&vec![
+            Pe::Field("spec".into()),
+            Pe::Field("replicas".into())
+        ]));
     }
 
     #[test]
     fn same_values_do_not_conflict_and_dropped_fields_are_removed() {
-        let live = apply(None, &deploy("nginx", 1), "a", "apps/v1", "t", false, Scope::Main, true)
-            .expect("create");
-        let shared = apply(Some(&live), &deploy("nginx", 1), "b", "apps/v1", "t", false, Scope::Main, true)
-            .expect("same values never conflict");
+        let live = apply(
+            None,
+            &deploy("nginx", 1),
+            "a",
+            "apps/v1",
+            "t",
+            false,
+            Scope::Main,
+            true,
+        )
+        .expect("create");
+        let shared = apply(
+            Some(&live),
+            &deploy("nginx", 1),
+            "b",
+            "apps/v1",
+            "t",
+            false,
+            Scope::Main,
+            true,
+        )
+        .expect("same values never conflict");
         let mut smaller = deploy("nginx", 1);
         smaller["metadata"]
             .as_object_mut()
             .expect("meta")
             .shift_remove("labels");
-        let r = apply(Some(&live), &smaller, "a", "apps/v1", "t", false, Scope::Main, true)
-            .expect("apply");
+        let r = apply(
+            Some(&live),
+            &smaller,
+            "a",
+            "apps/v1",
+            "t",
+            false,
+            Scope::Main,
+            true,
+        )
+        .expect("apply");
         assert!(r.pointer("/metadata/labels/app").is_none(), "{r}");
         // b co-owns the label, so a dropping it keeps it.
-        let r = apply(Some(&shared), &smaller, "a", "apps/v1", "t", false, Scope::Main, true)
-            .expect("apply");
+        let r = apply(
+            Some(&shared),
+            &smaller,
+            "a",
+            "apps/v1",
+            "t",
+            false,
+            Scope::Main,
+            true,
+        )
+        .expect("apply");
         assert_eq!(r.pointer("/metadata/labels/app"), Some(&json!("web")));
     }
 
     #[test]
     fn update_takes_ownership_of_changed_fields() {
-        let live = apply(None, &deploy("nginx", 1), "a", "apps/v1", "t", false, Scope::Main, true)
-            .expect("create");
+        let live = apply(
+            None,
+            &deploy("nginx", 1),
+            "a",
+            "apps/v1",
+            "t",
+            false,
+            Scope::Main,
+            true,
+        )
+        .expect("create");
         let mut new = live.clone();
         new["spec"]["replicas"] = json!(5);
-        track_update(Some(&live), &mut new, "kubectl", "apps/v1", "t2", Scope::Main, true);
-        let err = apply(Some(&new), &deploy("nginx", 1), "a", "apps/v1", "t", false, Scope::Main, true)
-            .expect_err("kubectl owns replicas now");
+        track_update(
+            Some(&live),
+            &mut new,
+            "kubectl",
+            "apps/v1",
+            "t2",
+            Scope::Main,
+            true,
+        );
+        let err = apply(
+            Some(&new),
+            &deploy("nginx", 1),
+            "a",
+            "apps/v1",
+            "t",
+            false,
+            Scope::Main,
+            true,
+        )
+        .expect_err("kubectl owns replicas now");
         assert_eq!(err[0].0, "kubectl");
     }
 }

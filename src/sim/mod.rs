@@ -48,6 +48,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod validate;
+pub mod workload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

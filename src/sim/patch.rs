@@ -22,8 +22,13 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), SimError> {
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     let has = |k: &str| items.iter().any(|i| i.get(k).is_some());
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "imagePullSecrets" | "resourceClaims" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims" => Some("name"),
         "ports" if has("containerPort") => Some("containerPort"),
         "ports" if has("port") => Some("port"),
         "volumeMounts" => Some("mountPath"),
@@ -153,8 +158,14 @@ mod tests {
         strategic_merge(&mut t, &p, true).expect("builtin");
         assert_eq!(t["spec"]["containers"][0]["image"], "x:2");
         assert_eq!(t["spec"]["containers"][1]["name"], "b", "b kept");
-        assert_eq!(t["spec"]["containers"][0]["ports"].as_array().map(Vec::len), Some(2));
-        assert_eq!(t["spec"]["containers"][0]["env"], json!([{"name": "A", "value": "2"}]));
+        assert_eq!(
+            t["spec"]["containers"][0]["ports"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(
+            t["spec"]["containers"][0]["env"],
+            json!([{"name": "A", "value": "2"}])
+        );
     }
 
     #[test]
@@ -162,7 +173,10 @@ mod tests {
         let mut t = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
         let p = json!({"metadata": {"labels": {"a": null}}, "spec": {"containers": [{"name": "a", "$patch": "delete"}]}});
         strategic_merge(&mut t, &p, true).expect("builtin");
-        assert_eq!(t, json!({"metadata": {"labels": {"b": "2"}}, "spec": {"containers": [{"name": "b"}]}}));
+        assert_eq!(
+            t,
+            json!({"metadata": {"labels": {"b": "2"}}, "spec": {"containers": [{"name": "b"}]}})
+        );
     }
 
     #[test]

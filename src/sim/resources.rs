@@ -54,13 +54,7 @@ impl ResourceDef {
     /// The APIResource entries (the resource and its status subresource) for discovery.
     pub fn discovery_entries(&self) -> Vec<Value> {
         let mut verbs = vec![
-            "create",
-            "delete",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
+            "create", "delete", "get", "list", "patch", "update", "watch",
         ];
         if self.plural != "namespaces" {
             verbs.insert(1, "deletecollection");
@@ -126,10 +120,28 @@ const fn b(
 }
 
 const BUILTINS: &[Builtin] = &[
-    b("", "v1", "Namespace", "namespaces", false, true, false, &["ns"]),
+    b(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        false,
+        true,
+        false,
+        &["ns"],
+    ),
     b("", "v1", "Pod", "pods", true, true, false, &["po"]),
     b("", "v1", "Service", "services", true, true, false, &["svc"]),
-    b("", "v1", "ConfigMap", "configmaps", true, false, false, &["cm"]),
+    b(
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        true,
+        false,
+        false,
+        &["cm"],
+    ),
     b("", "v1", "Secret", "secrets", true, false, false, &[]),
     b(
         "",
@@ -161,7 +173,16 @@ const BUILTINS: &[Builtin] = &[
         false,
         &["pv"],
     ),
-    b("", "v1", "Endpoints", "endpoints", true, false, false, &["ep"]),
+    b(
+        "",
+        "v1",
+        "Endpoints",
+        "endpoints",
+        true,
+        false,
+        false,
+        &["ep"],
+    ),
     b("", "v1", "Event", "events", true, false, false, &["ev"]),
     b("", "v1", "Node", "nodes", false, true, false, &["no"]),
     b(
@@ -205,7 +226,16 @@ const BUILTINS: &[Builtin] = &[
         &["rs"],
     ),
     b("batch", "v1", "Job", "jobs", true, true, true, &[]),
-    b("batch", "v1", "CronJob", "cronjobs", true, true, true, &["cj"]),
+    b(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        true,
+        true,
+        true,
+        &["cj"],
+    ),
     b(
         "apiextensions.k8s.io",
         "v1",

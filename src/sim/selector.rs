@@ -44,7 +44,8 @@ impl Selector {
     /// Parses `a=b,c!=d,e in (x,y),f notin (z),g,!h` (`==` accepted for `=`).
     pub fn parse(s: &str) -> Result<Selector, SimError> {
         let mut reqs = Vec::new();
-        let bad = |part: &str| SimError::BadRequest(format!("unable to parse requirement: {part:?}"));
+        let bad =
+            |part: &str| SimError::BadRequest(format!("unable to parse requirement: {part:?}"));
         for part in split_top(s) {
             let part = part.trim();
             if part.is_empty() {
@@ -130,7 +131,8 @@ mod tests {
 
     #[test]
     fn field_selector_and_parse_error() {
-        let obj = json!({"metadata": {"name": "a", "namespace": "ns"}, "status": {"phase": "Running"}});
+        let obj =
+            json!({"metadata": {"name": "a", "namespace": "ns"}, "status": {"phase": "Running"}});
         let sel = Selector::parse("metadata.name=a,status.phase!=Pending").expect("parses");
         assert!(sel.matches_fields(&obj));
         let err = Selector::parse("app in x").expect_err("bad");

@@ -41,17 +41,19 @@ pub async fn serve(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<Htt
             };
             let svc = SimService::new(shared.clone());
             tokio::spawn(async move {
-                let hyper_svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let mut svc = svc.clone();
-                    let (parts, body) = req.into_parts();
-                    let body = http_body_util::BodyExt::map_err(body, |e| -> BoxError { Box::new(e) });
-                    async move {
-                        // A partitioned cluster answers nothing: the error closes the connection.
-                        svc.call(http::Request::from_parts(parts, body))
-                            .await
-                            .map_err(|e| std::io::Error::other(e.to_string()))
-                    }
-                });
+                let hyper_svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut svc = svc.clone();
+                        let (parts, body) = req.into_parts();
+                        let body =
+                            http_body_util::BodyExt::map_err(body, |e| -> BoxError { Box::new(e) });
+                        async move {
+                            // A partitioned cluster answers nothing: the error closes the connection.
+                            svc.call(http::Request::from_parts(parts, body))
+                                .await
+                                .map_err(|e| std::io::Error::other(e.to_string()))
+                        }
+                    });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), hyper_svc);
                 if let Err(e) = conn.await {

@@ -20,7 +20,9 @@ use tokio::sync::broadcast;
 use super::error::SimError;
 use super::resources::ResourceDef;
 use super::selector::Selector;
-use super::store::{DeleteOptions, Deleted, Event, EventType, PatchKind, Propagation, Store, Target};
+use super::store::{
+    DeleteOptions, Deleted, Event, EventType, PatchKind, Propagation, Store, Target,
+};
 
 /// Response body of the simulated API (streaming for watches).
 pub type SimBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -40,7 +42,8 @@ pub struct Faults {
 impl Faults {
     /// Added latency before every request is answered.
     pub fn set_latency(&self, d: Duration) {
-        self.latency_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+        self.latency_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Fraction (0.0..=1.0) of requests answered with 503 ServiceUnavailable.
@@ -60,7 +63,8 @@ impl Faults {
 
     /// Delay added before every watch event is delivered.
     pub fn set_watch_delay(&self, d: Duration) {
-        self.watch_delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+        self.watch_delay_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     fn latency(&self) -> Duration {
@@ -238,7 +242,8 @@ enum Route {
     Groups,
     Group(String),
     Resources(String, String),
-    OpenApi,
+    OpenApiRoot,
+    OpenApiGroupVersion(String, String),
     Object {
         group: String,
         version: String,
@@ -250,11 +255,21 @@ enum Route {
 }
 
 fn route(path: &str) -> Option<Route> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Some(Route::Version),
         ["healthz" | "livez" | "readyz", ..] => return Some(Route::Health),
-        ["openapi", ..] => return Some(Route::OpenApi),
+        ["openapi", "v3"] => return Some(Route::OpenApiRoot),
+        ["openapi", "v3", "api", v] => {
+            return Some(Route::OpenApiGroupVersion(String::new(), v.to_string()));
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            return Some(Route::OpenApiGroupVersion(g.to_string(), v.to_string()));
+        }
         ["api"] => return Some(Route::CoreVersions),
         ["apis"] => return Some(Route::Groups),
         ["apis", g] => return Some(Route::Group(g.to_string())),
@@ -264,16 +279,19 @@ fn route(path: &str) -> Option<Route> {
         ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
         _ => return None,
     };
-    let obj = |namespace: &str, resource: &str, name: Option<&&str>, sub: Option<&&str>| Route::Object {
-        group: group.clone(),
-        version: version.clone(),
-        namespace: namespace.to_string(),
-        resource: resource.to_string(),
-        name: name.map(|s| s.to_string()),
-        subresource: sub.map(|s| s.to_string()),
-    };
+    let obj =
+        |namespace: &str, resource: &str, name: Option<&&str>, sub: Option<&&str>| Route::Object {
+            group: group.clone(),
+            version: version.clone(),
+            namespace: namespace.to_string(),
+            resource: resource.to_string(),
+            name: name.map(|s| s.to_string()),
+            subresource: sub.map(|s| s.to_string()),
+        };
     Some(match rest {
-        ["namespaces", ns, res, tail @ ..] if group.is_empty() && !matches!(*res, "status" | "finalize") || !group.is_empty() => {
+        ["namespaces", ns, res, tail @ ..]
+            if group.is_empty() && !matches!(*res, "status" | "finalize") || !group.is_empty() =>
+        {
             obj(ns, res, tail.first(), tail.get(1))
         }
         [res, tail @ ..] => obj("", res, tail.first(), tail.get(1)),
@@ -299,6 +317,14 @@ fn field_manager(q: &HashMap<String, String>, headers: &http::HeaderMap) -> Opti
 }
 
 fn handle(shared: &Arc<Shared>, parts: &http::request::Parts, body: Bytes) -> Response<SimBody> {
+    tracing::debug!(
+        cluster = %shared.name,
+        method = %parts.method,
+        uri = %parts.uri,
+        content_type = ?parts.headers.get(http::header::CONTENT_TYPE),
+        accept = ?parts.headers.get(http::header::ACCEPT),
+        "simulated API request"
+    );
     match handle_inner(shared, parts, body) {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -363,7 +389,29 @@ fn handle_inner(
                     "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
         )),
         Route::Health => Ok(full(StatusCode::OK, "text/plain", "ok")),
-        Route::OpenApi => Err(not_found()),
+        Route::OpenApiRoot => {
+            let defs: Vec<Arc<ResourceDef>> = shared.with_store(|s| s.resources().to_vec());
+            let rv = shared.with_store(|s| s.resource_version());
+            let mut paths = serde_json::Map::new();
+            for d in &defs {
+                for v in &d.versions {
+                    let key = if d.group.is_empty() {
+                        format!("api/{v}")
+                    } else {
+                        format!("apis/{}/{v}", d.group)
+                    };
+                    let url =
+                        json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={rv:X}")});
+                    paths.entry(key).or_insert(url);
+                }
+            }
+            Ok(json_response(StatusCode::OK, &json!({"paths": paths})))
+        }
+        Route::OpenApiGroupVersion(g, v) => {
+            let defs: Vec<Arc<ResourceDef>> = shared.with_store(|s| s.resources().to_vec());
+            let doc = openapi_v3(&defs, &g, &v).ok_or_else(not_found)?;
+            Ok(json_response(StatusCode::OK, &doc))
+        }
         Route::CoreVersions => Ok(json_response(
             StatusCode::OK,
             &json!({"kind": "APIVersions", "versions": ["v1"],
@@ -394,7 +442,10 @@ fn handle_inner(
             if !defs.iter().any(|d| d.group == g && d.serves(&v)) {
                 return Err(not_found());
             }
-            Ok(json_response(StatusCode::OK, &discovery_resources(&defs, &g, &v)))
+            Ok(json_response(
+                StatusCode::OK,
+                &discovery_resources(&defs, &g, &v),
+            ))
         }
         Route::Object {
             group,
@@ -426,6 +477,49 @@ fn handle_inner(
             object_request(shared, parts, &q, t, name, status, body)
         }
     }
+}
+
+/// A minimal OpenAPI v3 document for one group/version: one path per resource with the
+/// PATCH parameters kubectl probes for (`fieldValidation`), no schemas.
+fn openapi_v3(defs: &[Arc<ResourceDef>], group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    for d in defs
+        .iter()
+        .filter(|d| d.group == group && d.serves(version))
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let path = if d.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", d.plural)
+        };
+        let gvk = json!({"group": group, "version": version, "kind": d.kind});
+        let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
+            .iter()
+            .map(|p| json!({"name": p, "in": "query", "schema": {"type": "string"}}))
+            .collect();
+        paths.insert(
+            path,
+            json!({
+                "get": {"operationId": format!("read{}", d.kind), "x-kubernetes-action": "get", "x-kubernetes-group-version-kind": gvk},
+                "patch": {"operationId": format!("patch{}", d.kind), "x-kubernetes-action": "patch",
+                          "x-kubernetes-group-version-kind": gvk, "parameters": params},
+            }),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (kudo simulated cluster)", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
 }
 
 fn content_type(parts: &http::request::Parts) -> &str {
@@ -485,9 +579,20 @@ fn object_request(
             }
             let limit = q.get("limit").and_then(|l| l.parse().ok());
             let page = shared.with_store(|s| {
-                s.list(&t, &labels, &fields, limit, q.get("continue").map(String::as_str))
+                s.list(
+                    &t,
+                    &labels,
+                    &fields,
+                    limit,
+                    q.get("continue").map(String::as_str),
+                )
             })?;
-            ok(&list_value(&t, &page.items, page.resource_version, page.continue_token))
+            ok(&list_value(
+                &t,
+                &page.items,
+                page.resource_version,
+                page.continue_token,
+            ))
         }
         (&Method::GET, Some(n)) => ok(&*shared.with_store(|s| s.get(&t, &n))?),
         (&Method::POST, None) => {
@@ -501,16 +606,20 @@ fn object_request(
             let obj: Value = serde_json::from_slice(&body)
                 .map_err(|e| SimError::BadRequest(format!("invalid JSON body: {e}")))?;
             let manager = manager.unwrap_or_else(|| "unknown".to_string());
-            ok(&*write(shared, dry, |s| s.update(&t, &n, obj, status, &manager))?)
+            ok(&*write(shared, dry, |s| {
+                s.update(&t, &n, obj, status, &manager)
+            })?)
         }
         (&Method::PATCH, Some(n)) => {
             let kind = match content_type(parts) {
                 "application/merge-patch+json" => PatchKind::Merge,
                 "application/strategic-merge-patch+json" => PatchKind::Strategic,
                 "application/json-patch+json" => PatchKind::Json,
-                "application/apply-patch+yaml" | "application/apply-patch+json" => PatchKind::Apply {
-                    force: q.get("force").is_some_and(|f| f == "true"),
-                },
+                "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                    PatchKind::Apply {
+                        force: q.get("force").is_some_and(|f| f == "true"),
+                    }
+                }
                 other => {
                     return Err(SimError::UnsupportedMediaType(format!(
                         "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other})"
@@ -518,8 +627,14 @@ fn object_request(
                 }
             };
             let existed = shared.with_store(|s| s.get(&t, &n).is_ok());
-            let out = write(shared, dry, |s| s.patch(&t, &n, kind, &body, status, manager.as_deref()))?;
-            let code = if existed { StatusCode::OK } else { StatusCode::CREATED };
+            let out = write(shared, dry, |s| {
+                s.patch(&t, &n, kind, &body, status, manager.as_deref())
+            })?;
+            let code = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             Ok(json_response(code, &out))
         }
         (&Method::DELETE, Some(n)) => {
@@ -536,7 +651,9 @@ fn object_request(
         }
         (&Method::DELETE, None) => {
             let opts = delete_options(q, &body)?;
-            let items = write(shared, dry, |s| s.delete_collection(&t, &labels, &fields, &opts))?;
+            let items = write(shared, dry, |s| {
+                s.delete_collection(&t, &labels, &fields, &opts)
+            })?;
             let rv = shared.with_store(|s| s.resource_version());
             ok(&list_value(&t, &items, rv, None))
         }
@@ -555,10 +672,12 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpti
         .get("propagationPolicy")
         .map(String::as_str)
         .or_else(|| b.get("propagationPolicy").and_then(Value::as_str))
-        .or_else(|| match b.get("orphanDependents").and_then(Value::as_bool) {
-            Some(true) => Some("Orphan"),
-            _ => None,
-        });
+        .or_else(
+            || match b.get("orphanDependents").and_then(Value::as_bool) {
+                Some(true) => Some("Orphan"),
+                _ => None,
+            },
+        );
     let propagation = match policy {
         None => None,
         Some("Background") => Some(Propagation::Background),
@@ -683,9 +802,9 @@ fn watch(
                 queued.push_back(event_line("ADDED", obj));
             }
         } else {
-            let rv: u64 = rv_param
-                .parse()
-                .map_err(|_| SimError::BadRequest(format!("invalid resourceVersion {rv_param:?}")))?;
+            let rv: u64 = rv_param.parse().map_err(|_| {
+                SimError::BadRequest(format!("invalid resourceVersion {rv_param:?}"))
+            })?;
             match store.events_since(&t, rv) {
                 Ok(evs) => {
                     for ev in &evs {
@@ -724,7 +843,11 @@ fn watch(
             if st.done {
                 return None;
             }
-            let bookmark_at = if st.bookmarks { st.next_bookmark } else { st.deadline };
+            let bookmark_at = if st.bookmarks {
+                st.next_bookmark
+            } else {
+                st.deadline
+            };
             tokio::select! {
                 ev = st.rx.recv() => match ev {
                     Ok(ev) => {
@@ -800,6 +923,9 @@ mod tests {
                 subresource: Some("status".into())
             })
         );
-        assert_eq!(route("/apis/apps/v1"), Some(Route::Resources("apps".into(), "v1".into())));
+        assert_eq!(
+            route("/apis/apps/v1"),
+            Some(Route::Resources("apps".into(), "v1".into()))
+        );
     }
 }

@@ -167,7 +167,9 @@ fn spec_view(obj: &Value) -> Value {
 
 fn parse_body(body: &[u8]) -> Result<Value, SimError> {
     if body.is_empty() {
-        return Err(SimError::BadRequest("the request body is empty".to_string()));
+        return Err(SimError::BadRequest(
+            "the request body is empty".to_string(),
+        ));
     }
     serde_json::from_slice(body).or_else(|json_err| {
         let text = std::str::from_utf8(body)
@@ -198,9 +200,15 @@ impl Store {
             pending: Vec::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let t = s.target("", "v1", "namespaces", "").expect("builtin namespaces");
-            s.create(&t, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), "kube-apiserver")
-                .expect("bootstrap namespace is valid");
+            let t = s
+                .target("", "v1", "namespaces", "")
+                .expect("builtin namespaces");
+            s.create(
+                &t,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                "kube-apiserver",
+            )
+            .expect("bootstrap namespace is valid");
         }
         s.pending.clear();
         s
@@ -241,12 +249,10 @@ impl Store {
             .defs
             .iter()
             .find(|d| d.group == group && d.serves(version) && d.plural == resource)
-            .ok_or_else(|| {
-                SimError::NotFound {
-                    group: group.to_string(),
-                    resource: resource.to_string(),
-                    name: String::new(),
-                }
+            .ok_or_else(|| SimError::NotFound {
+                group: group.to_string(),
+                resource: resource.to_string(),
+                name: String::new(),
             })?;
         Ok(Target {
             def: def.clone(),
@@ -347,7 +353,13 @@ impl Store {
             .objects
             .get_mut(&t.def.key())
             .and_then(|b| b.remove(&(t.namespace.clone(), name.to_string())));
-        self.record(&t.def.key(), &t.namespace, EventType::Deleted, Arc::new(obj.clone()), prev);
+        self.record(
+            &t.def.key(),
+            &t.namespace,
+            EventType::Deleted,
+            Arc::new(obj.clone()),
+            prev,
+        );
         self.after_removal(t, &obj);
         obj
     }
@@ -380,7 +392,9 @@ impl Store {
     /// Checks the object's apiVersion/kind/namespace against the request and fills them in.
     fn normalize_identity(&self, t: &Target, obj: &mut Value) -> Result<(), SimError> {
         if !obj.is_object() {
-            return Err(SimError::BadRequest("the object is not a JSON object".to_string()));
+            return Err(SimError::BadRequest(
+                "the object is not a JSON object".to_string(),
+            ));
         }
         let api_version = t.api_version();
         match obj.get("apiVersion").and_then(Value::as_str) {
@@ -431,9 +445,9 @@ impl Store {
     ) -> Result<ListPage, SimError> {
         let after: Option<(String, String)> = match continue_token {
             Some(c) if !c.is_empty() => {
-                let (ns, name) = c.split_once('/').ok_or_else(|| {
-                    SimError::BadRequest(format!("invalid continue token {c:?}"))
-                })?;
+                let (ns, name) = c
+                    .split_once('/')
+                    .ok_or_else(|| SimError::BadRequest(format!("invalid continue token {c:?}")))?;
                 Some((ns.to_string(), name.to_string()))
             }
             _ => None,
@@ -455,11 +469,9 @@ impl Store {
                     continue;
                 }
                 if limit.is_some_and(|l| l > 0 && items.len() >= l) {
-                    continue_out = items
-                        .last()
-                        .map(|o: &Arc<Value>| {
-                            format!("{}/{}", meta_str(o, "namespace"), meta_str(o, "name"))
-                        });
+                    continue_out = items.last().map(|o: &Arc<Value>| {
+                        format!("{}/{}", meta_str(o, "namespace"), meta_str(o, "name"))
+                    });
                     break;
                 }
                 items.push(self.present(t, obj));
@@ -494,7 +506,12 @@ impl Store {
             .collect())
     }
 
-    pub fn create(&mut self, t: &Target, mut obj: Value, manager: &str) -> Result<Arc<Value>, SimError> {
+    pub fn create(
+        &mut self,
+        t: &Target,
+        mut obj: Value,
+        manager: &str,
+    ) -> Result<Arc<Value>, SimError> {
         self.normalize_identity(t, &mut obj)?;
         self.check_namespace(t, true)?;
         let mut name = meta_str(&obj, "name").to_string();
@@ -521,7 +538,12 @@ impl Store {
         let uid = self.next_uid();
         {
             let meta = meta_mut(&mut obj);
-            for k in ["resourceVersion", "deletionTimestamp", "managedFields", "selfLink"] {
+            for k in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "managedFields",
+                "selfLink",
+            ] {
                 meta.shift_remove(k);
             }
             meta.insert("uid".to_string(), json!(uid));
@@ -532,7 +554,15 @@ impl Store {
         }
         let mut obj = admit(&t.def, &t.version, obj, &uid)?;
         self.allocate(t, &mut obj, None);
-        managed::track_update(None, &mut obj, manager, &t.api_version(), &now(), scope_of(t, false), !t.def.custom);
+        managed::track_update(
+            None,
+            &mut obj,
+            manager,
+            &t.api_version(),
+            &now(),
+            scope_of(t, false),
+            !t.def.custom,
+        );
         tidy_metadata(&mut obj);
         let stored = self.store(t, &name, obj, EventType::Added);
         self.after_write(t, &stored);
@@ -542,7 +572,10 @@ impl Store {
     /// Server-assigned fields (a Service's clusterIP), kept across updates.
     fn allocate(&mut self, t: &Target, obj: &mut Value, old: Option<&Value>) {
         if t.def.group.is_empty() && t.def.kind == "Service" {
-            let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+            let ty = obj
+                .pointer("/spec/type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP");
             if ty == "ExternalName" {
                 return;
             }
@@ -769,14 +802,25 @@ impl Store {
         let mut new = admit(&t.def, &t.version, new, &uid)?;
         self.allocate(t, &mut new, Some(old));
         if let Some(m) = manager {
-            managed::track_update(Some(old), &mut new, m, &t.api_version(), &now(), scope_of(t, status), !t.def.custom);
+            managed::track_update(
+                Some(old),
+                &mut new,
+                m,
+                &t.api_version(),
+                &now(),
+                scope_of(t, status),
+                !t.def.custom,
+            );
         }
         tidy_metadata(&mut new);
         if new == **old {
             return Ok(self.present(t, old));
         }
         if t.def.generation && spec_view(&new) != spec_view(old) {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             meta_mut(&mut new).insert("generation".to_string(), json!(g + 1));
         }
         let deleting = !meta_str(&new, "deletionTimestamp").is_empty();
@@ -804,15 +848,16 @@ impl Store {
         let established = obj
             .pointer("/status/conditions")
             .and_then(Value::as_array)
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            });
         let accepted = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
         if established && obj.pointer("/status/acceptedNames") == Some(&accepted) {
             return;
         }
         let ts = now();
-        let cond = |ty: &str, reason: &str, msg: &str| {
-            json!({"type": ty, "status": "True", "lastTransitionTime": ts, "reason": reason, "message": msg})
-        };
+        let cond = |ty: &str, reason: &str, msg: &str| json!({"type": ty, "status": "True", "lastTransitionTime": ts, "reason": reason, "message": msg});
         let stored_versions: Vec<Value> = obj
             .pointer("/spec/versions")
             .and_then(Value::as_array)
@@ -846,7 +891,10 @@ impl Store {
             let _ = self.delete(&dt, &name, &DeleteOptions::default());
         }
         // Owners waiting in foreground deletion for this dependent.
-        if let Some(refs) = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array) {
+        if let Some(refs) = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+        {
             let owner_uids: Vec<String> = refs
                 .iter()
                 .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_string))
@@ -865,7 +913,10 @@ impl Store {
                 .map(|b| b.keys().cloned().collect())
                 .unwrap_or_default();
             for (ns, name) in objs {
-                if let Some(o) = self.objects.get_mut(&key).and_then(|b| b.remove(&(ns.clone(), name)))
+                if let Some(o) = self
+                    .objects
+                    .get_mut(&key)
+                    .and_then(|b| b.remove(&(ns.clone(), name)))
                 {
                     let rv = self.bump();
                     let mut o = (*o).clone();
@@ -934,9 +985,12 @@ impl Store {
 
     fn finish_foreground(&mut self, owner_uid: &str) {
         let found = self.find_by_uid(owner_uid);
-        let Some((t, name, owner)) = found else { return };
+        let Some((t, name, owner)) = found else {
+            return;
+        };
         let mut fins = finalizers(&owner);
-        if !fins.iter().any(|f| f == "foregroundDeletion") || !self.dependents(owner_uid).is_empty() {
+        if !fins.iter().any(|f| f == "foregroundDeletion") || !self.dependents(owner_uid).is_empty()
+        {
             return;
         }
         fins.retain(|f| f != "foregroundDeletion");
@@ -951,8 +1005,12 @@ impl Store {
     }
 
     fn finish_namespace(&mut self, ns: &str) {
-        let Ok(nt) = self.target("", "v1", "namespaces", "") else { return };
-        let Some(nso) = self.lookup(&nt, ns) else { return };
+        let Ok(nt) = self.target("", "v1", "namespaces", "") else {
+            return;
+        };
+        let Some(nso) = self.lookup(&nt, ns) else {
+            return;
+        };
         if meta_str(&nso, "deletionTimestamp").is_empty() {
             return;
         }
@@ -968,9 +1026,18 @@ impl Store {
     }
 
     /// DELETE: finalizers honoured, dependents collected per propagation policy.
-    pub fn delete(&mut self, t: &Target, name: &str, opts: &DeleteOptions) -> Result<Deleted, SimError> {
+    pub fn delete(
+        &mut self,
+        t: &Target,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, SimError> {
         let old = self.lookup(t, name).ok_or_else(|| t.not_found(name))?;
-        if opts.precondition_uid.as_deref().is_some_and(|u| u != meta_str(&old, "uid")) {
+        if opts
+            .precondition_uid
+            .as_deref()
+            .is_some_and(|u| u != meta_str(&old, "uid"))
+        {
             return Err(SimError::Conflict {
                 group: t.def.group.clone(),
                 resource: t.def.plural.clone(),
@@ -1013,7 +1080,8 @@ impl Store {
         }
         let mut fins = finalizers(&old);
         let is_ns = t.def.key() == "/namespaces";
-        let foreground = propagation == Propagation::Foreground && !self.dependents(&uid).is_empty();
+        let foreground =
+            propagation == Propagation::Foreground && !self.dependents(&uid).is_empty();
         if foreground {
             fins.push("foregroundDeletion".to_string());
         }
@@ -1066,10 +1134,14 @@ impl Store {
             self.finish_namespace(name);
         } else if foreground {
             for (dt, dname) in self.dependents(&uid) {
-                let _ = self.delete(&dt, &dname, &DeleteOptions {
-                    propagation: Some(Propagation::Foreground),
-                    ..Default::default()
-                });
+                let _ = self.delete(
+                    &dt,
+                    &dname,
+                    &DeleteOptions {
+                        propagation: Some(Propagation::Foreground),
+                        ..Default::default()
+                    },
+                );
             }
             self.finish_foreground(&uid);
         }
@@ -1135,17 +1207,49 @@ mod tests {
     fn apply_twice_is_a_noop_and_spec_change_bumps_generation() {
         let mut s = Store::default();
         let t = s.target("apps", "v1", "deployments", "default").expect("t");
-        let a = s.patch(&t, "web", PatchKind::Apply { force: true }, &deploy(1), false, Some("kudo")).expect("apply");
-        let b = s.patch(&t, "web", PatchKind::Apply { force: true }, &deploy(1), false, Some("kudo")).expect("apply");
-        assert_eq!(a["metadata"]["resourceVersion"], b["metadata"]["resourceVersion"]);
+        let a = s
+            .patch(
+                &t,
+                "web",
+                PatchKind::Apply { force: true },
+                &deploy(1),
+                false,
+                Some("kudo"),
+            )
+            .expect("apply");
+        let b = s
+            .patch(
+                &t,
+                "web",
+                PatchKind::Apply { force: true },
+                &deploy(1),
+                false,
+                Some("kudo"),
+            )
+            .expect("apply");
+        assert_eq!(
+            a["metadata"]["resourceVersion"],
+            b["metadata"]["resourceVersion"]
+        );
         assert_eq!(b["metadata"]["generation"], 1);
-        let c = s.patch(&t, "web", PatchKind::Apply { force: true }, &deploy(2), false, Some("kudo")).expect("apply");
+        let c = s
+            .patch(
+                &t,
+                "web",
+                PatchKind::Apply { force: true },
+                &deploy(2),
+                false,
+                Some("kudo"),
+            )
+            .expect("apply");
         assert_eq!(c["metadata"]["generation"], 2);
         assert_eq!(c["spec"]["replicas"], 2);
         // Status writes do not bump generation and the main resource ignores status.
         let mut st = (*c).clone();
         st["status"] = json!({"replicas": 2});
-        let d = s.update(&t, "web", st.clone(), true, "ctrl").expect("status");
+        let d = s
+            .update(&t, "web", st.clone(), true, "ctrl")
+            .expect("status");
         assert_eq!(d["metadata"]["generation"], 2);
         assert_eq!(d["status"]["replicas"], 2);
         st["status"] = json!({"replicas": 9});
@@ -1165,7 +1269,11 @@ mod tests {
         v1["data"]["k"] = json!("v2");
         let err = s.update(&t, "a", v1, false, "m").expect_err("stale");
         assert_eq!(err.code(), 409);
-        assert!(err.to_string().contains("configmaps \"a\": the object has been modified"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("configmaps \"a\": the object has been modified"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1180,10 +1288,17 @@ mod tests {
         fin["metadata"]["finalizers"] = json!(["x/y"]);
         s.create(&t, fin, "m").expect("fin");
 
-        assert!(matches!(s.delete(&t, "owner", &DeleteOptions::default()), Ok(Deleted::Gone(_))));
+        assert!(matches!(
+            s.delete(&t, "owner", &DeleteOptions::default()),
+            Ok(Deleted::Gone(_))
+        ));
         assert!(s.get(&t, "dep").is_err(), "dependent collected");
-        let pending = s.delete(&t, "fin", &DeleteOptions::default()).expect("delete");
-        let Deleted::Pending(p) = pending else { panic!("finalizer must hold") };
+        let pending = s
+            .delete(&t, "fin", &DeleteOptions::default())
+            .expect("delete");
+        let Deleted::Pending(p) = pending else {
+            panic!("finalizer must hold")
+        };
         assert!(p["metadata"]["deletionTimestamp"].is_string());
         let mut cleared = p.clone();
         cleared["metadata"]["finalizers"] = json!([]);
@@ -1211,7 +1326,14 @@ mod tests {
     #[test]
     fn crd_becomes_established_and_serves_its_kind() {
         let mut s = Store::default();
-        let t = s.target("apiextensions.k8s.io", "v1", "customresourcedefinitions", "").expect("t");
+        let t = s
+            .target(
+                "apiextensions.k8s.io",
+                "v1",
+                "customresourcedefinitions",
+                "",
+            )
+            .expect("t");
         let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": {"name": "widgets.example.com"},
             "spec": {"group": "example.com", "scope": "Namespaced",
@@ -1222,9 +1344,12 @@ mod tests {
         s.create(&t, crd, "m").expect("crd");
         let got = s.get(&t, "widgets.example.com").expect("get");
         assert_eq!(got["status"]["conditions"][1]["type"], "Established");
-        let wt = s.target("example.com", "v1", "widgets", "default").expect("served");
+        let wt = s
+            .target("example.com", "v1", "widgets", "default")
+            .expect("served");
         assert!(wt.def.status);
-        s.delete(&t, "widgets.example.com", &DeleteOptions::default()).expect("delete");
+        s.delete(&t, "widgets.example.com", &DeleteOptions::default())
+            .expect("delete");
         assert!(s.target("example.com", "v1", "widgets", "default").is_err());
     }
 }

@@ -285,7 +285,11 @@ fn validate_metadata(def: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
         Some(n) => {
             let label_only = matches!(def.kind.as_str(), "Namespace" | "Service") && !def.custom;
             if label_only && !is_dns_label(n) {
-                causes.push(Cause::invalid("metadata.name", &json!(n), DNS1123_LABEL_MSG));
+                causes.push(Cause::invalid(
+                    "metadata.name",
+                    &json!(n),
+                    DNS1123_LABEL_MSG,
+                ));
             } else if !label_only && !is_dns_subdomain(n) {
                 causes.push(Cause::invalid(
                     "metadata.name",
@@ -332,12 +336,17 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, job: bool, causes: &mut V
                 let p = format!("{path}.containers[{i}]");
                 match c.get("name").and_then(Value::as_str) {
                     None | Some("") => causes.push(Cause::required(format!("{p}.name"))),
-                    Some(n) if !is_dns_label(n) => {
-                        causes.push(Cause::invalid(format!("{p}.name"), &json!(n), DNS1123_LABEL_MSG))
-                    }
+                    Some(n) if !is_dns_label(n) => causes.push(Cause::invalid(
+                        format!("{p}.name"),
+                        &json!(n),
+                        DNS1123_LABEL_MSG,
+                    )),
                     _ => {}
                 }
-                if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     causes.push(Cause::required(format!("{p}.image")));
                 }
             }
@@ -352,11 +361,9 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, job: bool, causes: &mut V
                     message: "Required value: valid values: \"OnFailure\", \"Never\"".to_string(),
                     field: format!("{path}.restartPolicy"),
                 },
-                Some(v) => Cause::unsupported(
-                    format!("{path}.restartPolicy"),
-                    v,
-                    &["OnFailure", "Never"],
-                ),
+                Some(v) => {
+                    Cause::unsupported(format!("{path}.restartPolicy"), v, &["OnFailure", "Never"])
+                }
             });
         }
     }
@@ -637,7 +644,8 @@ fn check_schema(v: &mut Value, schema: &Value, path: &str, causes: &mut Vec<Caus
                         }
                     }
                     None if preserve || additional == Some(&json!(true)) => {}
-                    None if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") => {}
+                    None if path.is_empty()
+                        && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") => {}
                     None => {
                         m.shift_remove(&k);
                     }
@@ -738,7 +746,10 @@ mod tests {
             fields,
             ["spec.selector", "spec.template.spec.containers[0].image"]
         );
-        assert!(err.to_string().starts_with("Deployment.apps \"web\" is invalid: ["));
+        assert!(
+            err.to_string()
+                .starts_with("Deployment.apps \"web\" is invalid: [")
+        );
     }
 
     #[test]
@@ -751,7 +762,11 @@ mod tests {
         )
         .expect_err("invalid");
         assert_eq!(err.code(), 422);
-        assert!(err.to_string().contains("metadata.name: Invalid value: \"Bad_Name\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("metadata.name: Invalid value: \"Bad_Name\""),
+            "{err}"
+        );
         let err = admit(
             &def("Deployment"),
             "v1",
@@ -775,7 +790,9 @@ mod tests {
         assert_eq!(ok["spec"], json!({"size": 1}), "unknown field pruned");
         let err = admit(&def, "v1", json!({"apiVersion": "e.x/v1", "kind": "W", "metadata": {"name": "w"}, "spec": {"mode": "c"}}), "u")
             .expect_err("invalid");
-        let SimError::Invalid { causes, .. } = &err else { panic!("{err:?}") };
+        let SimError::Invalid { causes, .. } = &err else {
+            panic!("{err:?}")
+        };
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["spec.size", "spec.mode"]);
     }
