@@ -5,4 +5,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
+pub mod engine;
+pub mod kuttl;
 pub mod sim;

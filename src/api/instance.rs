@@ -44,6 +44,7 @@ pub struct PlanExecution {
     #[serde(default, skip_serializing_if = "is_default")]
     pub uid: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "execution_status_schema")]
     pub status: Option<ExecutionStatus>,
 }
 
@@ -63,6 +64,7 @@ pub struct PlanStatus {
     #[serde(default, skip_serializing_if = "is_default")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "execution_status_schema")]
     pub status: Option<ExecutionStatus>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub message: String,
@@ -79,6 +81,7 @@ pub struct PhaseStatus {
     #[serde(default, skip_serializing_if = "is_default")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "execution_status_schema")]
     pub status: Option<ExecutionStatus>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub message: String,
@@ -91,9 +94,19 @@ pub struct StepStatus {
     #[serde(default, skip_serializing_if = "is_default")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "execution_status_schema")]
     pub status: Option<ExecutionStatus>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub message: String,
+}
+
+/// A plain string enum: the derived schema of `Option<ExecutionStatus>` lists `null` among
+/// the enum values, which Kubernetes 1.20's CRD validation rejects.
+fn execution_status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["NEVER_RUN", "PENDING", "IN_PROGRESS", "COMPLETE", "ERROR", "FATAL_ERROR"]
+    })
 }
 
 /// KUDO's execution states. `ERROR` is transient (retried); `FATAL_ERROR` is terminal.

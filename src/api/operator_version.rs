@@ -168,6 +168,16 @@ pub struct PipeSpec {
     pub key: String,
 }
 
+/// A plain string enum: the derived schema of `Option<Ordering>` lists `null` among the enum
+/// values, which Kubernetes 1.20's CRD validation rejects.
+fn ordering_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "serial (the default: each child starts when the previous is COMPLETE) or parallel",
+        "type": "string",
+        "enum": ["serial", "parallel"]
+    })
+}
+
 /// How the children of a plan or phase are ordered.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -180,6 +190,7 @@ pub enum Ordering {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "ordering_schema")]
     pub strategy: Option<Ordering>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub phases: Vec<Phase>,
@@ -190,6 +201,7 @@ pub struct Phase {
     #[serde(default, skip_serializing_if = "is_default")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "ordering_schema")]
     pub strategy: Option<Ordering>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub steps: Vec<Step>,

@@ -1,0 +1,13 @@
+//! The universal plan engine, as pure logic: which plan runs ([`trigger`]), how a pass over
+//! an active plan advances its status tree ([`workflow`]), the tree itself ([`status`]) and
+//! retry timing ([`backoff`]). Cluster I/O enters only through [`workflow::TaskRunner`].
+
+pub mod backoff;
+pub mod objects;
+pub mod status;
+pub mod tasks;
+pub mod trigger;
+pub mod workflow;
+
+#[cfg(test)]
+mod tests;

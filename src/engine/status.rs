@@ -1,0 +1,101 @@
+//! The plan status tree: creation on a new trigger, lookups and roll-up.
+
+use crate::api::{ExecutionStatus, PhaseStatus, Plan, PlanStatus, StepStatus};
+
+/// A fresh status tree for a newly triggered plan: everything `PENDING` under the new uid.
+/// A new uid always resets the tree; nothing of a previous run survives.
+pub fn new_plan_status(plan_name: &str, plan: &Plan, uid: &str) -> PlanStatus {
+    PlanStatus {
+        name: plan_name.to_string(),
+        status: Some(ExecutionStatus::Pending),
+        message: String::new(),
+        last_updated_timestamp: None,
+        uid: uid.to_string(),
+        phases: plan
+            .phases
+            .iter()
+            .map(|phase| PhaseStatus {
+                name: phase.name.clone(),
+                status: Some(ExecutionStatus::Pending),
+                message: String::new(),
+                steps: phase
+                    .steps
+                    .iter()
+                    .map(|step| StepStatus {
+                        name: step.name.clone(),
+                        status: Some(ExecutionStatus::Pending),
+                        message: String::new(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// A status tree for a plan that has never run (shown by `kudo plan status`).
+pub fn never_run_status(plan_name: &str, plan: &Plan) -> PlanStatus {
+    let mut status = new_plan_status(plan_name, plan, "");
+    status.status = Some(ExecutionStatus::NeverRun);
+    for phase in &mut status.phases {
+        phase.status = Some(ExecutionStatus::NeverRun);
+        for step in &mut phase.steps {
+            step.status = Some(ExecutionStatus::NeverRun);
+        }
+    }
+    status
+}
+
+/// The status of a phase or step that is done and must never run again in this plan run.
+pub fn is_finished(status: Option<ExecutionStatus>) -> bool {
+    matches!(
+        status,
+        Some(ExecutionStatus::Complete) | Some(ExecutionStatus::FatalError)
+    )
+}
+
+/// Brings an existing tree in line with the plan's shape (a phase or step missing from the
+/// status, e.g. after a status was written by an older version, is added as `PENDING`),
+/// keeping every recorded state.
+pub fn align(status: &mut PlanStatus, plan: &Plan) {
+    let fresh = new_plan_status(&status.name, plan, &status.uid);
+    let mut phases = Vec::with_capacity(fresh.phases.len());
+    for fresh_phase in fresh.phases {
+        let mut phase = status
+            .phases
+            .iter()
+            .find(|p| p.name == fresh_phase.name)
+            .cloned()
+            .unwrap_or_else(|| fresh_phase.clone());
+        let steps = fresh_phase
+            .steps
+            .into_iter()
+            .map(|fresh_step| {
+                phase
+                    .steps
+                    .iter()
+                    .find(|s| s.name == fresh_step.name)
+                    .cloned()
+                    .unwrap_or(fresh_step)
+            })
+            .collect();
+        phase.steps = steps;
+        phases.push(phase);
+    }
+    status.phases = phases;
+}
+
+/// The plan that is currently running on an instance, if any: the one with a non-terminal
+/// status (there is at most one; ties go to the most recently updated).
+pub fn active_plan(
+    statuses: &std::collections::BTreeMap<String, PlanStatus>,
+) -> Option<&PlanStatus> {
+    statuses
+        .values()
+        .filter(|p| p.status.is_some_and(ExecutionStatus::is_running))
+        .max_by(|a, b| {
+            a.last_updated_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.last_updated_timestamp.as_ref().map(|t| t.0))
+        })
+}
