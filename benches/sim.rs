@@ -25,7 +25,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -40,26 +43,44 @@ fn live() -> isize {
 /// 50 objects shaped like what a kudo operator renders: 10 each of Deployment, Service,
 /// ConfigMap, Secret, and 5 each of StatefulSet and Job, labelled as kudo labels them.
 fn fifty_objects() -> Vec<(&'static str, &'static str, &'static str, Value)> {
-    let labels = json!({"heritage": "kudo", "kudo.dev/operator": "zookeeper", "kudo.dev/instance": "zk"});
-    let pod = |n: &str| json!({"metadata": {"labels": {"app": n, "heritage": "kudo"}},
+    let labels =
+        json!({"heritage": "kudo", "kudo.dev/operator": "zookeeper", "kudo.dev/instance": "zk"});
+    let pod = |n: &str| {
+        json!({"metadata": {"labels": {"app": n, "heritage": "kudo"}},
         "spec": {"containers": [{"name": "main", "image": "zookeeper:3.9",
             "ports": [{"containerPort": 2181}, {"containerPort": 2888}],
             "env": [{"name": "ZOO_MY_ID", "value": "1"}, {"name": "ZOO_SERVERS", "value": "a,b,c"}],
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}]}});
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}]}})
+    };
     let mut out = Vec::new();
     for i in 0..10 {
         let n = format!("app-{i}");
-        out.push(("apps", "v1", "deployments", json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        out.push((
+            "apps",
+            "v1",
+            "deployments",
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": n, "labels": labels, "annotations": {"kudo.dev/plan": "deploy"}},
-            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": n}}, "template": pod(&n)}})));
-        out.push(("", "v1", "services", json!({"apiVersion": "v1", "kind": "Service",
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": n}}, "template": pod(&n)}}),
+        ));
+        out.push((
+            "",
+            "v1",
+            "services",
+            json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": n, "labels": labels},
-            "spec": {"selector": {"app": n}, "ports": [{"name": "client", "port": 2181}]}})));
+            "spec": {"selector": {"app": n}, "ports": [{"name": "client", "port": 2181}]}}),
+        ));
         out.push(("", "v1", "configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": n, "labels": labels},
             "data": {"zoo.cfg": "tickTime=2000\ndataDir=/data\nclientPort=2181\ninitLimit=5\nsyncLimit=2\n"}})));
-        out.push(("", "v1", "secrets", json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": n, "labels": labels}, "stringData": {"password": "s3cr3t-value"}})));
+        out.push((
+            "",
+            "v1",
+            "secrets",
+            json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": n, "labels": labels}, "stringData": {"password": "s3cr3t-value"}}),
+        ));
     }
     for i in 0..5 {
         let n = format!("db-{i}");
@@ -79,8 +100,15 @@ fn populate(c: &SimCluster) {
             let t = s.target(g, v, plural, "default").expect("builtin kind");
             let name = obj["metadata"]["name"].as_str().expect("name").to_string();
             let body = serde_json::to_vec(&obj).expect("json");
-            s.patch(&t, &name, kudo::sim::store::PatchKind::Apply { force: true }, &body, false, Some("kudo"))
-                .expect("apply");
+            s.patch(
+                &t,
+                &name,
+                kudo::sim::store::PatchKind::Apply { force: true },
+                &body,
+                false,
+                Some("kudo"),
+            )
+            .expect("apply");
         }
     });
 }
@@ -129,7 +157,10 @@ where
         total += t.await.expect("bench task");
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("throughput: {label:<44} {:>8.0} req/s ({total} requests, {concurrency} concurrent)", total as f64 / secs);
+    println!(
+        "throughput: {label:<44} {:>8.0} req/s ({total} requests, {concurrency} concurrent)",
+        total as f64 / secs
+    );
 }
 
 async fn throughput() {
@@ -148,12 +179,19 @@ async fn throughput() {
         })
         .await;
         let a = cms.clone();
-        rate("LIST configmaps by label (10 items)", conc, dur, move |_| {
-            let a = a.clone();
-            async move {
-                a.list(&ListParams::default().labels("heritage=kudo")).await.expect("list");
-            }
-        })
+        rate(
+            "LIST configmaps by label (10 items)",
+            conc,
+            dur,
+            move |_| {
+                let a = a.clone();
+                async move {
+                    a.list(&ListParams::default().labels("heritage=kudo"))
+                        .await
+                        .expect("list");
+                }
+            },
+        )
         .await;
         let a = cms.clone();
         rate("SSA configmap, no-op re-apply", conc, dur, move |_| {

@@ -39,6 +39,11 @@ impl Pe {
 }
 
 pub type Path = Vec<Pe>;
+
+/// The `v:` spelling of a set-list item.
+fn value_key(v: &Value) -> String {
+    v.to_string()
+}
 pub type FieldSet = BTreeSet<Path>;
 
 /// Human-readable path as the API server prints it in conflicts: `.spec.containers[name="x"].image`.
@@ -131,7 +136,7 @@ fn last_field(path: &[Pe]) -> &str {
 }
 
 /// The leaf paths (and list-item paths) of `v`, with their values.
-pub fn leaves<'a>(v: &'a Value, builtin: bool) -> BTreeMap<Path, &'a Value> {
+pub fn leaves(v: &Value, builtin: bool) -> BTreeMap<Path, &Value> {
     let mut out = BTreeMap::new();
     walk(v, &mut Vec::new(), builtin, &mut out);
     out
@@ -195,7 +200,7 @@ pub fn get_at<'a>(v: &'a Value, path: &[Pe], builtin: bool) -> Option<&'a Value>
                     .iter()
                     .find(|i| item_key(i, &keys).as_deref() == Some(k))?
             }
-            (Pe::Value(s), Value::Array(items)) => items.iter().find(|i| i.to_string() == *s)?,
+            (Pe::Value(s), Value::Array(items)) => items.iter().find(|i| value_key(i) == *s)?,
             (Pe::Index(i), Value::Array(items)) => items.get(*i)?,
             _ => return None,
         };
@@ -221,7 +226,7 @@ fn remove_at(v: &mut Value, path: &[Pe], builtin: bool) {
                 items.retain(|i| item_key(i, &keys).as_deref() != Some(k));
             }
         }
-        (Pe::Value(s), Value::Array(items)) => items.retain(|i| i.to_string() != *s),
+        (Pe::Value(s), Value::Array(items)) => items.retain(|i| value_key(i) != *s),
         (Pe::Index(i), Value::Array(items)) if *i < items.len() => {
             items.remove(*i);
         }
@@ -246,9 +251,7 @@ fn get_at_mut<'a>(v: &'a mut Value, path: &[Pe], builtin: bool) -> Option<&'a mu
                     .iter_mut()
                     .find(|i| item_key(i, &keys).as_deref() == Some(k))?
             }
-            (Pe::Value(s), Value::Array(items)) => {
-                items.iter_mut().find(|i| i.to_string() == *s)?
-            }
+            (Pe::Value(s), Value::Array(items)) => items.iter_mut().find(|i| value_key(i) == *s)?,
             (Pe::Index(i), Value::Array(items)) => items.get_mut(*i)?,
             _ => return None,
         };

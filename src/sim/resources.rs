@@ -97,6 +97,7 @@ struct Builtin {
     short: &'static [&'static str],
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn b(
     group: &'static str,
     version: &'static str,

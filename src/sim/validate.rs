@@ -314,7 +314,7 @@ fn validate_metadata(def: &ResourceDef, obj: &Value, causes: &mut Vec<Cause>) {
                 }
                 if value_rule && !v.as_str().is_some_and(is_label_value) {
                     causes.push(Cause::invalid(
-                        format!("metadata.labels"),
+                        "metadata.labels".to_string(),
                         v,
                         "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
                     ));
@@ -524,7 +524,7 @@ fn validate_crd(obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::invalid(
             "metadata.name",
             &json!(name),
-            format!("must be spec.names.plural+\".\"+spec.group"),
+            "must be spec.names.plural+\".\"+spec.group",
         ));
     }
     if !matches!(s("/spec/scope"), "Namespaced" | "Cluster") {
