@@ -125,13 +125,48 @@ fn memory() {
     }
     let full_cost = (live() - before) as f64 / N as f64;
     let objects = full[0].with_store(|s| s.len());
+    let json_bytes: usize = full[0].with_store(|s| {
+        s.resources()
+            .to_vec()
+            .iter()
+            .filter_map(|d| s.target(&d.group, &d.versions[0], &d.plural, "").ok())
+            .filter_map(|t| s.list(&t, &Default::default(), &Default::default(), None, None).ok())
+            .flat_map(|p| p.items)
+            .map(|o| o.to_string().len())
+            .sum()
+    });
+    println!("memory: the stored objects serialize to {:.1} KiB of JSON", json_bytes as f64 / 1024.0);
     println!(
         "memory: empty simulated cluster {:.1} KiB; with 50 applied objects ({objects} stored incl. namespaces) {:.1} KiB per cluster (mean of {N}, heap bytes live)",
         empty_cost / 1024.0,
         full_cost / 1024.0
     );
+    // Steady state: 300 status writes later the watch history (128 events) is full of old
+    // object versions.
+    let before = live();
+    let busy: Vec<SimCluster> = (0..N).map(|i| SimCluster::new(&format!("b{i}"))).collect();
+    for c in &busy {
+        populate(c);
+        c.with_store(|s| {
+            let t = s.target("apps", "v1", "deployments", "default").expect("deployments");
+            for n in 0..300 {
+                let name = format!("app-{}", n % 10);
+                let body = serde_json::to_vec(&json!({"status": {"observedGeneration": 1, "replicas": 3,
+                    "readyReplicas": n % 4, "availableReplicas": n % 4}}))
+                .expect("json");
+                s.patch(&t, &name, kudo::sim::store::PatchKind::Merge, &body, true, Some("sim"))
+                    .expect("status write");
+            }
+        });
+    }
+    let busy_cost = (live() - before) as f64 / N as f64;
+    println!(
+        "memory: same cluster after 300 status writes (watch history full) {:.1} KiB per cluster",
+        busy_cost / 1024.0
+    );
     drop(empty);
     drop(full);
+    drop(busy);
 }
 
 async fn rate<F, Fut>(label: &str, concurrency: usize, dur: Duration, f: F)

@@ -104,7 +104,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            history_events: 500,
+            history_events: 128,
             bookmark_interval: Duration::from_secs(5),
         }
     }
@@ -122,7 +122,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(name: &str, config: ApiConfig) -> Shared {
-        let (events, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(256);
         Shared {
             name: name.to_string(),
             store: Mutex::new(Store::new(config.history_events)),
@@ -734,8 +734,14 @@ impl WatchState {
         {
             return None;
         }
-        let now_matches = self.matches(&ev.object);
-        let was = ev.prev.as_ref().is_some_and(|p| self.matches(p));
+        let mut obj: Value = serde_json::from_str(&ev.object).ok()?;
+        let now_matches = self.matches(&obj);
+        let selective = !self.labels.is_empty() || !self.fields.is_empty();
+        let was = match &ev.prev {
+            None => false,
+            Some(_) if !selective => true,
+            Some(p) => serde_json::from_str::<Value>(p).is_ok_and(|p| self.matches(&p)),
+        };
         let ty = match (ev.kind, was, now_matches) {
             (EventType::Deleted, _, true) => "DELETED",
             (EventType::Added, _, true) => "ADDED",
@@ -744,7 +750,6 @@ impl WatchState {
             (EventType::Modified, true, false) => "DELETED",
             _ => return None,
         };
-        let mut obj = (*ev.object).clone();
         obj["apiVersion"] = json!(self.target.def.api_version(&self.target.version));
         Some(event_line(ty, &obj))
     }
