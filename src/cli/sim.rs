@@ -115,3 +115,40 @@ pub async fn run(args: Args) -> CliResult {
     drop(servers);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn zero_clusters_is_refused_with_the_flag_named() {
+        let args = Args {
+            clusters: 0,
+            listen: "127.0.0.1".parse().expect("ip"),
+            kubeconfig: None,
+            ready_delay_ms: 1,
+            job_duration_ms: 1,
+            no_workloads: true,
+        };
+        let err = run(args).await.expect_err("refused");
+        assert_eq!(err.to_string(), "--clusters must be at least 1");
+    }
+
+    #[tokio::test]
+    async fn unwritable_kubeconfig_names_the_path() {
+        let args = Args {
+            clusters: 1,
+            listen: "127.0.0.1".parse().expect("ip"),
+            kubeconfig: Some(PathBuf::from("/proc/kudo-sim-cannot-write/kubeconfig")),
+            ready_delay_ms: 1,
+            job_duration_ms: 1,
+            no_workloads: true,
+        };
+        let err = run(args).await.expect_err("refused");
+        assert!(
+            err.to_string()
+                .starts_with("cannot write kubeconfig /proc/kudo-sim-cannot-write/kubeconfig"),
+            "{err}"
+        );
+    }
+}
