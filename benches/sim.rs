@@ -130,12 +130,18 @@ fn memory() {
             .to_vec()
             .iter()
             .filter_map(|d| s.target(&d.group, &d.versions[0], &d.plural, "").ok())
-            .filter_map(|t| s.list(&t, &Default::default(), &Default::default(), None, None).ok())
+            .filter_map(|t| {
+                s.list(&t, &Default::default(), &Default::default(), None, None)
+                    .ok()
+            })
             .flat_map(|p| p.items)
             .map(|o| o.to_string().len())
             .sum()
     });
-    println!("memory: the stored objects serialize to {:.1} KiB of JSON", json_bytes as f64 / 1024.0);
+    println!(
+        "memory: the stored objects serialize to {:.1} KiB of JSON",
+        json_bytes as f64 / 1024.0
+    );
     println!(
         "memory: empty simulated cluster {:.1} KiB; with 50 applied objects ({objects} stored incl. namespaces) {:.1} KiB per cluster (mean of {N}, heap bytes live)",
         empty_cost / 1024.0,
@@ -148,14 +154,24 @@ fn memory() {
     for c in &busy {
         populate(c);
         c.with_store(|s| {
-            let t = s.target("apps", "v1", "deployments", "default").expect("deployments");
+            let t = s
+                .target("apps", "v1", "deployments", "default")
+                .expect("deployments");
             for n in 0..300 {
                 let name = format!("app-{}", n % 10);
-                let body = serde_json::to_vec(&json!({"status": {"observedGeneration": 1, "replicas": 3,
+                let body =
+                    serde_json::to_vec(&json!({"status": {"observedGeneration": 1, "replicas": 3,
                     "readyReplicas": n % 4, "availableReplicas": n % 4}}))
-                .expect("json");
-                s.patch(&t, &name, kudo::sim::store::PatchKind::Merge, &body, true, Some("sim"))
-                    .expect("status write");
+                    .expect("json");
+                s.patch(
+                    &t,
+                    &name,
+                    kudo::sim::store::PatchKind::Merge,
+                    &body,
+                    true,
+                    Some("sim"),
+                )
+                .expect("status write");
             }
         });
     }

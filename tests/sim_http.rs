@@ -33,7 +33,10 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn kube_client_over_loopback_http() {
     let sim = SimCluster::new("http");
-    let server = sim.serve_http("127.0.0.1:0".parse().expect("addr")).await.expect("serve");
+    let server = sim
+        .serve_http("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve");
     let dir = temp_dir("http");
     let path = dir.join("kubeconfig");
     std::fs::write(&path, kubeconfig(&[("http".to_string(), server.url())])).expect("write");
@@ -48,7 +51,10 @@ async fn kube_client_over_loopback_http() {
         .into_iter()
         .filter_map(|n| n.metadata.name)
         .collect();
-    assert_eq!(names, ["default", "kube-node-lease", "kube-public", "kube-system"]);
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
 
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let d: Deployment = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -63,8 +69,14 @@ async fn kube_client_over_loopback_http() {
     assert_eq!(live.spec.and_then(|s| s.replicas), Some(1), "defaulted");
 
     sim.faults().set_partitioned(true);
-    let err = nss.list(&ListParams::default()).await.expect_err("partitioned");
-    assert!(!matches!(err, kube::Error::Api(_)), "no HTTP answer while partitioned: {err:?}");
+    let err = nss
+        .list(&ListParams::default())
+        .await
+        .expect_err("partitioned");
+    assert!(
+        !matches!(err, kube::Error::Api(_)),
+        "no HTTP answer while partitioned: {err:?}"
+    );
     sim.faults().set_partitioned(false);
     nss.list(&ListParams::default()).await.expect("healed");
     std::fs::remove_dir_all(&dir).ok();
@@ -81,15 +93,26 @@ async fn openapi_v3_advertises_field_validation_for_every_kind() {
         async move { client.request::<Value>(req).await }
     };
     let root = get("/openapi/v3").await.expect("root");
-    let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().expect("apps/v1 listed");
+    let url = root["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .expect("apps/v1 listed");
     let doc = get(url).await.expect("apps/v1 document");
     let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-    assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+    assert_eq!(
+        patch["x-kubernetes-group-version-kind"]["kind"],
+        "Deployment"
+    );
     assert!(
-        patch["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "fieldValidation"),
+        patch["parameters"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"),
         "{patch}"
     );
-    let err = get("/openapi/v3/apis/nothere.example.com/v1").await.expect_err("unknown group");
+    let err = get("/openapi/v3/apis/nothere.example.com/v1")
+        .await
+        .expect_err("unknown group");
     assert!(matches!(err, kube::Error::Api(s) if s.code == 404));
 }
 
@@ -99,7 +122,14 @@ async fn kudo_sim_command_serves_clusters_from_its_kubeconfig() {
     let dir = temp_dir("cmd");
     let path = dir.join("kubeconfig");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kudo"))
-        .args(["sim", "--clusters", "2", "--ready-delay-ms", "10", "--kubeconfig"])
+        .args([
+            "sim",
+            "--clusters",
+            "2",
+            "--ready-delay-ms",
+            "10",
+            "--kubeconfig",
+        ])
         .arg(&path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -117,12 +147,16 @@ async fn kudo_sim_command_serves_clusters_from_its_kubeconfig() {
         assert_eq!(first.trim(), path.display().to_string());
         let one = client_for(&path, "sim-1").await;
         let two = client_for(&path, "sim-2").await;
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "only-on-one"}})).expect("ns");
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "only-on-one"}})).expect("ns");
         Api::<Namespace>::all(one.clone())
             .patch("only-on-one", &PatchParams::apply("t"), &Patch::Apply(&ns))
             .await
             .expect("apply on sim-1");
-        let on_two = Api::<Namespace>::all(two).get_opt("only-on-one").await.expect("get on sim-2");
+        let on_two = Api::<Namespace>::all(two)
+            .get_opt("only-on-one")
+            .await
+            .expect("get on sim-2");
         assert!(on_two.is_none(), "clusters are separate");
         // The workload simulator runs behind the served clusters.
         let deploys: Api<Deployment> = Api::namespaced(one, "default");
@@ -130,14 +164,20 @@ async fn kudo_sim_command_serves_clusters_from_its_kubeconfig() {
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1"}]}}}}))
         .expect("deployment");
-        deploys.patch("web", &PatchParams::apply("t"), &Patch::Apply(&d)).await.expect("apply");
+        deploys
+            .patch("web", &PatchParams::apply("t"), &Patch::Apply(&d))
+            .await
+            .expect("apply");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let live = deploys.get("web").await.expect("get");
             if live.status.and_then(|s| s.available_replicas) == Some(2) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "deployment never became available");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deployment never became available"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };

@@ -47,6 +47,7 @@ pub mod selector;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod table;
 pub mod validate;
 pub mod workload;
 

@@ -23,6 +23,7 @@ use super::selector::Selector;
 use super::store::{
     DeleteOptions, Deleted, Event, EventType, PatchKind, Propagation, Store, Target,
 };
+use super::table;
 
 /// Response body of the simulated API (streaming for watches).
 pub type SimBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -522,6 +523,13 @@ fn openapi_v3(defs: &[Arc<ResourceDef>], group: &str, version: &str) -> Option<V
     }))
 }
 
+fn accept(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+}
+
 fn content_type(parts: &http::request::Parts) -> &str {
     parts
         .headers
@@ -587,6 +595,14 @@ fn object_request(
                     q.get("continue").map(String::as_str),
                 )
             })?;
+            if table::wants_table(accept(parts)) {
+                let items: Vec<&Value> = page.items.iter().map(|i| i.as_ref()).collect();
+                let mut tbl = table::table(&t.def, &items, Some(page.resource_version.to_string()));
+                if let Some(c) = page.continue_token {
+                    tbl["metadata"]["continue"] = json!(c);
+                }
+                return ok(&tbl);
+            }
             ok(&list_value(
                 &t,
                 &page.items,
@@ -594,7 +610,13 @@ fn object_request(
                 page.continue_token,
             ))
         }
-        (&Method::GET, Some(n)) => ok(&*shared.with_store(|s| s.get(&t, &n))?),
+        (&Method::GET, Some(n)) => {
+            let obj = shared.with_store(|s| s.get(&t, &n))?;
+            if table::wants_table(accept(parts)) {
+                return ok(&table::table(&t.def, &[obj.as_ref()], None));
+            }
+            ok(&obj)
+        }
         (&Method::POST, None) => {
             let obj: Value = serde_json::from_slice(&body)
                 .map_err(|e| SimError::BadRequest(format!("invalid JSON body: {e}")))?;

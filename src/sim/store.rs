@@ -962,7 +962,13 @@ impl Store {
                     let rv = self.bump();
                     let mut o = o.value();
                     meta_mut(&mut o).insert("resourceVersion".to_string(), json!(rv.to_string()));
-                    self.record(&key, &ns, EventType::Deleted, Arc::from(o.to_string()), None);
+                    self.record(
+                        &key,
+                        &ns,
+                        EventType::Deleted,
+                        Arc::from(o.to_string()),
+                        None,
+                    );
                 }
             }
             self.defs.retain(|d| d.key() != key);
