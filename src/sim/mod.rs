@@ -30,14 +30,25 @@
 //! - Field selectors accept any dotted path (the real server supports a few per kind).
 //! - Lists are always served from the latest state (`resourceVersionMatch=Exact` is not
 //!   honoured) and `continue` tokens are not bound to a snapshot.
-//! - Watch history is bounded by event count (`ApiConfig::history_events`), not by time;
-//!   older resourceVersions get 410 Gone. Bookmarks come every `bookmark_interval`.
-//! - `/openapi/v2` and `/openapi/v3` answer 404: use `kubectl apply --validate=false`
-//!   (server-side apply works with plain `kubectl apply --server-side`).
-//! - No protobuf, no table output (`kubectl get` falls back to its client-side printer),
-//!   no pod logs/exec/port-forward, no scale subresource.
-//! - The workload simulator plays controllers but creates no Pods for Deployments and
-//!   friends; it only writes their status.
+//! - Watch history is one window of `ApiConfig::history_events` (default 128) events for all
+//!   kinds, not a per-kind cache bounded by time; older resourceVersions get 410 Gone, and a
+//!   watcher more than 256 events behind is ended with a 410 ERROR event (it relists).
+//!   Bookmarks come every `bookmark_interval` (default 5 s). Watch selector transitions
+//!   (MODIFIED into/out of a selector as ADDED/DELETED) follow the real cacher.
+//! - Clusters have no Nodes, no ServiceAccount tokens and no Endpoints controller.
+//! - `/openapi/v3` is a stub: one path per resource advertising the PATCH parameters
+//!   (so kubectl uses server-side field validation), no schemas; `/openapi/v2` is 404, so
+//!   `kubectl explain` does not work. `fieldValidation=Strict` is not enforced: unknown fields
+//!   of built-in kinds are dropped silently, of custom resources pruned.
+//! - JSON only: no protobuf, so kubectl's imperative generators (`kubectl create namespace`,
+//!   `kubectl create configmap`, which send protobuf) get 400; `kubectl create -f`,
+//!   `kubectl apply [--server-side]`, `get`, `label`, `delete`, `get -w` work.
+//! - Table output (`kubectl get`) has the usual columns for the core workload kinds and
+//!   Name/Age for the rest (CRD `additionalPrinterColumns` are ignored).
+//! - No pod logs/exec/port-forward/attach, no scale, eviction or binding subresources.
+//! - The workload simulator plays controllers but creates no Pods or ReplicaSets for
+//!   Deployments and friends; it only writes their status (DaemonSets behave as on one node).
+//!   PVCs become Bound without a PersistentVolume; Pods never restart or fail.
 
 pub mod error;
 pub mod managed;
