@@ -549,3 +549,182 @@ async fn partition_is_a_connection_error_and_heals() {
     assert_eq!(s.code, 503);
     sim.faults().set_error_rate(0.0);
 }
+
+#[tokio::test]
+async fn latency_and_slow_watch_delay_but_do_not_lose_anything() {
+    let sim = SimCluster::new("t");
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    sim.faults().set_latency(Duration::from_millis(30));
+    let start = tokio::time::Instant::now();
+    api.list(&ListParams::default())
+        .await
+        .expect("slow but answered");
+    assert!(
+        start.elapsed() >= Duration::from_millis(30),
+        "latency applied"
+    );
+    sim.faults().set_latency(Duration::ZERO);
+
+    sim.faults().set_watch_delay(Duration::from_millis(20));
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    for i in 0..3 {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("s{i}")}})).expect("cm");
+        api.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
+    }
+    let start = tokio::time::Instant::now();
+    let mut names = Vec::new();
+    while names.len() < 3 {
+        match stream.try_next().await.expect("event") {
+            Some(WatchEvent::Added(cm)) => names.push(cm.metadata.name.expect("name")),
+            Some(WatchEvent::Bookmark(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(names, ["s0", "s1", "s2"], "every event, in order");
+    assert!(
+        start.elapsed() >= Duration::from_millis(60),
+        "each event delayed"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_persists_nothing() {
+    let sim = SimCluster::new("t");
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dry"}})).expect("cm");
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answered = api.create(&pp, &cm).await.expect("dry-run create");
+    assert!(answered.metadata.uid.is_some(), "the answer looks created");
+    assert_eq!(
+        api_err(api.get("dry").await.expect_err("not stored")).code,
+        404
+    );
+}
+
+#[tokio::test]
+async fn foreground_delete_waits_for_a_dependent_finalizer_and_orphan_keeps_dependents() {
+    let sim = SimCluster::new("t");
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    let mk = |name: &str, owner: Option<&ConfigMap>, finalizer: bool| -> ConfigMap {
+        let mut v = json!({"metadata": {"name": name}});
+        if let Some(o) = owner {
+            v["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap",
+                "name": o.metadata.name, "uid": o.metadata.uid, "blockOwnerDeletion": true}]);
+        }
+        if finalizer {
+            v["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        }
+        serde_json::from_value(v).expect("cm")
+    };
+    let owner = api
+        .create(&PostParams::default(), &mk("owner", None, false))
+        .await
+        .expect("owner");
+    api.create(&PostParams::default(), &mk("held", Some(&owner), true))
+        .await
+        .expect("dependent");
+
+    api.delete("owner", &DeleteParams::foreground())
+        .await
+        .expect("delete");
+    let o = api
+        .get("owner")
+        .await
+        .expect("owner waits for its dependent");
+    assert!(o.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        o.metadata.finalizers.as_deref(),
+        Some(&["foregroundDeletion".to_string()][..])
+    );
+    let held = api
+        .get("held")
+        .await
+        .expect("dependent held by its finalizer");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release finalizer");
+    assert_eq!(api_err(api.get("held").await.expect_err("gone")).code, 404);
+    assert_eq!(
+        api_err(api.get("owner").await.expect_err("then the owner")).code,
+        404
+    );
+
+    let owner = api
+        .create(&PostParams::default(), &mk("owner2", None, false))
+        .await
+        .expect("owner");
+    api.create(&PostParams::default(), &mk("kept", Some(&owner), false))
+        .await
+        .expect("dependent");
+    api.delete("owner2", &DeleteParams::orphan())
+        .await
+        .expect("orphan delete");
+    let kept = api.get("kept").await.expect("orphaned dependent survives");
+    assert!(
+        kept.metadata.owner_references.is_none(),
+        "owner reference removed"
+    );
+}
+
+#[tokio::test]
+async fn label_selected_watch_sees_objects_leave_and_enter_the_selector() {
+    let sim = SimCluster::new("t");
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "x", "labels": {"app": "a"}}}))
+            .expect("cm");
+    api.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let mut stream = api
+        .watch(&WatchParams::default().labels("app=a").timeout(10), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let relabel = |app: &str| Patch::Merge(json!({"metadata": {"labels": {"app": app}}}));
+    api.patch("x", &PatchParams::default(), &relabel("b"))
+        .await
+        .expect("leave");
+    api.patch("x", &PatchParams::default(), &relabel("a"))
+        .await
+        .expect("enter");
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        match stream.try_next().await.expect("event") {
+            Some(WatchEvent::Deleted(_)) => kinds.push("DELETED"),
+            Some(WatchEvent::Added(_)) => kinds.push("ADDED"),
+            Some(WatchEvent::Bookmark(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(kinds, ["DELETED", "ADDED"]);
+}

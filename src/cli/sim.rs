@@ -44,12 +44,26 @@ pub struct Args {
     /// Do not run the workload simulator (objects keep the status clients write).
     #[arg(long)]
     pub no_workloads: bool,
+
+    /// Fault injection: latency added to every request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Fault injection: fraction of requests answered 503 ServiceUnavailable (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+
+    /// Fault injection: delay before each watch event is delivered, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub watch_delay_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimCliError {
     #[error("--clusters must be at least 1")]
     NoClusters,
+    #[error("--error-rate must be between 0.0 and 1.0, got {0}")]
+    ErrorRate(f64),
     #[error("cannot listen on {addr} for simulated cluster {cluster}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -67,6 +81,9 @@ pub async fn run(args: Args) -> CliResult {
     if args.clusters == 0 {
         return Err(SimCliError::NoClusters.into());
     }
+    if !(0.0..=1.0).contains(&args.error_rate) {
+        return Err(SimCliError::ErrorRate(args.error_rate).into());
+    }
     let cfg = workload::WorkloadConfig {
         ready_delay: Duration::from_millis(args.ready_delay_ms),
         job_duration: Duration::from_millis(args.job_duration_ms),
@@ -77,6 +94,13 @@ pub async fn run(args: Args) -> CliResult {
     for i in 1..=args.clusters {
         let name = format!("sim-{i}");
         let cluster = SimCluster::new(&name);
+        cluster
+            .faults()
+            .set_latency(Duration::from_millis(args.latency_ms));
+        cluster.faults().set_error_rate(args.error_rate);
+        cluster
+            .faults()
+            .set_watch_delay(Duration::from_millis(args.watch_delay_ms));
         let addr = SocketAddr::new(args.listen, 0);
         let server = cluster
             .serve_http(addr)
@@ -129,9 +153,32 @@ mod tests {
             ready_delay_ms: 1,
             job_duration_ms: 1,
             no_workloads: true,
+            latency_ms: 0,
+            error_rate: 0.0,
+            watch_delay_ms: 0,
         };
         let err = run(args).await.expect_err("refused");
         assert_eq!(err.to_string(), "--clusters must be at least 1");
+    }
+
+    #[tokio::test]
+    async fn error_rate_out_of_range_is_refused() {
+        let args = Args {
+            clusters: 1,
+            listen: "127.0.0.1".parse().expect("ip"),
+            kubeconfig: None,
+            ready_delay_ms: 1,
+            job_duration_ms: 1,
+            no_workloads: true,
+            latency_ms: 0,
+            error_rate: 1.5,
+            watch_delay_ms: 0,
+        };
+        let err = run(args).await.expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "--error-rate must be between 0.0 and 1.0, got 1.5"
+        );
     }
 
     #[tokio::test]
@@ -143,6 +190,9 @@ mod tests {
             ready_delay_ms: 1,
             job_duration_ms: 1,
             no_workloads: true,
+            latency_ms: 0,
+            error_rate: 0.0,
+            watch_delay_ms: 0,
         };
         let err = run(args).await.expect_err("refused");
         assert!(

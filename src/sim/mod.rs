@@ -110,6 +110,11 @@ impl SimCluster {
         self.shared.with_store(f)
     }
 
+    /// Starts the workload simulator for this cluster (stops when the handle is dropped).
+    pub fn spawn_workloads(&self, config: workload::WorkloadConfig) -> workload::Workloads {
+        workload::spawn(self.client(), config)
+    }
+
     /// Serves this cluster over HTTP on `addr` (e.g. `127.0.0.1:0`).
     pub async fn serve_http(&self, addr: SocketAddr) -> std::io::Result<server::HttpServer> {
         server::serve(self.shared.clone(), addr).await

@@ -1350,6 +1350,42 @@ mod tests {
     }
 
     #[test]
+    fn terminating_namespace_refuses_new_content_until_its_last_object_goes() {
+        let mut s = Store::default();
+        let nst = s.target("", "v1", "namespaces", "").expect("ns");
+        s.create(
+            &nst,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+            "m",
+        )
+        .expect("ns");
+        let t = s.target("", "v1", "configmaps", "team").expect("t");
+        let mut held = cm("held");
+        held["metadata"]["finalizers"] = json!(["x/y"]);
+        s.create(&t, held, "m").expect("held");
+        let Deleted::Pending(ns) = s
+            .delete(&nst, "team", &DeleteOptions::default())
+            .expect("delete")
+        else {
+            panic!("namespace must wait for its content")
+        };
+        assert_eq!(ns["status"]["phase"], "Terminating");
+        let err = s.create(&t, cm("new"), "m").expect_err("terminating");
+        assert_eq!(err.code(), 403);
+        assert!(
+            err.to_string().contains("because it is being terminated"),
+            "{err}"
+        );
+        let mut release = (*s.get(&t, "held").expect("held")).clone();
+        release["metadata"]["finalizers"] = json!([]);
+        s.update(&t, "held", release, false, "m").expect("release");
+        assert!(
+            s.get(&nst, "team").is_err(),
+            "namespace gone with its last object"
+        );
+    }
+
+    #[test]
     fn watch_history_resumes_and_expires() {
         let mut s = Store::new(3);
         let t = s.target("", "v1", "configmaps", "default").expect("t");
