@@ -36,6 +36,8 @@ pub struct Faults {
     /// Errors per million requests.
     error_ppm: AtomicU64,
     partitioned: AtomicBool,
+    /// Requests refused because of the partition, so tests can wait for a client to notice.
+    refused: AtomicU64,
     watch_delay_ms: AtomicU64,
     rng: AtomicU64,
 }
@@ -60,6 +62,11 @@ impl Faults {
 
     pub fn partitioned(&self) -> bool {
         self.partitioned.load(Ordering::Relaxed)
+    }
+
+    /// How many requests the partition has refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Delay added before every watch event is delivered.
@@ -184,6 +191,7 @@ where
                 tokio::time::sleep(latency).await;
             }
             if shared.faults.partitioned() {
+                shared.faults.refused.fetch_add(1, Ordering::Relaxed);
                 let e: BoxError = Box::new(std::io::Error::new(
                     std::io::ErrorKind::ConnectionRefused,
                     format!(
