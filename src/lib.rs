@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod kuttl;
+pub mod metrics;
 pub mod package;
 pub mod sim;
 pub mod template;

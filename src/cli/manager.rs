@@ -22,6 +22,9 @@ pub struct Args {
     /// Only manage Instances in this namespace (default: all namespaces).
     #[arg(long, short = 'n', env = "KUDO_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:8080).
+    #[arg(long, env = "KUDO_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// How often a running plan is re-checked when no watch event wakes it.
     #[arg(long, default_value = "2s", value_parser = crate::engine::duration::parse, env = "KUDO_POLL_INTERVAL")]
     pub poll_interval: Duration,
@@ -39,19 +42,31 @@ pub async fn run(args: Args) -> CliResult {
         (None, _) => clusters.push(Cluster::in_cluster("in-cluster")?),
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (registry, metrics) = crate::metrics::registry_with_engine();
     let mut tasks = Vec::new();
+    if let Some(addr) = args.metrics_addr {
+        let listener = crate::metrics::server::serve(addr, Arc::new(registry), stopped(rx.clone()));
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = listener.await {
+                tracing::error!(%error, "metrics server stopped");
+            }
+        }));
+    }
     for cluster in clusters {
         let cluster = Arc::new(cluster);
         info!(cluster = cluster.name(), "managing instances");
-        let mut rx = rx.clone();
-        let shutdown = async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        tasks.push(tokio::spawn(crate::engine::controller::run(
+        let ctx = Arc::new(crate::engine::reconcile::Context::with_metrics(
             cluster,
-            args.namespace.clone(),
             args.poll_interval,
-            shutdown,
+            metrics.clone(),
+        ));
+        tasks.push(tokio::spawn(crate::engine::controller::run_with(
+            ctx,
+            args.namespace.clone(),
+            stopped(rx.clone()),
         )));
     }
     shutdown_signal().await;

@@ -30,8 +30,17 @@ pub async fn run(
     poll: Duration,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = cluster.client().clone();
     let ctx = Arc::new(Context::new(cluster.clone(), poll));
+    run_with(ctx, namespace, shutdown).await
+}
+
+/// [`run`] with a given context (metrics shared with the process's registry).
+pub async fn run_with(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.cluster.client().clone();
     let owned = watcher::Config::default().labels(&format!("{HERITAGE_LABEL}={HERITAGE_VALUE}"));
     let ns = namespace.as_deref();
     Controller::new(api::<Instance>(&client, ns), watcher::Config::default())

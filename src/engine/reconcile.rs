@@ -23,6 +23,11 @@ use crate::api::{
     Condition, ExecutionStatus, Instance, InstanceStatus, OperatorVersion, PlanStatus,
 };
 use crate::cluster::Cluster;
+use crate::metrics::EngineMetrics;
+use crate::metrics::engine::{
+    ClusterLabels, ErrorLabels, PlanLabels, PlanResult, PlanResultLabels, ReconcileLabels,
+    ReconcileResult, StepLabels,
+};
 use crate::package::{params_value, resolve_parameters};
 
 use super::backoff::retry_delay;
@@ -46,15 +51,44 @@ pub struct Context {
     pub poll: Duration,
     /// Consecutive ERROR passes per instance (namespace/name), for backoff.
     attempts: Mutex<BTreeMap<String, u32>>,
+    pub metrics: Arc<EngineMetrics>,
+    /// Instances (namespace/name) with a running plan, for `kudo_plans_in_progress`.
+    running: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Context {
     pub fn new(cluster: Arc<Cluster>, poll: Duration) -> Self {
+        let (_, metrics) = crate::metrics::registry_with_engine();
+        Self::with_metrics(cluster, poll, metrics)
+    }
+
+    pub fn with_metrics(
+        cluster: Arc<Cluster>,
+        poll: Duration,
+        metrics: Arc<EngineMetrics>,
+    ) -> Self {
         Context {
             cluster,
             poll,
             attempts: Mutex::new(BTreeMap::new()),
+            metrics,
+            running: Mutex::new(Default::default()),
         }
+    }
+
+    fn set_running(&self, key: &str, running: bool) {
+        let mut set = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running {
+            set.insert(key.to_string());
+        } else {
+            set.remove(key);
+        }
+        self.metrics
+            .plans_in_progress
+            .get_or_create(&ClusterLabels {
+                cluster: self.cluster.name().to_string(),
+            })
+            .set(set.len() as i64);
     }
 
     fn next_attempt(&self, key: &str, failed: bool) -> u32 {
@@ -142,9 +176,39 @@ pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action,
         instance = %names.name,
         plan = tracing::field::Empty
     );
-    reconcile_instance(&inst, &ctx, &names)
+    let started = std::time::Instant::now();
+    let result = reconcile_instance(&inst, &ctx, &names)
         .instrument(span)
-        .await
+        .await;
+    let cluster = ClusterLabels {
+        cluster: names.cluster.clone(),
+    };
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&cluster)
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() {
+        ReconcileResult::ok
+    } else {
+        ReconcileResult::error
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ReconcileLabels {
+            cluster: names.cluster.clone(),
+            result: outcome,
+        })
+        .inc();
+    if let Err(e) = &result {
+        ctx.metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                cluster: names.cluster.clone(),
+                category: e.category(),
+            })
+            .inc();
+    }
+    result
 }
 
 async fn reconcile_instance(
@@ -456,6 +520,14 @@ async fn run_active(
     }
     let plan_now = tree.status;
     let plan_message = tree.message.clone();
+    record_plan_metrics(
+        ctx,
+        names,
+        &operator_name(inst, ov),
+        tree,
+        plan_before,
+        &report,
+    );
     for (phase, step) in &report.completed_steps {
         debug!(%phase, %step, "step complete");
     }
@@ -501,6 +573,77 @@ async fn run_active(
     } else {
         Action::requeue(ctx.poll)
     })
+}
+
+/// Plan status gauge, runs that ended, plan and step durations.
+fn record_plan_metrics(
+    ctx: &Context,
+    names: &Names,
+    operator: &str,
+    tree: &PlanStatus,
+    plan_before: Option<ExecutionStatus>,
+    report: &super::workflow::PassReport,
+) {
+    let m = &ctx.metrics;
+    m.set_plan_status(
+        &names.cluster,
+        &names.namespace,
+        &names.name,
+        &tree.name,
+        tree.status,
+    );
+    let key = format!("{}/{}", names.namespace, names.name);
+    ctx.set_running(&key, tree.status.is_some_and(ExecutionStatus::is_running));
+    let now = Timestamp::now();
+    let since = |t: &Option<Time>| {
+        t.as_ref()
+            .map(|t| now.duration_since(t.0).as_secs_f64().max(0.0))
+    };
+    for (phase, step) in &report.completed_steps {
+        let started = tree
+            .phases
+            .iter()
+            .find(|p| &p.name == phase)
+            .and_then(|p| p.steps.iter().find(|s| &s.name == step))
+            .and_then(|s| since(&s.started_at));
+        if let Some(seconds) = started {
+            m.step_duration
+                .get_or_create(&StepLabels {
+                    operator: operator.to_string(),
+                    plan: tree.name.clone(),
+                    phase: phase.clone(),
+                    step: step.clone(),
+                })
+                .observe(seconds);
+        }
+    }
+    let ended = tree.status.is_some_and(ExecutionStatus::is_terminal)
+        && !plan_before.is_some_and(ExecutionStatus::is_terminal);
+    if !ended {
+        return;
+    }
+    let result = match tree.status {
+        Some(ExecutionStatus::Complete) => PlanResult::complete,
+        Some(ExecutionStatus::Cancelled) => PlanResult::cancelled,
+        _ => PlanResult::fatal_error,
+    };
+    m.plan_executions
+        .get_or_create(&PlanResultLabels {
+            cluster: names.cluster.clone(),
+            operator: operator.to_string(),
+            plan: tree.name.clone(),
+            result,
+        })
+        .inc();
+    if let Some(seconds) = since(&tree.started_at) {
+        m.plan_duration
+            .get_or_create(&PlanLabels {
+                cluster: names.cluster.clone(),
+                operator: operator.to_string(),
+                plan: tree.name.clone(),
+            })
+            .observe(seconds);
+    }
 }
 
 /// After a plan completes: deletes what the instance no longer renders (see
