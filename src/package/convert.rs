@@ -189,7 +189,7 @@ fn go_float_v(f: f64) -> String {
         .split_once('e')
         .expect("`{:e}` always writes an exponent");
     let exp: i32 = exp.parse().expect("`{:e}` writes an integer exponent");
-    if exp < -4 || exp >= 6 {
+    if !(-4..6).contains(&exp) {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exp.abs())
     } else {

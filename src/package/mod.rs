@@ -136,7 +136,28 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(
     file: &str,
     text: &str,
 ) -> Result<T, PackageError> {
-    serde_saphyr::from_str(text).map_err(|e| yaml_error(package, file, &e))
+    let typed_err = match serde_saphyr::from_str(text) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    // Go's decoder reads `key:` (null) as the field's zero value anywhere in the tree (e.g.
+    // `resources:` of a task with none); retry without nulls before reporting the error.
+    let Ok(mut value) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return Err(yaml_error(package, file, &typed_err));
+    };
+    drop_nulls(&mut value);
+    serde_json::from_value(value).map_err(|_| yaml_error(package, file, &typed_err))
+}
+
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 pub(crate) fn yaml_error(package: &str, file: &str, e: &serde_saphyr::Error) -> PackageError {

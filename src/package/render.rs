@@ -11,7 +11,8 @@ use crate::template::{Template, TemplateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("template {template}: {source}")]
+    /// The engine's message names the template, line and column, as Go's does.
+    #[error("{source}")]
     Template {
         template: String,
         source: TemplateError,

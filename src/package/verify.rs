@@ -106,6 +106,9 @@ pub fn verify(package: &Package) -> VerifyReport {
                 used.insert(task.spec.parameter.clone());
             }
             "Pipe" => files.push(&task.spec.pod),
+            "KudoOperator" if !task.spec.parameter_file.is_empty() => {
+                files.push(&task.spec.parameter_file)
+            }
             _ => {}
         }
         for file in files {
@@ -134,8 +137,10 @@ pub fn verify(package: &Package) -> VerifyReport {
             used.insert(name);
         }
     }
-    for name in &declared {
-        if !used.contains(*name) {
+    // A parameter with a trigger is used by changing it (it starts that plan).
+    for p in &package.params.parameters {
+        let name = p.name.as_str();
+        if p.trigger.is_empty() && !used.contains(name) {
             report.warnings.push(format!(
                 "parameter {name:?} is declared but no template or task uses it"
             ));
@@ -181,7 +186,7 @@ plans:
         steps:
           - {name: s, tasks: [app, ghost]}
 "#;
-        let params = "parameters:\n  - name: USED\n  - name: UNUSED\n  - name: N\n    type: integer\n    default: abc\n";
+        let params = "parameters:\n  - name: USED\n  - name: UNUSED\n  - name: TRIGGERED\n    trigger: deploy\n  - name: N\n    type: integer\n    default: abc\n";
         let pkg = package(
             op,
             params,
