@@ -4,9 +4,18 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod crds;
+pub mod get;
+pub mod init;
+pub mod install;
+pub mod kube;
 pub mod manager;
 pub mod package;
+pub mod plan;
 pub mod render;
+pub mod test;
+pub mod uninstall;
+pub mod update;
+pub mod upgrade;
 
 /// Every command's error: the message is printed as is, followed by its causes.
 pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -43,6 +52,23 @@ pub enum Command {
     Package(package::Args),
     /// Render a package's manifests locally (like `helm template`).
     Render(render::Args),
+    /// Run kuttl test suites (TestSuite files, test folders of NN-*.yaml steps) against a
+    /// cluster; `kubectl kudo` in test commands runs this binary.
+    Test(test::Args),
+    /// Install kudo's CRDs into the cluster (`--dry-run` prints them).
+    Init(init::Args),
+    /// Install a package (folder or .tgz) and create an instance of it.
+    Install(install::Args),
+    /// Change an instance's parameters.
+    Update(update::Args),
+    /// Move an instance to a package's newer OperatorVersion.
+    Upgrade(upgrade::Args),
+    /// Delete an instance.
+    Uninstall(uninstall::Args),
+    /// Show plan status, trigger a plan, or list past plan runs.
+    Plan(plan::Args),
+    /// List instances, operators or operator versions in a namespace.
+    Get(get::Args),
 }
 
 /// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
@@ -69,5 +95,13 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Manager(args) => manager::run(args).await,
         Command::Package(args) => package::run(args).await,
         Command::Render(args) => render::run(args).await,
+        Command::Test(args) => test::run(args).await,
+        Command::Init(args) => init::run(args).await,
+        Command::Install(args) => install::run(args).await,
+        Command::Update(args) => update::run(args).await,
+        Command::Upgrade(args) => upgrade::run(args).await,
+        Command::Uninstall(args) => uninstall::run(args).await,
+        Command::Plan(args) => plan::run(args).await,
+        Command::Get(args) => get::run(args).await,
     }
 }

@@ -301,6 +301,42 @@ impl Cluster {
         self.to_json("apply status", &r, &live)
     }
 
+    /// Create (POST) `obj`; [`ErrorKind::Conflict`] when it already exists. For tools (kuttl
+    /// steps, `kudo install`) that create objects rather than own their fields.
+    pub async fn create(&self, obj: &Value) -> Result<Value> {
+        let (r, served, body) = self.prepare("create", obj).await?;
+        let api = self.api(&served, r.namespace.as_deref());
+        let dynamic: DynamicObject =
+            serde_json::from_value(body).map_err(|e| ClusterError::BadObject {
+                cluster: self.name.clone(),
+                object: r.to_string(),
+                reason: e.to_string(),
+            })?;
+        let live = self
+            .call(
+                "create",
+                &r,
+                api.create(&PostParams::default(), &dynamic),
+            )
+            .await?;
+        self.to_json("create", &r, &live)
+    }
+
+    /// JSON merge patch (RFC 7386) of `obj` into the live object it names: fields it gives
+    /// are set, `null` removes, everything else is kept (kuttl's "merge into existing").
+    pub async fn merge_patch(&self, obj: &Value) -> Result<Value> {
+        let (r, served, body) = self.prepare("patch", obj).await?;
+        let api = self.api(&served, r.namespace.as_deref());
+        let live = self
+            .call(
+                "patch",
+                &r,
+                api.patch(&r.name, &PatchParams::default(), &Patch::Merge(&body)),
+            )
+            .await?;
+        self.to_json("patch", &r, &live)
+    }
+
     /// Replace (PUT) `obj`. Fails with [`ErrorKind::Conflict`] when its
     /// `metadata.resourceVersion` is stale: optimistic concurrency for read-modify-write.
     pub async fn replace(&self, obj: &Value) -> Result<Value> {
