@@ -273,7 +273,8 @@ impl Cluster {
     /// Server-side apply `obj` under field manager `kudo`, forcing ownership of conflicting
     /// fields. Returns the live object.
     pub async fn apply(&self, obj: &Value) -> Result<Value> {
-        let (r, served, body) = self.prepare("apply", obj).await?;
+        let (r, served, mut body) = self.prepare("apply", obj).await?;
+        object::default_apply_keys(&mut body);
         let api = self.api(&served, r.namespace.as_deref());
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let live = self
