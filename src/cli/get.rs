@@ -22,15 +22,22 @@ pub struct Args {
 
 /// One table row per object: name plus the columns that matter for the kind.
 pub fn rows(what: What, items: &[Value]) -> Vec<Vec<String>> {
-    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
-    let mut out = vec![match what {
-        What::Instances => vec!["NAME", "OPERATORVERSION", "PLAN", "STATUS"],
-        What::Operators => vec!["NAME", "URL"],
-        What::Operatorversions => vec!["NAME", "OPERATOR", "VERSION", "APPVERSION"],
-    }
-    .into_iter()
-    .map(String::from)
-    .collect()];
+    let s = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut out = vec![
+        match what {
+            What::Instances => vec!["NAME", "OPERATORVERSION", "PLAN", "STATUS"],
+            What::Operators => vec!["NAME", "URL"],
+            What::Operatorversions => vec!["NAME", "OPERATOR", "VERSION", "APPVERSION"],
+        }
+        .into_iter()
+        .map(String::from)
+        .collect(),
+    ];
     for v in items {
         let name = s(v, "/metadata/name");
         out.push(match what {
@@ -43,7 +50,10 @@ pub fn rows(what: What, items: &[Value]) -> Vec<Vec<String>> {
                             p["status"].as_str(),
                             Some("PENDING" | "IN_PROGRESS" | "ERROR")
                         );
-                        (running, p["lastUpdatedTimestamp"].as_str().unwrap_or("").to_string())
+                        (
+                            running,
+                            p["lastUpdatedTimestamp"].as_str().unwrap_or("").to_string(),
+                        )
                     })
                 });
                 let (plan, status) = latest

@@ -36,7 +36,9 @@ pub struct Args {
 /// Why a package is refused before anything is created.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("{package}: refused, the package fails verification ({count} error(s)); nothing was created:\n  {list}")]
+    #[error(
+        "{package}: refused, the package fails verification ({count} error(s)); nothing was created:\n  {list}"
+    )]
     Verify {
         package: String,
         count: usize,
@@ -44,7 +46,9 @@ pub enum InstallError {
     },
     #[error("{package}: refused, nothing was created: {errors}")]
     Parameters { package: String, errors: String },
-    #[error("instance {name} already exists in namespace {namespace}; use `kudo update` or `kudo upgrade`")]
+    #[error(
+        "instance {name} already exists in namespace {namespace}; use `kudo update` or `kudo upgrade`"
+    )]
     InstanceExists { name: String, namespace: String },
 }
 
@@ -81,12 +85,16 @@ pub fn check_parameters(
     resolved: &Resolved,
     values: &BTreeMap<String, String>,
 ) -> Result<(), InstallError> {
-    resolve_parameters(&resolved.resources.operator_version.spec.parameters, values, None)
-        .map(|_| ())
-        .map_err(|e| InstallError::Parameters {
-            package: resolved.package.source.clone(),
-            errors: e.to_string(),
-        })
+    resolve_parameters(
+        &resolved.resources.operator_version.spec.parameters,
+        values,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| InstallError::Parameters {
+        package: resolved.package.source.clone(),
+        errors: e.to_string(),
+    })
 }
 
 /// Creates an object unless one with its name exists; returns whether it created it.
@@ -108,7 +116,13 @@ pub async fn install_packages(
         let mut op = serde_json::to_value(&r.resources.operator)?;
         op["metadata"]["namespace"] = json!(namespace);
         let created = create_if_missing(cluster, &op).await?;
-        let op_name = r.resources.operator.metadata.name.clone().unwrap_or_default();
+        let op_name = r
+            .resources
+            .operator
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default();
         if created {
             println!("operator {namespace}/{op_name} created");
         }
@@ -132,7 +146,9 @@ pub async fn install_packages(
 
 pub async fn run(args: Args) -> CliResult {
     let all = load_verified(&args.package)?;
-    let root = all.last().expect("invariant: resolve returns the root package last");
+    let root = all
+        .last()
+        .expect("invariant: resolve returns the root package last");
     let values = parse_params(&args.parameters)?;
     check_parameters(root, &values)?;
     let operator = root.package.operator.name.clone();
@@ -142,7 +158,11 @@ pub async fn run(args: Args) -> CliResult {
         .unwrap_or_else(|| format!("{operator}-instance"));
     let ns = &args.kube.namespace;
     let cluster = args.kube.connect().await?;
-    if cluster.get_opt(&instance_ref(ns, &instance)).await?.is_some() {
+    if cluster
+        .get_opt(&instance_ref(ns, &instance))
+        .await?
+        .is_some()
+    {
         return Err(Box::new(InstallError::InstanceExists {
             name: instance,
             namespace: ns.clone(),

@@ -133,8 +133,7 @@ mod tests {
 
     #[test]
     fn params_split_on_the_first_equals() {
-        let p = parse_params(&["a=1".into(), "url=http://x?y=z".into(), "e=".into()])
-            .expect("ok");
+        let p = parse_params(&["a=1".into(), "url=http://x?y=z".into(), "e=".into()]).expect("ok");
         assert_eq!(p["a"], "1");
         assert_eq!(p["url"], "http://x?y=z");
         assert_eq!(p["e"], "");

@@ -398,14 +398,28 @@ Plan(s) for \"first\" in namespace \"ns1\":
     fn history_and_new_runs() {
         let (mut inst, ov) = fixtures();
         let h = history(&inst, &ov);
-        assert!(h.contains("Plan deploy [IN_PROGRESS] last updated 2024-05-01 10:20:30 (uid u1)"), "{h}");
+        assert!(
+            h.contains("Plan deploy [IN_PROGRESS] last updated 2024-05-01 10:20:30 (uid u1)"),
+            "{h}"
+        );
         assert!(h.contains("Plan update never run"), "{h}");
         let before = plan_uids(&inst);
-        assert!(finished_new_run(&inst, &BTreeMap::new()).is_none(), "in progress is not finished");
+        assert!(
+            finished_new_run(&inst, &BTreeMap::new()).is_none(),
+            "in progress is not finished"
+        );
         let status = inst.status.as_mut().expect("status");
         let deploy = status.plan_status.get_mut("deploy").expect("deploy");
         deploy.status = Some(ExecutionStatus::Complete);
-        assert!(finished_new_run(&inst, &before).is_none(), "same uid is not new");
-        assert_eq!(finished_new_run(&inst, &BTreeMap::new()).map(|(n, _)| n).as_deref(), Some("deploy"));
+        assert!(
+            finished_new_run(&inst, &before).is_none(),
+            "same uid is not new"
+        );
+        assert_eq!(
+            finished_new_run(&inst, &BTreeMap::new())
+                .map(|(n, _)| n)
+                .as_deref(),
+            Some("deploy")
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::CliResult;
-use super::kube::{KUDO_API, KubeArgs, KudoCliError, get_instance, get_operator_version, parse_params};
+use super::kube::{
+    KUDO_API, KubeArgs, KudoCliError, get_instance, get_operator_version, parse_params,
+};
 use crate::api::Parameter;
 
 #[derive(Debug, clap::Args)]
@@ -14,7 +16,12 @@ pub struct Args {
     #[arg(long)]
     pub instance: String,
     /// Parameter value NAME=VALUE (repeatable).
-    #[arg(long = "parameter", short = 'p', value_name = "NAME=VALUE", required = true)]
+    #[arg(
+        long = "parameter",
+        short = 'p',
+        value_name = "NAME=VALUE",
+        required = true
+    )]
     pub parameters: Vec<String>,
     /// Wait until the triggered plan has finished.
     #[arg(long)]

@@ -29,7 +29,9 @@ pub struct Args {
 
 pub async fn run(args: Args) -> CliResult {
     let all = load_verified(&args.package)?;
-    let root = all.last().expect("invariant: resolve returns the root package last");
+    let root = all
+        .last()
+        .expect("invariant: resolve returns the root package last");
     let values = parse_params(&args.parameters)?;
     let ns = &args.kube.namespace;
     let cluster = args.kube.connect().await?;
@@ -52,7 +54,11 @@ pub async fn run(args: Args) -> CliResult {
         }));
     }
     let operator = root.package.operator.name.clone();
-    let label = inst.metadata.labels.as_ref().and_then(|l| l.get("kudo.dev/operator"));
+    let label = inst
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kudo.dev/operator"));
     if label.is_some_and(|l| l != &operator) {
         return Err(Box::new(KudoCliError::Refused {
             instance: args.instance,
@@ -74,7 +80,10 @@ pub async fn run(args: Args) -> CliResult {
         },
     });
     cluster.merge_patch(&patch).await?;
-    println!("instance {ns}/{} upgraded from {current} to {new_ov}", args.instance);
+    println!(
+        "instance {ns}/{} upgraded from {current} to {new_ov}",
+        args.instance
+    );
     if args.wait {
         let plan = super::plan::wait_new_run(
             &cluster,

@@ -314,11 +314,7 @@ impl Cluster {
                 reason: e.to_string(),
             })?;
         let live = self
-            .call(
-                "create",
-                &r,
-                api.create(&PostParams::default(), &dynamic),
-            )
+            .call("create", &r, api.create(&PostParams::default(), &dynamic))
             .await?;
         self.to_json("create", &r, &live)
     }

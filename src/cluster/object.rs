@@ -185,7 +185,8 @@ mod apply_key_tests {
         default_apply_keys(&mut svc);
         assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
         assert_eq!(svc["spec"]["ports"][1]["protocol"], "UDP");
-        let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "spec": {"ports": [{"port": 1}]}});
+        let mut cm =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "spec": {"ports": [{"port": 1}]}});
         default_apply_keys(&mut cm);
         assert!(cm["spec"]["ports"][0].get("protocol").is_none());
     }

@@ -257,8 +257,11 @@ mod tests {
             kubeconfig: dir.path().join("kubeconfig"),
             namespace: "ns-x".into(),
         };
-        let e = expand(&cmd("pwd; echo $KUBECONFIG $NAMESPACE; exit 3", false), "ns-x")
-            .expect("ok");
+        let e = expand(
+            &cmd("pwd; echo $KUBECONFIG $NAMESPACE; exit 3", false),
+            "ns-x",
+        )
+        .expect("ok");
         let out = run(&e, &env, Duration::from_secs(10)).await;
         assert!(!out.success);
         assert_eq!(out.status, "exit status 3");

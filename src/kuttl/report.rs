@@ -31,7 +31,11 @@ pub fn summary_table(cases: &[CaseReport]) -> String {
         .unwrap_or(0)
         .max("TEST".len());
     let mut out = String::new();
-    let _ = writeln!(out, "{:<width$}  {:>5}  {:<6}  {:>8}", "TEST", "STEPS", "RESULT", "TIME");
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>5}  {:<6}  {:>8}",
+        "TEST", "STEPS", "RESULT", "TIME"
+    );
     for c in cases {
         let _ = writeln!(
             out,
@@ -150,7 +154,9 @@ mod tests {
         assert!(lines[0].starts_with("TEST"));
         assert!(lines[1].contains("first-operator-test") && lines[1].contains("2/2"));
         assert!(lines[1].contains("PASS") && lines[1].contains("3.4s"));
-        assert!(lines[2].contains("broken") && lines[2].contains("0/1") && lines[2].contains("FAIL"));
+        assert!(
+            lines[2].contains("broken") && lines[2].contains("0/1") && lines[2].contains("FAIL")
+        );
         assert_eq!(lines[3], "1 passed, 1 failed, 2 total (3.9s of test time)");
     }
 
@@ -158,8 +164,13 @@ mod tests {
     fn junit_escapes_and_marks_failures() {
         let x = junit_xml("kudo", &cases(), Duration::from_secs(4));
         assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
-        assert!(x.contains("<testcase classname=\"kudo\" name=\"first-operator-test\" time=\"3.400\"/>"));
-        assert!(x.contains("&lt;Instance&gt; &quot;x&quot; &amp; more</failure>"), "{x}");
+        assert!(x.contains(
+            "<testcase classname=\"kudo\" name=\"first-operator-test\" time=\"3.400\"/>"
+        ));
+        assert!(
+            x.contains("&lt;Instance&gt; &quot;x&quot; &amp; more</failure>"),
+            "{x}"
+        );
         assert_eq!(x.matches("<testcase").count(), 2);
     }
 }

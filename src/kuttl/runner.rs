@@ -174,9 +174,8 @@ pub async fn run(opts: Options) -> Result<RunSummary, RunError> {
         let env = harness.env(&opts.base_dir, "default");
         if cmd.background {
             let log = log_dir.join(format!("suite-command-{i}.log"));
-            let bg = command::spawn(&expanded, &env, &log).map_err(|e| {
-                RunError::Setup(format!("cannot start {}: {e}", expanded.display))
-            })?;
+            let bg = command::spawn(&expanded, &env, &log)
+                .map_err(|e| RunError::Setup(format!("cannot start {}: {e}", expanded.display)))?;
             background.push(bg);
             continue;
         }
@@ -212,7 +211,11 @@ pub async fn run(opts: Options) -> Result<RunSummary, RunError> {
 
     let wall = started.elapsed();
     for c in cases.iter().filter(|c| !c.passed()) {
-        println!("\n--- FAIL: {}\n{}", c.name, c.failure.as_deref().unwrap_or(""));
+        println!(
+            "\n--- FAIL: {}\n{}",
+            c.name,
+            c.failure.as_deref().unwrap_or("")
+        );
     }
     println!("\n{}", summary_table(&cases));
     if suite.artifacts_dir.is_some() {
@@ -390,10 +393,7 @@ impl Harness {
         let timeout = self.timeout(step.test_assert.timeout, ts.timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let last = match self
-                .check(case, step, &asserts, &errors, namespace)
-                .await
-            {
+            let last = match self.check(case, step, &asserts, &errors, namespace).await {
                 Verdict::Pass => return Ok(()),
                 Verdict::Fatal(msg) => return Err(msg),
                 Verdict::NotYet(msg) => msg,
@@ -573,7 +573,8 @@ impl Harness {
     }
 
     async fn delete(&self, d: &super::case::DeleteRef, namespace: &str) -> Result<(), String> {
-        let probe = json!({"apiVersion": d.api_version, "kind": d.kind, "metadata": {"name": "probe"}});
+        let probe =
+            json!({"apiVersion": d.api_version, "kind": d.kind, "metadata": {"name": "probe"}});
         let namespaced = self.namespaced(&probe, "delete").await?;
         let ns = namespaced.then(|| d.namespace.clone().unwrap_or_else(|| namespace.to_string()));
         let wait = self.timeout(0, 0);
@@ -731,8 +732,8 @@ fn read_files(dir: &Path, files: &[String]) -> Result<Vec<FileObject>, String> {
     let mut out = Vec::new();
     for f in files {
         let path = dir.join(f);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let docs = parse_docs(&path, &text).map_err(|e| e.to_string())?;
         out.extend(docs.into_iter().map(|object| FileObject {
             file: path.clone(),
@@ -777,8 +778,8 @@ fn pin_context(path: &Path, context: &str, dir: &Path) -> Result<PathBuf, RunErr
     }
     config["current-context"] = json!(context);
     let out = dir.join("kubeconfig");
-    let body = serde_json::to_string(&config)
-        .map_err(|e| RunError::Setup(format!("kubeconfig: {e}")))?;
+    let body =
+        serde_json::to_string(&config).map_err(|e| RunError::Setup(format!("kubeconfig: {e}")))?;
     std::fs::write(&out, body)
         .map_err(|e| RunError::Setup(format!("cannot write {}: {e}", out.display())))?;
     Ok(out)
@@ -834,7 +835,10 @@ fn start_control_plane(opts: &Options) -> Result<PathBuf, RunError> {
             opts.kudo_binary.display()
         ))
     })?;
-    println!("kudo test: starting the control plane ({} up)", script.display());
+    println!(
+        "kudo test: starting the control plane ({} up)",
+        script.display()
+    );
     let out = std::process::Command::new("bash")
         .arg(&script)
         .args(["up", "--clusters", "1"])
@@ -876,7 +880,10 @@ async fn install_crds(cluster: &Cluster, dir: &Path) -> Result<(), RunError> {
     for r in crds {
         let h = cluster.wait_healthy(&r, Duration::from_secs(60)).await?;
         if !h.is_healthy() {
-            return Err(RunError::Setup(format!("CRD {} not established: {h:?}", r.name)));
+            return Err(RunError::Setup(format!(
+                "CRD {} not established: {h:?}",
+                r.name
+            )));
         }
     }
     Ok(())
@@ -953,12 +960,13 @@ mod tests {
 
     #[test]
     fn nameless_asserts_select_by_labels_and_report_the_closest() {
-        let expected = json!({"kind": "Service", "metadata": {"labels": {"memory": "1Gi", "cpu": "0.25"}}});
+        let expected =
+            json!({"kind": "Service", "metadata": {"labels": {"memory": "1Gi", "cpu": "0.25"}}});
         assert_eq!(label_selector(&expected), "memory=1Gi,cpu=0.25");
         assert_eq!(label_selector(&json!({"kind": "Service"})), "");
         let candidates = vec![
-            json!({"metadata": {"name": "far", "labels": {"memory": "2Gi", "cpu": "1"}}}),
-            json!({"metadata": {"name": "near", "labels": {"memory": "1Gi", "cpu": "1"}}}),
+            json!({"kind": "Service", "metadata": {"name": "far", "labels": {"memory": "2Gi", "cpu": "1"}}}),
+            json!({"kind": "Service", "metadata": {"name": "near", "labels": {"memory": "1Gi", "cpu": "1"}}}),
         ];
         let (name, diff) = closest(&expected, &candidates).expect("some");
         assert_eq!(name, "near");
@@ -973,7 +981,10 @@ mod tests {
         let b = random_namespace();
         assert_ne!(a, b);
         assert!(a.starts_with("kudo-test-") && a.len() == 18);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
     }
 
     #[test]
@@ -1001,7 +1012,8 @@ mod tests {
         let found = find_envtest_script(None, &suite_dir, Path::new("/nonexistent/kudo"));
         let want = std::fs::canonicalize(dir.path().join("scripts/envtest")).expect("canon");
         assert_eq!(found, Some(want));
-        let explicit = find_envtest_script(Some(Path::new("/x/envtest")), &suite_dir, Path::new("/"));
+        let explicit =
+            find_envtest_script(Some(Path::new("/x/envtest")), &suite_dir, Path::new("/"));
         assert_eq!(explicit, Some(PathBuf::from("/x/envtest")));
     }
 }

@@ -97,11 +97,7 @@ fn suite_file_is_read_with_defaults() {
 
 #[test]
 fn empty_strings_stay_strings() {
-    let docs = super::case::parse_docs(
-        Path::new("x.yaml"),
-        "a: \"\"\nb: ''\nc:\n",
-    )
-    .expect("yaml");
+    let docs = super::case::parse_docs(Path::new("x.yaml"), "a: \"\"\nb: ''\nc:\n").expect("yaml");
     assert_eq!(docs[0]["a"], serde_json::json!(""));
     assert_eq!(docs[0]["b"], serde_json::json!(""));
     assert!(docs[0]["c"].is_null());

@@ -93,10 +93,9 @@ fn visit(
     chain.pop();
     let name = package.operator.name.clone();
     // The same dependency reached twice is installed once.
-    if !out
-        .iter()
-        .any(|r| r.resources.operator_version.metadata.name == resources.operator_version.metadata.name)
-    {
+    if !out.iter().any(|r| {
+        r.resources.operator_version.metadata.name == resources.operator_version.metadata.name
+    }) {
         out.push(Resolved {
             path: path.to_path_buf(),
             package,
@@ -120,7 +119,14 @@ mod tests {
         let all = resolve(&root).expect("resolves");
         let names: Vec<String> = all
             .iter()
-            .map(|r| r.resources.operator_version.metadata.name.clone().unwrap_or_default())
+            .map(|r| {
+                r.resources
+                    .operator_version
+                    .metadata
+                    .name
+                    .clone()
+                    .unwrap_or_default()
+            })
             .collect();
         assert_eq!(names, ["child-3.2.1-0.0.1", "parent-0.1.0"]);
         let task = &all[1].resources.operator_version.spec.tasks[0];
@@ -138,9 +144,15 @@ mod tests {
             "apiVersion: kudo.dev/v1beta1\nname: p\noperatorVersion: 0.1.0\ntasks:\n  - name: dep\n    kind: KudoOperator\n    spec:\n      package: ../missing-child\nplans:\n  deploy:\n    strategy: serial\n    phases:\n      - name: main\n        strategy: serial\n        steps:\n          - name: s\n            tasks: [dep]\n",
         )
         .expect("write");
-        std::fs::write(pkg.join("params.yaml"), "apiVersion: kudo.dev/v1beta1\nparameters: []\n")
-            .expect("write");
+        std::fs::write(
+            pkg.join("params.yaml"),
+            "apiVersion: kudo.dev/v1beta1\nparameters: []\n",
+        )
+        .expect("write");
         let err = resolve(&pkg).expect_err("missing").to_string();
-        assert!(err.contains("../missing-child") && err.contains("\"dep\""), "{err}");
+        assert!(
+            err.contains("../missing-child") && err.contains("\"dep\""),
+            "{err}"
+        );
     }
 }
