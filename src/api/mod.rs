@@ -50,10 +50,30 @@ pub enum ApiError {
 }
 
 /// The three CustomResourceDefinitions, in a stable order (Operator, OperatorVersion, Instance).
+///
+/// `spec` is not required: KUDO's CRDs did not require it and its test suites create
+/// Operators without one (e.g. `kind: Operator` with only a name).
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![Operator::crd(), OperatorVersion::crd(), Instance::crd()]
+    let mut crds = vec![Operator::crd(), OperatorVersion::crd(), Instance::crd()];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            let root = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut());
+            if let Some(root) = root {
+                if let Some(required) = root.required.as_mut() {
+                    required.retain(|r| r != "spec");
+                }
+                if root.required.as_ref().is_some_and(Vec::is_empty) {
+                    root.required = None;
+                }
+            }
+        }
+    }
+    crds
 }
 
 /// Renders the CRDs as one multi-document YAML stream, the content of `crds/`.

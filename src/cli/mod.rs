@@ -4,10 +4,19 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod crds;
+pub mod get;
+pub mod init;
+pub mod install;
+pub mod kube;
 pub mod manager;
 pub mod package;
+pub mod plan;
 pub mod render;
 pub mod sim;
+pub mod test;
+pub mod uninstall;
+pub mod update;
+pub mod upgrade;
 
 /// Every command's error: the message is printed as is, followed by its causes.
 pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -46,6 +55,23 @@ pub enum Command {
     Render(render::Args),
     /// Serve simulated Kubernetes clusters on loopback (kubeconfig printed) until Ctrl-C.
     Sim(sim::Args),
+    /// Run kuttl test suites (TestSuite files, test folders of NN-*.yaml steps) against a
+    /// cluster; `kubectl kudo` in test commands runs this binary.
+    Test(test::Args),
+    /// Install kudo's CRDs into the cluster (`--dry-run` prints them).
+    Init(init::Args),
+    /// Install a package (folder or .tgz) and create an instance of it.
+    Install(install::Args),
+    /// Change an instance's parameters.
+    Update(update::Args),
+    /// Move an instance to a package's newer OperatorVersion.
+    Upgrade(upgrade::Args),
+    /// Delete an instance.
+    Uninstall(uninstall::Args),
+    /// Show plan status, trigger a plan, or list past plan runs.
+    Plan(plan::Args),
+    /// List instances, operators or operator versions in a namespace.
+    Get(get::Args),
 }
 
 /// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
@@ -73,5 +99,13 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Package(args) => package::run(args).await,
         Command::Render(args) => render::run(args).await,
         Command::Sim(args) => sim::run(args).await,
+        Command::Test(args) => test::run(args).await,
+        Command::Init(args) => init::run(args).await,
+        Command::Install(args) => install::run(args).await,
+        Command::Update(args) => update::run(args).await,
+        Command::Upgrade(args) => upgrade::run(args).await,
+        Command::Uninstall(args) => uninstall::run(args).await,
+        Command::Plan(args) => plan::run(args).await,
+        Command::Get(args) => get::run(args).await,
     }
 }

@@ -274,7 +274,8 @@ impl Cluster {
     /// Server-side apply `obj` under field manager `kudo`, forcing ownership of conflicting
     /// fields. Returns the live object.
     pub async fn apply(&self, obj: &Value) -> Result<Value> {
-        let (r, served, body) = self.prepare("apply", obj).await?;
+        let (r, served, mut body) = self.prepare("apply", obj).await?;
+        object::default_apply_keys(&mut body);
         let api = self.api(&served, r.namespace.as_deref());
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let live = self
@@ -300,6 +301,38 @@ impl Cluster {
             )
             .await?;
         self.to_json("apply status", &r, &live)
+    }
+
+    /// Create (POST) `obj`; [`ErrorKind::Conflict`] when it already exists. For tools (kuttl
+    /// steps, `kudo install`) that create objects rather than own their fields.
+    pub async fn create(&self, obj: &Value) -> Result<Value> {
+        let (r, served, body) = self.prepare("create", obj).await?;
+        let api = self.api(&served, r.namespace.as_deref());
+        let dynamic: DynamicObject =
+            serde_json::from_value(body).map_err(|e| ClusterError::BadObject {
+                cluster: self.name.clone(),
+                object: r.to_string(),
+                reason: e.to_string(),
+            })?;
+        let live = self
+            .call("create", &r, api.create(&PostParams::default(), &dynamic))
+            .await?;
+        self.to_json("create", &r, &live)
+    }
+
+    /// JSON merge patch (RFC 7386) of `obj` into the live object it names: fields it gives
+    /// are set, `null` removes, everything else is kept (kuttl's "merge into existing").
+    pub async fn merge_patch(&self, obj: &Value) -> Result<Value> {
+        let (r, served, body) = self.prepare("patch", obj).await?;
+        let api = self.api(&served, r.namespace.as_deref());
+        let live = self
+            .call(
+                "patch",
+                &r,
+                api.patch(&r.name, &PatchParams::default(), &Patch::Merge(&body)),
+            )
+            .await?;
+        self.to_json("patch", &r, &live)
     }
 
     /// Replace (PUT) `obj`. Fails with [`ErrorKind::Conflict`] when its

@@ -65,6 +65,25 @@ impl ObjectRef {
     }
 }
 
+/// Fills key fields that server-side apply needs but whose defaults the API server (1.20)
+/// does not know: a Service port without `protocol` is refused with "associative list with
+/// keys has an element that omits key field \"protocol\"" (a 500), while client-side
+/// apply, which KUDO used, defaulted it to TCP. kudo sets that default before applying.
+pub fn default_apply_keys(obj: &mut Value) {
+    let is_service = obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        && obj.get("kind").and_then(Value::as_str) == Some("Service");
+    if !is_service {
+        return;
+    }
+    let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+        port.entry("protocol")
+            .or_insert_with(|| Value::String("TCP".into()));
+    }
+}
+
 /// Split `apps/v1` into ("apps", "v1") and `v1` into ("", "v1").
 pub fn split_api_version(api_version: &str) -> (&str, &str) {
     match api_version.split_once('/') {
@@ -232,5 +251,24 @@ mod tests {
             describe(&json!({"kind": "Pod", "metadata": {"namespace": "a", "name": "x"}})),
             "Pod a/x"
         );
+    }
+}
+
+#[cfg(test)]
+mod apply_key_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn service_ports_get_the_tcp_default_and_others_are_untouched() {
+        let mut svc = json!({"apiVersion": "v1", "kind": "Service", "spec": {"ports": [
+            {"port": 80}, {"port": 53, "protocol": "UDP"}]}});
+        default_apply_keys(&mut svc);
+        assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(svc["spec"]["ports"][1]["protocol"], "UDP");
+        let mut cm =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "spec": {"ports": [{"port": 1}]}});
+        default_apply_keys(&mut cm);
+        assert!(cm["spec"]["ports"][0].get("protocol").is_none());
     }
 }

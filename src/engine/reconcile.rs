@@ -219,7 +219,16 @@ async fn reconcile_instance(
     let span = tracing::Span::current();
     let client = ctx.cluster.client().clone();
     let instances: Api<Instance> = Api::namespaced(client.clone(), &names.namespace);
-    let versions: Api<OperatorVersion> = Api::namespaced(client, &names.namespace);
+    // KUDO resolves the OperatorVersion in `spec.operatorVersion.namespace` when given
+    // (e.g. a shared one in `default`), else in the instance's namespace.
+    let ov_namespace = inst
+        .spec
+        .operator_version
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| names.namespace.clone());
+    let versions: Api<OperatorVersion> = Api::namespaced(client, &ov_namespace);
     let mut status = inst.status.clone().unwrap_or_default();
     let before = status.clone();
 
@@ -326,8 +335,7 @@ async fn reconcile_instance(
     }
     let Some(ov) = ov else {
         let msg = format!(
-            "OperatorVersion {ov_name} not found in namespace {}; retrying until it appears",
-            names.namespace
+            "OperatorVersion {ov_name} not found in namespace {ov_namespace}; retrying until it appears"
         );
         set_ready(&mut status, "False", "OperatorVersionNotFound", &msg);
         write_status(&instances, names, &before, &status).await?;

@@ -142,8 +142,27 @@ pub fn read_suite(path: &Path) -> Result<TestSuite, KuttlError> {
     typed(path, "TestSuite", doc)
 }
 
-/// Lists the test cases below each test dir (each subfolder is a case), sorted by name.
+/// Lists the test cases below each test dir (each subfolder is a case), sorted by name; the
+/// first unreadable case is an error.
 pub fn discover(test_dirs: &[PathBuf]) -> Result<Vec<TestCase>, KuttlError> {
+    discover_each(test_dirs)?
+        .into_iter()
+        .map(|d| d.case)
+        .collect()
+}
+
+/// A test folder found below a test dir, read or not: a runner reports an unreadable case
+/// (no steps, bad YAML) as failed and still runs the others.
+#[derive(Debug)]
+pub struct Discovered {
+    pub name: String,
+    pub dir: PathBuf,
+    pub case: Result<TestCase, KuttlError>,
+}
+
+/// Every test folder below each test dir, sorted by name within a dir. Only an unreadable
+/// test dir itself is an error.
+pub fn discover_each(test_dirs: &[PathBuf]) -> Result<Vec<Discovered>, KuttlError> {
     let mut cases = Vec::new();
     for dir in test_dirs {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -156,7 +175,14 @@ pub fn discover(test_dirs: &[PathBuf]) -> Result<Vec<TestCase>, KuttlError> {
             .collect();
         entries.sort();
         for case_dir in entries {
-            cases.push(read_case(&case_dir)?);
+            cases.push(Discovered {
+                name: case_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                case: read_case(&case_dir),
+                dir: case_dir,
+            });
         }
     }
     Ok(cases)

@@ -1,9 +1,12 @@
 //! kuttl-compatible testing (`kudo test`): suite and case files ([`case`]) and the
-//! partial-object matching rules of asserts ([`matcher`]). Both are pure; the runner that
-//! talks to a cluster builds on them.
+//! partial-object matching rules of asserts ([`matcher`]), both pure; commands
+//! ([`command`]), the report ([`report`]) and the [`runner`] that talks to a cluster.
 
 pub mod case;
+pub mod command;
 pub mod matcher;
+pub mod report;
+pub mod runner;
 
 #[cfg(test)]
 mod tests;

@@ -94,3 +94,19 @@ fn suite_file_is_read_with_defaults() {
     let msg = read_suite(&file).expect_err("bad").to_string();
     assert!(msg.contains("timeout"), "{msg}");
 }
+
+#[test]
+fn empty_strings_stay_strings() {
+    let docs = super::case::parse_docs(Path::new("x.yaml"), "a: \"\"\nb: ''\nc:\n").expect("yaml");
+    assert_eq!(docs[0]["a"], serde_json::json!(""));
+    assert_eq!(docs[0]["b"], serde_json::json!(""));
+    assert!(docs[0]["c"].is_null());
+}
+
+#[test]
+fn toy_manifest_keeps_empty_connection_string() {
+    let path = shared().join("manifests/toy-operator.yaml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let docs = super::case::parse_docs(&path, &text).expect("yaml");
+    assert_eq!(docs[1]["spec"]["connectionString"], serde_json::json!(""));
+}

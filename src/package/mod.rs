@@ -3,6 +3,7 @@
 //! validating parameter values, and rendering a task's resources.
 
 mod convert;
+pub mod dependencies;
 mod files;
 mod params;
 mod render;
