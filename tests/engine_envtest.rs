@@ -607,6 +607,25 @@ spec:
         msg.contains("timed out after 2s") && msg.contains("Deployment"),
         "{msg}"
     );
+    let kudo = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kudo"))
+            .args(args)
+            .args([
+                "--namespace",
+                &ns.name,
+                "--context",
+                "envtest-1",
+                "--kubeconfig",
+            ])
+            .arg(common::envtest_kubeconfig())
+            .output()
+            .expect("run kudo")
+    };
+    // Nothing is running now: cancel says so.
+    let out = kudo(&["plan", "cancel", "--instance", "web"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no running plan"), "{stderr}");
 
     // A manual trigger of the plan without a timeout, then cancel and retry mid-plan.
     instances
@@ -623,27 +642,20 @@ spec:
     })
     .await;
     let request = |action: &'static str| {
-        let instances = instances.clone();
-        async move {
-            instances
-                .patch(
-                    "web",
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        &json!({"metadata": {"annotations": {"kudo.dev/plan-request": action}}}),
-                    ),
-                )
-                .await
-                .expect("annotate");
-        }
+        let out = kudo(&["plan", action, "--instance", "web"]);
+        assert!(
+            out.status.success(),
+            "kudo plan {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    request("cancel").await;
+    request("cancel");
     eventually("plan cancelled", TIMEOUT, || async {
         let p = plan_status(&instances, "web", "slow").await?;
         (p.status == Some(ExecutionStatus::Cancelled)).then_some(())
     })
     .await;
-    request("retry").await;
+    request("retry");
     let done = eventually("retried plan completes", TIMEOUT, || async {
         make_workloads_ready(&c, &ns.name).await;
         let p = plan_status(&instances, "web", "slow").await?;

@@ -54,6 +54,16 @@ pub enum PlanCommand {
         #[arg(long)]
         instance: String,
     },
+    /// Stops the running plan (it becomes CANCELLED; objects already applied stay).
+    Cancel {
+        #[arg(long)]
+        instance: String,
+    },
+    /// Resumes a plan that ended FATAL_ERROR or CANCELLED from its first unfinished step.
+    Retry {
+        #[arg(long)]
+        instance: String,
+    },
 }
 
 pub async fn run(args: Args) -> CliResult {
@@ -114,7 +124,69 @@ pub async fn run(args: Args) -> CliResult {
             print!("{}", history(&inst, &ov));
             Ok(())
         }
+        PlanCommand::Cancel { instance } => {
+            let (_, inst) = get_instance(&cluster, ns, &instance).await?;
+            let plans = inst.status.map(|s| s.plan_status).unwrap_or_default();
+            let plan = request_target(&plans, ExecutionStatus::is_running)
+                .ok_or_else(|| refused(&instance, "it has no running plan; nothing to cancel"))?;
+            request(&cluster, ns, &instance, "cancel").await?;
+            println!("Cancelling plan {plan} of instance {instance} in namespace {ns}");
+            Ok(())
+        }
+        PlanCommand::Retry { instance } => {
+            let (_, inst) = get_instance(&cluster, ns, &instance).await?;
+            let plans = inst.status.map(|s| s.plan_status).unwrap_or_default();
+            let plan = request_target(&plans, |s| {
+                matches!(s, ExecutionStatus::FatalError | ExecutionStatus::Cancelled)
+            })
+            .ok_or_else(|| {
+                refused(
+                    &instance,
+                    "no plan ended FATAL_ERROR or CANCELLED; nothing to retry",
+                )
+            })?;
+            request(&cluster, ns, &instance, "retry").await?;
+            println!("Retrying plan {plan} of instance {instance} in namespace {ns}");
+            Ok(())
+        }
     }
+}
+
+/// The most recently updated plan whose status `wanted` accepts.
+fn request_target(
+    plans: &BTreeMap<String, PlanStatus>,
+    wanted: impl Fn(ExecutionStatus) -> bool,
+) -> Option<String> {
+    plans
+        .iter()
+        .filter(|(_, p)| p.status.is_some_and(&wanted))
+        .max_by(|a, b| {
+            let t = |p: &PlanStatus| p.last_updated_timestamp.as_ref().map(|t| t.0);
+            t(a.1).cmp(&t(b.1))
+        })
+        .map(|(name, _)| name.clone())
+}
+
+fn refused(instance: &str, what: &str) -> CliError {
+    Box::new(KudoCliError::Refused {
+        instance: instance.to_string(),
+        what: what.to_string(),
+    })
+}
+
+/// Asks the manager to cancel or retry (it carries the request out and removes it).
+async fn request(cluster: &Cluster, ns: &str, instance: &str, action: &str) -> CliResult {
+    let patch = json!({
+        "apiVersion": super::kube::KUDO_API,
+        "kind": "Instance",
+        "metadata": {
+            "name": instance,
+            "namespace": ns,
+            "annotations": {crate::engine::reconcile::PLAN_REQUEST_ANNOTATION: action},
+        },
+    });
+    cluster.merge_patch(&patch).await?;
+    Ok(())
 }
 
 fn strategy(o: Option<Ordering>) -> &'static str {
