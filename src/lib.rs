@@ -9,4 +9,5 @@ pub mod cluster;
 pub mod engine;
 pub mod kuttl;
 pub mod package;
+pub mod sim;
 pub mod template;

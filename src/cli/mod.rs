@@ -7,6 +7,7 @@ pub mod crds;
 pub mod manager;
 pub mod package;
 pub mod render;
+pub mod sim;
 
 /// Every command's error: the message is printed as is, followed by its causes.
 pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -43,6 +44,8 @@ pub enum Command {
     Package(package::Args),
     /// Render a package's manifests locally (like `helm template`).
     Render(render::Args),
+    /// Serve simulated Kubernetes clusters on loopback (kubeconfig printed) until Ctrl-C.
+    Sim(sim::Args),
 }
 
 /// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
@@ -69,5 +72,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Manager(args) => manager::run(args).await,
         Command::Package(args) => package::run(args).await,
         Command::Render(args) => render::run(args).await,
+        Command::Sim(args) => sim::run(args).await,
     }
 }
