@@ -3,3 +3,6 @@
 //! and progressive rollout across them, and the `kudo serve` daemon tying it together.
 
 pub mod config;
+pub mod desired;
+pub mod placement;
+pub mod rollout;
