@@ -4,5 +4,6 @@
 
 pub mod config;
 pub mod desired;
+pub mod git;
 pub mod placement;
 pub mod rollout;
