@@ -7,6 +7,7 @@ pub mod crds;
 pub mod manager;
 pub mod package;
 pub mod render;
+pub mod serve;
 pub mod sim;
 
 /// Every command's error: the message is printed as is, followed by its causes.
@@ -44,6 +45,8 @@ pub enum Command {
     Package(package::Args),
     /// Render a package's manifests locally (like `helm template`).
     Render(render::Args),
+    /// Run the multi-cluster GitOps control plane (no config: a local demo on simulated clusters).
+    Serve(serve::Args),
     /// Serve simulated Kubernetes clusters on loopback (kubeconfig printed) until Ctrl-C.
     Sim(sim::Args),
 }
@@ -72,6 +75,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Manager(args) => manager::run(args).await,
         Command::Package(args) => package::run(args).await,
         Command::Render(args) => render::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::Sim(args) => sim::run(args).await,
     }
 }

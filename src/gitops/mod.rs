@@ -7,3 +7,5 @@ pub mod desired;
 pub mod git;
 pub mod placement;
 pub mod rollout;
+pub mod serve;
+pub mod webhook;
