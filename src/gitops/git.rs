@@ -132,11 +132,17 @@ impl GitSource {
         };
         let mut last = None;
         for spec in &specs {
+            // A refspec whose source does not exist fetches nothing without failing, so the
+            // target ref is cleared first and must exist afterwards.
+            if let Ok(mut r) = repo.find_reference(TARGET_REF) {
+                let _ = r.delete();
+            }
             match self.fetch(&repo, &[spec.as_str()]) {
                 Ok(()) => {
-                    let obj = repo
-                        .revparse_single(TARGET_REF)
-                        .map_err(|_| self.not_found())?;
+                    let Ok(obj) = repo.revparse_single(TARGET_REF) else {
+                        last = Some(self.not_found());
+                        continue;
+                    };
                     let commit = obj.peel_to_commit().map_err(|e| GitError::Tree {
                         repo: self.name.clone(),
                         commit: obj.id().to_string(),
