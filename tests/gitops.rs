@@ -99,7 +99,8 @@ plans:
         strategy: serial
         steps:
           - {name: config, tasks: [config]}
-          - {name: check, tasks: [job-cleanup, job]}
+          - {name: cleanup, tasks: [job-cleanup]}
+          - {name: check, tasks: [job]}
   update:
     strategy: serial
     phases:
@@ -107,7 +108,8 @@ plans:
         strategy: serial
         steps:
           - {name: config, tasks: [config]}
-          - {name: check, tasks: [job-cleanup, job]}
+          - {name: cleanup, tasks: [job-cleanup]}
+          - {name: check, tasks: [job]}
   upgrade:
     strategy: serial
     phases:
