@@ -22,20 +22,15 @@ pub enum Count {
     Percent(u32),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum Strategy {
     /// Every target at once.
+    #[default]
     Parallel,
     /// One cluster at a time.
     Serial,
     /// Waves of at most this many clusters.
     MaxUnavailable(Count),
-}
-
-impl Default for Strategy {
-    fn default() -> Self {
-        Strategy::Parallel
-    }
 }
 
 /// What one cluster's Instance says about the desired spec.

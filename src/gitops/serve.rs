@@ -492,6 +492,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 // ---- repositories ----
 
+/// A new revision and what loading it gave.
+type Loaded = (String, Result<DesiredState, desired::RevisionErrors>);
+
 async fn repo_task(
     shared: Arc<Shared>,
     repo: Repository,
@@ -530,7 +533,7 @@ async fn sync_once(
     let subpath = repo.path.clone();
     let seen = last_seen.clone();
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || -> Result<Option<(String, Result<DesiredState, desired::RevisionErrors>)>, String> {
+    let result = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
         match (&git, &source) {
             (Some(g), _) => {
                 let commit = g.sync().map_err(|e| e.to_string())?;
@@ -542,7 +545,11 @@ async fn sync_once(
                 Ok(Some((commit, loaded)))
             }
             (None, Source::Dir(dir)) => {
-                let root = if subpath.is_empty() { dir.clone() } else { dir.join(&subpath) };
+                let root = if subpath.is_empty() {
+                    dir.clone()
+                } else {
+                    dir.join(&subpath)
+                };
                 let tree = DirTree::new(root);
                 let rev = content_revision(&tree).map_err(|e| e.to_string())?;
                 if seen.as_deref() == Some(rev.as_str()) {
