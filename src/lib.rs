@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod engine;
+pub mod gitops;
 pub mod kuttl;
 pub mod metrics;
 pub mod package;

@@ -12,6 +12,7 @@ pub mod manager;
 pub mod package;
 pub mod plan;
 pub mod render;
+pub mod serve;
 pub mod sim;
 pub mod test;
 pub mod uninstall;
@@ -72,6 +73,9 @@ pub enum Command {
     Plan(plan::Args),
     /// List instances, operators or operator versions in a namespace.
     Get(get::Args),
+    /// The GitOps control plane: sync frameworks and instances from Git and run their plans
+    /// on every matching cluster (no config: repos-example/ on three simulated clusters).
+    Serve(serve::Args),
 }
 
 /// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
@@ -107,5 +111,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Uninstall(args) => uninstall::run(args).await,
         Command::Plan(args) => plan::run(args).await,
         Command::Get(args) => get::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
     }
 }

@@ -274,10 +274,16 @@ impl Cluster {
     /// Server-side apply `obj` under field manager `kudo`, forcing ownership of conflicting
     /// fields. Returns the live object.
     pub async fn apply(&self, obj: &Value) -> Result<Value> {
+        self.apply_as(obj, FIELD_MANAGER).await
+    }
+
+    /// Server-side apply under another field manager (the GitOps control plane owns the
+    /// Instance spec under its own name, the engine its status).
+    pub async fn apply_as(&self, obj: &Value, manager: &str) -> Result<Value> {
         let (r, served, mut body) = self.prepare("apply", obj).await?;
         object::default_apply_keys(&mut body);
         let api = self.api(&served, r.namespace.as_deref());
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let params = PatchParams::apply(manager).force();
         let live = self
             .call(
                 "apply",

@@ -178,6 +178,11 @@ pub(crate) fn yaml_error(package: &str, file: &str, e: &serde_saphyr::Error) -> 
     }
 }
 
+/// [`yaml_message`] for other modules reading YAML (the gitops instance documents).
+pub fn yaml_message_public(e: &serde_saphyr::Error) -> String {
+    yaml_message(e)
+}
+
 /// serde-saphyr's message without its source snippet and its own `line N column M: `
 /// prefix, for messages that place the location themselves.
 pub(crate) fn yaml_message(e: &serde_saphyr::Error) -> String {

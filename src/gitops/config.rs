@@ -1,0 +1,822 @@
+//! The control plane's configuration file (`kudo.yaml`): repositories to sync, clusters to
+//! drive and the HTTP listen address.
+//!
+//! Validation reports every problem at once (unknown keys, missing files, bad URLs, duplicate
+//! names, ...) so that a broken config is fixed in one round trip. Secrets never appear in the
+//! file itself: it names files holding them, read only when needed and never logged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Where a configuration came from when no file was given.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// The default configuration: `repos-example/` watched as a local directory, three simulated
+/// clusters. Paths are relative to the current directory.
+pub const EMBEDDED_DEFAULT: &str = r#"
+listen: 127.0.0.1:8080
+repositories:
+  - name: example
+    url: repos-example
+clusters:
+  - name: dev
+    sim: {readyDelay: 1s}
+    labels: {env: dev}
+  - name: staging
+    sim: {readyDelay: 1s}
+    labels: {env: staging}
+  - name: prod
+    sim: {readyDelay: 2s}
+    labels: {env: prod}
+"#;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Where bare mirrors of remote repositories are kept.
+    pub cache_dir: PathBuf,
+    pub repositories: Vec<Repository>,
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repository {
+    pub name: String,
+    pub source: Source,
+    /// Branch, tag or commit; `None` for a local directory, `HEAD` of the remote otherwise.
+    pub reference: Option<String>,
+    /// Subfolder holding `frameworks/` and `instances/`.
+    pub path: String,
+    pub interval: Duration,
+    pub credentials: Credentials,
+    /// File holding the webhook secret (GitHub HMAC key / GitLab token).
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// Where a repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A Git URL (`https://`, `http://`, `ssh://`, scp-like `user@host:path`, `git://`,
+    /// `file://`) or a local path holding a Git repository.
+    Git(String),
+    /// A plain local directory (not a Git repository), watched for changes.
+    Dir(PathBuf),
+}
+
+/// Files holding credentials; all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub token_file: Option<PathBuf>,
+    pub username_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub ssh_key_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub access: ClusterAccess,
+    /// Upper bound of one API request to this cluster.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterAccess {
+    Kubeconfig {
+        path: PathBuf,
+        context: Option<String>,
+    },
+    InCluster,
+    Sim(SimConfig),
+}
+
+/// An embedded simulated cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Added to every API request.
+    pub latency: Duration,
+    /// How long workloads take to become ready (Jobs take the same to finish).
+    pub ready_delay: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            latency: Duration::ZERO,
+            ready_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} problem(s), kudo serve refuses to start:",
+            self.file,
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths in it are relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&path.display().to_string(), &text, base)
+    }
+
+    /// The embedded default (used when no config file is given).
+    pub fn embedded(base: &Path) -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_NAME, EMBEDDED_DEFAULT, base)
+    }
+
+    /// Parses and validates config text; `base` resolves relative paths.
+    pub fn parse(file: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: file.to_string(),
+            problems,
+        };
+        let value: Value = match serde_saphyr::from_str(text) {
+            Ok(Value::Null) => Value::Object(Default::default()),
+            Ok(v) => v,
+            Err(e) => return Err(fail(vec![format!("not valid YAML: {e}")])),
+        };
+        let mut v = Validator {
+            problems: Vec::new(),
+            names: BTreeMap::new(),
+            base: base.to_path_buf(),
+        };
+        let config = v.config(&value);
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(v.problems))
+        }
+    }
+
+    pub fn repository(&self, name: &str) -> Option<&Repository> {
+        self.repositories.iter().find(|r| r.name == name)
+    }
+}
+
+/// Walks the YAML value by hand so that every problem is collected, not just serde's first.
+struct Validator {
+    problems: Vec<String>,
+    /// Names seen per section ("repositories", "clusters"), for the duplicate check.
+    names: BTreeMap<&'static str, Vec<String>>,
+    base: PathBuf,
+}
+
+const TOP_KEYS: &[&str] = &["listen", "cacheDir", "repositories", "clusters"];
+const REPO_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "ref",
+    "path",
+    "interval",
+    "credentials",
+    "webhookSecretFile",
+];
+const CRED_KEYS: &[&str] = &[
+    "tokenFile",
+    "usernameFile",
+    "passwordFile",
+    "sshKeyFile",
+    "knownHostsFile",
+];
+const CLUSTER_KEYS: &[&str] = &[
+    "name",
+    "kubeconfig",
+    "context",
+    "inCluster",
+    "sim",
+    "labels",
+    "requestTimeout",
+];
+const SIM_KEYS: &[&str] = &["latency", "readyDelay"];
+
+impl Validator {
+    fn problem(&mut self, at: &str, what: impl fmt::Display) {
+        let at = if at.is_empty() { "(top level)" } else { at };
+        self.problems.push(format!("{at}: {what}"));
+    }
+
+    fn map<'a>(
+        &mut self,
+        at: &str,
+        value: &'a Value,
+        known: &[&str],
+    ) -> Option<&'a serde_json::Map<String, Value>> {
+        let Value::Object(map) = value else {
+            self.problem(at, format!("expected a mapping, found {}", kind(value)));
+            return None;
+        };
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                let at = join(at, key);
+                self.problem(
+                    &at,
+                    format!("unknown key (expected one of: {})", known.join(", ")),
+                );
+            }
+        }
+        Some(map)
+    }
+
+    fn string(
+        &mut self,
+        at: &str,
+        map: &serde_json::Map<String, Value>,
+        key: &str,
+    ) -> Option<String> {
+        match map.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(other) => {
+                self.problem(
+                    &join(at, key),
+                    format!("expected a string, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        at: &str,
+        map: &serde_json::Map<String, Value>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        match self.string(at, map, key) {
+            None => default,
+            Some(s) => parse_duration(&s).unwrap_or_else(|reason| {
+                self.problem(&join(at, key), reason);
+                default
+            }),
+        }
+    }
+
+    /// A path that must name an existing file.
+    fn file(
+        &mut self,
+        at: &str,
+        map: &serde_json::Map<String, Value>,
+        key: &str,
+    ) -> Option<PathBuf> {
+        let s = self.string(at, map, key)?;
+        let path = self.base.join(expand_home(&s));
+        if !path.is_file() {
+            self.problem(
+                &join(at, key),
+                format!("file {} does not exist", path.display()),
+            );
+        }
+        Some(path)
+    }
+
+    fn config(&mut self, value: &Value) -> Config {
+        let empty = serde_json::Map::new();
+        let top = self.map("", value, TOP_KEYS).unwrap_or(&empty);
+        let listen_text = self
+            .string("", top, "listen")
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let listen = listen_text.parse().unwrap_or_else(|_| {
+            self.problem(
+                "listen",
+                format!("{listen_text:?} is not an address like 127.0.0.1:8080 or [::]:8080"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let cache_dir = self
+            .string("", top, "cacheDir")
+            .map(|s| self.base.join(expand_home(&s)))
+            .unwrap_or_else(default_cache_dir);
+
+        let mut repositories = Vec::new();
+        match top.get("repositories") {
+            None | Some(Value::Null) => {
+                self.problem("repositories", "at least one repository is required")
+            }
+            Some(Value::Array(items)) => {
+                if items.is_empty() {
+                    self.problem("repositories", "at least one repository is required");
+                }
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(r) = self.repository(&format!("repositories[{i}]"), item) {
+                        repositories.push(r);
+                    }
+                }
+            }
+            Some(other) => self.problem(
+                "repositories",
+                format!("expected a list, found {}", kind(other)),
+            ),
+        }
+        let mut clusters = Vec::new();
+        match top.get("clusters") {
+            None | Some(Value::Null) => {
+                self.problem("clusters", "at least one cluster is required")
+            }
+            Some(Value::Array(items)) => {
+                if items.is_empty() {
+                    self.problem("clusters", "at least one cluster is required");
+                }
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(c) = self.cluster(&format!("clusters[{i}]"), item) {
+                        clusters.push(c);
+                    }
+                }
+            }
+            Some(other) => self.problem(
+                "clusters",
+                format!("expected a list, found {}", kind(other)),
+            ),
+        }
+        for (section, names) in std::mem::take(&mut self.names) {
+            let mut seen = BTreeSet::new();
+            for name in names {
+                if !seen.insert(name.clone()) {
+                    self.problem(section, format!("name {name:?} is used twice"));
+                }
+            }
+        }
+        Config {
+            listen,
+            cache_dir,
+            repositories,
+            clusters,
+        }
+    }
+
+    fn name(
+        &mut self,
+        section: &'static str,
+        at: &str,
+        map: &serde_json::Map<String, Value>,
+    ) -> Option<String> {
+        let name = self.string(at, map, "name");
+        if let Some(n) = &name {
+            self.names.entry(section).or_default().push(n.clone());
+        }
+        match &name {
+            None => self.problem(&join(at, "name"), "is required"),
+            Some(n) if !is_dns_label(n) => self.problem(
+                &join(at, "name"),
+                format!(
+                    "{n:?} must be a DNS label (lowercase letters, digits and '-', at most 63)"
+                ),
+            ),
+            _ => {}
+        }
+        name
+    }
+
+    fn repository(&mut self, at: &str, value: &Value) -> Option<Repository> {
+        let map = self.map(at, value, REPO_KEYS)?;
+        let name = self.name("repositories", at, map);
+        let url = self.string(at, map, "url");
+        let source = match &url {
+            None => {
+                self.problem(&join(at, "url"), "is required");
+                None
+            }
+            Some(u) => match classify_url(u, &self.base) {
+                Ok(s) => Some(s),
+                Err(reason) => {
+                    self.problem(&join(at, "url"), reason);
+                    None
+                }
+            },
+        };
+        let reference = self.string(at, map, "ref");
+        if let (Some(Source::Dir(_)), Some(_)) = (&source, &reference) {
+            self.problem(
+                &join(at, "ref"),
+                "a plain local directory has no refs; remove `ref` or make it a Git repository",
+            );
+        }
+        let path = self
+            .string(at, map, "path")
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string();
+        if path.split('/').any(|c| c == "..") {
+            self.problem(
+                &join(at, "path"),
+                format!("{path:?} must stay inside the repository"),
+            );
+        }
+        let interval = self.duration(at, map, "interval", Duration::from_secs(60));
+        let credentials = match map.get("credentials") {
+            None | Some(Value::Null) => Credentials::default(),
+            Some(c) => {
+                let cat = join(at, "credentials");
+                match self.map(&cat, c, CRED_KEYS) {
+                    Some(c) => {
+                        let creds = Credentials {
+                            token_file: self.file(&cat, c, "tokenFile"),
+                            username_file: self.file(&cat, c, "usernameFile"),
+                            password_file: self.file(&cat, c, "passwordFile"),
+                            ssh_key_file: self.file(&cat, c, "sshKeyFile"),
+                            known_hosts_file: self.file(&cat, c, "knownHostsFile"),
+                        };
+                        if creds.username_file.is_some() != creds.password_file.is_some() {
+                            self.problem(&cat, "usernameFile and passwordFile go together");
+                        }
+                        creds
+                    }
+                    None => Credentials::default(),
+                }
+            }
+        };
+        let webhook_secret_file = self.file(at, map, "webhookSecretFile");
+        Some(Repository {
+            name: name?,
+            source: source?,
+            reference,
+            path,
+            interval,
+            credentials,
+            webhook_secret_file,
+        })
+    }
+
+    fn cluster(&mut self, at: &str, value: &Value) -> Option<ClusterConfig> {
+        let map = self.map(at, value, CLUSTER_KEYS)?;
+        let name = self.name("clusters", at, map);
+        let mut labels = BTreeMap::new();
+        match map.get("labels") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(l)) => {
+                for (k, v) in l {
+                    match v {
+                        Value::String(s) => {
+                            labels.insert(k.clone(), s.clone());
+                        }
+                        Value::Number(_) | Value::Bool(_) => {
+                            labels.insert(k.clone(), v.to_string());
+                        }
+                        other => self.problem(
+                            &join(&join(at, "labels"), k),
+                            format!("expected a string, found {}", kind(other)),
+                        ),
+                    }
+                }
+            }
+            Some(other) => self.problem(
+                &join(at, "labels"),
+                format!("expected a mapping, found {}", kind(other)),
+            ),
+        }
+        let request_timeout = self.duration(at, map, "requestTimeout", Duration::from_secs(10));
+        let in_cluster = matches!(map.get("inCluster"), Some(Value::Bool(true)));
+        let chosen = ["kubeconfig", "inCluster", "sim"]
+            .iter()
+            .filter(|k| {
+                map.get(**k)
+                    .is_some_and(|v| !v.is_null() && *v != Value::Bool(false))
+            })
+            .count();
+        if chosen != 1 {
+            self.problem(
+                at,
+                "exactly one of kubeconfig, inCluster: true or sim: {} is required",
+            );
+        }
+        let access = if let Some(sim) = map.get("sim").filter(|v| !v.is_null()) {
+            let sat = join(at, "sim");
+            let defaults = SimConfig::default();
+            let s = self.map(&sat, sim, SIM_KEYS).cloned().unwrap_or_default();
+            ClusterAccess::Sim(SimConfig {
+                latency: self.duration(&sat, &s, "latency", defaults.latency),
+                ready_delay: self.duration(&sat, &s, "readyDelay", defaults.ready_delay),
+            })
+        } else if in_cluster {
+            ClusterAccess::InCluster
+        } else {
+            let path = self.file(at, map, "kubeconfig").unwrap_or_default();
+            ClusterAccess::Kubeconfig {
+                path,
+                context: self.string(at, map, "context"),
+            }
+        };
+        Some(ClusterConfig {
+            name: name?,
+            labels,
+            access,
+            request_timeout,
+        })
+    }
+}
+
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_string()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn expand_home(s: &str) -> PathBuf {
+    match (s.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(s),
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) => PathBuf::from(dir).join("kudo"),
+        None => match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".cache/kudo"),
+            None => std::env::temp_dir().join("kudo-cache"),
+        },
+    }
+}
+
+/// `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 2m or 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Decides what a repository `url` is. Local paths must exist; a local path holding a Git
+/// repository (a `.git` folder, or a bare repository) is synced as Git, any other folder
+/// is watched as a plain directory.
+pub fn classify_url(url: &str, base: &Path) -> Result<Source, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err("is empty".to_string());
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        return match scheme {
+            "https" | "http" | "ssh" | "git" => {
+                let host = rest.split(['/', ':']).next().unwrap_or_default();
+                let host = host.rsplit('@').next().unwrap_or_default();
+                if host.is_empty() {
+                    Err(format!("{url:?} has no host"))
+                } else if rest.split_once('/').is_none_or(|(_, p)| p.is_empty()) {
+                    Err(format!("{url:?} names no repository path"))
+                } else {
+                    Ok(Source::Git(url.to_string()))
+                }
+            }
+            "file" => {
+                if rest.is_empty() {
+                    Err(format!("{url:?} names no path"))
+                } else if !Path::new(rest).exists() {
+                    Err(format!("{url:?}: {rest} does not exist"))
+                } else {
+                    Ok(Source::Git(url.to_string()))
+                }
+            }
+            other => Err(format!(
+                "{url:?}: unsupported scheme {other:?} (use https, http, ssh, git, file or a local path)"
+            )),
+        };
+    }
+    // scp-like `user@host:path` (not a Windows drive or a local path with a colon).
+    if let Some((left, right)) = url.split_once(':')
+        && left.contains('@')
+        && !left.contains('/')
+        && !right.is_empty()
+    {
+        return Ok(Source::Git(url.to_string()));
+    }
+    let path = base.join(expand_home(url));
+    if !path.is_dir() {
+        return Err(format!(
+            "{url:?}: local directory {} does not exist",
+            path.display()
+        ));
+    }
+    if path.join(".git").exists() || (path.join("HEAD").is_file() && path.join("objects").is_dir())
+    {
+        Ok(Source::Git(path.display().to_string()))
+    } else {
+        Ok(Source::Dir(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str, base: &Path) -> Vec<String> {
+        Config::parse("kudo.yaml", text, base)
+            .expect_err("config must be refused")
+            .problems
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("kc"), "apiVersion: v1\nkind: Config\n").expect("write");
+        std::fs::write(dir.path().join("token"), "t").expect("write");
+        std::fs::write(dir.path().join("hook"), "s").expect("write");
+        let text = r#"
+listen: 0.0.0.0:9090
+cacheDir: cache
+repositories:
+  - name: platform
+    url: https://git.example.com/acme/platform.git
+    ref: main
+    path: deploy/kudo
+    interval: 30s
+    credentials: {tokenFile: token}
+    webhookSecretFile: hook
+clusters:
+  - name: prod-eu
+    kubeconfig: kc
+    context: prod-eu
+    labels: {env: prod, region: eu}
+    requestTimeout: 5s
+  - name: dev
+    sim: {latency: 10ms, readyDelay: 2s}
+    labels: {env: dev}
+"#;
+        let c = Config::parse("kudo.yaml", text, dir.path()).expect("valid");
+        assert_eq!(c.listen.port(), 9090);
+        assert_eq!(c.cache_dir, dir.path().join("cache"));
+        let r = &c.repositories[0];
+        assert_eq!(r.reference.as_deref(), Some("main"));
+        assert_eq!(r.path, "deploy/kudo");
+        assert_eq!(r.interval, Duration::from_secs(30));
+        assert_eq!(r.credentials.token_file, Some(dir.path().join("token")));
+        assert_eq!(c.clusters[0].labels["region"], "eu");
+        assert_eq!(c.clusters[0].request_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.clusters[1].access,
+            ClusterAccess::Sim(SimConfig {
+                latency: Duration::from_millis(10),
+                ready_delay: Duration::from_secs(2)
+            })
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = r#"
+listen: nowhere
+colour: blue
+repositories:
+  - name: a
+    url: ftp://example.com/x.git
+    intervall: 5s
+  - name: a
+    url: https:///nohost
+  - name: Bad_Name
+    url: ./missing-dir
+clusters:
+  - name: one
+    kubeconfig: /nonexistent/kubeconfig
+  - name: one
+    sim: {latencyy: 1s}
+  - name: two
+"#;
+        let p = problems(text, dir.path());
+        let all = p.join("\n");
+        for needle in [
+            "listen: \"nowhere\" is not an address",
+            "colour: unknown key",
+            "repositories[0].url: \"ftp://example.com/x.git\": unsupported scheme \"ftp\"",
+            "repositories[0].intervall: unknown key",
+            "repositories[1].url: \"https:///nohost\" has no host",
+            "repositories[2].name: \"Bad_Name\" must be a DNS label",
+            "repositories[2].url: \"./missing-dir\": local directory",
+            "clusters[0].kubeconfig: file /nonexistent/kubeconfig does not exist",
+            "clusters[1].sim.latencyy: unknown key",
+            "clusters[2]: exactly one of kubeconfig",
+            "repositories: name \"a\" is used twice",
+            "clusters: name \"one\" is used twice",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(p.len(), 12, "{all}");
+    }
+
+    #[test]
+    fn missing_sections_and_credential_files_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let all = problems("listen: 127.0.0.1:1\n", dir.path()).join("\n");
+        assert!(
+            all.contains("repositories: at least one repository is required"),
+            "{all}"
+        );
+        assert!(
+            all.contains("clusters: at least one cluster is required"),
+            "{all}"
+        );
+        let text = "repositories:\n  - name: r\n    url: https://h/x.git\n    credentials: {usernameFile: u}\n    webhookSecretFile: s\nclusters:\n  - {name: c, sim: {}}\n";
+        let all = problems(text, dir.path()).join("\n");
+        assert!(
+            all.contains("repositories[0].credentials.usernameFile: file"),
+            "{all}"
+        );
+        assert!(
+            all.contains("usernameFile and passwordFile go together"),
+            "{all}"
+        );
+        assert!(
+            all.contains("repositories[0].webhookSecretFile: file"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn urls_are_classified() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        assert!(matches!(
+            classify_url("git@github.com:acme/x.git", base),
+            Ok(Source::Git(_))
+        ));
+        assert!(matches!(
+            classify_url("git://127.0.0.1:9418/x", base),
+            Ok(Source::Git(_))
+        ));
+        assert!(matches!(classify_url(".", base), Ok(Source::Dir(_))));
+        std::fs::create_dir(base.join("repo")).expect("mkdir");
+        std::fs::create_dir(base.join("repo/.git")).expect("mkdir");
+        assert!(matches!(classify_url("repo", base), Ok(Source::Git(_))));
+        let url = format!("file://{}", base.join("repo").display());
+        assert!(matches!(classify_url(&url, base), Ok(Source::Git(_))));
+        assert!(classify_url("file:///does/not/exist", base).is_err());
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::embedded(root).expect("embedded default is valid");
+        assert_eq!(c.clusters.len(), 3);
+        assert!(matches!(c.repositories[0].source, Source::Dir(_)));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

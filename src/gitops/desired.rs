@@ -1,0 +1,765 @@
+//! The desired state of one revision: its framework packages and instance documents,
+//! validated whole. Pure: it reads a [`FileTree`] (a Git tree at a commit, or a directory)
+//! and the registered clusters, and either yields everything to apply or every error, each
+//! naming the revision, the file, the line and the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::placement::{ClusterInfo, LabelSelector, targets};
+use super::rollout::{Count, Strategy};
+use crate::api::{Operator, OperatorVersion};
+use crate::package::{
+    FileTree, Package, PackageError, RenderContext, context_value, params_value, render_plan,
+    resolve_parameters, split_documents, verify,
+};
+
+pub const FRAMEWORKS_DIR: &str = "frameworks/";
+pub const INSTANCES_DIR: &str = "instances/";
+
+/// One problem in a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredError {
+    pub revision: String,
+    pub file: String,
+    pub line: Option<u64>,
+    pub reason: String,
+}
+
+impl fmt::Display for DesiredError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rev = short(&self.revision);
+        match self.line {
+            Some(l) => write!(f, "{rev}: {}:{l}: {}", self.file, self.reason),
+            None => write!(f, "{rev}: {}: {}", self.file, self.reason),
+        }
+    }
+}
+
+/// Every problem of a revision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct RevisionErrors(pub Vec<DesiredError>);
+
+impl fmt::Display for RevisionErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} error(s); nothing from this revision is applied:",
+            self.0.len()
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The first 12 characters of a commit id or content hash.
+pub fn short(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
+}
+
+/// A framework version, converted to the objects installed on clusters.
+#[derive(Debug, Clone)]
+pub struct Framework {
+    pub name: String,
+    pub version: String,
+    pub operator: Operator,
+    pub operator_version: OperatorVersion,
+}
+
+/// One instance document, resolved against its framework and the clusters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredInstance {
+    pub file: String,
+    pub name: String,
+    pub namespace: String,
+    pub framework: String,
+    pub version: String,
+    /// The OperatorVersion object name (`<operator>-<appVersion>-<version>`).
+    pub operator_version: String,
+    pub parameters: BTreeMap<String, String>,
+    pub strategy: Strategy,
+    pub canary: Vec<String>,
+    /// Target cluster names, in configuration order.
+    pub targets: Vec<String>,
+}
+
+impl DesiredInstance {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DesiredState {
+    pub revision: String,
+    /// (framework, version) → objects.
+    pub frameworks: BTreeMap<(String, String), Framework>,
+    /// By `namespace/name`.
+    pub instances: BTreeMap<String, DesiredInstance>,
+}
+
+// ---- the instance document format ----
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Doc {
+    api_version: String,
+    kind: String,
+    metadata: Meta,
+    spec: DocSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocSpec {
+    framework: String,
+    version: String,
+    #[serde(default)]
+    parameters: BTreeMap<String, Value>,
+    placement: DocPlacement,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DocPlacement {
+    cluster_selector: LabelSelector,
+    #[serde(default)]
+    rollout: Option<DocRollout>,
+    #[serde(default)]
+    canary: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DocRollout {
+    Named(String),
+    Waves(DocWaves),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DocWaves {
+    max_unavailable: Value,
+}
+
+/// A view of a subfolder of a tree, so a package loads from `frameworks/<n>/<v>/`.
+struct SubTree<'a> {
+    inner: &'a dyn FileTree,
+    prefix: String,
+    paths: Vec<String>,
+}
+
+impl FileTree for SubTree<'_> {
+    fn describe(&self) -> String {
+        self.prefix.trim_end_matches('/').to_string()
+    }
+    fn paths(&self) -> Result<Vec<String>, PackageError> {
+        Ok(self.paths.clone())
+    }
+    fn read(&self, path: &str) -> Result<Vec<u8>, PackageError> {
+        self.inner.read(&format!("{}{path}", self.prefix))
+    }
+}
+
+struct Loader<'a> {
+    revision: &'a str,
+    errors: Vec<DesiredError>,
+}
+
+impl Loader<'_> {
+    fn error(&mut self, file: &str, line: Option<u64>, reason: impl Into<String>) {
+        self.errors.push(DesiredError {
+            revision: self.revision.to_string(),
+            file: file.to_string(),
+            line,
+            reason: reason.into(),
+        });
+    }
+}
+
+/// Loads and validates a revision. `tree` is rooted at the repository's configured path.
+pub fn load(
+    tree: &dyn FileTree,
+    revision: &str,
+    clusters: &[ClusterInfo],
+) -> Result<DesiredState, RevisionErrors> {
+    let mut l = Loader {
+        revision,
+        errors: Vec::new(),
+    };
+    let paths = match tree.paths() {
+        Ok(p) => p,
+        Err(e) => {
+            l.error("", None, format!("cannot list files: {e}"));
+            return Err(RevisionErrors(l.errors));
+        }
+    };
+    let frameworks = load_frameworks(&mut l, tree, &paths);
+    let mut instances = BTreeMap::new();
+    let cluster_names: BTreeSet<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    for path in paths
+        .iter()
+        .filter(|p| p.starts_with(INSTANCES_DIR) && (p.ends_with(".yaml") || p.ends_with(".yml")))
+    {
+        let text = match tree.read(path).map(String::from_utf8) {
+            Ok(Ok(t)) => t,
+            Ok(Err(_)) => {
+                l.error(path, None, "not valid UTF-8");
+                continue;
+            }
+            Err(e) => {
+                l.error(path, None, e.to_string());
+                continue;
+            }
+        };
+        for (start, doc) in split_documents(&text) {
+            let Some(inst) = instance(
+                &mut l,
+                path,
+                start,
+                doc,
+                &frameworks,
+                clusters,
+                &cluster_names,
+            ) else {
+                continue;
+            };
+            let key = inst.key();
+            if let Some(prev) = instances.get(&key) {
+                let prev: &DesiredInstance = prev;
+                let reason = format!("instance {key} is also defined in {}", prev.file);
+                l.error(path, Some(start), reason);
+                continue;
+            }
+            instances.insert(key, inst);
+        }
+    }
+    if l.errors.is_empty() {
+        Ok(DesiredState {
+            revision: revision.to_string(),
+            frameworks,
+            instances,
+        })
+    } else {
+        Err(RevisionErrors(l.errors))
+    }
+}
+
+fn load_frameworks(
+    l: &mut Loader<'_>,
+    tree: &dyn FileTree,
+    paths: &[String],
+) -> BTreeMap<(String, String), Framework> {
+    // frameworks/<name>/<version>/<file...>
+    let mut dirs: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for p in paths {
+        let Some(rest) = p.strip_prefix(FRAMEWORKS_DIR) else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(n), Some(v), Some(file)) => dirs
+                .entry((n.to_string(), v.to_string()))
+                .or_default()
+                .push(file.to_string()),
+            _ => l.error(
+                p,
+                None,
+                "frameworks/ holds <name>/<version>/ package folders only",
+            ),
+        }
+    }
+    let mut out = BTreeMap::new();
+    for ((name, version), files) in dirs {
+        let prefix = format!("{FRAMEWORKS_DIR}{name}/{version}/");
+        let sub = SubTree {
+            inner: tree,
+            prefix: prefix.clone(),
+            paths: files,
+        };
+        let package = match Package::load(&sub) {
+            Ok(p) => p,
+            Err(e) => {
+                let (file, line, reason) = package_error_location(&prefix, &e);
+                l.error(&file, line, reason);
+                continue;
+            }
+        };
+        let operator_file = format!("{prefix}operator.yaml");
+        if package.operator.name != name {
+            l.error(
+                &operator_file,
+                line_of_key(&sub, "operator.yaml", "name"),
+                format!(
+                    "name is {:?} but the package lives in frameworks/{name}/",
+                    package.operator.name
+                ),
+            );
+        }
+        if package.operator.operator_version != version {
+            l.error(
+                &operator_file,
+                line_of_key(&sub, "operator.yaml", "operatorVersion"),
+                format!(
+                    "operatorVersion is {:?} but the package lives in frameworks/{name}/{version}/",
+                    package.operator.operator_version
+                ),
+            );
+        }
+        let report = verify(&package);
+        for e in &report.errors {
+            l.error(&prefix, None, format!("package verify: {e}"));
+        }
+        match package.to_resources() {
+            Ok(r) if report.errors.is_empty() => {
+                out.insert(
+                    (name.clone(), version.clone()),
+                    Framework {
+                        name,
+                        version,
+                        operator: r.operator,
+                        operator_version: r.operator_version,
+                    },
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let (file, line, reason) = package_error_location(&prefix, &e);
+                l.error(&file, line, reason);
+            }
+        }
+    }
+    out
+}
+
+fn package_error_location(prefix: &str, e: &PackageError) -> (String, Option<u64>, String) {
+    match e {
+        PackageError::Yaml {
+            file,
+            line,
+            message,
+            ..
+        } => (format!("{prefix}{file}"), Some(*line), message.clone()),
+        PackageError::Invalid { file, message, .. } => {
+            (format!("{prefix}{file}"), None, message.clone())
+        }
+        other => (prefix.to_string(), None, other.to_string()),
+    }
+}
+
+/// The line of the first `key:` in a file (1-based), for messages about a value.
+fn line_of_key(tree: &dyn FileTree, file: &str, key: &str) -> Option<u64> {
+    let text = String::from_utf8(tree.read(file).ok()?).ok()?;
+    key_line(&text, key)
+}
+
+fn key_line(text: &str, key: &str) -> Option<u64> {
+    let needle = format!("{key}:");
+    text.lines()
+        .position(|l| {
+            l.match_indices(&needle).any(|(i, _)| {
+                l[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| c.is_whitespace() || matches!(c, '{' | ',' | '-'))
+            })
+        })
+        .map(|i| i as u64 + 1)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn instance(
+    l: &mut Loader<'_>,
+    file: &str,
+    start: u64,
+    text: &str,
+    frameworks: &BTreeMap<(String, String), Framework>,
+    clusters: &[ClusterInfo],
+    cluster_names: &BTreeSet<&str>,
+) -> Option<DesiredInstance> {
+    let at = |key: &str| key_line(text, key).map(|n| n + start - 1);
+    let doc: Doc = match serde_saphyr::from_str(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let line = e
+                .location()
+                .map(|loc| loc.line() + start - 1)
+                .or(Some(start));
+            l.error(file, line, crate::package::yaml_message_public(&e));
+            return None;
+        }
+    };
+    let before = l.errors.len();
+    if doc.api_version != crate::api::API_VERSION {
+        l.error(
+            file,
+            at("apiVersion"),
+            format!(
+                "apiVersion is {:?}, expected {}",
+                doc.api_version,
+                crate::api::API_VERSION
+            ),
+        );
+    }
+    if doc.kind != "Instance" {
+        l.error(
+            file,
+            at("kind"),
+            format!("kind is {:?}, expected Instance", doc.kind),
+        );
+    }
+    let namespace = doc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    for (what, value) in [("name", &doc.metadata.name), ("namespace", &namespace)] {
+        if !is_dns_label(value) {
+            l.error(
+                file,
+                at(what),
+                format!("metadata.{what} {value:?} is not a valid DNS label"),
+            );
+        }
+    }
+    for p in doc.spec.placement.cluster_selector.problems() {
+        l.error(
+            file,
+            at("clusterSelector"),
+            format!("placement.clusterSelector.{p}"),
+        );
+    }
+    for c in &doc.spec.placement.canary {
+        if !cluster_names.contains(c.as_str()) {
+            l.error(
+                file,
+                at("canary"),
+                format!("placement.canary names {c:?}, which is not a registered cluster"),
+            );
+        }
+    }
+    let strategy = match &doc.spec.placement.rollout {
+        None => Strategy::Parallel,
+        Some(DocRollout::Named(s)) if s == "parallel" => Strategy::Parallel,
+        Some(DocRollout::Named(s)) if s == "serial" => Strategy::Serial,
+        Some(DocRollout::Named(s)) => {
+            l.error(
+                file,
+                at("rollout"),
+                format!("placement.rollout {s:?} is not parallel, serial or {{maxUnavailable: N}}"),
+            );
+            Strategy::Parallel
+        }
+        Some(DocRollout::Waves(w)) => match parse_count(&w.max_unavailable) {
+            Ok(c) => Strategy::MaxUnavailable(c),
+            Err(reason) => {
+                l.error(
+                    file,
+                    at("maxUnavailable"),
+                    format!("placement.rollout.maxUnavailable {reason}"),
+                );
+                Strategy::Parallel
+            }
+        },
+    };
+    let mut parameters = BTreeMap::new();
+    for (k, v) in &doc.spec.parameters {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            Value::Bool(_) | Value::Number(_) => v.to_string(),
+            other => serde_json::to_string(other).unwrap_or_default(),
+        };
+        parameters.insert(k.clone(), s);
+    }
+    let key = (doc.spec.framework.clone(), doc.spec.version.clone());
+    let Some(fw) = frameworks.get(&key) else {
+        let known: Vec<String> = frameworks
+            .keys()
+            .filter(|(n, _)| n == &doc.spec.framework)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let reason = if known.is_empty() {
+            format!("framework {:?} is not in frameworks/", doc.spec.framework)
+        } else {
+            format!(
+                "framework {} has no version {:?} (available: {})",
+                doc.spec.framework,
+                doc.spec.version,
+                known.join(", ")
+            )
+        };
+        l.error(file, at("version").or(at("framework")), reason);
+        return None;
+    };
+    let spec = &fw.operator_version.spec;
+    let resolved = match resolve_parameters(&spec.parameters, &parameters, None) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in errors.0 {
+                l.error(
+                    file,
+                    at(&e.parameter).or(at("parameters")),
+                    format!("parameter {}: {}", e.parameter, e.reason),
+                );
+            }
+            return None;
+        }
+    };
+    let params = match params_value(&spec.parameters, &resolved) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors.0 {
+                l.error(
+                    file,
+                    at(&e.parameter),
+                    format!("parameter {}: {}", e.parameter, e.reason),
+                );
+            }
+            return None;
+        }
+    };
+    // Render every plan: a template error must surface now, not on a cluster mid-rollout.
+    let base = RenderContext {
+        instance_name: doc.metadata.name.clone(),
+        namespace: namespace.clone(),
+        operator_name: fw.name.clone(),
+        operator_version: fw.version.clone(),
+        app_version: spec.app_version.clone(),
+        ..Default::default()
+    };
+    for plan in spec.plans.keys() {
+        let data_for = |phase: &str, step: &str| {
+            let ctx = RenderContext {
+                plan_name: plan.clone(),
+                phase_name: phase.to_string(),
+                step_name: step.to_string(),
+                ..base.clone()
+            };
+            context_value(&ctx, params.clone())
+        };
+        if let Err(e) = render_plan(spec, plan, None, None, &data_for) {
+            l.error(
+                file,
+                Some(start),
+                format!("rendering plan {plan} of {} {}: {e}", fw.name, fw.version),
+            );
+        }
+    }
+    if l.errors.len() > before {
+        return None;
+    }
+    Some(DesiredInstance {
+        file: file.to_string(),
+        name: doc.metadata.name,
+        namespace,
+        framework: fw.name.clone(),
+        version: fw.version.clone(),
+        operator_version: fw
+            .operator_version
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default(),
+        parameters,
+        strategy,
+        canary: doc.spec.placement.canary,
+        targets: targets(&doc.spec.placement.cluster_selector, clusters),
+    })
+}
+
+fn parse_count(v: &Value) -> Result<Count, String> {
+    match v {
+        Value::Number(n) => match n.as_u64() {
+            Some(n) if n >= 1 => Ok(Count::Fixed(n as u32)),
+            _ => Err(format!("{n} must be a whole number ≥ 1")),
+        },
+        Value::String(s) => match s.strip_suffix('%').map(str::parse::<u32>) {
+            Some(Ok(p)) if (1..=100).contains(&p) => Ok(Count::Percent(p)),
+            _ => match s.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(Count::Fixed(n)),
+                _ => Err(format!(
+                    "{s:?} must be a number ≥ 1 or a percentage like \"25%\""
+                )),
+            },
+        },
+        other => Err(format!("{other} must be a number or a percentage")),
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::{DirTree, MemTree};
+
+    fn clusters() -> Vec<ClusterInfo> {
+        ["dev", "staging", "prod"]
+            .iter()
+            .map(|e| ClusterInfo {
+                name: e.to_string(),
+                labels: [("env".to_string(), e.to_string())].into(),
+            })
+            .collect()
+    }
+
+    /// The example repository with some files replaced or added.
+    fn example_with(changes: &[(&str, Option<&str>)]) -> MemTree {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("repos-example");
+        let dir = DirTree::new(&root);
+        let mut files = BTreeMap::new();
+        for p in dir.paths().expect("list") {
+            files.insert(p.clone(), dir.read(&p).expect("read"));
+        }
+        for (path, content) in changes {
+            match content {
+                Some(c) => files.insert(path.to_string(), c.as_bytes().to_vec()),
+                None => files.remove(*path),
+            };
+        }
+        MemTree::new("repo", files)
+    }
+
+    const REV: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn errors(tree: &MemTree) -> String {
+        load(tree, REV, &clusters())
+            .expect_err("revision must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn example_repository_is_valid() {
+        let state = load(&example_with(&[]), REV, &clusters()).expect("valid");
+        assert_eq!(state.frameworks.len(), 4);
+        let relay = &state.instances["messaging/edge-relay"];
+        assert_eq!(relay.targets, ["dev", "staging", "prod"]);
+        assert_eq!(relay.strategy, Strategy::Parallel);
+        assert_eq!(relay.operator_version, "relay-2.0.0");
+        assert_eq!(relay.parameters["WORKERS"], "2");
+        assert!(relay.parameters["ROUTES"].contains("audit"));
+        let cache = &state.instances["web/session-cache"];
+        assert_eq!(cache.targets, ["dev", "staging"]);
+        assert_eq!(cache.strategy, Strategy::Serial);
+        assert_eq!(cache.parameters["METRICS_ENABLED"], "true");
+        let ledger = &state.instances["finance/orders-ledger"];
+        assert_eq!(ledger.targets, ["staging", "prod"]);
+        assert_eq!(ledger.canary, ["staging"]);
+        assert_eq!(
+            ledger.strategy,
+            Strategy::MaxUnavailable(Count::Percent(50))
+        );
+        assert_eq!(state.instances["web/session-cache-prod"].targets, ["prod"]);
+    }
+
+    #[test]
+    fn invalid_yaml_names_file_and_line() {
+        let e = errors(&example_with(&[(
+            "instances/bad.yaml",
+            Some("apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: x\n spec: [\n"),
+        )]));
+        assert!(e.contains("0123456789ab: instances/bad.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_framework_version_is_named() {
+        let doc = "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: x\nspec:\n  framework: webcache\n  version: 9.9.9\n  placement:\n    clusterSelector: {}\n";
+        let e = errors(&example_with(&[("instances/x.yaml", Some(doc))]));
+        assert!(
+            e.contains("instances/x.yaml:7: framework webcache has no version \"9.9.9\" (available: 1.0.0, 1.1.0)"),
+            "{e}"
+        );
+        let doc = doc.replace("framework: webcache", "framework: nosuch");
+        let e = errors(&example_with(&[("instances/x.yaml", Some(&doc))]));
+        assert!(
+            e.contains("framework \"nosuch\" is not in frameworks/"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_parameter_is_named_with_its_line() {
+        let doc = "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: x\nspec:\n  framework: webcache\n  version: 1.0.0\n  parameters:\n    EVICTION_POLICY: random\n    NOPE: 1\n  placement:\n    clusterSelector: {}\n";
+        let e = errors(&example_with(&[("instances/x.yaml", Some(doc))]));
+        assert!(
+            e.contains("instances/x.yaml:9: parameter EVICTION_POLICY:"),
+            "{e}"
+        );
+        assert!(
+            e.contains("instances/x.yaml:10: parameter NOPE: is not declared"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn template_error_is_named() {
+        let broken = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Name }}-routes\ndata:\n  x: {{ .Params.NOPE.deeper }}\n";
+        let e = errors(&example_with(&[(
+            "frameworks/relay/2.0.0/templates/routes.yaml",
+            Some(broken),
+        )]));
+        assert!(e.contains("frameworks/relay/2.0.0"), "{e}");
+        let e2 = errors(&example_with(&[(
+            "frameworks/relay/2.0.0/templates/routes.yaml",
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Name }\n"),
+        )]));
+        assert!(e2.contains("frameworks/relay/2.0.0"), "{e2}");
+    }
+
+    #[test]
+    fn placement_problems_and_duplicates_are_named() {
+        let doc = "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: edge-relay\n  namespace: messaging\nspec:\n  framework: relay\n  version: 2.0.0\n  placement:\n    clusterSelector:\n      matchExpressions: [{key: env, operator: Like, values: [x]}]\n    rollout: {maxUnavailable: \"0%\"}\n    canary: [moon]\n";
+        let e = errors(&example_with(&[("instances/zz.yaml", Some(doc))]));
+        assert!(e.contains("instances/zz.yaml:10: placement.clusterSelector.matchExpressions[0]: unknown operator \"Like\""), "{e}");
+        assert!(
+            e.contains("instances/zz.yaml:12: placement.rollout.maxUnavailable"),
+            "{e}"
+        );
+        assert!(
+            e.contains("instances/zz.yaml:13: placement.canary names \"moon\""),
+            "{e}"
+        );
+        let ok = doc
+            .replace("operator: Like", "operator: In")
+            .replace("\"0%\"", "1")
+            .replace("[moon]", "[]");
+        let e = errors(&example_with(&[("instances/zz.yaml", Some(&ok))]));
+        assert!(
+            e.contains(
+                "instance messaging/edge-relay is also defined in instances/all/edge-relay.yaml"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_placement_is_refused() {
+        let doc = "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: x\nspec:\n  framework: relay\n  version: 2.0.0\n";
+        let e = errors(&example_with(&[("instances/x.yaml", Some(doc))]));
+        assert!(
+            e.contains("instances/x.yaml") && e.contains("placement"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! GitOps: the control plane's configuration, Git sync and local watch, the desired state of
+//! one revision (packages + instances, validated whole), placement of instances on clusters
+//! and progressive rollout across them, and the `kudo serve` daemon tying it together.
+
+pub mod config;
+pub mod desired;
+pub mod git;
+pub mod placement;
+pub mod rollout;
+pub mod serve;
+pub mod webhook;

@@ -1,0 +1,896 @@
+//! The `kudo serve` daemon: repositories are synced into desired states, every cluster has
+//! its own worker (CRDs, applying specs, deleting removed instances, observing progress) and
+//! its own engine controller, and the rollout planner decides from the observations which
+//! cluster gets which spec next.
+//!
+//! Tasks and what they share:
+//! - one sync task per repository: on each new revision, load and validate it (pure) and keep
+//!   it as that repository's last good revision only when it has no error;
+//! - one worker per cluster: never waits on another cluster; each request has the cluster's
+//!   own timeout, and a failing cluster is marked down and retried;
+//! - the planner runs after every observation: [`rollout::plan`] per instance, then wakes the
+//!   workers that have something to apply, so the next wave starts on the completion event.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::config::{ClusterAccess, Config, Repository, Source};
+use super::desired::{self, DesiredInstance, DesiredState, short};
+use super::git::{GitSource, content_revision, next_poll, watch_dir};
+use super::placement::ClusterInfo;
+use super::rollout::{self, Progress, State};
+use crate::api::Instance;
+use crate::cluster::{Cluster, ClusterError, ObjectRef};
+use crate::package::DirTree;
+use crate::sim::SimCluster;
+use crate::sim::workload::{WorkloadConfig, Workloads};
+
+/// Field manager of everything the control plane applies.
+pub const FIELD_MANAGER: &str = "kudo-gitops";
+/// Annotation recording the revision that last applied an object.
+pub const REVISION_ANNOTATION: &str = "kudo.dev/git-revision";
+/// Label marking Instances the control plane owns (only those are ever deleted by it).
+pub const MANAGED_LABEL: &str = "kudo.dev/managed-by";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cluster {cluster}: {source}")]
+    Cluster {
+        cluster: String,
+        #[source]
+        source: ClusterError,
+    },
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Tuning knobs (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often each cluster worker re-observes its Instances without an event.
+    pub observe_interval: Duration,
+    /// The engine's re-check interval for running plans.
+    pub engine_poll: Duration,
+    /// Quiet period before a changed local directory is loaded.
+    pub debounce: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            observe_interval: Duration::from_secs(2),
+            engine_poll: Duration::from_secs(2),
+            debounce: Duration::from_millis(300),
+        }
+    }
+}
+
+/// A repository's sync state, as the status API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoStatus {
+    pub name: String,
+    /// The newest revision seen (good or not).
+    pub revision: Option<String>,
+    /// The revision being applied (the last one without errors).
+    pub applied_revision: Option<String>,
+    /// Problems of `revision` (or of the sync itself); empty when it is applied.
+    pub errors: Vec<String>,
+    pub consecutive_failures: u32,
+    #[serde(skip)]
+    pub good: Option<Arc<DesiredState>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub up: bool,
+    /// Error category and message when down.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatusView {
+    pub namespace: String,
+    pub name: String,
+    pub framework: String,
+    pub version: String,
+    pub revision: String,
+    pub rollout: State,
+    pub clusters: BTreeMap<String, ClusterProgressView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterProgressView {
+    pub progress: Progress,
+    /// Plan name → status on that cluster (whatever spec it runs).
+    pub plans: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDoc {
+    pub repositories: Vec<RepoStatus>,
+    pub clusters: Vec<ClusterStatus>,
+    pub instances: Vec<InstanceStatusView>,
+}
+
+/// What a cluster worker saw of one Instance.
+#[derive(Debug, Clone)]
+struct Seen {
+    instance: Instance,
+}
+
+struct ClusterSlot {
+    info: ClusterInfo,
+    cluster: Arc<Cluster>,
+    wake: Notify,
+    status: Mutex<ClusterStatus>,
+    /// Managed Instances by `namespace/name`, from the last successful observation.
+    seen: Mutex<Option<BTreeMap<String, Seen>>>,
+    /// Instance keys to apply the desired spec to now (from the planner).
+    apply: Mutex<BTreeSet<String>>,
+}
+
+pub struct Shared {
+    config: Config,
+    options: Options,
+    clusters: Vec<Arc<ClusterSlot>>,
+    repos: Mutex<BTreeMap<String, RepoStatus>>,
+    repo_wake: BTreeMap<String, Arc<Notify>>,
+    desired: RwLock<Option<Arc<DesiredState>>>,
+    rollouts: Mutex<BTreeMap<String, State>>,
+    /// Planner passes so far (tests wait on progress, not on time).
+    passes: std::sync::atomic::AtomicU64,
+}
+
+/// A running daemon. Dropping it stops nothing; call [`Daemon::shutdown`].
+pub struct Daemon {
+    pub shared: Arc<Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _sims: Vec<(SimCluster, Workloads)>,
+    _watchers: Vec<notify::RecommendedWatcher>,
+}
+
+impl Daemon {
+    /// Starts every task. Clusters given in `extra` (name → client) replace the config's
+    /// access for that name (tests hand in clients they built).
+    pub async fn start(config: Config, options: Options) -> Result<Daemon, ServeError> {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut sims = Vec::new();
+        let mut slots = Vec::new();
+        for c in &config.clusters {
+            let cluster = match &c.access {
+                ClusterAccess::Sim(s) => {
+                    let sim = SimCluster::new(&c.name);
+                    sim.faults().set_latency(s.latency);
+                    let workloads = sim.spawn_workloads(WorkloadConfig {
+                        ready_delay: s.ready_delay,
+                        job_duration: s.ready_delay,
+                    });
+                    let cluster = Cluster::from_client(&c.name, sim.client());
+                    sims.push((sim, workloads));
+                    cluster
+                }
+                ClusterAccess::InCluster => {
+                    Cluster::in_cluster(&c.name).map_err(|source| ServeError::Cluster {
+                        cluster: c.name.clone(),
+                        source,
+                    })?
+                }
+                ClusterAccess::Kubeconfig { path, context } => {
+                    Cluster::from_kubeconfig(&c.name, path, context.as_deref())
+                        .await
+                        .map_err(|source| ServeError::Cluster {
+                            cluster: c.name.clone(),
+                            source,
+                        })?
+                }
+            }
+            .with_request_timeout(c.request_timeout);
+            slots.push(Arc::new(ClusterSlot {
+                info: ClusterInfo {
+                    name: c.name.clone(),
+                    labels: c.labels.clone(),
+                },
+                cluster: Arc::new(cluster),
+                wake: Notify::new(),
+                status: Mutex::new(ClusterStatus {
+                    name: c.name.clone(),
+                    labels: c.labels.clone(),
+                    up: false,
+                    reason: Some("not probed yet".into()),
+                }),
+                seen: Mutex::new(None),
+                apply: Mutex::new(BTreeSet::new()),
+            }));
+        }
+        let repo_wake = config
+            .repositories
+            .iter()
+            .map(|r| (r.name.clone(), Arc::new(Notify::new())))
+            .collect();
+        let repos = config
+            .repositories
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    RepoStatus {
+                        name: r.name.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            options,
+            clusters: slots,
+            repos: Mutex::new(repos),
+            repo_wake,
+            desired: RwLock::new(None),
+            rollouts: Mutex::new(BTreeMap::new()),
+            passes: Default::default(),
+        });
+        let mut tasks = Vec::new();
+        let mut watchers = Vec::new();
+        for slot in &shared.clusters {
+            tasks.push(tokio::spawn(cluster_worker(
+                shared.clone(),
+                slot.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        for repo in &config.repositories {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            if let Source::Dir(path) = &repo.source {
+                match watch_dir(path, shared.options.debounce, tx) {
+                    Ok(w) => watchers.push(w),
+                    Err(e) => {
+                        warn!(repository = %repo.name, error = %e, "cannot watch; polling only")
+                    }
+                }
+            }
+            tasks.push(tokio::spawn(repo_task(
+                shared.clone(),
+                repo.clone(),
+                rx,
+                stop_rx.clone(),
+            )));
+        }
+        Ok(Daemon {
+            shared,
+            stop,
+            tasks,
+            _sims: sims,
+            _watchers: watchers,
+        })
+    }
+
+    /// Stops every task and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl Shared {
+    /// Asks repositories to sync now (the webhook). `None`: all of them.
+    pub fn sync_now(&self, repos: Option<&[String]>) {
+        for (name, wake) in &self.repo_wake {
+            if repos.is_none_or(|r| r.contains(name)) {
+                wake.notify_one();
+            }
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn passes(&self) -> u64 {
+        self.passes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Ready once every repository has a good revision and every cluster was probed.
+    pub fn ready(&self) -> bool {
+        let repos_ok = lock(&self.repos).values().all(|r| r.good.is_some());
+        let probed = self
+            .clusters
+            .iter()
+            .all(|c| lock(&c.status).reason.as_deref() != Some("not probed yet"));
+        repos_ok && probed
+    }
+
+    pub fn status(&self) -> StatusDoc {
+        let repositories = lock(&self.repos).values().cloned().collect();
+        let clusters = self
+            .clusters
+            .iter()
+            .map(|c| lock(&c.status).clone())
+            .collect();
+        let desired = self
+            .desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let rollouts = lock(&self.rollouts).clone();
+        let mut instances = Vec::new();
+        if let Some(d) = desired {
+            for (key, inst) in &d.instances {
+                let mut per = BTreeMap::new();
+                for name in &inst.targets {
+                    let Some(slot) = self.clusters.iter().find(|c| &c.info.name == name) else {
+                        continue;
+                    };
+                    let seen = lock(&slot.seen);
+                    let live = seen.as_ref().and_then(|s| s.get(key)).map(|s| &s.instance);
+                    let plans = live
+                        .and_then(|i| i.status.as_ref())
+                        .map(|s| {
+                            s.plan_status
+                                .iter()
+                                .map(|(k, p)| {
+                                    (
+                                        k.clone(),
+                                        p.status.map(|s| s.to_string()).unwrap_or_default(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    per.insert(
+                        name.clone(),
+                        ClusterProgressView {
+                            progress: rollout::observe(
+                                live,
+                                &inst.operator_version,
+                                &inst.parameters,
+                            ),
+                            plans,
+                        },
+                    );
+                }
+                instances.push(InstanceStatusView {
+                    namespace: inst.namespace.clone(),
+                    name: inst.name.clone(),
+                    framework: inst.framework.clone(),
+                    version: inst.version.clone(),
+                    revision: d.revision.clone(),
+                    rollout: rollouts
+                        .get(key)
+                        .cloned()
+                        .unwrap_or(State::Progressing { wave: 0, waves: 0 }),
+                    clusters: per,
+                });
+            }
+        }
+        StatusDoc {
+            repositories,
+            clusters,
+            instances,
+        }
+    }
+
+    /// Combines the repositories' good revisions into one desired state; an instance defined
+    /// by two repositories is kept from the first and reported.
+    fn recombine(&self) {
+        let repos = lock(&self.repos);
+        let mut combined: Option<DesiredState> = None;
+        for r in repos.values() {
+            let Some(good) = &r.good else { continue };
+            match &mut combined {
+                None => combined = Some((**good).clone()),
+                Some(c) => {
+                    c.revision = format!("{},{}", c.revision, good.revision);
+                    c.frameworks.extend(good.frameworks.clone());
+                    for (k, v) in &good.instances {
+                        if c.instances.contains_key(k) {
+                            warn!(repository = %r.name, instance = %k, "instance defined by two repositories; keeping the first");
+                        } else {
+                            c.instances.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+        }
+        drop(repos);
+        *self.desired.write().unwrap_or_else(|p| p.into_inner()) = combined.map(Arc::new);
+        self.plan();
+    }
+
+    /// The planner: per instance, which clusters get its spec now. Wakes the workers that
+    /// have new work.
+    fn plan(&self) {
+        self.passes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let Some(desired) = self
+            .desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let mut apply: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut states = BTreeMap::new();
+        for (key, inst) in &desired.instances {
+            let mut observed = BTreeMap::new();
+            for name in &inst.targets {
+                let Some(slot) = self.clusters.iter().find(|c| &c.info.name == name) else {
+                    continue;
+                };
+                let seen = lock(&slot.seen);
+                // A cluster never observed is unknown: it is not applied to until it answers.
+                let progress = match seen.as_ref() {
+                    None => Progress::Pending,
+                    Some(s) => rollout::observe(
+                        s.get(key).map(|s| &s.instance),
+                        &inst.operator_version,
+                        &inst.parameters,
+                    ),
+                };
+                observed.insert(name.clone(), progress);
+            }
+            let waves = rollout::waves(inst.strategy, &inst.targets, &inst.canary);
+            let p = rollout::plan(&waves, &observed);
+            for c in &p.apply_now {
+                apply.entry(c.clone()).or_default().insert(key.clone());
+            }
+            let previous = lock(&self.rollouts).get(key).cloned();
+            if previous.as_ref() != Some(&p.state) {
+                match &p.state {
+                    State::Halted { cluster, reason } => {
+                        warn!(instance = %key, %cluster, %reason, "rollout halted")
+                    }
+                    State::Complete => {
+                        info!(instance = %key, revision = short(&desired.revision), "rollout complete")
+                    }
+                    State::Progressing { wave, waves } => {
+                        info!(instance = %key, wave = wave + 1, waves, "rollout progressing")
+                    }
+                }
+            }
+            states.insert(key.clone(), p.state);
+        }
+        *lock(&self.rollouts) = states;
+        for slot in &self.clusters {
+            let new = apply.remove(&slot.info.name).unwrap_or_default();
+            let mut current = lock(&slot.apply);
+            if *current != new {
+                let wake = !new.is_subset(&current) || current.is_empty() && !new.is_empty();
+                *current = new;
+                if wake {
+                    slot.wake.notify_one();
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---- repositories ----
+
+/// A new revision and what loading it gave.
+type Loaded = (String, Result<DesiredState, desired::RevisionErrors>);
+
+async fn repo_task(
+    shared: Arc<Shared>,
+    repo: Repository,
+    mut changes: tokio::sync::mpsc::Receiver<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let wake = shared.repo_wake[&repo.name].clone();
+    let git = match &repo.source {
+        Source::Git(url) => Some(GitSource::new(&repo, url, &shared.config.cache_dir)),
+        Source::Dir(_) => None,
+    };
+    let mut last_seen: Option<String> = None;
+    loop {
+        let failures = sync_once(&shared, &repo, git.as_ref(), &mut last_seen).await;
+        let delay = next_poll(repo.interval, failures, fastrand::f64());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = wake.notified() => {}
+            Some(()) = changes.recv() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One sync: new revision → load (blocking thread) → keep if good. Returns the number of
+/// consecutive failures (for backoff).
+async fn sync_once(
+    shared: &Arc<Shared>,
+    repo: &Repository,
+    git: Option<&GitSource>,
+    last_seen: &mut Option<String>,
+) -> u32 {
+    let clusters: Vec<ClusterInfo> = shared.clusters.iter().map(|c| c.info.clone()).collect();
+    let git = git.cloned();
+    let source = repo.source.clone();
+    let subpath = repo.path.clone();
+    let seen = last_seen.clone();
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
+        match (&git, &source) {
+            (Some(g), _) => {
+                let commit = g.sync().map_err(|e| e.to_string())?;
+                if seen.as_deref() == Some(commit.as_str()) {
+                    return Ok(None);
+                }
+                let tree = g.tree(&commit).map_err(|e| e.to_string())?;
+                let loaded = desired::load(&tree, &commit, &clusters);
+                Ok(Some((commit, loaded)))
+            }
+            (None, Source::Dir(dir)) => {
+                let root = if subpath.is_empty() {
+                    dir.clone()
+                } else {
+                    dir.join(&subpath)
+                };
+                let tree = DirTree::new(root);
+                let rev = content_revision(&tree).map_err(|e| e.to_string())?;
+                if seen.as_deref() == Some(rev.as_str()) {
+                    return Ok(None);
+                }
+                let loaded = desired::load(&tree, &rev, &clusters);
+                Ok(Some((rev, loaded)))
+            }
+            (None, Source::Git(_)) => Err("internal: git source without a mirror".into()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("sync task failed: {e}")));
+    let mut repos = lock(&shared.repos);
+    let status = repos.entry(repo.name.clone()).or_default();
+    match result {
+        Ok(None) => {
+            status.consecutive_failures = 0;
+            0
+        }
+        Ok(Some((rev, Ok(state)))) => {
+            info!(repository = %repo.name, revision = short(&rev), instances = state.instances.len(), took_ms = started.elapsed().as_millis() as u64, "new revision applied");
+            *last_seen = Some(rev.clone());
+            status.revision = Some(rev.clone());
+            status.applied_revision = Some(rev);
+            status.errors.clear();
+            status.consecutive_failures = 0;
+            status.good = Some(Arc::new(state));
+            drop(repos);
+            shared.recombine();
+            0
+        }
+        Ok(Some((rev, Err(errors)))) => {
+            warn!(repository = %repo.name, revision = short(&rev), %errors, "revision refused; the last good revision keeps running");
+            *last_seen = Some(rev.clone());
+            status.revision = Some(rev);
+            status.errors = errors.0.iter().map(ToString::to_string).collect();
+            status.consecutive_failures = 0;
+            0
+        }
+        Err(message) => {
+            warn!(repository = %repo.name, error = %message, "sync failed; the last good revision keeps running");
+            status.errors = vec![message];
+            status.consecutive_failures += 1;
+            status.consecutive_failures
+        }
+    }
+}
+
+// ---- clusters ----
+
+async fn cluster_worker(
+    shared: Arc<Shared>,
+    slot: Arc<ClusterSlot>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let name = slot.info.name.clone();
+    let mut engine_started = false;
+    let mut failures: u32 = 0;
+    loop {
+        let result = async {
+            if !engine_started {
+                install_crds(&slot.cluster).await?;
+                let mut rx = stop.clone();
+                tokio::spawn(crate::engine::controller::run(
+                    slot.cluster.clone(),
+                    None,
+                    shared.options.engine_poll,
+                    async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    },
+                ));
+                engine_started = true;
+                info!(cluster = %name, "CRDs installed, engine started");
+            }
+            work(&shared, &slot).await
+        }
+        .await;
+        let delay = match result {
+            Ok(()) => {
+                failures = 0;
+                let mut st = lock(&slot.status);
+                if !st.up {
+                    info!(cluster = %name, "cluster up");
+                }
+                st.up = true;
+                st.reason = None;
+                shared.options.observe_interval
+            }
+            Err(e) => {
+                failures += 1;
+                let mut st = lock(&slot.status);
+                if st.up || failures == 1 {
+                    warn!(cluster = %name, category = e.kind().as_str(), error = %e, "cluster down");
+                }
+                st.up = false;
+                st.reason = Some(format!("{}: {e}", e.kind().as_str()));
+                next_poll(
+                    shared.options.observe_interval.max(Duration::from_secs(1)),
+                    failures,
+                    fastrand::f64(),
+                )
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = slot.wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn install_crds(cluster: &Cluster) -> Result<(), ClusterError> {
+    let mut names = Vec::new();
+    for crd in crate::api::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let r = ObjectRef::new(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            &name,
+        );
+        if cluster.get_opt(&r).await?.is_none() {
+            let value = serde_json::to_value(&crd).unwrap_or_default();
+            cluster.apply_as(&value, FIELD_MANAGER).await?;
+        }
+        names.push(r);
+    }
+    for r in names {
+        cluster.wait_healthy(&r, Duration::from_secs(30)).await?;
+    }
+    Ok(())
+}
+
+/// One pass on one cluster: apply what the planner assigned, delete what is no longer
+/// desired here, observe, and re-plan when something changed.
+async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterError> {
+    let desired = shared
+        .desired
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let cluster = &slot.cluster;
+    if let Some(d) = &desired {
+        let assigned = lock(&slot.apply).clone();
+        for key in &assigned {
+            if let Some(inst) = d.instances.get(key) {
+                apply_instance(cluster, d, inst).await?;
+            }
+        }
+        // Deletions only ever concern Instances this control plane manages.
+        let seen = lock(&slot.seen).clone().unwrap_or_default();
+        for (key, s) in &seen {
+            let wanted = d
+                .instances
+                .get(key)
+                .is_some_and(|i| i.targets.contains(&slot.info.name));
+            if !wanted && s.instance.metadata.deletion_timestamp.is_none() {
+                info!(cluster = %slot.info.name, instance = %key, "instance no longer desired here; deleting");
+                let r = ObjectRef::new(
+                    crate::api::API_VERSION,
+                    "Instance",
+                    s.instance.metadata.namespace.as_deref(),
+                    s.instance.metadata.name.clone().unwrap_or_default(),
+                );
+                cluster.delete(&r).await?;
+            }
+        }
+    }
+    let live = cluster
+        .list(
+            &[(crate::api::API_VERSION, "Instance")],
+            None,
+            &format!("{MANAGED_LABEL}={FIELD_MANAGER}"),
+        )
+        .await?;
+    let mut seen = BTreeMap::new();
+    for v in live {
+        if let Ok(instance) = serde_json::from_value::<Instance>(v) {
+            let key = format!(
+                "{}/{}",
+                instance.metadata.namespace.clone().unwrap_or_default(),
+                instance.metadata.name.clone().unwrap_or_default()
+            );
+            seen.insert(key, Seen { instance });
+        }
+    }
+    *lock(&slot.seen) = Some(seen);
+    shared.plan();
+    Ok(())
+}
+
+async fn apply_instance(
+    cluster: &Cluster,
+    d: &DesiredState,
+    inst: &DesiredInstance,
+) -> Result<(), ClusterError> {
+    let rev = &d.revision;
+    cluster
+        .apply_as(
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": inst.namespace}}),
+            FIELD_MANAGER,
+        )
+        .await?;
+    if let Some(fw) = d
+        .frameworks
+        .get(&(inst.framework.clone(), inst.version.clone()))
+    {
+        for obj in [
+            serde_json::to_value(&fw.operator).unwrap_or_default(),
+            serde_json::to_value(&fw.operator_version).unwrap_or_default(),
+        ] {
+            let mut obj = obj;
+            obj["metadata"]["namespace"] = json!(inst.namespace);
+            obj["metadata"]["annotations"][REVISION_ANNOTATION] = json!(rev);
+            strip_empty_status(&mut obj);
+            cluster.apply_as(&obj, FIELD_MANAGER).await?;
+        }
+    }
+    let body = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": "Instance",
+        "metadata": {
+            "name": inst.name,
+            "namespace": inst.namespace,
+            "labels": {
+                MANAGED_LABEL: FIELD_MANAGER,
+                "kudo.dev/operator": inst.framework,
+            },
+            "annotations": {REVISION_ANNOTATION: rev},
+        },
+        "spec": {
+            "operatorVersion": {"name": inst.operator_version},
+            "parameters": inst.parameters,
+        },
+    });
+    info!(cluster = %cluster.name(), instance = %inst.key(), revision = short(rev), "applying instance spec");
+    cluster.apply_as(&body, FIELD_MANAGER).await?;
+    Ok(())
+}
+
+fn strip_empty_status(obj: &mut Value) {
+    if let Some(map) = obj.as_object_mut() {
+        map.remove("status");
+    }
+}
+
+// ---- HTTP ----
+
+/// The HTTP API: health, readiness, status, and the Git webhook.
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Shared>>| async move {
+                    if s.ready() {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                },
+            ),
+        )
+        .route(
+            "/api/v1/status",
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Shared>>| async move {
+                    axum::Json(s.status())
+                },
+            ),
+        )
+        .route("/api/v1/hooks/git", post(hook))
+        .with_state(shared)
+}
+
+async fn hook(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, String) {
+    let secrets: Vec<(String, Option<String>)> = s
+        .config
+        .repositories
+        .iter()
+        .map(|r| {
+            let secret = r
+                .webhook_secret_file
+                .as_deref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .map(|t| t.trim().to_string());
+            (r.name.clone(), secret)
+        })
+        .collect();
+    match super::webhook::authorize(&headers, &body, &secrets) {
+        Ok(repos) => {
+            info!(repositories = ?repos, "webhook: syncing now");
+            s.sync_now(Some(&repos));
+            (
+                axum::http::StatusCode::ACCEPTED,
+                format!("syncing {}\n", repos.join(", ")),
+            )
+        }
+        Err(reason) => {
+            warn!(%reason, "webhook refused");
+            (axum::http::StatusCode::UNAUTHORIZED, format!("{reason}\n"))
+        }
+    }
+}
+
+/// Serves the HTTP API on `addr` until `stop` resolves; returns the bound address.
+pub async fn serve_http(
+    shared: Arc<Shared>,
+    addr: std::net::SocketAddr,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let app = router(shared);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            warn!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// Resolves the embedded default's relative paths against `dir` (the current directory).
+pub fn default_config(dir: &Path) -> Result<Config, super::config::ConfigError> {
+    Config::embedded(dir)
+}
