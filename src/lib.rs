@@ -8,4 +8,6 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod kuttl;
+pub mod package;
 pub mod sim;
+pub mod template;

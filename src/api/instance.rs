@@ -55,6 +55,24 @@ pub struct InstanceStatus {
     pub plan_status: BTreeMap<String, PlanStatus>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub conditions: Vec<Condition>,
+    /// A kudo extension: every object kudo applied for this instance, in apply order. With
+    /// kudo's labels this is what pruning may delete; nothing outside it is ever deleted.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub applied: Vec<AppliedObject>,
+}
+
+/// One object in an instance's inventory.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedObject {
+    pub api_version: String,
+    pub kind: String,
+    /// Empty for cluster-scoped objects.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub namespace: String,
+    pub name: String,
 }
 
 /// Status of one plan, as the tree `kudo plan status` shows.
@@ -70,6 +88,9 @@ pub struct PlanStatus {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated_timestamp: Option<Time>,
+    /// A kudo extension: when this run started (plan timeouts count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub uid: String,
     #[serde(default, skip_serializing_if = "is_default")]
@@ -90,6 +111,7 @@ pub struct PhaseStatus {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct StepStatus {
     #[serde(default, skip_serializing_if = "is_default")]
     pub name: String,
@@ -98,6 +120,9 @@ pub struct StepStatus {
     pub status: Option<ExecutionStatus>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub message: String,
+    /// A kudo extension: when the step first ran (step timeouts count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
 }
 
 /// A plain string enum: the derived schema of `Option<ExecutionStatus>` lists `null` among
@@ -105,7 +130,7 @@ pub struct StepStatus {
 fn execution_status_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
-        "enum": ["NEVER_RUN", "PENDING", "IN_PROGRESS", "COMPLETE", "ERROR", "FATAL_ERROR"]
+        "enum": ["NEVER_RUN", "PENDING", "IN_PROGRESS", "COMPLETE", "ERROR", "FATAL_ERROR", "CANCELLED"]
     })
 }
 
@@ -119,6 +144,9 @@ pub enum ExecutionStatus {
     Complete,
     Error,
     FatalError,
+    /// A kudo extension: the plan was cancelled (`kudo plan cancel`); terminal like
+    /// FATAL_ERROR, and `kudo plan retry` resumes it from its first unfinished step.
+    Cancelled,
 }
 
 impl ExecutionStatus {
@@ -134,7 +162,7 @@ impl ExecutionStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            ExecutionStatus::Complete | ExecutionStatus::FatalError
+            ExecutionStatus::Complete | ExecutionStatus::FatalError | ExecutionStatus::Cancelled
         )
     }
 
@@ -146,6 +174,7 @@ impl ExecutionStatus {
             ExecutionStatus::Complete => "COMPLETE",
             ExecutionStatus::Error => "ERROR",
             ExecutionStatus::FatalError => "FATAL_ERROR",
+            ExecutionStatus::Cancelled => "CANCELLED",
         }
     }
 }

@@ -10,8 +10,8 @@ mod operator;
 mod operator_version;
 
 pub use instance::{
-    Condition, ExecutionStatus, Instance, InstanceSpec, InstanceStatus, PhaseStatus, PlanExecution,
-    PlanStatus, StepStatus,
+    AppliedObject, Condition, ExecutionStatus, Instance, InstanceSpec, InstanceStatus, PhaseStatus,
+    PlanExecution, PlanStatus, StepStatus,
 };
 pub use operator::{Maintainer, Operator, OperatorSpec, OperatorStatus};
 pub use operator_version::{

@@ -194,6 +194,10 @@ pub struct Plan {
     pub strategy: Option<Ordering>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub phases: Vec<Phase>,
+    /// A kudo extension: the plan ends FATAL_ERROR when not complete this long after it
+    /// started (Go duration syntax, e.g. `30m`, `1h30m`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub timeout: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -213,4 +217,8 @@ pub struct Step {
     pub name: String,
     #[serde(default, skip_serializing_if = "is_default")]
     pub tasks: Vec<String>,
+    /// A kudo extension: the step ends FATAL_ERROR, naming what is not healthy, when not
+    /// done this long after it first ran (Go duration syntax, e.g. `10m`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub timeout: String,
 }

@@ -4,6 +4,9 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod crds;
+pub mod manager;
+pub mod package;
+pub mod render;
 pub mod sim;
 
 /// Every command's error: the message is printed as is, followed by its causes.
@@ -37,6 +40,12 @@ pub enum Command {
     Crds(crds::Args),
     /// Serve simulated Kubernetes clusters on loopback (kubeconfig printed) until Ctrl-C.
     Sim(sim::Args),
+    /// Run the plan engine for every Instance on the given clusters (KUDO's manager).
+    Manager(manager::Args),
+    /// Verify or archive an operator package.
+    Package(package::Args),
+    /// Render a package's manifests locally (like `helm template`).
+    Render(render::Args),
 }
 
 /// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
@@ -61,5 +70,8 @@ pub async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Crds(args) => crds::run(args).await,
         Command::Sim(args) => sim::run(args).await,
+        Command::Manager(args) => manager::run(args).await,
+        Command::Package(args) => package::run(args).await,
+        Command::Render(args) => render::run(args).await,
     }
 }

@@ -3,7 +3,12 @@
 //! retry timing ([`backoff`]). Cluster I/O enters only through [`workflow::TaskRunner`].
 
 pub mod backoff;
+pub mod controller;
+pub mod duration;
 pub mod objects;
+pub mod prune;
+pub mod reconcile;
+pub mod runner;
 pub mod status;
 pub mod tasks;
 pub mod trigger;

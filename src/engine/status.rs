@@ -10,6 +10,7 @@ pub fn new_plan_status(plan_name: &str, plan: &Plan, uid: &str) -> PlanStatus {
         status: Some(ExecutionStatus::Pending),
         message: String::new(),
         last_updated_timestamp: None,
+        started_at: None,
         uid: uid.to_string(),
         phases: plan
             .phases
@@ -25,6 +26,7 @@ pub fn new_plan_status(plan_name: &str, plan: &Plan, uid: &str) -> PlanStatus {
                         name: step.name.clone(),
                         status: Some(ExecutionStatus::Pending),
                         message: String::new(),
+                        started_at: None,
                     })
                     .collect(),
             })
@@ -47,10 +49,7 @@ pub fn never_run_status(plan_name: &str, plan: &Plan) -> PlanStatus {
 
 /// The status of a phase or step that is done and must never run again in this plan run.
 pub fn is_finished(status: Option<ExecutionStatus>) -> bool {
-    matches!(
-        status,
-        Some(ExecutionStatus::Complete) | Some(ExecutionStatus::FatalError)
-    )
+    status.is_some_and(ExecutionStatus::is_terminal)
 }
 
 /// Brings an existing tree in line with the plan's shape (a phase or step missing from the
@@ -98,4 +97,61 @@ pub fn active_plan(
                 .map(|t| t.0)
                 .cmp(&b.last_updated_timestamp.as_ref().map(|t| t.0))
         })
+}
+
+/// Cancels a running plan: the plan and every phase and step not yet finished become
+/// CANCELLED (a kudo extension); objects already applied stay.
+pub fn cancel(status: &mut PlanStatus) -> Result<(), String> {
+    if !status.status.is_some_and(ExecutionStatus::is_running) {
+        return Err(format!(
+            "plan {} is not running (status {}); nothing to cancel",
+            status.name,
+            status.status.map(ExecutionStatus::as_str).unwrap_or("none")
+        ));
+    }
+    status.status = Some(ExecutionStatus::Cancelled);
+    status.message = "cancelled".into();
+    for phase in &mut status.phases {
+        if !is_finished(phase.status) {
+            phase.status = Some(ExecutionStatus::Cancelled);
+        }
+        for step in &mut phase.steps {
+            if !is_finished(step.status) {
+                step.status = Some(ExecutionStatus::Cancelled);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resumes a plan that ended FATAL_ERROR or CANCELLED from its first unfinished step: the
+/// same run (uid) continues, COMPLETE steps stay complete, the rest are PENDING again.
+pub fn retry(status: &mut PlanStatus) -> Result<(), String> {
+    if !matches!(
+        status.status,
+        Some(ExecutionStatus::FatalError) | Some(ExecutionStatus::Cancelled)
+    ) {
+        return Err(format!(
+            "plan {} ended neither FATAL_ERROR nor CANCELLED (status {}); nothing to retry",
+            status.name,
+            status.status.map(ExecutionStatus::as_str).unwrap_or("none")
+        ));
+    }
+    status.status = Some(ExecutionStatus::InProgress);
+    status.message.clear();
+    status.started_at = None;
+    for phase in &mut status.phases {
+        if phase.status != Some(ExecutionStatus::Complete) {
+            phase.status = Some(ExecutionStatus::Pending);
+            phase.message.clear();
+        }
+        for step in &mut phase.steps {
+            if step.status != Some(ExecutionStatus::Complete) {
+                step.status = Some(ExecutionStatus::Pending);
+                step.message.clear();
+                step.started_at = None;
+            }
+        }
+    }
+    Ok(())
 }

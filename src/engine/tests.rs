@@ -515,3 +515,129 @@ fn backoff_doubles_and_caps() {
     assert_eq!(retry_delay(4), Duration::from_secs(8));
     assert_eq!(retry_delay(40), Duration::from_secs(300));
 }
+
+// ---- timeouts, cancel, retry ----
+
+fn at(secs: i64) -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + secs).expect("timestamp")
+}
+
+const TIMED: &str = r#"
+tasks: [{name: a, kind: Dummy}, {name: b, kind: Dummy}]
+plans:
+  deploy:
+    timeout: 1h
+    phases:
+      - name: p
+        steps:
+          - {name: s1, tasks: [a], timeout: 10m}
+          - {name: s2, tasks: [b]}
+"#;
+
+#[tokio::test]
+async fn step_timeout_ends_fatal_naming_what_is_not_healthy() {
+    use super::workflow::execute_at;
+    let spec = ov(TIMED);
+    let plan = plan_of(&spec, "deploy");
+    let mut status = new_plan_status("deploy", &plan, "u");
+    let mut runner = Script::default().on(
+        "s1",
+        "a",
+        vec![TaskOutcome::InProgress(
+            "Deployment web: 1/3 available".into(),
+        )],
+    );
+    execute_at(&plan, &spec.tasks, &mut status, &mut runner, at(0)).await;
+    execute_at(&plan, &spec.tasks, &mut status, &mut runner, at(599)).await;
+    assert_eq!(status.status, Some(S::InProgress), "not yet timed out");
+    execute_at(&plan, &spec.tasks, &mut status, &mut runner, at(601)).await;
+    assert_eq!(status.status, Some(S::FatalError));
+    let msg = &status.phases[0].steps[0].message;
+    assert!(
+        msg.contains("timed out after 10m") && msg.contains("Deployment web: 1/3 available"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn plan_timeout_counts_from_the_plan_start() {
+    use super::workflow::execute_at;
+    let spec = ov(TIMED);
+    let plan = plan_of(&spec, "deploy");
+    let mut status = new_plan_status("deploy", &plan, "u");
+    // s1 finishes quickly, s2 (no step timeout) never does.
+    let mut runner =
+        Script::default().on("s2", "b", vec![TaskOutcome::InProgress("waiting".into())]);
+    execute_at(&plan, &spec.tasks, &mut status, &mut runner, at(0)).await;
+    execute_at(&plan, &spec.tasks, &mut status, &mut runner, at(3599)).await;
+    assert_eq!(status.status, Some(S::InProgress));
+    execute_at(&plan, &spec.tasks, &mut status, &mut runner, at(3601)).await;
+    assert_eq!(status.status, Some(S::FatalError));
+    assert!(
+        status.message.contains("plan deploy timed out after 1h"),
+        "{}",
+        status.message
+    );
+    assert!(
+        status.message.contains("step s2: task b: waiting"),
+        "{}",
+        status.message
+    );
+}
+
+#[tokio::test]
+async fn invalid_timeout_is_fatal_at_run_time() {
+    let spec = ov(
+        "tasks: [{name: a, kind: Dummy}]\nplans:\n  deploy:\n    phases: [{name: p, steps: [{name: s, tasks: [a], timeout: soon}]}]\n",
+    );
+    let plan = plan_of(&spec, "deploy");
+    let mut status = new_plan_status("deploy", &plan, "u");
+    let mut runner = Script::default().on("s", "a", vec![TaskOutcome::InProgress("w".into())]);
+    execute(&plan, &spec.tasks, &mut status, &mut runner).await;
+    assert_eq!(status.status, Some(S::FatalError));
+    assert!(
+        status.message.contains("invalid timeout"),
+        "{}",
+        status.message
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_plan_and_retry_resumes_it() {
+    use super::status::{cancel, retry};
+    let spec = ov(TWO_PHASES);
+    let plan = plan_of(&spec, "deploy");
+    let mut status = new_plan_status("deploy", &plan, "u");
+    let mut runner = Script::default().on("s2", "b", vec![TaskOutcome::InProgress("w".into())]);
+    execute(&plan, &spec.tasks, &mut status, &mut runner).await;
+    cancel(&mut status).expect("cancel a running plan");
+    assert_eq!(status.status, Some(S::Cancelled));
+    assert_eq!(
+        status.phases[0].steps[0].status,
+        Some(S::Complete),
+        "done stays done"
+    );
+    assert_eq!(status.phases[0].steps[1].status, Some(S::Cancelled));
+    runner.calls.clear();
+    execute(&plan, &spec.tasks, &mut status, &mut runner).await;
+    assert!(runner.calls.is_empty(), "a cancelled plan does not run");
+    assert!(
+        cancel(&mut status)
+            .expect_err("twice")
+            .contains("not running")
+    );
+
+    retry(&mut status).expect("retry a cancelled plan");
+    let mut runner = Script::default();
+    execute(&plan, &spec.tasks, &mut status, &mut runner).await;
+    assert_eq!(status.status, Some(S::Complete));
+    assert_eq!(
+        runner.calls[0], "one/s2/b",
+        "resumed from the first unfinished step"
+    );
+    assert!(
+        retry(&mut status)
+            .expect_err("complete")
+            .contains("nothing to retry")
+    );
+}

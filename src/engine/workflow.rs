@@ -13,6 +13,9 @@
 //! - A fatal task error marks step, phase and plan `FATAL_ERROR` with the message and stops
 //!   the pass; the plan is terminal until a new trigger.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
 use crate::api::{ExecutionStatus, Ordering, Plan, PlanStatus, Task};
 
 use super::status::{align, is_finished};
@@ -68,11 +71,23 @@ pub async fn execute<R: TaskRunner>(
     status: &mut PlanStatus,
     runner: &mut R,
 ) -> PassReport {
+    execute_at(plan, tasks, status, runner, Timestamp::now()).await
+}
+
+/// [`execute`] at a given time, which step and plan timeouts are measured against.
+pub async fn execute_at<R: TaskRunner>(
+    plan: &Plan,
+    tasks: &[Task],
+    status: &mut PlanStatus,
+    runner: &mut R,
+    now: Timestamp,
+) -> PassReport {
     let mut report = PassReport::default();
     if status.status.is_some_and(ExecutionStatus::is_terminal) {
         return report;
     }
     align(status, plan);
+    let plan_started = status.started_at.get_or_insert(Time(now)).0;
     status.status = Some(ExecutionStatus::InProgress);
     status.message.clear();
     let plan_name = status.name.clone();
@@ -94,7 +109,23 @@ pub async fn execute<R: TaskRunner>(
                 phase: &phase.name,
                 step: &step.name,
             };
-            let outcome = run_step(&at, &step.tasks, tasks, runner).await;
+            let step_started = status.phases[pi].steps[si]
+                .started_at
+                .get_or_insert(Time(now))
+                .0;
+            let mut outcome = run_step(&at, &step.tasks, tasks, runner).await;
+            if let StepOutcome::Waiting(why) | StepOutcome::Error(why) = &outcome {
+                match timed_out(&step.timeout, step_started, now) {
+                    Ok(Some(limit)) => {
+                        outcome = StepOutcome::Fatal(format!(
+                            "step {} timed out after {limit}: {why}",
+                            step.name
+                        ));
+                    }
+                    Ok(None) => {}
+                    Err(e) => outcome = StepOutcome::Fatal(e),
+                }
+            }
             let step_status = &mut status.phases[pi].steps[si];
             match outcome {
                 StepOutcome::Done => {
@@ -152,8 +183,47 @@ pub async fn execute<R: TaskRunner>(
     {
         status.status = Some(ExecutionStatus::Complete);
         report.finished = true;
+        return report;
+    }
+    let plan_timeout = match timed_out(&plan.timeout, plan_started, now) {
+        Ok(Some(limit)) => Some(format!("plan {plan_name} timed out after {limit}")),
+        Ok(None) => None,
+        Err(e) => Some(e),
+    };
+    if let Some(message) = plan_timeout {
+        let waiting: Vec<String> = status
+            .phases
+            .iter()
+            .flat_map(|p| &p.steps)
+            .filter(|s| !is_finished(s.status) && !s.message.is_empty())
+            .map(|s| format!("step {}: {}", s.name, s.message))
+            .collect();
+        let message = if waiting.is_empty() {
+            message
+        } else {
+            format!("{message}: {}", waiting.join("; "))
+        };
+        for phase in &mut status.phases {
+            if !is_finished(phase.status) {
+                phase.status = Some(ExecutionStatus::FatalError);
+                phase.message = message.clone();
+            }
+        }
+        status.status = Some(ExecutionStatus::FatalError);
+        status.message = message;
+        report.finished = true;
     }
     report
+}
+
+/// `Ok(Some(limit))` when `timeout` (Go syntax; empty means none) has passed since `since`.
+fn timed_out(timeout: &str, since: Timestamp, now: Timestamp) -> Result<Option<String>, String> {
+    if timeout.is_empty() {
+        return Ok(None);
+    }
+    let limit = super::duration::parse(timeout).map_err(|e| format!("invalid timeout: {e}"))?;
+    let elapsed = now.duration_since(since).unsigned_abs();
+    Ok((elapsed > limit).then(|| timeout.to_string()))
 }
 
 enum StepOutcome {

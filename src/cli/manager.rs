@@ -1,0 +1,88 @@
+//! `kudo manager`: KUDO's manager — runs the plan engine for every Instance on the given
+//! clusters until interrupted.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::info;
+
+use super::CliResult;
+use crate::cluster::Cluster;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Kubeconfig file; without it, $KUBECONFIG, ~/.kube/config, then in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context to manage; repeat for several clusters (one controller each). Default: the
+    /// kubeconfig's current context.
+    #[arg(long = "context", value_name = "CONTEXT")]
+    pub contexts: Vec<String>,
+    /// Only manage Instances in this namespace (default: all namespaces).
+    #[arg(long, short = 'n', env = "KUDO_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How often a running plan is re-checked when no watch event wakes it.
+    #[arg(long, default_value = "2s", value_parser = crate::engine::duration::parse, env = "KUDO_POLL_INTERVAL")]
+    pub poll_interval: Duration,
+}
+
+pub async fn run(args: Args) -> CliResult {
+    let mut clusters = Vec::new();
+    match (&args.kubeconfig, args.contexts.is_empty()) {
+        (Some(path), true) => clusters.push(Cluster::from_kubeconfig("default", path, None).await?),
+        (Some(path), false) => {
+            for ctx in &args.contexts {
+                clusters.push(Cluster::from_kubeconfig(ctx, path, Some(ctx)).await?);
+            }
+        }
+        (None, _) => clusters.push(Cluster::in_cluster("in-cluster")?),
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for cluster in clusters {
+        let cluster = Arc::new(cluster);
+        info!(cluster = cluster.name(), "managing instances");
+        let mut rx = rx.clone();
+        let shutdown = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        tasks.push(tokio::spawn(crate::engine::controller::run(
+            cluster,
+            args.namespace.clone(),
+            args.poll_interval,
+            shutdown,
+        )));
+    }
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

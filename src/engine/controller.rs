@@ -1,0 +1,79 @@
+//! One kube-runtime controller per cluster: watches Instances, and the workload kinds kudo
+//! applies (by kudo's labels) so a plan advances as soon as an object becomes healthy.
+//! Running plans are also re-checked every `poll`, which covers every other kind.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::{debug, warn};
+
+use crate::api::Instance;
+use crate::cluster::Cluster;
+
+use super::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL};
+use super::reconcile::{Context, ReconcileError, reconcile};
+
+/// Runs the engine for every Instance on `cluster` (in `namespace`, or all namespaces) until
+/// `shutdown` resolves.
+pub async fn run(
+    cluster: Arc<Cluster>,
+    namespace: Option<String>,
+    poll: Duration,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = cluster.client().clone();
+    let ctx = Arc::new(Context::new(cluster.clone(), poll));
+    let owned = watcher::Config::default().labels(&format!("{HERITAGE_LABEL}={HERITAGE_VALUE}"));
+    let ns = namespace.as_deref();
+    Controller::new(api::<Instance>(&client, ns), watcher::Config::default())
+        .watches(api::<Deployment>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<StatefulSet>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<DaemonSet>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<Job>(&client, ns), owned, owner_of)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(instance = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile loop"),
+            }
+        })
+        .await;
+}
+
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Maps an object kudo applied to the Instance that owns it (by its labels).
+fn owner_of<K: Resource>(obj: K) -> Option<ObjectRef<Instance>> {
+    let instance = obj.labels().get(INSTANCE_LABEL)?.clone();
+    let namespace = obj.namespace()?;
+    Some(ObjectRef::new(&instance).within(&namespace))
+}
+
+fn error_policy(inst: Arc<Instance>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    warn!(
+        instance = %inst.name_any(),
+        category = error.category(),
+        %error,
+        "reconcile failed"
+    );
+    Action::requeue(Duration::from_secs(5))
+}

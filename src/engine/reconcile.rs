@@ -1,0 +1,629 @@
+//! Reconciling one Instance on one cluster, as a pipeline (operator-rs style):
+//! dereference (OperatorVersion) → decide (trigger, pure) → validate (parameters, pure) →
+//! start (record the snapshot, reset the plan's tree) → execute one pass → write status.
+//!
+//! Restart safety: the snapshot of what was acted on (annotation) is written before the new
+//! plan's status, and the active plan is always read back from that snapshot, so a manager
+//! killed between any two writes resumes the same plan run (same uid) and never re-runs a
+//! finished step.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::api::{
+    Condition, ExecutionStatus, Instance, InstanceStatus, OperatorVersion, PlanStatus,
+};
+use crate::cluster::Cluster;
+use crate::package::{params_value, resolve_parameters};
+
+use super::backoff::retry_delay;
+use super::runner::{ClusterRunner, InstanceInfo};
+use super::status::{cancel, new_plan_status, retry};
+use super::trigger::{self, Decision, LAST_APPLIED_ANNOTATION, Snapshot};
+use super::workflow::execute;
+
+/// Annotation a person (or `kudo plan cancel|retry`) sets to `cancel` or `retry` the
+/// instance's current plan; the manager carries it out and removes it.
+pub const PLAN_REQUEST_ANNOTATION: &str = "kudo.dev/plan-request";
+/// Finalizer held while an instance with a `cleanup` plan is being deleted.
+pub const CLEANUP_FINALIZER: &str = "kudo.dev/cleanup";
+/// Manager name used for the manager's own metadata/status patches.
+pub const MANAGER: &str = "kudo-manager";
+
+/// Shared state of one cluster's controller.
+pub struct Context {
+    pub cluster: Arc<Cluster>,
+    /// How often a running plan is re-checked when nothing else wakes it.
+    pub poll: Duration,
+    /// Consecutive ERROR passes per instance (namespace/name), for backoff.
+    attempts: Mutex<BTreeMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(cluster: Arc<Cluster>, poll: Duration) -> Self {
+        Context {
+            cluster,
+            poll,
+            attempts: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn next_attempt(&self, key: &str, failed: bool) -> u32 {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        if failed {
+            let n = attempts.entry(key.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        } else {
+            attempts.remove(key);
+            0
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(
+        "cluster {cluster}: instance {namespace}/{name}: reading OperatorVersion {operator_version}: {source}"
+    )]
+    ReadOperatorVersion {
+        cluster: String,
+        namespace: String,
+        name: String,
+        operator_version: String,
+        source: kube::Error,
+    },
+    #[error("cluster {cluster}: instance {namespace}/{name}: writing {what}: {source}")]
+    Write {
+        cluster: String,
+        namespace: String,
+        name: String,
+        what: &'static str,
+        source: kube::Error,
+    },
+    #[error("cluster {cluster}: instance {namespace}/{name}: {message}")]
+    Invalid {
+        cluster: String,
+        namespace: String,
+        name: String,
+        message: String,
+    },
+}
+
+impl ReconcileError {
+    /// Bounded category for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReconcileError::ReadOperatorVersion { .. } => "dereference",
+            ReconcileError::Write { .. } => "write",
+            ReconcileError::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+struct Names {
+    cluster: String,
+    namespace: String,
+    name: String,
+}
+
+impl Names {
+    fn write(&self, what: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError + '_ {
+        move |source| ReconcileError::Write {
+            cluster: self.cluster.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            what,
+            source,
+        }
+    }
+}
+
+/// Reconciles one Instance. Returns when to look again.
+pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let names = Names {
+        cluster: ctx.cluster.name().to_string(),
+        namespace: inst.namespace().unwrap_or_default(),
+        name: inst.name_any(),
+    };
+    let span = tracing::info_span!(
+        "reconcile",
+        cluster = %names.cluster,
+        namespace = %names.namespace,
+        instance = %names.name,
+        plan = tracing::field::Empty
+    );
+    reconcile_instance(&inst, &ctx, &names)
+        .instrument(span)
+        .await
+}
+
+async fn reconcile_instance(
+    inst: &Instance,
+    ctx: &Context,
+    names: &Names,
+) -> Result<Action, ReconcileError> {
+    let span = tracing::Span::current();
+    let client = ctx.cluster.client().clone();
+    let instances: Api<Instance> = Api::namespaced(client.clone(), &names.namespace);
+    let versions: Api<OperatorVersion> = Api::namespaced(client, &names.namespace);
+    let mut status = inst.status.clone().unwrap_or_default();
+    let before = status.clone();
+
+    // 1. Dereference the OperatorVersion the spec names.
+    let ov_name = inst.spec.operator_version.name.clone().unwrap_or_default();
+    if ov_name.is_empty() {
+        set_ready(
+            &mut status,
+            "False",
+            "InvalidSpec",
+            "spec.operatorVersion.name is empty",
+        );
+        write_status(&instances, names, &before, &status).await?;
+        return Ok(Action::await_change());
+    }
+    let ov =
+        versions
+            .get_opt(&ov_name)
+            .await
+            .map_err(|source| ReconcileError::ReadOperatorVersion {
+                cluster: names.cluster.clone(),
+                namespace: names.namespace.clone(),
+                name: names.name.clone(),
+                operator_version: ov_name.clone(),
+                source,
+            })?;
+
+    let snapshot: Option<Snapshot> = inst
+        .annotations()
+        .get(LAST_APPLIED_ANNOTATION)
+        .and_then(|s| serde_json::from_str(s).ok());
+    let deleting = inst.meta().deletion_timestamp.is_some();
+    let has_finalizer = inst.finalizers().iter().any(|f| f == CLEANUP_FINALIZER);
+
+    // 2. Deletion: run cleanup (if any), then delete the cluster-scoped objects the
+    // inventory lists (garbage collection handles namespaced ones through owner references),
+    // then let the Instance go.
+    if deleting {
+        if !has_finalizer {
+            return Ok(Action::await_change());
+        }
+        if let Some(ov) = ov.as_ref()
+            && trigger::on_deletion(&ov.spec).is_some()
+        {
+            let running_cleanup = snapshot
+                .as_ref()
+                .is_some_and(|s| s.plan == trigger::CLEANUP);
+            if !running_cleanup {
+                let snap = start_plan(
+                    inst,
+                    &instances,
+                    names,
+                    ov,
+                    trigger::CLEANUP,
+                    &mut status,
+                    snapshot.as_ref(),
+                )
+                .await?;
+                info!(plan = trigger::CLEANUP, reason = %trigger::Reason::Deletion, "plan started");
+                return run_active(inst, &instances, ctx, names, ov, &snap, &before, status).await;
+            }
+            let finished = snapshot.as_ref().is_none_or(|s| {
+                status.plan_status.get(&s.plan).is_none_or(|p| {
+                    p.uid == s.plan_uid && p.status.is_some_and(ExecutionStatus::is_terminal)
+                })
+            });
+            if !finished {
+                let snap = snapshot.clone().unwrap_or_default();
+                return run_active(inst, &instances, ctx, names, ov, &snap, &before, status).await;
+            }
+        }
+        let cluster_scoped: Vec<_> = status
+            .applied
+            .iter()
+            .filter(|o| o.namespace.is_empty())
+            .cloned()
+            .collect();
+        let operator = match ov.as_ref() {
+            Some(ov) => operator_name(inst, ov),
+            None => inst
+                .labels()
+                .get(super::objects::OPERATOR_LABEL)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        match super::prune::delete_owned(&ctx.cluster, &operator, &names.name, &cluster_scoped)
+            .await
+        {
+            Ok((deleted, reported)) => {
+                for entry in &deleted {
+                    info!(kind = %entry.kind, name = %entry.name, "deleted cluster-scoped object");
+                }
+                for why in &reported {
+                    warn!(object = %why, "not deleted");
+                }
+            }
+            Err(message) => {
+                warn!(%message, "deleting cluster-scoped objects failed; retrying");
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+        }
+        remove_finalizer(inst, &instances, names).await?;
+        return Ok(Action::await_change());
+    }
+    let Some(ov) = ov else {
+        let msg = format!(
+            "OperatorVersion {ov_name} not found in namespace {}; retrying until it appears",
+            names.namespace
+        );
+        set_ready(&mut status, "False", "OperatorVersionNotFound", &msg);
+        write_status(&instances, names, &before, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+    // Every instance holds the finalizer: its cluster-scoped objects (and its cleanup plan,
+    // if any) need the manager before the Instance may go.
+    if !has_finalizer {
+        add_finalizer(inst, &instances, names).await?;
+    }
+
+    // 3. Decide (pure) and 4. validate parameters before anything is applied.
+    let mut active = snapshot.clone();
+    match trigger::decide(&ov.spec, &inst.spec, snapshot.as_ref()) {
+        Decision::Nothing => {}
+        Decision::Reject { message } => {
+            warn!(%message, "change rejected");
+            set_ready(&mut status, "False", "ChangeRejected", &message);
+        }
+        Decision::Run { plan, reason } => {
+            let old = snapshot.as_ref().map(|s| &s.parameters);
+            match resolve_parameters(&ov.spec.parameters, &inst.spec.parameters, old) {
+                Err(errors) => {
+                    let message = format!("plan {plan} not started: {errors}");
+                    warn!(%message, "parameters rejected");
+                    set_ready(&mut status, "False", "InvalidParameters", &message);
+                }
+                Ok(_) => {
+                    span.record("plan", plan.as_str());
+                    let snap = start_plan(
+                        inst,
+                        &instances,
+                        names,
+                        &ov,
+                        &plan,
+                        &mut status,
+                        snapshot.as_ref(),
+                    )
+                    .await?;
+                    info!(%plan, %reason, uid = %snap.plan_uid, "plan started");
+                    active = Some(snap);
+                }
+            }
+        }
+    }
+
+    let Some(active) = active else {
+        write_status(&instances, names, &before, &status).await?;
+        return Ok(Action::await_change());
+    };
+    span.record("plan", active.plan.as_str());
+    // A rejected version change keeps running the version last acted on.
+    let ov = if active.operator_version == ov.name_any() {
+        ov
+    } else {
+        match versions.get_opt(&active.operator_version).await {
+            Ok(Some(old)) => old,
+            _ => ov,
+        }
+    };
+    run_active(inst, &instances, ctx, names, &ov, &active, &before, status).await
+}
+
+/// Records the new plan run: snapshot annotation and `spec.planExecution` first, then a
+/// fresh status tree under a new uid.
+async fn start_plan(
+    inst: &Instance,
+    instances: &Api<Instance>,
+    names: &Names,
+    ov: &OperatorVersion,
+    plan: &str,
+    status: &mut InstanceStatus,
+    _previous: Option<&Snapshot>,
+) -> Result<Snapshot, ReconcileError> {
+    let uid = uuid::Uuid::new_v4().to_string();
+    let snap = Snapshot::of(&inst.spec, plan, &uid);
+    let snap_text = serde_json::to_string(&snap).unwrap_or_default();
+    let patch = json!({
+        "metadata": {"annotations": {LAST_APPLIED_ANNOTATION: snap_text}},
+        "spec": {"planExecution": {"planName": plan, "uid": uid, "status": "PENDING"}},
+    });
+    instances
+        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(names.write("plan start"))?;
+    let plan_spec = ov.spec.plans.get(plan).cloned().unwrap_or_default();
+    let mut tree = new_plan_status(plan, &plan_spec, &uid);
+    tree.last_updated_timestamp = Some(now());
+    status.plan_status.insert(plan.to_string(), tree);
+    Ok(snap)
+}
+
+/// Executes one pass of the active plan and writes what changed.
+#[allow(clippy::too_many_arguments)]
+async fn run_active(
+    inst: &Instance,
+    instances: &Api<Instance>,
+    ctx: &Context,
+    names: &Names,
+    ov: &OperatorVersion,
+    active: &Snapshot,
+    before: &InstanceStatus,
+    mut status: InstanceStatus,
+) -> Result<Action, ReconcileError> {
+    let Some(plan) = ov.spec.plans.get(&active.plan) else {
+        let msg = format!(
+            "plan {} is not defined by OperatorVersion {}",
+            active.plan,
+            ov.name_any()
+        );
+        set_ready(&mut status, "False", "PlanNotFound", &msg);
+        write_status(instances, names, before, &status).await?;
+        return Ok(Action::await_change());
+    };
+    let tree = status
+        .plan_status
+        .entry(active.plan.clone())
+        .or_insert_with(|| new_plan_status(&active.plan, plan, &active.plan_uid));
+    // The snapshot is written first; a status from an earlier run of this plan is reset.
+    if tree.uid != active.plan_uid {
+        *tree = new_plan_status(&active.plan, plan, &active.plan_uid);
+    }
+    let plan_before = tree.status;
+    if let Some(request) = inst.annotations().get(PLAN_REQUEST_ANNOTATION) {
+        let result = match request.as_str() {
+            "cancel" => cancel(tree),
+            "retry" => retry(tree),
+            other => Err(format!("unknown plan request {other:?} (cancel or retry)")),
+        };
+        match result {
+            Ok(()) => info!(plan = %active.plan, %request, "plan request carried out"),
+            Err(message) => warn!(plan = %active.plan, %request, %message, "plan request refused"),
+        }
+        let patch = json!({"metadata": {"annotations": {PLAN_REQUEST_ANNOTATION: null}}});
+        instances
+            .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(names.write("plan request"))?;
+    }
+    let key = format!("{}/{}", names.namespace, names.name);
+    let mut report = Default::default();
+    if !tree.status.is_some_and(ExecutionStatus::is_terminal) {
+        let values = match resolve_parameters(&ov.spec.parameters, &active.parameters, None) {
+            Ok(v) => v,
+            Err(errors) => {
+                fail_plan(tree, &format!("parameters invalid: {errors}"));
+                BTreeMap::new()
+            }
+        };
+        if !tree.status.is_some_and(ExecutionStatus::is_terminal) {
+            match params_value(&ov.spec.parameters, &values) {
+                Ok(params) => {
+                    let info = InstanceInfo {
+                        operator: operator_name(inst, ov),
+                        operator_version: ov.name_any(),
+                        app_version: ov.spec.app_version.clone(),
+                        version: ov.spec.version.clone(),
+                        instance: names.name.clone(),
+                        instance_uid: inst.uid().unwrap_or_default(),
+                        namespace: names.namespace.clone(),
+                        plan_uid: active.plan_uid.clone(),
+                    };
+                    let mut runner = ClusterRunner {
+                        cluster: &ctx.cluster,
+                        ov: &ov.spec,
+                        info: &info,
+                        params: &params,
+                        values: &values,
+                        applied: Default::default(),
+                    };
+                    report = execute(plan, &ov.spec.tasks, tree, &mut runner).await;
+                    let applied = std::mem::take(
+                        &mut *runner.applied.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    super::prune::merge(&mut status.applied, &applied);
+                    let prune_off = inst
+                        .annotations()
+                        .get(super::prune::PRUNE_ANNOTATION)
+                        .is_some_and(|v| v == "false");
+                    if tree.status == Some(ExecutionStatus::Complete) && !prune_off {
+                        prune_stale(&runner, &mut status.applied).await;
+                    }
+                }
+                Err(errors) => fail_plan(tree, &format!("parameters invalid: {errors}")),
+            }
+        }
+    }
+    if before.plan_status.get(&active.plan) != Some(&*tree) {
+        tree.last_updated_timestamp = Some(now());
+    }
+    let plan_now = tree.status;
+    let plan_message = tree.message.clone();
+    for (phase, step) in &report.completed_steps {
+        debug!(%phase, %step, "step complete");
+    }
+    match plan_now {
+        Some(ExecutionStatus::Complete) => set_ready(
+            &mut status,
+            "True",
+            "PlanComplete",
+            &format!("plan {} complete", active.plan),
+        ),
+        Some(ExecutionStatus::FatalError) => {
+            set_ready(&mut status, "False", "PlanFailed", &plan_message)
+        }
+        Some(ExecutionStatus::Cancelled) => set_ready(
+            &mut status,
+            "False",
+            "PlanCancelled",
+            &format!("plan {} was cancelled", active.plan),
+        ),
+        _ => set_ready(
+            &mut status,
+            "False",
+            "PlanInProgress",
+            &format!("plan {} in progress", active.plan),
+        ),
+    }
+    if plan_now != plan_before {
+        info!(plan = %active.plan, status = ?plan_now, "plan status changed");
+        let patch = json!({"spec": {"planExecution": {"status": plan_now}}});
+        instances
+            .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(names.write("planExecution"))?;
+    }
+    write_status(instances, names, before, &status).await?;
+    if plan_now.is_some_and(ExecutionStatus::is_terminal) {
+        ctx.next_attempt(&key, false);
+        return Ok(Action::await_change());
+    }
+    let attempt = ctx.next_attempt(&key, report.has_error);
+    Ok(if report.has_error {
+        Action::requeue(retry_delay(attempt))
+    } else {
+        Action::requeue(ctx.poll)
+    })
+}
+
+/// After a plan completes: deletes what the instance no longer renders (see
+/// [`super::prune`]). Failures are logged and retried after the next completed plan; they
+/// never fail the plan that just finished.
+async fn prune_stale(runner: &ClusterRunner<'_>, inventory: &mut Vec<crate::api::AppliedObject>) {
+    let desired = match runner.desired_objects().await {
+        Ok(d) => d,
+        Err(error) => {
+            warn!(%error, "not pruning: the current version does not render");
+            return;
+        }
+    };
+    let stale = super::prune::stale(inventory, &desired);
+    if stale.is_empty() {
+        return;
+    }
+    match runner.prune(&stale).await {
+        Ok((deleted, reported)) => {
+            for entry in &deleted {
+                info!(kind = %entry.kind, name = %entry.name, namespace = %entry.namespace, "pruned");
+            }
+            for why in &reported {
+                warn!(object = %why, "not pruned");
+            }
+            // Reported objects leave the inventory too: kudo no longer claims them.
+            inventory.retain(|o| !stale.contains(o));
+        }
+        Err(error) => warn!(%error, "pruning failed; retried after the next completed plan"),
+    }
+}
+
+fn fail_plan(tree: &mut PlanStatus, message: &str) {
+    tree.status = Some(ExecutionStatus::FatalError);
+    tree.message = message.to_string();
+}
+
+fn operator_name(inst: &Instance, ov: &OperatorVersion) -> String {
+    ov.spec
+        .operator
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| inst.labels().get(super::objects::OPERATOR_LABEL).cloned())
+        .unwrap_or_else(|| ov.name_any())
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Sets the Ready condition, keeping lastTransitionTime when the status is unchanged.
+fn set_ready(status: &mut InstanceStatus, value: &str, reason: &str, message: &str) {
+    let existing = status.conditions.iter_mut().find(|c| c.type_ == "Ready");
+    match existing {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = Some(now());
+            }
+            c.status = value.to_string();
+            c.reason = reason.to_string();
+            c.message = message.to_string();
+        }
+        None => status.conditions.push(Condition {
+            type_: "Ready".into(),
+            status: value.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: Some(now()),
+            observed_generation: None,
+        }),
+    }
+}
+
+/// Writes the status subresource when it changed.
+async fn write_status(
+    instances: &Api<Instance>,
+    names: &Names,
+    before: &InstanceStatus,
+    status: &InstanceStatus,
+) -> Result<(), ReconcileError> {
+    if before == status {
+        return Ok(());
+    }
+    let patch = json!({ "status": status });
+    instances
+        .patch_status(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(names.write("status"))?;
+    Ok(())
+}
+
+async fn add_finalizer(
+    inst: &Instance,
+    instances: &Api<Instance>,
+    names: &Names,
+) -> Result<(), ReconcileError> {
+    let mut finalizers = inst.finalizers().to_vec();
+    finalizers.push(CLEANUP_FINALIZER.to_string());
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": inst.resource_version()}});
+    instances
+        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(names.write("finalizer"))?;
+    Ok(())
+}
+
+async fn remove_finalizer(
+    inst: &Instance,
+    instances: &Api<Instance>,
+    names: &Names,
+) -> Result<(), ReconcileError> {
+    let finalizers: Vec<&String> = inst
+        .finalizers()
+        .iter()
+        .filter(|f| *f != CLEANUP_FINALIZER)
+        .collect();
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": inst.resource_version()}});
+    instances
+        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(names.write("finalizer"))?;
+    Ok(())
+}

@@ -1,0 +1,503 @@
+//! The production [`TaskRunner`]: renders a task's templates, decorates the objects,
+//! applies or deletes them on one cluster in the fixed order, and reads their health.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::api::{AppliedObject, OperatorVersionSpec, Task};
+use crate::cluster::{Cluster, ClusterError, ErrorKind, Health, ObjectRef, health};
+use crate::package::{RenderContext, context_value, render_task};
+
+use super::objects::{Owner, decorate};
+use super::tasks::{TaskKind, ToggleMode, dummy, toggle_mode};
+use super::workflow::{StepRef, TaskOutcome, TaskRunner};
+
+/// Who the objects belong to, fixed for one reconcile.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceInfo {
+    pub operator: String,
+    pub operator_version: String,
+    pub app_version: String,
+    pub version: String,
+    pub instance: String,
+    pub instance_uid: String,
+    pub namespace: String,
+    pub plan_uid: String,
+}
+
+/// Runs tasks against one cluster for one instance.
+pub struct ClusterRunner<'a> {
+    pub cluster: &'a Cluster,
+    pub ov: &'a OperatorVersionSpec,
+    pub info: &'a InstanceInfo,
+    /// The `.Params` value (validated).
+    pub params: &'a Value,
+    /// Resolved parameter strings (Toggle reads its boolean here).
+    pub values: &'a BTreeMap<String, Option<String>>,
+    /// Objects applied in this pass, in order (the instance's inventory grows from these).
+    pub applied: std::sync::Mutex<Vec<AppliedObject>>,
+}
+
+impl ClusterRunner<'_> {
+    fn data(&self, at: &StepRef<'_>) -> Value {
+        let ctx = RenderContext {
+            instance_name: self.info.instance.clone(),
+            namespace: self.info.namespace.clone(),
+            operator_name: self.info.operator.clone(),
+            operator_version: self.info.version.clone(),
+            app_version: self.info.app_version.clone(),
+            plan_name: at.plan.to_string(),
+            phase_name: at.phase.to_string(),
+            step_name: at.step.to_string(),
+            pipes: BTreeMap::new(),
+        };
+        context_value(&ctx, self.params.clone())
+    }
+
+    /// Renders and decorates the task's objects, in template then document order.
+    async fn objects(&self, at: &StepRef<'_>, task: &Task) -> Result<Vec<Value>, TaskOutcome> {
+        let rendered = render_task(self.ov, task, &self.data(at))
+            .map_err(|e| TaskOutcome::Fatal(e.to_string()))?;
+        let owner = self.owner(at);
+        let mut out = Vec::with_capacity(rendered.len());
+        for mut r in rendered {
+            let as_value = serde_json::to_value(&r.object)
+                .map_err(|e| TaskOutcome::Fatal(format!("{}: {e}", r.template)))?;
+            let namespaced = self
+                .cluster
+                .is_namespaced(&as_value)
+                .await
+                .map_err(|e| outcome_of(&e))?;
+            decorate(&mut r.object, &owner, namespaced);
+            out.push(
+                serde_json::to_value(&r.object)
+                    .map_err(|e| TaskOutcome::Fatal(format!("{}: {e}", r.template)))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn apply(&self, at: &StepRef<'_>, task: &Task) -> TaskOutcome {
+        let objects = match self.objects(at, task).await {
+            Ok(o) => o,
+            Err(outcome) => return outcome,
+        };
+        let mut waiting = Vec::new();
+        for obj in &objects {
+            let live = match self.cluster.apply(obj).await {
+                Ok(live) => live,
+                Err(e) => return outcome_of(&e),
+            };
+            self.record(&live);
+            match health::evaluate(&live) {
+                Health::Healthy => {}
+                Health::Progressing(why) => waiting.push(format!("{}: {why}", describe(&live))),
+                Health::Failed(why) => {
+                    return TaskOutcome::Fatal(format!("{} failed: {why}", describe(&live)));
+                }
+            }
+        }
+        if waiting.is_empty() {
+            TaskOutcome::Done
+        } else {
+            TaskOutcome::InProgress(waiting.join("; "))
+        }
+    }
+
+    async fn delete(&self, at: &StepRef<'_>, task: &Task) -> TaskOutcome {
+        let objects = match self.objects(at, task).await {
+            Ok(o) => o,
+            Err(outcome) => return outcome,
+        };
+        let mut waiting = Vec::new();
+        // Reverse apply order: dependents go first.
+        for obj in objects.iter().rev() {
+            let r = match ObjectRef::from_object(obj) {
+                Ok(r) => r,
+                Err(why) => return TaskOutcome::Fatal(why),
+            };
+            match self.cluster.delete(&r).await {
+                Ok(None) => {}
+                Ok(Some(_)) => waiting.push(format!("{r} is being deleted")),
+                Err(e) => return outcome_of(&e),
+            }
+        }
+        if waiting.is_empty() {
+            TaskOutcome::Done
+        } else {
+            TaskOutcome::InProgress(waiting.join("; "))
+        }
+    }
+}
+
+impl ClusterRunner<'_> {
+    /// Adds an applied object to this pass's inventory.
+    fn record(&self, live: &Value) {
+        if let Some(entry) = applied_object(live) {
+            let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+            if !applied.contains(&entry) {
+                applied.push(entry);
+            }
+        }
+    }
+
+    /// Every object the instance's current version and parameters render for any plan
+    /// (Apply tasks, and Toggle tasks whose parameter is on), namespaced as applied.
+    pub async fn desired_objects(
+        &self,
+    ) -> Result<std::collections::BTreeSet<AppliedObject>, String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (plan_name, plan) in &self.ov.plans {
+            for phase in &plan.phases {
+                for step in &phase.steps {
+                    let at = StepRef {
+                        plan: plan_name,
+                        phase: &phase.name,
+                        step: &step.name,
+                    };
+                    for task_name in &step.tasks {
+                        let Some(task) = self.ov.tasks.iter().find(|t| &t.name == task_name) else {
+                            continue;
+                        };
+                        let applies = match TaskKind::parse(&task.kind) {
+                            Some(TaskKind::Apply) => true,
+                            Some(TaskKind::Toggle) => {
+                                let value = self
+                                    .values
+                                    .get(&task.spec.parameter)
+                                    .map(|v| v.as_deref().unwrap_or(""));
+                                toggle_mode(&task.spec.parameter, value) == Ok(ToggleMode::Apply)
+                            }
+                            _ => false,
+                        };
+                        if !applies {
+                            continue;
+                        }
+                        let objects = self.objects(&at, task).await.map_err(|o| match o {
+                            TaskOutcome::Fatal(m)
+                            | TaskOutcome::Error(m)
+                            | TaskOutcome::InProgress(m) => m,
+                            TaskOutcome::Done => String::new(),
+                        })?;
+                        out.extend(objects.iter().filter_map(applied_object));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the given inventory objects that still belong to the instance (see
+    /// [`super::prune::delete_owned`]).
+    pub async fn prune(
+        &self,
+        stale: &[AppliedObject],
+    ) -> Result<(Vec<AppliedObject>, Vec<String>), String> {
+        super::prune::delete_owned(
+            self.cluster,
+            &self.info.operator,
+            &self.info.instance,
+            stale,
+        )
+        .await
+    }
+
+    /// A `KudoOperator` task: a child Instance of another operator (installed beside the
+    /// parent, as `kudo install` does for dependencies), owned by the parent, healthy once
+    /// its own plan has run to completion with the parameters asked for.
+    async fn kudo_operator(&self, at: &StepRef<'_>, task: &Task) -> TaskOutcome {
+        let spec = &task.spec;
+        if spec.package.is_empty() {
+            return TaskOutcome::Fatal(format!("KudoOperator task {} names no package", task.name));
+        }
+        let child = if spec.instance_name.is_empty() {
+            format!("{}-{}", self.info.instance, spec.package)
+        } else {
+            spec.instance_name.clone()
+        };
+        let parameters = match self.child_parameters(at, task) {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        };
+        let ov_name = match self.child_operator_version(task).await {
+            Ok(Some(name)) => name,
+            Ok(None) => {
+                return TaskOutcome::Error(format!(
+                    "no OperatorVersion of operator {} (version {:?}, app version {:?}) in namespace {}; install it first",
+                    spec.package, spec.operator_version, spec.app_version, self.info.namespace
+                ));
+            }
+            Err(outcome) => return outcome,
+        };
+        let mut object: kube::api::DynamicObject = match serde_json::from_value(serde_json::json!({
+            "apiVersion": crate::api::API_VERSION,
+            "kind": "Instance",
+            "metadata": {"name": child},
+            "spec": {"operatorVersion": {"name": ov_name}, "parameters": parameters},
+        })) {
+            Ok(o) => o,
+            Err(e) => return TaskOutcome::Fatal(format!("child instance {child}: {e}")),
+        };
+        decorate(&mut object, &self.owner(at), true);
+        // The child is an instance of its own operator; the parent is recorded by the
+        // owner reference and the kudo.dev/instance label.
+        if let Some(labels) = object.metadata.labels.as_mut() {
+            labels.insert(super::objects::OPERATOR_LABEL.into(), spec.package.clone());
+        }
+        let value = match serde_json::to_value(&object) {
+            Ok(v) => v,
+            Err(e) => return TaskOutcome::Fatal(format!("child instance {child}: {e}")),
+        };
+        let live = match self.cluster.apply(&value).await {
+            Ok(live) => live,
+            Err(e) => return outcome_of(&e),
+        };
+        self.record(&live);
+        // Until the child's manager has acted on exactly these parameters, its old status
+        // says nothing about them.
+        let acted_on: Option<super::trigger::Snapshot> = live
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(super::trigger::LAST_APPLIED_ANNOTATION))
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str(s).ok());
+        match acted_on {
+            Some(s) if s.parameters == parameters && s.operator_version == ov_name => {}
+            _ => {
+                return TaskOutcome::InProgress(format!(
+                    "waiting for child instance {child} to start its plan"
+                ));
+            }
+        }
+        match health::evaluate(&live) {
+            Health::Healthy => TaskOutcome::Done,
+            Health::Progressing(why) => {
+                TaskOutcome::InProgress(format!("child instance {child}: {why}"))
+            }
+            Health::Failed(why) => TaskOutcome::Fatal(format!("child instance {child}: {why}")),
+        }
+    }
+
+    /// A `Pipe` task: runs the `pod` template's Pod and waits for it to run. Copying the
+    /// piped files out of the running pod (exec) is not implemented yet, so a pod that does
+    /// run ends the task with a transient error saying so; on a cluster without nodes the
+    /// pod never runs and the task stays in progress, as in KUDO.
+    async fn pipe(&self, at: &StepRef<'_>, task: &Task) -> TaskOutcome {
+        let pod_template = &task.spec.pod;
+        let Some(text) = self.ov.templates.get(pod_template) else {
+            return TaskOutcome::Fatal(format!(
+                "pipe pod template {pod_template} is not among the templates"
+            ));
+        };
+        let rendered = match crate::template::render(pod_template, text, &self.data(at)) {
+            Ok(r) => r,
+            Err(e) => return TaskOutcome::Fatal(e.to_string()),
+        };
+        let mut objects = match crate::package::parse_documents(pod_template, &rendered) {
+            Ok(o) => o,
+            Err(e) => return TaskOutcome::Fatal(e.to_string()),
+        };
+        if objects.len() != 1 || objects[0].types.as_ref().is_none_or(|t| t.kind != "Pod") {
+            return TaskOutcome::Fatal(format!(
+                "pipe pod template {pod_template} must render exactly one Pod"
+            ));
+        }
+        let mut pod = objects.remove(0);
+        decorate(&mut pod, &self.owner(at), true);
+        let value = match serde_json::to_value(&pod) {
+            Ok(v) => v,
+            Err(e) => return TaskOutcome::Fatal(format!("{pod_template}: {e}")),
+        };
+        let live = match self.cluster.apply(&value).await {
+            Ok(live) => live,
+            Err(e) => return outcome_of(&e),
+        };
+        match health::evaluate(&live) {
+            Health::Healthy => TaskOutcome::Error(format!(
+                "pipe pod {} runs, but copying its files ({}) into ConfigMaps/Secrets is not implemented yet",
+                describe(&live),
+                task.spec
+                    .pipe
+                    .iter()
+                    .map(|p| p.file.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Health::Progressing(why) => {
+                TaskOutcome::InProgress(format!("pipe pod {}: {why}", describe(&live)))
+            }
+            Health::Failed(why) => {
+                TaskOutcome::Fatal(format!("pipe pod {} failed: {why}", describe(&live)))
+            }
+        }
+    }
+
+    /// The child's parameters: the task's `parameterFile` template rendered to a YAML map
+    /// (values that are not strings become their YAML text, as KUDO stores parameters).
+    fn child_parameters(
+        &self,
+        at: &StepRef<'_>,
+        task: &Task,
+    ) -> Result<BTreeMap<String, String>, TaskOutcome> {
+        let file = &task.spec.parameter_file;
+        if file.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let text = self.ov.templates.get(file).ok_or_else(|| {
+            TaskOutcome::Fatal(format!("parameterFile {file} is not among the templates"))
+        })?;
+        let rendered = crate::template::render(file, text, &self.data(at))
+            .map_err(|e| TaskOutcome::Fatal(e.to_string()))?;
+        let map: BTreeMap<String, Value> = serde_saphyr::from_str(&rendered).map_err(|e| {
+            TaskOutcome::Fatal(format!("parameterFile {file}: not a YAML map: {e}"))
+        })?;
+        Ok(map
+            .into_iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s,
+                    Value::Null => String::new(),
+                    Value::Bool(_) | Value::Number(_) => v.to_string(),
+                    other => crate::template::to_yaml(&other),
+                };
+                (k, text)
+            })
+            .collect())
+    }
+
+    /// The child's OperatorVersion in the instance's namespace: the one matching the task's
+    /// versions, or the highest version of the operator when none is given.
+    async fn child_operator_version(&self, task: &Task) -> Result<Option<String>, TaskOutcome> {
+        let spec = &task.spec;
+        let all = self
+            .cluster
+            .list(
+                &[(crate::api::API_VERSION, "OperatorVersion")],
+                Some(&self.info.namespace),
+                "",
+            )
+            .await
+            .map_err(|e| outcome_of(&e))?;
+        let mut candidates: Vec<(String, String)> = all
+            .iter()
+            .filter(|ov| {
+                ov.pointer("/spec/operator/name").and_then(Value::as_str)
+                    == Some(spec.package.as_str())
+            })
+            .filter(|ov| {
+                let field = |p: &str| ov.pointer(p).and_then(Value::as_str).unwrap_or_default();
+                (spec.operator_version.is_empty()
+                    || field("/spec/version") == spec.operator_version)
+                    && (spec.app_version.is_empty()
+                        || field("/spec/appVersion") == spec.app_version)
+            })
+            .filter_map(|ov| {
+                Some((
+                    ov.pointer("/spec/version")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    ov.pointer("/metadata/name")?.as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        candidates.sort_by(|a, b| version_order(&a.0, &b.0));
+        Ok(candidates.pop().map(|(_, name)| name))
+    }
+
+    fn owner<'b>(&'b self, at: &StepRef<'b>) -> Owner<'b> {
+        Owner {
+            operator: &self.info.operator,
+            operator_version: &self.info.operator_version,
+            instance: &self.info.instance,
+            instance_uid: &self.info.instance_uid,
+            namespace: &self.info.namespace,
+            plan: at.plan,
+            plan_uid: &self.info.plan_uid,
+            phase: at.phase,
+            step: at.step,
+        }
+    }
+}
+
+/// Orders versions like `1.2.10` > `1.2.9`: numeric where both parts are numbers.
+fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let parts = |v: &str| -> Vec<String> { v.split(['.', '-', '+']).map(str::to_string).collect() };
+    let (pa, pb) = (parts(a), parts(b));
+    for (x, y) in pa.iter().zip(&pb) {
+        let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
+            (Ok(m), Ok(n)) => m.cmp(&n),
+            _ => x.cmp(y),
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+    pa.len().cmp(&pb.len())
+}
+
+impl TaskRunner for ClusterRunner<'_> {
+    async fn run(&mut self, at: &StepRef<'_>, task: &Task) -> TaskOutcome {
+        match TaskKind::parse(&task.kind) {
+            None => TaskOutcome::Fatal(format!(
+                "task {} has unknown kind {:?} (known: Apply, Delete, Toggle, Dummy, Pipe, KudoOperator)",
+                task.name, task.kind
+            )),
+            Some(TaskKind::Dummy) => dummy(&task.spec),
+            Some(TaskKind::Apply) => self.apply(at, task).await,
+            Some(TaskKind::Delete) => self.delete(at, task).await,
+            Some(TaskKind::Toggle) => {
+                let value = self
+                    .values
+                    .get(&task.spec.parameter)
+                    .map(|v| v.as_deref().unwrap_or(""));
+                match toggle_mode(&task.spec.parameter, value) {
+                    Ok(ToggleMode::Apply) => self.apply(at, task).await,
+                    Ok(ToggleMode::Delete) => self.delete(at, task).await,
+                    Err(why) => TaskOutcome::Fatal(why),
+                }
+            }
+            Some(TaskKind::Pipe) => self.pipe(at, task).await,
+            Some(TaskKind::KudoOperator) => self.kudo_operator(at, task).await,
+        }
+    }
+}
+
+/// Transient cluster problems are retried; an object the API server refuses as invalid will
+/// not become valid by retrying, so it stops the plan.
+fn outcome_of(e: &ClusterError) -> TaskOutcome {
+    match e.kind() {
+        ErrorKind::Invalid => TaskOutcome::Fatal(e.to_string()),
+        _ => TaskOutcome::Error(e.to_string()),
+    }
+}
+
+/// The inventory entry of a live or rendered object.
+pub fn applied_object(obj: &Value) -> Option<AppliedObject> {
+    let r = ObjectRef::from_object(obj).ok()?;
+    Some(AppliedObject {
+        api_version: r.api_version,
+        kind: r.kind,
+        namespace: r.namespace.unwrap_or_default(),
+        name: r.name,
+    })
+}
+
+fn describe(obj: &Value) -> String {
+    ObjectRef::from_object(obj)
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "object".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_order;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn versions_order_numerically() {
+        assert_eq!(version_order("1.2.10", "1.2.9"), Ordering::Greater);
+        assert_eq!(version_order("0.1.0", "0.1.0"), Ordering::Equal);
+        assert_eq!(version_order("1.0", "1.0.1"), Ordering::Less);
+    }
+}

@@ -1,0 +1,256 @@
+//! Loader, conversion and bad-input tests, against real packages from KUDO's test suite.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn shared(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel)
+}
+
+fn write_package(dir: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let full = dir.join(path);
+        std::fs::create_dir_all(full.parent().expect("file has a parent")).expect("mkdir");
+        std::fs::write(full, text).expect("write");
+    }
+}
+
+const OPERATOR: &str = "apiVersion: kudo.dev/v1beta1\nname: demo\noperatorVersion: 0.1.0\ntasks:\n  - name: app\n    kind: Apply\n    spec:\n      resources: [cm.yaml]\nplans:\n  deploy:\n    phases:\n      - name: main\n        steps:\n          - name: everything\n            tasks: [app]\n";
+const PARAMS: &str = "apiVersion: kudo.dev/v1beta1\nparameters:\n  - name: A\n    default: x\n";
+
+fn load_dir(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Package, PackageError>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_package(dir.path(), files);
+    let result = Package::load_path(dir.path());
+    (dir, result)
+}
+
+#[test]
+fn loads_first_operator_test_like_kudo() {
+    let pkg = Package::load_path(&shared(
+        "kudo-tests/integration/first-operator-test/first-operator",
+    ))
+    .expect("package loads");
+    assert_eq!(pkg.operator.name, "first-operator");
+    assert_eq!(pkg.operator.kubernetes_version, "1.13.0");
+    assert_eq!(
+        pkg.templates.keys().collect::<Vec<_>>(),
+        vec!["deployment.yaml"]
+    );
+    let res = pkg.to_resources().expect("converts");
+    let ov = &res.operator_version;
+    assert_eq!(
+        ov.metadata.name.as_deref(),
+        Some("first-operator-1.7.9-0.1.0")
+    );
+    assert_eq!(ov.spec.version, "0.1.0");
+    assert_eq!(ov.spec.app_version, "1.7.9");
+    assert_eq!(ov.spec.operator.name.as_deref(), Some("first-operator"));
+    assert_eq!(ov.spec.operator.kind.as_deref(), Some("Operator"));
+    let replicas = &ov.spec.parameters[0];
+    assert_eq!(replicas.name, "replicas");
+    // An unquoted YAML integer default becomes its Go %v text; `required` defaults to true.
+    assert_eq!(replicas.default.as_deref(), Some("2"));
+    assert_eq!(replicas.required, Some(true));
+    assert_eq!(
+        res.operator.metadata.name.as_deref(),
+        Some("first-operator")
+    );
+    assert_eq!(res.operator.spec.url, "https://kudo.dev");
+    assert_eq!(res.operator.spec.maintainers[0].email, "<your@email.com>");
+    // The converted objects are valid input for the CRD types (round trip through YAML).
+    let text = serde_saphyr::to_string(ov).expect("serialises");
+    let back: crate::api::OperatorVersion =
+        crate::api::from_yaml("ov", &text).expect("parses back");
+    assert_eq!(back.spec, ov.spec);
+}
+
+#[test]
+fn cli_install_operator_version_name_without_app_version() {
+    let pkg = Package::load_path(&shared(
+        "kudo-tests/integration/cli-install/cli-install-operator",
+    ))
+    .expect("package loads");
+    let res = pkg.to_resources().expect("converts");
+    // The kuttl assert in cli-install/00-assert.yaml expects this name.
+    assert_eq!(
+        res.operator_version.metadata.name.as_deref(),
+        Some("cli-install-operator-0.1.0")
+    );
+    let defaults: BTreeMap<_, _> = res
+        .operator_version
+        .spec
+        .parameters
+        .iter()
+        .map(|p| (p.name.as_str(), p.default.as_deref()))
+        .collect();
+    assert_eq!(defaults["memory"], Some("1Gi"));
+    assert_eq!(defaults["cpus"], Some("0.25"));
+}
+
+#[test]
+fn templates_in_subdirectories_keep_their_path() {
+    let pkg = Package::load_path(&shared(
+        "kudo-tests/integration/operator-with-subdirectory-resources/operator",
+    ))
+    .expect("package loads");
+    assert_eq!(
+        pkg.templates.keys().collect::<Vec<_>>(),
+        vec!["deployments/deployment.yaml", "service/service.yaml"]
+    );
+    // `kubernetesVersion: 1.13` is a YAML float; the string field keeps its text.
+    assert_eq!(pkg.operator.kubernetes_version, "1.13");
+    assert!(pkg.params.parameters.is_empty());
+    let res = pkg.to_resources().expect("converts");
+    assert_eq!(
+        res.operator_version.metadata.name.as_deref(),
+        Some("subdir-operator-1.7.9-0.1.0")
+    );
+    assert_eq!(res.operator_version.spec.tasks[0].spec.resources.len(), 2);
+}
+
+#[test]
+fn params_file_fields_and_groups() {
+    let params = "apiVersion: kudo.dev/v1beta1\ngroups:\n  - name: g\n    displayName: G\n    prio: 2\nparameters:\n  - name: PORTS\n    type: array\n    default: [80, 443]\n    group: g\n    hint: ports\n  - name: MODE\n    enum: [a, b]\n    default: a\n    required: false\n    immutable: true\n    trigger: reconfigure\n    displayName: Mode\n  - name: COUNT\n    type: integer\n    default: 3\n";
+    let (_dir, pkg) = load_dir(&[
+        ("operator.yaml", OPERATOR),
+        ("params.yaml", params),
+        ("templates/cm.yaml", "x"),
+    ]);
+    let pkg = pkg.expect("loads");
+    assert_eq!(pkg.params.groups[0].priority, 2);
+    assert_eq!(pkg.params.parameters[0].hint, "ports");
+    let ov = pkg.to_resources().expect("converts").operator_version;
+    let p = &ov.spec.parameters;
+    assert_eq!(p[0].value_type, crate::api::ParameterType::Array);
+    let ports: serde_json::Value =
+        serde_saphyr::from_str(p[0].default.as_deref().expect("array default")).expect("yaml");
+    assert_eq!(ports, serde_json::json!([80, 443]));
+    assert_eq!(p[1].required, Some(false));
+    assert_eq!(p[1].immutable, Some(true));
+    assert_eq!(p[1].trigger, "reconfigure");
+    assert_eq!(p[1].display_name, "Mode");
+    assert_eq!(p[1].r#enum, Some(vec!["a".to_string(), "b".to_string()]));
+    assert_eq!(p[2].default.as_deref(), Some("3"));
+}
+
+#[test]
+fn loads_the_same_package_from_a_tgz_with_a_top_folder() {
+    let dir = shared("kudo-tests/integration/operator-with-subdirectory-resources/operator");
+    let bytes = tgz(&[
+        (
+            "subdir/operator.yaml",
+            &std::fs::read(dir.join("operator.yaml")).expect("read"),
+        ),
+        (
+            "subdir/params.yaml",
+            &std::fs::read(dir.join("params.yaml")).expect("read"),
+        ),
+        (
+            "subdir/templates/deployments/deployment.yaml",
+            &std::fs::read(dir.join("templates/deployments/deployment.yaml")).expect("read"),
+        ),
+        (
+            "subdir/templates/service/service.yaml",
+            &std::fs::read(dir.join("templates/service/service.yaml")).expect("read"),
+        ),
+    ]);
+    let tree = MemTree::from_tgz("subdir.tgz", &bytes).expect("tgz reads");
+    let from_tgz = Package::load(&tree).expect("package loads");
+    let from_dir = Package::load_path(&dir).expect("package loads");
+    assert_eq!(from_tgz.operator, from_dir.operator);
+    assert_eq!(from_tgz.params, from_dir.params);
+    assert_eq!(from_tgz.templates, from_dir.templates);
+}
+
+/// Builds a .tgz with raw entry names (the tar crate's `append_data` refuses `..`, so the
+/// header name is written directly to produce hostile archives).
+fn tgz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    for (name, content) in entries {
+        let mut header = tar::Header::new_gnu();
+        {
+            let raw = header.as_old_mut();
+            raw.name[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append(&header, *content).expect("append");
+    }
+    let gz = builder.into_inner().expect("tar finishes");
+    gz.finish().expect("gzip finishes")
+}
+
+#[test]
+fn bad_tgz_entry_escaping_the_root_is_refused() {
+    for name in ["../evil.yaml", "pkg/../../evil.yaml", "/etc/evil.yaml"] {
+        let bytes = tgz(&[("operator.yaml", OPERATOR.as_bytes()), (name, b"x")]);
+        let err = MemTree::from_tgz("evil.tgz", &bytes).expect_err("refused");
+        let msg = err.to_string();
+        assert!(matches!(err, PackageError::EscapingEntry { .. }), "{msg}");
+        assert!(msg.contains("evil.tgz") && msg.contains(name), "{msg}");
+        assert!(msg.contains("escapes the package root"), "{msg}");
+    }
+}
+
+#[test]
+fn bad_package_missing_operator_yaml_says_so() {
+    let (dir, err) = load_dir(&[("params.yaml", PARAMS), ("templates/cm.yaml", "x")]);
+    let msg = err.expect_err("refused").to_string();
+    assert!(msg.contains("operator.yaml is missing"), "{msg}");
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+}
+
+#[test]
+fn bad_yaml_in_operator_yaml_names_file_line_column() {
+    let broken = OPERATOR.replace("    kind: Apply", "    kind: [Apply");
+    let (_dir, err) = load_dir(&[("operator.yaml", &broken), ("params.yaml", PARAMS)]);
+    let err = err.expect_err("refused");
+    let msg = err.to_string();
+    match err {
+        PackageError::Yaml { file, line, .. } => {
+            assert_eq!(file, "operator.yaml");
+            assert!((5..=7).contains(&line), "line {line}: {msg}");
+        }
+        other => panic!("expected a located YAML error, got {other}"),
+    }
+    assert!(msg.contains("operator.yaml:"), "{msg}");
+}
+
+#[test]
+fn bad_yaml_in_params_yaml_names_file_line_column() {
+    let broken =
+        "apiVersion: kudo.dev/v1beta1\nparameters:\n  - name: A\n    default: \"x\n  - name: B\n";
+    let (_dir, err) = load_dir(&[("operator.yaml", OPERATOR), ("params.yaml", broken)]);
+    let msg = err.expect_err("refused").to_string();
+    assert!(msg.contains("params.yaml:"), "{msg}");
+    let loc = msg
+        .split("params.yaml:")
+        .nth(1)
+        .expect("location follows the file");
+    let mut parts = loc.splitn(3, ':');
+    let line: u64 = parts
+        .next()
+        .and_then(|l| l.parse().ok())
+        .expect("line number");
+    let column: u64 = parts
+        .next()
+        .and_then(|c| c.parse().ok())
+        .expect("column number");
+    assert!(line >= 4 && column >= 1, "{msg}");
+}
+
+#[test]
+fn bad_wrong_field_type_is_located() {
+    let broken = "apiVersion: kudo.dev/v1beta1\nparameters:\n  - name: A\n    type: integr\n";
+    let (_dir, err) = load_dir(&[("operator.yaml", OPERATOR), ("params.yaml", broken)]);
+    let msg = err.expect_err("refused").to_string();
+    assert!(msg.contains("params.yaml:4:"), "{msg}");
+}

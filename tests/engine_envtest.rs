@@ -1,0 +1,757 @@
+//! The plan engine against a real Kubernetes API server (scripts/envtest): plans run to
+//! completion in the declared order, failures are reported where KUDO reports them, and a
+//! killed manager resumes without re-running finished steps.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Namespace, apply_yaml, client, eventually, install_crds, make_workloads_ready};
+use kube::api::{Api, Patch, PatchParams};
+use kudo::api::{ExecutionStatus, Instance};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+const OPERATOR_VERSION: &str = r#"
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata:
+  name: shop-1.0.0
+spec:
+  operator: {name: shop, kind: Operator}
+  version: "1.0.0"
+  parameters:
+    - {name: REPLICAS, default: "2", value-type: integer}
+    - {name: GREETING, default: "hello"}
+    - {name: FAIL_JOB, default: "false", value-type: boolean}
+  tasks:
+    - {name: config, kind: Apply, spec: {resources: [config.yaml]}}
+    - {name: app, kind: Apply, spec: {resources: [app.yaml]}}
+    - {name: db, kind: Apply, spec: {resources: [db.yaml]}}
+    - {name: migrate, kind: Apply, spec: {resources: [migrate.yaml]}}
+  plans:
+    deploy:
+      strategy: serial
+      phases:
+        - name: base
+          strategy: serial
+          steps: [{name: config, tasks: [config]}]
+        - name: workloads
+          strategy: parallel
+          steps:
+            - {name: app, tasks: [app]}
+            - {name: db, tasks: [db]}
+        - name: finish
+          steps: [{name: migrate, tasks: [migrate]}]
+  templates:
+    config.yaml: |
+      apiVersion: v1
+      kind: ConfigMap
+      metadata:
+        name: {{ .Name }}-config
+      data:
+        greeting: {{ .Params.GREETING | quote }}
+        step: {{ .StepName }}
+    app.yaml: |
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: {{ .Name }}-app
+      spec:
+        replicas: {{ .Params.REPLICAS }}
+        selector: {matchLabels: {app: shop}}
+        template:
+          metadata: {labels: {app: shop}}
+          spec:
+            containers: [{name: app, image: "nginx:1.25"}]
+    db.yaml: |
+      apiVersion: apps/v1
+      kind: StatefulSet
+      metadata:
+        name: {{ .Name }}-db
+      spec:
+        replicas: 1
+        serviceName: db
+        selector: {matchLabels: {app: db}}
+        template:
+          metadata: {labels: {app: db}}
+          spec:
+            containers: [{name: db, image: "postgres:16"}]
+    migrate.yaml: |
+      apiVersion: batch/v1
+      kind: Job
+      metadata:
+        name: {{ .Name }}-migrate
+        annotations:
+          test.kudo.dev/fail: {{ .Params.FAIL_JOB | quote }}
+      spec:
+        template:
+          spec:
+            restartPolicy: Never
+            containers: [{name: migrate, image: "busybox"}]
+"#;
+
+fn instance_yaml(name: &str, params: &str) -> String {
+    format!(
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: {name}\n  labels: {{kudo.dev/operator: shop}}\nspec:\n  operatorVersion: {{name: shop-1.0.0}}\n  parameters: {params}\n"
+    )
+}
+
+async fn setup(prefix: &str) -> (kube::Client, Namespace) {
+    let c = client("envtest-1").await;
+    install_crds(&c).await;
+    let ns = Namespace::create(&c, prefix).await;
+    (c, ns)
+}
+
+/// Runs the engine in-process for one namespace; dropped with the returned sender.
+fn start_manager(c: &kube::Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
+    let cluster = Arc::new(kudo::cluster::Cluster::from_client("envtest-1", c.clone()));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(kudo::engine::controller::run(
+        cluster,
+        Some(ns.to_string()),
+        Duration::from_millis(200),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    tx
+}
+
+async fn plan_status(api: &Api<Instance>, name: &str, plan: &str) -> Option<kudo::api::PlanStatus> {
+    api.get(name)
+        .await
+        .ok()?
+        .status?
+        .plan_status
+        .get(plan)
+        .cloned()
+}
+
+fn step_status(plan: &kudo::api::PlanStatus, step: &str) -> Option<ExecutionStatus> {
+    plan.phases
+        .iter()
+        .flat_map(|p| &p.steps)
+        .find(|s| s.name == step)
+        .and_then(|s| s.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_phase_plan_runs_to_complete_in_order() {
+    let (c, ns) = setup("engine-plan").await;
+    apply_yaml(&c, &ns.name, OPERATOR_VERSION).await;
+    apply_yaml(&c, &ns.name, &instance_yaml("shop", "{REPLICAS: \"3\"}")).await;
+    let _stop = start_manager(&c, &ns.name);
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+
+    // Phase "workloads" starts both parallel steps; "finish" waits for them.
+    eventually("app and db steps in progress", TIMEOUT, || async {
+        let p = plan_status(&instances, "shop", "deploy").await?;
+        (step_status(&p, "app") == Some(ExecutionStatus::InProgress)
+            && step_status(&p, "db") == Some(ExecutionStatus::InProgress))
+        .then_some(())
+    })
+    .await;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(c.clone(), &ns.name);
+    assert!(
+        jobs.get_opt("shop-migrate")
+            .await
+            .expect("get job")
+            .is_none(),
+        "the serial plan must not start phase finish before workloads is complete"
+    );
+    let p = plan_status(&instances, "shop", "deploy")
+        .await
+        .expect("status");
+    assert_eq!(step_status(&p, "config"), Some(ExecutionStatus::Complete));
+    assert_eq!(step_status(&p, "migrate"), Some(ExecutionStatus::Pending));
+
+    let done = eventually("deploy COMPLETE", TIMEOUT, || async {
+        make_workloads_ready(&c, &ns.name).await;
+        let p = plan_status(&instances, "shop", "deploy").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(p)
+    })
+    .await;
+    for phase in &done.phases {
+        assert_eq!(phase.status, Some(ExecutionStatus::Complete), "{phase:?}");
+    }
+    assert!(done.last_updated_timestamp.is_some());
+
+    // Rendered objects carry kudo's labels, annotations and owner reference.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(c.clone(), &ns.name);
+    let app = deployments.get("shop-app").await.expect("deployment");
+    let labels = app.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("heritage").map(String::as_str), Some("kudo"));
+    assert_eq!(
+        labels.get("kudo.dev/instance").map(String::as_str),
+        Some("shop")
+    );
+    assert_eq!(
+        labels.get("kudo.dev/operator").map(String::as_str),
+        Some("shop")
+    );
+    let ann = app.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        ann.get("kudo.dev/phase").map(String::as_str),
+        Some("workloads")
+    );
+    assert_eq!(ann.get("kudo.dev/step").map(String::as_str), Some("app"));
+    assert_eq!(app.spec.as_ref().and_then(|s| s.replicas), Some(3));
+    let owner = &app.metadata.owner_references.clone().unwrap_or_default()[0];
+    assert_eq!(owner.kind, "Instance");
+    assert_eq!(owner.name, "shop");
+    let pod_labels = app
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        pod_labels.get("kudo.dev/instance").map(String::as_str),
+        Some("shop")
+    );
+
+    let inst = instances.get("shop").await.expect("instance");
+    let ready = inst
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .expect("Ready condition");
+    assert_eq!(ready.status, "True");
+    assert_eq!(inst.spec.plan_execution.plan_name, "deploy");
+    assert_eq!(
+        inst.spec.plan_execution.status,
+        Some(ExecutionStatus::Complete)
+    );
+
+    // A parameter change with no trigger and no update plan runs deploy again, new uid.
+    let first_uid = done.uid.clone();
+    instances
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"parameters": {"GREETING": "bonjour"}}})),
+        )
+        .await
+        .expect("patch params");
+    let again = eventually("second deploy COMPLETE", TIMEOUT, || async {
+        make_workloads_ready(&c, &ns.name).await;
+        let p = plan_status(&instances, "shop", "deploy").await?;
+        (p.uid != first_uid && p.status == Some(ExecutionStatus::Complete)).then_some(p)
+    })
+    .await;
+    assert_ne!(again.uid, first_uid);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    let cm = cms.get("shop-config").await.expect("configmap");
+    assert_eq!(
+        cm.data
+            .unwrap_or_default()
+            .get("greeting")
+            .map(String::as_str),
+        Some("bonjour")
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_reported_where_kudo_reports_them() {
+    let (c, ns) = setup("engine-fail").await;
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    let _stop = start_manager(&c, &ns.name);
+
+    // An Instance whose OperatorVersion does not exist yet: said so, then retried.
+    apply_yaml(&c, &ns.name, &instance_yaml("early", "{}")).await;
+    let msg = eventually("missing OperatorVersion reported", TIMEOUT, || async {
+        let inst = instances.get("early").await.ok()?;
+        let cond = inst
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (cond.reason == "OperatorVersionNotFound").then_some(cond.message)
+    })
+    .await;
+    assert!(msg.contains("shop-1.0.0"), "{msg}");
+    apply_yaml(&c, &ns.name, OPERATOR_VERSION).await;
+    eventually(
+        "deploy runs once the OperatorVersion appears",
+        TIMEOUT,
+        || async {
+            let p = plan_status(&instances, "early", "deploy").await?;
+            p.status.is_some().then_some(())
+        },
+    )
+    .await;
+
+    // Parameters of the wrong type: rejected before anything is applied, all listed.
+    apply_yaml(
+        &c,
+        &ns.name,
+        &instance_yaml("badparams", "{REPLICAS: \"three\", FAIL_JOB: \"maybe\"}"),
+    )
+    .await;
+    let msg = eventually("invalid parameters reported", TIMEOUT, || async {
+        let inst = instances.get("badparams").await.ok()?;
+        let cond = inst
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (cond.reason == "InvalidParameters").then_some(cond.message)
+    })
+    .await;
+    assert!(
+        msg.contains("REPLICAS") && msg.contains("FAIL_JOB"),
+        "{msg}"
+    );
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    assert!(
+        cms.get_opt("badparams-config")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // A failed Job: FATAL_ERROR up the tree.
+    apply_yaml(
+        &c,
+        &ns.name,
+        &instance_yaml("failing", "{FAIL_JOB: \"true\"}"),
+    )
+    .await;
+    let p = eventually("failed job is fatal", TIMEOUT, || async {
+        make_workloads_ready(&c, &ns.name).await;
+        let p = plan_status(&instances, "failing", "deploy").await?;
+        (p.status == Some(ExecutionStatus::FatalError)).then_some(p)
+    })
+    .await;
+    assert_eq!(
+        step_status(&p, "migrate"),
+        Some(ExecutionStatus::FatalError)
+    );
+    assert!(p.message.contains("failing-migrate"), "{}", p.message);
+
+    // A template that fails to render (KUDO's rendering-error-plan-failed).
+    apply_yaml(
+        &c,
+        &ns.name,
+        r#"
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: broken-1}
+spec:
+  tasks: [{name: t, kind: Apply, spec: {resources: [bad.yaml]}}]
+  plans:
+    deploy:
+      phases: [{name: p, steps: [{name: s, tasks: [t]}]}]
+  templates:
+    bad.yaml: |
+      apiVersion: v1
+      kind: ConfigMap
+      metadata:
+        name: x
+      data:
+        a: {{ .Params.NonExisting }}
+---
+apiVersion: kudo.dev/v1beta1
+kind: Instance
+metadata: {name: broken}
+spec:
+  operatorVersion: {name: broken-1}
+"#,
+    )
+    .await;
+    let p = eventually("render error is fatal", TIMEOUT, || async {
+        let p = plan_status(&instances, "broken", "deploy").await?;
+        (p.status == Some(ExecutionStatus::FatalError)).then_some(p)
+    })
+    .await;
+    assert_eq!(p.phases[0].status, Some(ExecutionStatus::FatalError));
+    let step_msg = &p.phases[0].steps[0].message;
+    assert!(
+        step_msg.contains("bad.yaml") && step_msg.contains("NonExisting"),
+        "{step_msg}"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_manager_resumes_without_rerunning_finished_steps() {
+    let (c, ns) = setup("engine-restart").await;
+    apply_yaml(&c, &ns.name, OPERATOR_VERSION).await;
+    apply_yaml(&c, &ns.name, &instance_yaml("shop", "{}")).await;
+    let kubeconfig = common::envtest_kubeconfig();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kudo"))
+            .args([
+                "manager",
+                "--context",
+                "envtest-1",
+                "--poll-interval",
+                "200ms",
+                "--namespace",
+            ])
+            .arg(&ns.name)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start kudo manager")
+    };
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    let mut manager = spawn();
+    let before = eventually("config done, workloads waiting", TIMEOUT, || async {
+        let p = plan_status(&instances, "shop", "deploy").await?;
+        (step_status(&p, "config") == Some(ExecutionStatus::Complete)
+            && step_status(&p, "app") == Some(ExecutionStatus::InProgress))
+        .then_some(p)
+    })
+    .await;
+    manager.kill().expect("kill manager");
+    let _ = manager.wait();
+
+    // Someone else takes over a field of the finished step's ConfigMap. Re-running that step
+    // would take it back (kudo applies with force), so the value proves whether it re-ran.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    cms.patch(
+        "shop-config",
+        &PatchParams::apply("tester").force(),
+        &Patch::Apply(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "shop-config"},
+            "data": {"greeting": "changed-by-tester"}
+        })),
+    )
+    .await
+    .expect("tester apply");
+
+    let mut manager = spawn();
+    let after = eventually("deploy COMPLETE after restart", TIMEOUT, || async {
+        make_workloads_ready(&c, &ns.name).await;
+        let p = plan_status(&instances, "shop", "deploy").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(p)
+    })
+    .await;
+    manager.kill().expect("kill manager");
+    let _ = manager.wait();
+    assert_eq!(after.uid, before.uid, "the same plan run resumed");
+    let cm = cms.get("shop-config").await.expect("configmap");
+    assert_eq!(
+        cm.data
+            .unwrap_or_default()
+            .get("greeting")
+            .map(String::as_str),
+        Some("changed-by-tester"),
+        "the finished step config ran again after the restart"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kudo_operator_task_runs_a_child_instance_to_completion() {
+    let (c, ns) = setup("engine-child").await;
+    apply_yaml(
+        &c,
+        &ns.name,
+        r#"
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: child-0.1.0}
+spec:
+  operator: {name: child, kind: Operator}
+  version: "0.1.0"
+  parameters: [{name: SIZE, default: "1"}]
+  tasks: [{name: cm, kind: Apply, spec: {resources: [cm.yaml]}}]
+  plans:
+    deploy: {phases: [{name: main, steps: [{name: cm, tasks: [cm]}]}]}
+  templates:
+    cm.yaml: |
+      apiVersion: v1
+      kind: ConfigMap
+      metadata: {name: "{{ .Name }}-cm"}
+      data: {size: "{{ .Params.SIZE }}"}
+---
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: child-0.0.9}
+spec:
+  operator: {name: child, kind: Operator}
+  version: "0.0.9"
+  plans:
+    deploy: {phases: [{name: main, steps: [{name: never, tasks: [never]}]}]}
+  tasks: [{name: never, kind: Dummy, spec: {wantErr: true, fatal: true}}]
+---
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: parent-0.1.0}
+spec:
+  operator: {name: parent, kind: Operator}
+  version: "0.1.0"
+  parameters: [{name: CHILD_SIZE, default: "3"}]
+  tasks:
+    - name: deploy-child
+      kind: KudoOperator
+      spec: {package: child, parameterFile: child-params.yaml}
+  plans:
+    deploy: {phases: [{name: main, steps: [{name: deploy, tasks: [deploy-child]}]}]}
+  templates:
+    child-params.yaml: |
+      SIZE: {{ .Params.CHILD_SIZE | quote }}
+---
+apiVersion: kudo.dev/v1beta1
+kind: Instance
+metadata: {name: dummy-instance, labels: {kudo.dev/operator: parent}}
+spec:
+  operatorVersion: {name: parent-0.1.0}
+"#,
+    )
+    .await;
+    let _stop = start_manager(&c, &ns.name);
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    eventually("parent deploy COMPLETE", TIMEOUT, || async {
+        let p = plan_status(&instances, "dummy-instance", "deploy").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(())
+    })
+    .await;
+    // The child ran its own deploy plan first, on the highest version, with the parameters
+    // the parent rendered for it.
+    let child = plan_status(&instances, "dummy-instance-child", "deploy")
+        .await
+        .expect("child status");
+    assert_eq!(child.status, Some(ExecutionStatus::Complete));
+    let child_obj = instances.get("dummy-instance-child").await.expect("child");
+    assert_eq!(
+        child_obj.spec.operator_version.name.as_deref(),
+        Some("child-0.1.0")
+    );
+    assert_eq!(
+        child_obj.spec.parameters.get("SIZE").map(String::as_str),
+        Some("3")
+    );
+    let owner = &child_obj
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default()[0];
+    assert_eq!(owner.name, "dummy-instance");
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    let cm = cms
+        .get("dummy-instance-child-cm")
+        .await
+        .expect("child's configmap");
+    assert_eq!(
+        cm.data.unwrap_or_default().get("size").map(String::as_str),
+        Some("3")
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_retry_and_step_timeout_on_a_real_cluster() {
+    let (c, ns) = setup("engine-cancel").await;
+    apply_yaml(
+        &c,
+        &ns.name,
+        r#"
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: web-1}
+spec:
+  operator: {name: web, kind: Operator}
+  parameters: [{name: TIMEOUT, default: "1h"}]
+  tasks: [{name: web, kind: Apply, spec: {resources: [web.yaml]}}]
+  plans:
+    deploy:
+      phases:
+        - name: main
+          steps: [{name: web, tasks: [web], timeout: 2s}]
+    slow:
+      phases:
+        - name: main
+          steps: [{name: web, tasks: [web]}]
+  templates:
+    web.yaml: |
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: "{{ .Name }}"}
+      spec:
+        replicas: 3
+        selector: {matchLabels: {app: web}}
+        template:
+          metadata: {labels: {app: web}}
+          spec: {containers: [{name: web, image: nginx}]}
+---
+apiVersion: kudo.dev/v1beta1
+kind: Instance
+metadata: {name: web}
+spec:
+  operatorVersion: {name: web-1}
+"#,
+    )
+    .await;
+    let _stop = start_manager(&c, &ns.name);
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+
+    // Nothing makes the Deployment available: the step times out, naming what is unhealthy.
+    let p = eventually("step timeout", TIMEOUT, || async {
+        let p = plan_status(&instances, "web", "deploy").await?;
+        (p.status == Some(ExecutionStatus::FatalError)).then_some(p)
+    })
+    .await;
+    let msg = &p.phases[0].steps[0].message;
+    assert!(
+        msg.contains("timed out after 2s") && msg.contains("Deployment"),
+        "{msg}"
+    );
+
+    // A manual trigger of the plan without a timeout, then cancel and retry mid-plan.
+    instances
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"planExecution": {"planName": "slow", "uid": null}}})),
+        )
+        .await
+        .expect("trigger slow");
+    let running = eventually("slow plan running", TIMEOUT, || async {
+        let p = plan_status(&instances, "web", "slow").await?;
+        (p.status == Some(ExecutionStatus::InProgress)).then_some(p)
+    })
+    .await;
+    let request = |action: &'static str| {
+        let instances = instances.clone();
+        async move {
+            instances
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        &json!({"metadata": {"annotations": {"kudo.dev/plan-request": action}}}),
+                    ),
+                )
+                .await
+                .expect("annotate");
+        }
+    };
+    request("cancel").await;
+    eventually("plan cancelled", TIMEOUT, || async {
+        let p = plan_status(&instances, "web", "slow").await?;
+        (p.status == Some(ExecutionStatus::Cancelled)).then_some(())
+    })
+    .await;
+    request("retry").await;
+    let done = eventually("retried plan completes", TIMEOUT, || async {
+        make_workloads_ready(&c, &ns.name).await;
+        let p = plan_status(&instances, "web", "slow").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(p)
+    })
+    .await;
+    assert_eq!(done.uid, running.uid, "retry continues the same run");
+    let inst = instances.get("web").await.expect("instance");
+    assert!(
+        !inst
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("kudo.dev/plan-request"),
+        "the manager removes a request it has carried out"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_prunes_removed_templates_and_deletion_removes_cluster_scoped_objects() {
+    let (c, ns) = setup("engine-prune").await;
+    let role = format!("{}-reader", ns.name);
+    let version = |v: &str, templates: &[&str]| {
+        let mut all = String::new();
+        for t in templates {
+            all.push_str(&format!("    {t}.yaml: |\n"));
+            let body = match *t {
+                "role" => format!(
+                    "      apiVersion: rbac.authorization.k8s.io/v1\n      kind: ClusterRole\n      metadata: {{name: {role}}}\n      rules: [{{apiGroups: [\"\"], resources: [pods], verbs: [get]}}]\n"
+                ),
+                other => format!(
+                    "      apiVersion: v1\n      kind: ConfigMap\n      metadata: {{name: {other}}}\n      data: {{v: \"{v}\"}}\n"
+                ),
+            };
+            all.push_str(&body);
+        }
+        let resources = templates
+            .iter()
+            .map(|t| format!("{t}.yaml"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "apiVersion: kudo.dev/v1beta1\nkind: OperatorVersion\nmetadata: {{name: pr-{v}}}\nspec:\n  operator: {{name: pr, kind: Operator}}\n  version: \"{v}\"\n  tasks: [{{name: all, kind: Apply, spec: {{resources: [{resources}]}}}}]\n  plans:\n    deploy: {{phases: [{{name: main, steps: [{{name: all, tasks: [all]}}]}}]}}\n  templates:\n{all}"
+        )
+    };
+    apply_yaml(&c, &ns.name, &version("1", &["old-cm", "role"])).await;
+    apply_yaml(&c, &ns.name, &version("2", &["new-cm", "role"])).await;
+    apply_yaml(
+        &c,
+        &ns.name,
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata: {name: pr, labels: {kudo.dev/operator: pr}}\nspec:\n  operatorVersion: {name: pr-1}\n",
+    )
+    .await;
+    // A person's ConfigMap that carries the instance's labels.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    cms.patch(
+        "handmade",
+        &PatchParams::apply("person"),
+        &Patch::Apply(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "handmade", "labels": {
+                "heritage": "kudo", "kudo.dev/operator": "pr", "kudo.dev/instance": "pr"}},
+            "data": {"mine": "yes"}
+        })),
+    )
+    .await
+    .expect("handmade configmap");
+    let _stop = start_manager(&c, &ns.name);
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    let first = eventually("v1 deployed", TIMEOUT, || async {
+        let p = plan_status(&instances, "pr", "deploy").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(p)
+    })
+    .await;
+    assert!(cms.get_opt("old-cm").await.expect("get").is_some());
+
+    instances
+        .patch(
+            "pr",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"operatorVersion": {"name": "pr-2"}}})),
+        )
+        .await
+        .expect("upgrade");
+    eventually("v2 deployed and old-cm pruned", TIMEOUT, || async {
+        let p = plan_status(&instances, "pr", "deploy").await?;
+        let done = p.uid != first.uid && p.status == Some(ExecutionStatus::Complete);
+        (done && cms.get_opt("old-cm").await.ok()?.is_none()).then_some(())
+    })
+    .await;
+    assert!(cms.get_opt("new-cm").await.expect("get").is_some());
+    assert!(
+        cms.get_opt("handmade").await.expect("get").is_some(),
+        "an object kudo did not apply is never pruned"
+    );
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(c.clone());
+    assert!(roles.get_opt(&role).await.expect("get").is_some());
+
+    instances
+        .delete("pr", &Default::default())
+        .await
+        .expect("delete instance");
+    eventually("instance and its ClusterRole gone", TIMEOUT, || async {
+        let gone = instances.get_opt("pr").await.ok()?.is_none()
+            && roles.get_opt(&role).await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    ns.cleanup().await;
+}
