@@ -44,7 +44,8 @@
 //!   `kubectl create configmap`, which send protobuf) get 400; `kubectl create -f`,
 //!   `kubectl apply [--server-side]`, `get`, `label`, `delete`, `get -w` work.
 //! - Table output (`kubectl get`) has the usual columns for the core workload kinds and
-//!   Name/Age for the rest (CRD `additionalPrinterColumns` are ignored).
+//!   Name/Age for the rest; CRD `additionalPrinterColumns` are honoured for a JSONPath subset
+//!   (`.a.b`, `[n]`, `[*]`, `[?(@.k=="v")]`).
 //! - No pod logs/exec/port-forward/attach, no scale, eviction or binding subresources.
 //! - The workload simulator plays controllers but creates no Pods or ReplicaSets for
 //!   Deployments and friends; it only writes their status (DaemonSets behave as on one node).

@@ -597,7 +597,12 @@ fn object_request(
             })?;
             if table::wants_table(accept(parts)) {
                 let items: Vec<&Value> = page.items.iter().map(|i| i.as_ref()).collect();
-                let mut tbl = table::table(&t.def, &items, Some(page.resource_version.to_string()));
+                let mut tbl = table::table(
+                    &t.def,
+                    &t.version,
+                    &items,
+                    Some(page.resource_version.to_string()),
+                );
                 if let Some(c) = page.continue_token {
                     tbl["metadata"]["continue"] = json!(c);
                 }
@@ -613,7 +618,7 @@ fn object_request(
         (&Method::GET, Some(n)) => {
             let obj = shared.with_store(|s| s.get(&t, &n))?;
             if table::wants_table(accept(parts)) {
-                return ok(&table::table(&t.def, &[obj.as_ref()], None));
+                return ok(&table::table(&t.def, &t.version, &[obj.as_ref()], None));
             }
             ok(&obj)
         }
