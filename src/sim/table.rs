@@ -202,7 +202,7 @@ fn json_path<'a>(v: &'a Value, path: &str) -> Vec<&'a Value> {
                     .filter(|item| {
                         item.get(key.trim()).is_some_and(|v| match v {
                             Value::String(s) => s == want,
-                            other => other.to_string() == want,
+                            other => *other == want,
                         })
                     })
                     .collect();
