@@ -307,18 +307,26 @@ impl Store {
         })
     }
 
+    /// A UUID-shaped uid unique across every simulated cluster of the process (and, through
+    /// the start-time salt, across runs).
     fn next_uid(&mut self) -> String {
-        self.seq += 1;
-        // Deterministic, unique, UUID-shaped.
-        let n = self.seq;
-        let salt = (self as *const Store as usize as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let salt = *SALT.get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            (nanos ^ u64::from(std::process::id())).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
         let h = n.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ salt;
         format!(
             "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
             (h >> 32) as u32,
             (h >> 16) as u16,
             (h & 0xfff) as u16,
-            (n >> 12) as u16 & 0xfff,
+            (salt >> 20) as u16 & 0xfff,
             n & 0xffff_ffff_ffff
         )
     }
