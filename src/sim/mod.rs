@@ -41,7 +41,7 @@
 //!   `kubectl explain` does not work. `fieldValidation=Strict` is not enforced: unknown fields
 //!   of built-in kinds are dropped silently, of custom resources pruned.
 //! - JSON only: no protobuf, so kubectl's imperative generators (`kubectl create namespace`,
-//!   `kubectl create configmap`, which send protobuf) get 400; `kubectl create -f`,
+//!   `kubectl create configmap`, which send protobuf) get 415 with a hint; `kubectl create -f`,
 //!   `kubectl apply [--server-side]`, `get`, `label`, `delete`, `get -w` work.
 //! - Table output (`kubectl get`) has the usual columns for the core workload kinds and
 //!   Name/Age for the rest; CRD `additionalPrinterColumns` are honoured for a JSONPath subset

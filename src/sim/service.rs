@@ -579,6 +579,12 @@ fn object_request(
     let fields = Selector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
     let manager = field_manager(q, &parts.headers);
     let dry = dry_run(q);
+    if content_type(parts) == "application/vnd.kubernetes.protobuf" && !body.is_empty() {
+        // kubectl's imperative generators (`kubectl create namespace x`) send protobuf.
+        return Err(SimError::UnsupportedMediaType(
+            "application/json, application/yaml (this simulated API server speaks JSON only: use `kubectl create -f` or `kubectl apply -f` instead of kubectl's generators)".to_string(),
+        ));
+    }
     let ok = |v: &Value| Ok(json_response(StatusCode::OK, v));
     match (&parts.method, name) {
         (&Method::GET, None) => {
