@@ -373,10 +373,8 @@ fn handle_inner(
     parts: &http::request::Parts,
     body: Bytes,
 ) -> Result<Response<SimBody>, SimError> {
-    let not_found = || SimError::NotFound {
-        group: String::new(),
-        resource: String::new(),
-        name: parts.uri.path().to_string(),
+    let not_found = || SimError::NoResource {
+        path: parts.uri.path().to_string(),
     };
     let Some(r) = route(parts.uri.path()) else {
         return Err(not_found());

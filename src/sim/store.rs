@@ -291,10 +291,8 @@ impl Store {
             .defs
             .iter()
             .find(|d| d.group == group && d.serves(version) && d.plural == resource)
-            .ok_or_else(|| SimError::NotFound {
-                group: group.to_string(),
-                resource: resource.to_string(),
-                name: String::new(),
+            .ok_or_else(|| SimError::NoResource {
+                path: format!("{group}/{version}/{resource}"),
             })?;
         Ok(Target {
             def: def.clone(),
