@@ -130,6 +130,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// Where this resource's list types come from (table or CRD schema).
+    fn lists(&self) -> managed::Lists<'_> {
+        if self.def.custom {
+            managed::Lists::Schema(self.def.schema(&self.version))
+        } else {
+            managed::Lists::Builtin
+        }
+    }
+
     fn api_version(&self) -> String {
         self.def.api_version(&self.version)
     }
@@ -608,7 +617,7 @@ impl Store {
             &t.api_version(),
             &now(),
             scope_of(t, false),
-            !t.def.custom,
+            t.lists(),
         );
         tidy_metadata(&mut obj);
         let stored = self.store(t, &name, obj, EventType::Added);
@@ -744,7 +753,7 @@ impl Store {
             &now(),
             force,
             scope,
-            !t.def.custom,
+            t.lists(),
         )
         .map_err(|conflicts| SimError::ApplyConflict {
             group: t.def.group.clone(),
@@ -856,7 +865,7 @@ impl Store {
                 &t.api_version(),
                 &now(),
                 scope_of(t, status),
-                !t.def.custom,
+                t.lists(),
             );
         }
         tidy_metadata(&mut new);
