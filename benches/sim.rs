@@ -300,12 +300,18 @@ async fn thousand() {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !clusters.iter().all(settled) {
+    // Check only clusters not yet settled, so the measurement does not eat the CPU it measures.
+    let mut pending: Vec<&SimCluster> = clusters.iter().collect();
+    loop {
+        pending.retain(|c| !settled(c));
+        if pending.is_empty() {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "1,000 clusters did not settle in 300 s"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let took = start.elapsed();
     let heap = (live() - before) as f64 / N as f64;
