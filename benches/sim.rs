@@ -265,6 +265,65 @@ async fn throughput() {
     }
 }
 
+/// 1,000 clusters in one process, each with 50 objects and its workload simulator running:
+/// time until every workload reports ready, and heap per cluster once settled.
+async fn thousand() {
+    const N: usize = 1000;
+    let before = live();
+    let start = Instant::now();
+    let clusters: Vec<SimCluster> = (0..N).map(|i| SimCluster::new(&format!("k{i}"))).collect();
+    for c in &clusters {
+        populate(c);
+    }
+    let cfg = kudo::sim::workload::WorkloadConfig {
+        ready_delay: Duration::from_millis(100),
+        job_duration: Duration::from_millis(200),
+    };
+    let workloads: Vec<_> = clusters
+        .iter()
+        .map(|c| c.spawn_workloads(cfg.clone()))
+        .collect();
+    let settled = |c: &SimCluster| {
+        c.with_store(|s| {
+            let count = |g: &str, plural: &str, ptr: &str| {
+                let t = s.target(g, "v1", plural, "default").expect("builtin");
+                s.list(&t, &Default::default(), &Default::default(), None, None)
+                    .expect("list")
+                    .items
+                    .iter()
+                    .filter(|o| o.pointer(ptr).is_some())
+                    .count()
+            };
+            count("apps", "deployments", "/status/availableReplicas") == 10
+                && count("apps", "statefulsets", "/status/readyReplicas") == 5
+                && count("batch", "jobs", "/status/succeeded") == 5
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // Check only clusters not yet settled, so the measurement does not eat the CPU it measures.
+    let mut pending: Vec<&SimCluster> = clusters.iter().collect();
+    loop {
+        pending.retain(|c| !settled(c));
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "1,000 clusters did not settle in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let took = start.elapsed();
+    let heap = (live() - before) as f64 / N as f64;
+    println!(
+        "scale: {N} clusters x 50 objects + workload simulators settled in {:.1} s; heap {:.0} KiB per cluster ({:.0} MiB total)",
+        took.as_secs_f64(),
+        heap / 1024.0,
+        heap * N as f64 / 1024.0 / 1024.0
+    );
+    drop(workloads);
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this too, so keep it short there.
     memory();
@@ -274,4 +333,5 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(throughput());
+    rt.block_on(thousand());
 }

@@ -290,6 +290,10 @@ async fn invalid_object_is_422_with_field_path_and_unknown_kind_is_404() {
             .expect_err("unknown kind"),
     );
     assert_eq!(s.code, 404);
+    assert_eq!(
+        s.message,
+        "the server could not find the requested resource"
+    );
     let discovery = Discovery::new(client).run().await.expect("discovery");
     assert!(
         discovery

@@ -189,3 +189,19 @@ async fn kudo_sim_command_serves_clusters_from_its_kubeconfig() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Protobuf bodies (kubectl's generators) are refused with 415 and a hint, not garbled.
+#[tokio::test]
+async fn protobuf_body_is_415_with_a_hint() {
+    let sim = SimCluster::new("pb");
+    let req = http::Request::post("/api/v1/namespaces")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(b"k8s\x00\x0a\x0f".to_vec())
+        .expect("request");
+    let err = sim.client().request::<Value>(req).await.expect_err("415");
+    let kube::Error::Api(s) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((s.code, s.reason.as_str()), (415, "UnsupportedMediaType"));
+    assert!(s.message.contains("kubectl create -f"), "{}", s.message);
+}

@@ -76,6 +76,10 @@ pub enum SimError {
         resource: String,
         name: String,
     },
+    /// A path or resource type the server does not serve (what kubectl reports as
+    /// "the server doesn't have a resource type").
+    #[error("the server could not find the requested resource")]
+    NoResource { path: String },
     #[error("{}{resource} {name:?} already exists", group_prefix(group))]
     AlreadyExists {
         group: String,
@@ -173,7 +177,7 @@ impl SimError {
 
     pub fn code(&self) -> u16 {
         match self {
-            SimError::NotFound { .. } => 404,
+            SimError::NotFound { .. } | SimError::NoResource { .. } => 404,
             SimError::AlreadyExists { .. }
             | SimError::Conflict { .. }
             | SimError::ApplyConflict { .. } => 409,
@@ -190,7 +194,7 @@ impl SimError {
 
     pub fn reason(&self) -> &'static str {
         match self {
-            SimError::NotFound { .. } => "NotFound",
+            SimError::NotFound { .. } | SimError::NoResource { .. } => "NotFound",
             SimError::AlreadyExists { .. } => "AlreadyExists",
             SimError::Conflict { .. } | SimError::ApplyConflict { .. } => "Conflict",
             SimError::Invalid { .. } => "Invalid",
@@ -257,6 +261,7 @@ impl SimError {
                     "reason": c.reason, "message": c.message, "field": c.field,
                 })).collect::<Vec<_>>(),
             })),
+            SimError::NoResource { .. } => Some(json!({})),
             _ => None,
         };
         if let Some(d) = details {

@@ -72,19 +72,72 @@ pub fn display_path(path: &[Pe]) -> String {
 enum ListType {
     Atomic,
     Set,
-    Map(Vec<&'static str>),
+    Map(Vec<String>),
 }
 
-/// The list type of field `name` holding `items` (built-in kinds follow the OpenAPI
-/// `x-kubernetes-list-type` markers; custom resources use atomic lists except conditions).
-fn list_type(name: &str, items: &[Value], builtin: bool) -> ListType {
+/// Where list types come from: the table of built-in kinds, or a custom resource's
+/// structural schema (`x-kubernetes-list-type` / `x-kubernetes-list-map-keys`).
+#[derive(Debug, Clone, Copy)]
+pub enum Lists<'a> {
+    Builtin,
+    Schema(Option<&'a Value>),
+}
+
+/// The schema node at `path` (list items of any kind step into `items`).
+fn schema_at<'a>(root: &'a Value, path: &[Pe]) -> Option<&'a Value> {
+    let mut cur = root;
+    for pe in path {
+        cur = match pe {
+            Pe::Field(f) => cur
+                .get("properties")
+                .and_then(|p| p.get(f))
+                .or_else(|| cur.get("additionalProperties").filter(|a| a.is_object()))?,
+            _ => cur.get("items")?,
+        };
+    }
+    Some(cur)
+}
+
+/// The list type of the list at `path` holding `items`.
+fn list_type(path: &[Pe], items: &[Value], lists: Lists<'_>) -> ListType {
+    let in_metadata = matches!(path.first(), Some(Pe::Field(f)) if f == "metadata");
+    match lists {
+        Lists::Schema(schema) if !in_metadata => {
+            let node = schema.and_then(|root| schema_at(root, path));
+            let marker = node
+                .and_then(|n| n.get("x-kubernetes-list-type"))
+                .and_then(Value::as_str);
+            match marker {
+                Some("map") => {
+                    let keys = node
+                        .and_then(|n| n.get("x-kubernetes-list-map-keys"))
+                        .and_then(Value::as_array)
+                        .map(|ks| {
+                            ks.iter()
+                                .filter_map(|k| k.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    ListType::Map(keys)
+                }
+                Some("set") => ListType::Set,
+                Some(_) => ListType::Atomic,
+                // Unmarked lists are atomic; `conditions` under an unknown schema is keyed
+                // by type, as every controller treats it.
+                None if node.is_none() && last_field(path) == "conditions" => {
+                    ListType::Map(vec!["type".to_string()])
+                }
+                None => ListType::Atomic,
+            }
+        }
+        _ => builtin_list_type(last_field(path), items),
+    }
+}
+
+/// The list type of field `name` in a built-in kind (as its OpenAPI markers declare).
+fn builtin_list_type(name: &str, items: &[Value]) -> ListType {
     let has = |k: &str| items.iter().any(|i| i.get(k).is_some());
-    if name == "conditions" {
-        return ListType::Map(vec!["type"]);
-    }
-    if !builtin {
-        return ListType::Atomic;
-    }
+    let map = |keys: &[&str]| ListType::Map(keys.iter().map(|k| k.to_string()).collect());
     match name {
         "containers"
         | "initContainers"
@@ -92,30 +145,31 @@ fn list_type(name: &str, items: &[Value], builtin: bool) -> ListType {
         | "volumes"
         | "env"
         | "imagePullSecrets"
-        | "resourceClaims" => ListType::Map(vec!["name"]),
-        "ports" if has("containerPort") => ListType::Map(vec!["containerPort", "protocol"]),
-        "ports" if has("port") => ListType::Map(vec!["port", "protocol"]),
-        "volumeMounts" => ListType::Map(vec!["mountPath"]),
-        "volumeDevices" => ListType::Map(vec!["devicePath"]),
-        "ownerReferences" => ListType::Map(vec!["uid"]),
-        "hostAliases" => ListType::Map(vec!["ip"]),
-        "topologySpreadConstraints" => ListType::Map(vec!["topologyKey", "whenUnsatisfiable"]),
+        | "resourceClaims" => map(&["name"]),
+        "conditions" => map(&["type"]),
+        "ports" if has("containerPort") => map(&["containerPort", "protocol"]),
+        "ports" if has("port") => map(&["port", "protocol"]),
+        "volumeMounts" => map(&["mountPath"]),
+        "volumeDevices" => map(&["devicePath"]),
+        "ownerReferences" => map(&["uid"]),
+        "hostAliases" => map(&["ip"]),
+        "topologySpreadConstraints" => map(&["topologyKey", "whenUnsatisfiable"]),
         "finalizers" => ListType::Set,
         _ => ListType::Atomic,
     }
 }
 
 /// The key of an associative-list item (protocol defaults to TCP as the server defaults it).
-fn item_key(item: &Value, keys: &[&str]) -> Option<String> {
+fn item_key(item: &Value, keys: &[String]) -> Option<String> {
     let mut m = Map::new();
-    let mut sorted: Vec<&&str> = keys.iter().collect();
+    let mut sorted: Vec<&String> = keys.iter().collect();
     sorted.sort();
     for k in sorted {
-        match item.get(*k) {
+        match item.get(k) {
             Some(v) => {
                 m.insert(k.to_string(), v.clone());
             }
-            None if *k == "protocol" => {
+            None if k == "protocol" => {
                 m.insert(k.to_string(), json!("TCP"));
             }
             None => {}
@@ -136,46 +190,44 @@ fn last_field(path: &[Pe]) -> &str {
 }
 
 /// The leaf paths (and list-item paths) of `v`, with their values.
-pub fn leaves(v: &Value, builtin: bool) -> BTreeMap<Path, &Value> {
+pub fn leaves<'a>(v: &'a Value, lists: Lists<'_>) -> BTreeMap<Path, &'a Value> {
     let mut out = BTreeMap::new();
-    walk(v, &mut Vec::new(), builtin, &mut out);
+    walk(v, &mut Vec::new(), lists, &mut out);
     out
 }
 
-fn walk<'a>(v: &'a Value, path: &mut Path, builtin: bool, out: &mut BTreeMap<Path, &'a Value>) {
+fn walk<'a>(v: &'a Value, path: &mut Path, lists: Lists<'_>, out: &mut BTreeMap<Path, &'a Value>) {
     match v {
         Value::Object(m) if !m.is_empty() || path.is_empty() => {
             for (k, child) in m {
                 path.push(Pe::Field(k.clone()));
-                walk(child, path, builtin, out);
+                walk(child, path, lists, out);
                 path.pop();
             }
         }
-        Value::Array(items) if !items.is_empty() => {
-            match list_type(last_field(path), items, builtin) {
-                ListType::Atomic => {
-                    out.insert(path.clone(), v);
-                }
-                ListType::Set => {
-                    for item in items {
-                        path.push(Pe::Value(item.to_string()));
-                        out.insert(path.clone(), item);
-                        path.pop();
-                    }
-                }
-                ListType::Map(keys) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let pe = item_key(item, &keys).map(Pe::Key).unwrap_or(Pe::Index(i));
-                        path.push(pe);
-                        out.insert(path.clone(), &Value::Null);
-                        if item.is_object() {
-                            walk(item, path, builtin, out);
-                        }
-                        path.pop();
-                    }
+        Value::Array(items) if !items.is_empty() => match list_type(path, items, lists) {
+            ListType::Atomic => {
+                out.insert(path.clone(), v);
+            }
+            ListType::Set => {
+                for item in items {
+                    path.push(Pe::Value(item.to_string()));
+                    out.insert(path.clone(), item);
+                    path.pop();
                 }
             }
-        }
+            ListType::Map(keys) => {
+                for (i, item) in items.iter().enumerate() {
+                    let pe = item_key(item, &keys).map(Pe::Key).unwrap_or(Pe::Index(i));
+                    path.push(pe);
+                    out.insert(path.clone(), &Value::Null);
+                    if item.is_object() {
+                        walk(item, path, lists, out);
+                    }
+                    path.pop();
+                }
+            }
+        },
         _ => {
             out.insert(path.clone(), v);
         }
@@ -183,17 +235,13 @@ fn walk<'a>(v: &'a Value, path: &mut Path, builtin: bool, out: &mut BTreeMap<Pat
 }
 
 /// The value at `path` in `v`, if present.
-pub fn get_at<'a>(v: &'a Value, path: &[Pe], builtin: bool) -> Option<&'a Value> {
+pub fn get_at<'a>(v: &'a Value, path: &[Pe], lists: Lists<'_>) -> Option<&'a Value> {
     let mut cur = v;
-    let mut parent_field = "";
-    for pe in path {
+    for (i, pe) in path.iter().enumerate() {
         cur = match (pe, cur) {
-            (Pe::Field(f), Value::Object(m)) => {
-                parent_field = f;
-                m.get(f)?
-            }
+            (Pe::Field(f), Value::Object(m)) => m.get(f)?,
             (Pe::Key(k), Value::Array(items)) => {
-                let ListType::Map(keys) = list_type(parent_field, items, builtin) else {
+                let ListType::Map(keys) = list_type(&path[..i], items, lists) else {
                     return None;
                 };
                 items
@@ -209,12 +257,11 @@ pub fn get_at<'a>(v: &'a Value, path: &[Pe], builtin: bool) -> Option<&'a Value>
 }
 
 /// Removes the field or list item at `path` from `v`.
-fn remove_at(v: &mut Value, path: &[Pe], builtin: bool) {
+fn remove_at(v: &mut Value, path: &[Pe], lists: Lists<'_>) {
     let Some((last, parent_path)) = path.split_last() else {
         return;
     };
-    let parent_field = last_field(parent_path).to_string();
-    let Some(parent) = get_at_mut(v, parent_path, builtin) else {
+    let Some(parent) = get_at_mut(v, parent_path, lists) else {
         return;
     };
     match (last, parent) {
@@ -222,7 +269,7 @@ fn remove_at(v: &mut Value, path: &[Pe], builtin: bool) {
             m.shift_remove(f);
         }
         (Pe::Key(k), Value::Array(items)) => {
-            if let ListType::Map(keys) = list_type(&parent_field, items, builtin) {
+            if let ListType::Map(keys) = list_type(parent_path, items, lists) {
                 items.retain(|i| item_key(i, &keys).as_deref() != Some(k));
             }
         }
@@ -234,17 +281,13 @@ fn remove_at(v: &mut Value, path: &[Pe], builtin: bool) {
     }
 }
 
-fn get_at_mut<'a>(v: &'a mut Value, path: &[Pe], builtin: bool) -> Option<&'a mut Value> {
+fn get_at_mut<'a>(v: &'a mut Value, path: &[Pe], lists: Lists<'_>) -> Option<&'a mut Value> {
     let mut cur = v;
-    let mut parent_field = String::new();
-    for pe in path {
+    for (i, pe) in path.iter().enumerate() {
         cur = match (pe, cur) {
-            (Pe::Field(f), Value::Object(m)) => {
-                parent_field = f.clone();
-                m.get_mut(f)?
-            }
+            (Pe::Field(f), Value::Object(m)) => m.get_mut(f)?,
             (Pe::Key(k), Value::Array(items)) => {
-                let ListType::Map(keys) = list_type(&parent_field, items, builtin) else {
+                let ListType::Map(keys) = list_type(&path[..i], items, lists) else {
                     return None;
                 };
                 items
@@ -261,19 +304,23 @@ fn get_at_mut<'a>(v: &'a mut Value, path: &[Pe], builtin: bool) -> Option<&'a mu
 
 /// Merges an applied configuration into the live object: maps recursively, associative
 /// lists by key, set lists by value, everything else replaced.
-pub fn merge_applied(live: &mut Value, applied: &Value, field: &str, builtin: bool) {
+pub fn merge_applied(live: &mut Value, applied: &Value, path: &mut Path, lists: Lists<'_>) {
     match (live, applied) {
         (Value::Object(l), Value::Object(a)) => {
             for (k, av) in a {
                 match l.get_mut(k) {
-                    Some(lv) if !av.is_null() => merge_applied(lv, av, k, builtin),
+                    Some(lv) if !av.is_null() => {
+                        path.push(Pe::Field(k.clone()));
+                        merge_applied(lv, av, path, lists);
+                        path.pop();
+                    }
                     _ => {
                         l.insert(k.clone(), av.clone());
                     }
                 }
             }
         }
-        (Value::Array(l), Value::Array(a)) => match list_type(field, a, builtin) {
+        (Value::Array(l), Value::Array(a)) => match list_type(path, a, lists) {
             ListType::Atomic => *l = a.clone(),
             ListType::Set => {
                 for item in a {
@@ -289,7 +336,12 @@ pub fn merge_applied(live: &mut Value, applied: &Value, field: &str, builtin: bo
                         .iter_mut()
                         .find(|i| key.is_some() && item_key(i, &keys) == key)
                     {
-                        Some(existing) => merge_applied(existing, item, "", builtin),
+                        Some(existing) => {
+                            // Any item element steps into the schema's `items`.
+                            path.push(Pe::Index(0));
+                            merge_applied(existing, item, path, lists);
+                            path.pop();
+                        }
                         None => l.push(item.clone()),
                     }
                 }
@@ -498,13 +550,13 @@ pub fn track_update(
     api_version: &str,
     now: &str,
     scope: Scope,
-    builtin: bool,
+    lists: Lists<'_>,
 ) {
     let mut entries = old.map(read_entries).unwrap_or_default();
     let old_view = old.map(tracked_view).unwrap_or(Value::Null);
     let new_view = tracked_view(new);
-    let old_leaves = leaves(&old_view, builtin);
-    let new_leaves = leaves(&new_view, builtin);
+    let old_leaves = leaves(&old_view, lists);
+    let new_leaves = leaves(&new_view, lists);
     let changed: FieldSet = new_leaves
         .iter()
         .filter(|(p, v)| scope.contains(p) && old_leaves.get(*p) != Some(*v))
@@ -559,12 +611,12 @@ pub fn apply(
     now: &str,
     force: bool,
     scope: Scope,
-    builtin: bool,
+    lists: Lists<'_>,
 ) -> Result<Value, Vec<(String, String)>> {
     let mut entries = live.map(read_entries).unwrap_or_default();
     let live_view = live.map(tracked_view).unwrap_or(json!({}));
     let applied_view = tracked_view(applied);
-    let applied_leaves = leaves(&applied_view, builtin);
+    let applied_leaves = leaves(&applied_view, lists);
     let applied_set: FieldSet = applied_leaves
         .keys()
         .filter(|p| scope.contains(p))
@@ -584,7 +636,7 @@ pub fn apply(
             if new_v == Some(&Value::Null) && matches!(p.last(), Some(Pe::Key(_) | Pe::Index(_))) {
                 continue; // list item presence, not a value
             }
-            if get_at(&live_view, p, builtin) != new_v {
+            if get_at(&live_view, p, lists) != new_v {
                 conflicts.push((e.manager.clone(), display_path(p)));
                 taken.insert(p.clone());
             }
@@ -617,7 +669,7 @@ pub fn apply(
             Scope::All => {}
         }
     }
-    merge_applied(&mut result, &applied_scoped, "", builtin);
+    merge_applied(&mut result, &applied_scoped, &mut Vec::new(), lists);
 
     // Fields this manager applied before and no longer does: removed unless someone else owns them.
     let previous: FieldSet = entries
@@ -638,7 +690,7 @@ pub fn apply(
     // Deepest first so removing an item does not hide its fields' removal.
     dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in dropped {
-        remove_at(&mut result, p, builtin);
+        remove_at(&mut result, p, lists);
     }
 
     match entries
@@ -691,7 +743,7 @@ mod tests {
             "t",
             false,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect("no conflict");
         let fv1 = r
@@ -721,7 +773,7 @@ mod tests {
             "t",
             false,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect("create");
         let err = apply(
@@ -732,7 +784,7 @@ mod tests {
             "t",
             false,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect_err("conflict");
         assert_eq!(err, vec![("a".to_string(), ".spec.replicas".to_string())]);
@@ -744,7 +796,7 @@ mod tests {
             "t",
             true,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect("forced");
         assert_eq!(forced["spec"]["replicas"], 3);
@@ -769,7 +821,7 @@ mod tests {
             "t",
             false,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect("create");
         let shared = apply(
@@ -780,7 +832,7 @@ mod tests {
             "t",
             false,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect("same values never conflict");
         let mut smaller = deploy("nginx", 1);
@@ -796,7 +848,7 @@ mod tests {
             "t",
             false,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect("apply");
         assert!(r.pointer("/metadata/labels/app").is_none(), "{r}");
@@ -809,7 +861,7 @@ mod tests {
             "t",
             false,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect("apply");
         assert_eq!(r.pointer("/metadata/labels/app"), Some(&json!("web")));
@@ -825,7 +877,7 @@ mod tests {
             "t",
             false,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect("create");
         let mut new = live.clone();
@@ -837,7 +889,7 @@ mod tests {
             "apps/v1",
             "t2",
             Scope::Main,
-            true,
+            Lists::Builtin,
         );
         let err = apply(
             Some(&new),
@@ -847,9 +899,76 @@ mod tests {
             "t",
             false,
             Scope::Main,
-            true,
+            Lists::Builtin,
         )
         .expect_err("kubectl owns replicas now");
         assert_eq!(err[0].0, "kubectl");
+    }
+
+    #[test]
+    fn custom_resource_lists_follow_schema_markers() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "members": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                "items": {"type": "object", "properties": {"name": {"type": "string"}, "role": {"type": "string"}}}},
+            "tags": {"type": "array", "items": {"type": "string"}}}}}});
+        let lists = Lists::Schema(Some(&schema));
+        let obj = |member: &str, tag: &str| {
+            json!({"apiVersion": "e.x/v1", "kind": "W", "metadata": {"name": "w"},
+                "spec": {"members": [{"name": member, "role": "r"}], "tags": [tag]}})
+        };
+        let live = apply(
+            None,
+            &obj("a", "t1"),
+            "one",
+            "e.x/v1",
+            "t",
+            false,
+            Scope::All,
+            lists,
+        )
+        .expect("create");
+        // Another manager adds a member: merged by key, no conflict on the map list.
+        let err = apply(
+            Some(&live),
+            &obj("b", "t2"),
+            "two",
+            "e.x/v1",
+            "t",
+            false,
+            Scope::All,
+            lists,
+        )
+        .expect_err("the atomic tags list is owned by one");
+        assert_eq!(err, vec![("one".to_string(), ".spec.tags".to_string())]);
+        let merged = apply(
+            Some(&live),
+            &obj("b", "t2"),
+            "two",
+            "e.x/v1",
+            "t",
+            true,
+            Scope::All,
+            lists,
+        )
+        .expect("forced");
+        let names: Vec<&str> = merged["spec"]["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        assert_eq!(names, ["a", "b"], "map list merged by key");
+        assert_eq!(
+            merged["spec"]["tags"],
+            json!(["t2"]),
+            "atomic list replaced"
+        );
+        let entries = read_entries(&merged);
+        let two = entries.iter().find(|e| e.manager == "two").expect("two");
+        assert!(
+            two.fields
+                .iter()
+                .any(|p| matches!(p.get(2), Some(Pe::Key(k)) if k == "{\"name\":\"b\"}"))
+        );
     }
 }

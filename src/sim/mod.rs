@@ -24,9 +24,12 @@
 //! - Custom resources are stored once and served at every served version by rewriting
 //!   apiVersion (no conversion). Strategic merge patch is refused for custom resources (415),
 //!   as the real server does; merge keys for built-ins come from a fixed table by field name.
-//! - Server-side apply follows structured-merge-diff for maps, atomic lists and the
-//!   associative/set lists in that table; custom-resource lists are atomic (except
-//!   `conditions`, keyed by `type`) regardless of `x-kubernetes-list-type`.
+//! - Server-side apply follows structured-merge-diff for maps, atomic lists and associative/
+//!   set lists: built-in kinds from that table, custom resources from their schema's
+//!   `x-kubernetes-list-type`/`-map-keys` (unmarked lists atomic; `conditions` keyed by
+//!   `type` where the schema does not describe it). Maps are always granular (no
+//!   `x-kubernetes-map-type: atomic`), and applied keys are not defaulted before diffing
+//!   except a port's `protocol`.
 //! - Field selectors accept any dotted path (the real server supports a few per kind).
 //! - Lists are always served from the latest state (`resourceVersionMatch=Exact` is not
 //!   honoured) and `continue` tokens are not bound to a snapshot.
@@ -41,10 +44,11 @@
 //!   `kubectl explain` does not work. `fieldValidation=Strict` is not enforced: unknown fields
 //!   of built-in kinds are dropped silently, of custom resources pruned.
 //! - JSON only: no protobuf, so kubectl's imperative generators (`kubectl create namespace`,
-//!   `kubectl create configmap`, which send protobuf) get 400; `kubectl create -f`,
+//!   `kubectl create configmap`, which send protobuf) get 415 with a hint; `kubectl create -f`,
 //!   `kubectl apply [--server-side]`, `get`, `label`, `delete`, `get -w` work.
 //! - Table output (`kubectl get`) has the usual columns for the core workload kinds and
-//!   Name/Age for the rest (CRD `additionalPrinterColumns` are ignored).
+//!   Name/Age for the rest; CRD `additionalPrinterColumns` are honoured for a JSONPath subset
+//!   (`.a.b`, `[n]`, `[*]`, `[?(@.k=="v")]`).
 //! - No pod logs/exec/port-forward/attach, no scale, eviction or binding subresources.
 //! - The workload simulator plays controllers but creates no Pods or ReplicaSets for
 //!   Deployments and friends; it only writes their status (DaemonSets behave as on one node).

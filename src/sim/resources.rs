@@ -22,6 +22,8 @@ pub struct ResourceDef {
     pub categories: Vec<String>,
     /// openAPIV3Schema per version, for custom resources.
     pub schemas: Vec<(String, Value)>,
+    /// `additionalPrinterColumns` per version, for custom resources (kubectl get columns).
+    pub printer_columns: Vec<(String, Vec<Value>)>,
     /// True for kinds from a CustomResourceDefinition.
     pub custom: bool,
 }
@@ -42,6 +44,14 @@ impl ResourceDef {
 
     pub fn serves(&self, version: &str) -> bool {
         self.versions.iter().any(|v| v == version)
+    }
+
+    pub fn printer_columns(&self, version: &str) -> &[Value] {
+        self.printer_columns
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, c)| c.as_slice())
+            .unwrap_or(&[])
     }
 
     pub fn schema(&self, version: &str) -> Option<&Value> {
@@ -389,6 +399,7 @@ pub fn builtin_resources() -> Vec<ResourceDef> {
                 Vec::new()
             },
             schemas: Vec::new(),
+            printer_columns: Vec::new(),
             custom: false,
         })
         .collect()
@@ -417,6 +428,7 @@ pub fn from_crd(crd: &Value) -> Option<ResourceDef> {
     };
     let mut versions = Vec::new();
     let mut schemas = Vec::new();
+    let mut printer_columns = Vec::new();
     let mut status = false;
     for v in spec.get("versions")?.as_array()? {
         if v.get("served").and_then(Value::as_bool) == Some(false) {
@@ -428,6 +440,9 @@ pub fn from_crd(crd: &Value) -> Option<ResourceDef> {
         }
         if let Some(s) = v.pointer("/schema/openAPIV3Schema") {
             schemas.push((name.clone(), s.clone()));
+        }
+        if let Some(cols) = v.get("additionalPrinterColumns").and_then(Value::as_array) {
+            printer_columns.push((name.clone(), cols.clone()));
         }
         if v.get("storage").and_then(Value::as_bool) == Some(true) {
             versions.insert(0, name);
@@ -450,6 +465,7 @@ pub fn from_crd(crd: &Value) -> Option<ResourceDef> {
         short_names: str_list(names.get("shortNames")),
         categories: str_list(names.get("categories")),
         schemas,
+        printer_columns,
         custom: true,
     })
 }

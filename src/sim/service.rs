@@ -381,10 +381,8 @@ fn handle_inner(
     parts: &http::request::Parts,
     body: Bytes,
 ) -> Result<Response<SimBody>, SimError> {
-    let not_found = || SimError::NotFound {
-        group: String::new(),
-        resource: String::new(),
-        name: parts.uri.path().to_string(),
+    let not_found = || SimError::NoResource {
+        path: parts.uri.path().to_string(),
     };
     let Some(r) = route(parts.uri.path()) else {
         return Err(not_found());
@@ -587,6 +585,12 @@ fn object_request(
     let fields = Selector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
     let manager = field_manager(q, &parts.headers);
     let dry = dry_run(q);
+    if content_type(parts) == "application/vnd.kubernetes.protobuf" && !body.is_empty() {
+        // kubectl's imperative generators (`kubectl create namespace x`) send protobuf.
+        return Err(SimError::UnsupportedMediaType(
+            "application/json, application/yaml (this simulated API server speaks JSON only: use `kubectl create -f` or `kubectl apply -f` instead of kubectl's generators)".to_string(),
+        ));
+    }
     let ok = |v: &Value| Ok(json_response(StatusCode::OK, v));
     match (&parts.method, name) {
         (&Method::GET, None) => {
@@ -605,7 +609,12 @@ fn object_request(
             })?;
             if table::wants_table(accept(parts)) {
                 let items: Vec<&Value> = page.items.iter().map(|i| i.as_ref()).collect();
-                let mut tbl = table::table(&t.def, &items, Some(page.resource_version.to_string()));
+                let mut tbl = table::table(
+                    &t.def,
+                    &t.version,
+                    &items,
+                    Some(page.resource_version.to_string()),
+                );
                 if let Some(c) = page.continue_token {
                     tbl["metadata"]["continue"] = json!(c);
                 }
@@ -621,7 +630,7 @@ fn object_request(
         (&Method::GET, Some(n)) => {
             let obj = shared.with_store(|s| s.get(&t, &n))?;
             if table::wants_table(accept(parts)) {
-                return ok(&table::table(&t.def, &[obj.as_ref()], None));
+                return ok(&table::table(&t.def, &t.version, &[obj.as_ref()], None));
             }
             ok(&obj)
         }

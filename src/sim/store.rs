@@ -130,6 +130,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// Where this resource's list types come from (table or CRD schema).
+    fn lists(&self) -> managed::Lists<'_> {
+        if self.def.custom {
+            managed::Lists::Schema(self.def.schema(&self.version))
+        } else {
+            managed::Lists::Builtin
+        }
+    }
+
     fn api_version(&self) -> String {
         self.def.api_version(&self.version)
     }
@@ -291,10 +300,8 @@ impl Store {
             .defs
             .iter()
             .find(|d| d.group == group && d.serves(version) && d.plural == resource)
-            .ok_or_else(|| SimError::NotFound {
-                group: group.to_string(),
-                resource: resource.to_string(),
-                name: String::new(),
+            .ok_or_else(|| SimError::NoResource {
+                path: format!("{group}/{version}/{resource}"),
             })?;
         Ok(Target {
             def: def.clone(),
@@ -307,18 +314,26 @@ impl Store {
         })
     }
 
+    /// A UUID-shaped uid unique across every simulated cluster of the process (and, through
+    /// the start-time salt, across runs).
     fn next_uid(&mut self) -> String {
-        self.seq += 1;
-        // Deterministic, unique, UUID-shaped.
-        let n = self.seq;
-        let salt = (self as *const Store as usize as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let salt = *SALT.get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            (nanos ^ u64::from(std::process::id())).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
         let h = n.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ salt;
         format!(
             "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
             (h >> 32) as u32,
             (h >> 16) as u16,
             (h & 0xfff) as u16,
-            (n >> 12) as u16 & 0xfff,
+            (salt >> 20) as u16 & 0xfff,
             n & 0xffff_ffff_ffff
         )
     }
@@ -602,7 +617,7 @@ impl Store {
             &t.api_version(),
             &now(),
             scope_of(t, false),
-            !t.def.custom,
+            t.lists(),
         );
         tidy_metadata(&mut obj);
         let stored = self.store(t, &name, obj, EventType::Added);
@@ -738,7 +753,7 @@ impl Store {
             &now(),
             force,
             scope,
-            !t.def.custom,
+            t.lists(),
         )
         .map_err(|conflicts| SimError::ApplyConflict {
             group: t.def.group.clone(),
@@ -850,7 +865,7 @@ impl Store {
                 &t.api_version(),
                 &now(),
                 scope_of(t, status),
-                !t.def.custom,
+                t.lists(),
             );
         }
         tidy_metadata(&mut new);

@@ -173,8 +173,116 @@ fn cell(def: &ResourceDef, col: &str, o: &Value) -> Value {
     }
 }
 
+/// Evaluates the JSONPath subset CRD printer columns use: `.a.b`, `[n]`, `[?(@.k=="v")]`.
+/// Returns every match.
+fn json_path<'a>(v: &'a Value, path: &str) -> Vec<&'a Value> {
+    let mut cur = vec![v];
+    let mut rest = path.trim().trim_start_matches('{').trim_end_matches('}');
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let field = &r[..end];
+            cur = cur.into_iter().filter_map(|c| c.get(field)).collect();
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let Some(end) = r.find(']') else {
+                return Vec::new();
+            };
+            let sel = &r[..end];
+            rest = &r[end + 1..];
+            if let Some(filter) = sel.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
+                let Some((key, want)) = filter.split_once("==") else {
+                    return Vec::new();
+                };
+                let want = want.trim().trim_matches(['"', '\'']);
+                cur = cur
+                    .into_iter()
+                    .filter_map(Value::as_array)
+                    .flatten()
+                    .filter(|item| {
+                        item.get(key.trim()).is_some_and(|v| match v {
+                            Value::String(s) => s == want,
+                            other => *other == want,
+                        })
+                    })
+                    .collect();
+            } else if sel == "*" {
+                cur = cur
+                    .into_iter()
+                    .filter_map(Value::as_array)
+                    .flatten()
+                    .collect();
+            } else if let Ok(i) = sel.parse::<usize>() {
+                cur = cur.into_iter().filter_map(|c| c.get(i)).collect();
+            } else {
+                return Vec::new();
+            }
+        } else {
+            return Vec::new();
+        }
+    }
+    cur
+}
+
+/// A custom resource's table from its CRD's `additionalPrinterColumns`.
+fn printer_table(cols: &[Value], items: &[&Value]) -> (Vec<Value>, Vec<Vec<Value>>) {
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "", "priority": 0}),
+    ];
+    for c in cols {
+        defs.push(
+            json!({"name": c["name"], "type": c.get("type").cloned().unwrap_or(json!("string")),
+            "format": "", "description": c.get("description").cloned().unwrap_or(json!("")),
+            "priority": c.get("priority").cloned().unwrap_or(json!(0))}),
+        );
+    }
+    let rows = items
+        .iter()
+        .map(|o| {
+            let mut cells = vec![json!(s(o, "/metadata/name"))];
+            for c in cols {
+                let path = c.get("jsonPath").and_then(Value::as_str).unwrap_or("");
+                let found = json_path(o, path);
+                cells.push(
+                    match (c.get("type").and_then(Value::as_str), found.first()) {
+                        (_, None) => Value::Null,
+                        (Some("date"), Some(Value::String(ts))) => {
+                            json!(age(&json!({"metadata": {"creationTimestamp": ts}})))
+                        }
+                        (_, Some(_)) if found.len() > 1 => json!(
+                            found
+                                .iter()
+                                .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        ),
+                        (_, Some(v)) => (*v).clone(),
+                    },
+                );
+            }
+            cells
+        })
+        .collect();
+    (defs, rows)
+}
+
 /// A Table of `items` with `resource_version` in its list metadata.
-pub fn table(def: &ResourceDef, items: &[&Value], resource_version: Option<String>) -> Value {
+pub fn table(
+    def: &ResourceDef,
+    version: &str,
+    items: &[&Value],
+    resource_version: Option<String>,
+) -> Value {
+    let printer = def.printer_columns(version);
+    if def.custom && !printer.is_empty() {
+        let (defs, cells) = printer_table(printer, items);
+        let rows: Vec<Value> = items
+            .iter()
+            .zip(cells)
+            .map(|(o, cells)| json!({"cells": cells, "object": partial(o)}))
+            .collect();
+        return finish(defs, rows, resource_version);
+    }
     let cols = columns(def);
     let defs: Vec<Value> = cols
         .iter()
@@ -193,11 +301,19 @@ pub fn table(def: &ResourceDef, items: &[&Value], resource_version: Option<Strin
         .map(|o| {
             json!({
                 "cells": cols.iter().map(|c| cell(def, c, o)).collect::<Vec<_>>(),
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                           "metadata": o.get("metadata").cloned().unwrap_or(json!({}))},
+                "object": partial(o),
             })
         })
         .collect();
+    finish(defs, rows, resource_version)
+}
+
+fn partial(o: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+           "metadata": o.get("metadata").cloned().unwrap_or(json!({}))})
+}
+
+fn finish(defs: Vec<Value>, rows: Vec<Value>, resource_version: Option<String>) -> Value {
     let mut meta = json!({});
     if let Some(rv) = resource_version {
         meta["resourceVersion"] = json!(rv);
@@ -219,7 +335,7 @@ mod tests {
             .expect("builtin");
         let d = json!({"metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
             "spec": {"replicas": 3}, "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
-        let t = table(&def, &[&d], Some("7".into()));
+        let t = table(&def, "v1", &[&d], Some("7".into()));
         assert_eq!(
             t["rows"][0]["cells"],
             json!(["web", "2/3", 3, 2, t["rows"][0]["cells"][4]])
@@ -234,5 +350,33 @@ mod tests {
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
         )));
         assert!(!wants_table(Some("application/json")));
+    }
+
+    #[test]
+    fn crd_printer_columns_follow_their_json_paths() {
+        let crd = json!({"spec": {"group": "kudo.dev", "scope": "Namespaced",
+            "names": {"kind": "Instance", "plural": "instances"},
+            "versions": [{"name": "v1beta1", "served": true, "storage": true, "additionalPrinterColumns": [
+                {"name": "Plan", "type": "string", "jsonPath": ".spec.planExecution.planName"},
+                {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]}]}});
+        let def = crate::sim::resources::from_crd(&crd).expect("crd");
+        let inst = json!({"metadata": {"name": "zk", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"planExecution": {"planName": "deploy"}},
+            "status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]}});
+        let t = table(&def, "v1beta1", &[&inst], None);
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .expect("cols")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["Name", "Plan", "Ready", "Age"]);
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(
+            (&cells[0], &cells[1], &cells[2]),
+            (&json!("zk"), &json!("deploy"), &json!("True"))
+        );
+        assert!(cells[3].as_str().expect("age").ends_with('d'));
     }
 }

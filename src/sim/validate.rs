@@ -168,7 +168,23 @@ fn apply_defaults(def: &ResourceDef, obj: &mut Value, uid: &str) {
                 set_default(status, "qosClass", json!("BestEffort"));
             }
         }
-        ("", "Secret") => set_default(obj, "type", json!("Opaque")),
+        ("", "Secret") => {
+            set_default(obj, "type", json!("Opaque"));
+            // stringData is write-only: the server folds it into data (base64) and drops it.
+            if let Some(Value::Object(string_data)) = obj
+                .as_object_mut()
+                .and_then(|m| m.shift_remove("stringData"))
+            {
+                use base64::Engine as _;
+                if let Some(data) = obj_at(obj, &["data"]).and_then(Value::as_object_mut) {
+                    for (k, v) in string_data {
+                        let text = v.as_str().unwrap_or_default();
+                        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                        data.insert(k, json!(encoded));
+                    }
+                }
+            }
+        }
         ("", "PersistentVolumeClaim") => {
             if let Some(spec) = obj_at(obj, &["spec"]) {
                 set_default(spec, "volumeMode", json!("Filesystem"));
@@ -750,6 +766,21 @@ mod tests {
             err.to_string()
                 .starts_with("Deployment.apps \"web\" is invalid: [")
         );
+    }
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let s = admit(
+            &def("Secret"),
+            "v1",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                   "data": {"a": "eA=="}, "stringData": {"b": "hi"}}),
+            "u",
+        )
+        .expect("valid");
+        assert_eq!(s["data"], json!({"a": "eA==", "b": "aGk="}));
+        assert!(s.get("stringData").is_none());
+        assert_eq!(s["type"], "Opaque");
     }
 
     #[test]

@@ -263,13 +263,22 @@ impl Drop for Workloads {
     }
 }
 
-/// Starts one simulated controller per kind against `client`.
+/// Starts one simulated controller per kind against `client`, for all namespaces.
 pub fn spawn(client: kube::Client, cfg: WorkloadConfig) -> Workloads {
+    spawn_in(client, None, cfg)
+}
+
+/// Starts the simulated controllers for one namespace only (or all when `None`): on a shared
+/// real API server they must not touch other tests' objects.
+pub fn spawn_in(client: kube::Client, namespace: Option<&str>, cfg: WorkloadConfig) -> Workloads {
     let tasks = KINDS
         .iter()
         .map(|(g, v, k, plural)| {
             let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural);
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let api: Api<DynamicObject> = match namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
             tokio::spawn(control(client.clone(), ar, api, k.to_string(), cfg.clone()))
         })
         .collect();
