@@ -306,3 +306,32 @@ async fn update_refuses_unknown_parameters_naming_them() {
     );
     ns.cleanup().await;
 }
+
+/// The project's own cases for the frameworks in repos-example/ (tests/kuttl/repos-example),
+/// on their own envtest cluster so their manager never meets the KUDO suite's instances.
+#[test]
+fn repos_example_suite_passes() {
+    let kubeconfig = envtest_kubeconfig();
+    let out = kudo(
+        &[
+            "test",
+            "--config",
+            "tests/kuttl/repos-example-suite.yaml",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--context",
+            "envtest-2",
+        ],
+        &root(),
+    );
+    let output = text(&out);
+    assert!(out.status.success(), "kudo test failed:\n{output}");
+    for case in ["webcache", "ledger", "relay"] {
+        assert!(
+            output
+                .lines()
+                .any(|l| l.starts_with(case) && l.contains("PASS")),
+            "{case} not in the summary as PASS:\n{output}"
+        );
+    }
+}

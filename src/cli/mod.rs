@@ -18,6 +18,7 @@ pub mod test;
 pub mod uninstall;
 pub mod update;
 pub mod upgrade;
+pub mod workloads;
 
 /// Every command's error: the message is printed as is, followed by its causes.
 pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -76,6 +77,9 @@ pub enum Command {
     /// The GitOps control plane: sync frameworks and instances from Git and run their plans
     /// on every matching cluster (no config: repos-example/ on three simulated clusters).
     Serve(serve::Args),
+    /// Play the workload controllers a test cluster lacks (readiness, Job completion) until
+    /// stopped; for envtest and kuttl suites.
+    Workloads(workloads::Args),
 }
 
 /// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
@@ -112,5 +116,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Plan(args) => plan::run(args).await,
         Command::Get(args) => get::run(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Workloads(args) => workloads::run(args).await,
     }
 }
