@@ -767,3 +767,102 @@ async fn upgrade_prunes_removed_templates_and_deletion_removes_cluster_scoped_ob
     .await;
     ns.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_task_waits_for_its_pod_and_later_templates_see_the_artifact_name() {
+    let (c, ns) = setup("engine-pipe").await;
+    apply_yaml(
+        &c,
+        &ns.name,
+        r#"
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: tls-1}
+spec:
+  operator: {name: tls, kind: Operator}
+  tasks:
+    - name: gen-cert
+      kind: Pipe
+      spec:
+        pod: cert-pod.yaml
+        pipe: [{file: /tmp/cert.pem, kind: Secret, key: Cert}]
+    - {name: app, kind: Apply, spec: {resources: [app.yaml]}}
+  plans:
+    deploy:
+      phases:
+        - name: main
+          steps:
+            - {name: cert, tasks: [gen-cert]}
+            - {name: app, tasks: [app]}
+  templates:
+    cert-pod.yaml: |
+      apiVersion: v1
+      kind: Pod
+      metadata: {name: "{{ .Name }}-cert"}
+      spec:
+        containers:
+          - name: gen
+            image: alpine
+            command: [sh, -c, "echo PEM > /tmp/cert.pem && sleep 3600"]
+    app.yaml: |
+      apiVersion: v1
+      kind: ConfigMap
+      metadata: {name: "{{ .Name }}-app"}
+      data: {certSecret: "{{ .Pipes.Cert }}"}
+---
+apiVersion: kudo.dev/v1beta1
+kind: Instance
+metadata: {name: web}
+spec:
+  operatorVersion: {name: tls-1}
+"#,
+    )
+    .await;
+    let _stop = start_manager(&c, &ns.name);
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    // No node runs the pod: the pipe step waits, in progress, not broken.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.clone(), &ns.name);
+    let p = eventually("pipe pod created and step waiting", TIMEOUT, || async {
+        let p = plan_status(&instances, "web", "deploy").await?;
+        let pod = pods.get_opt("web-cert").await.ok()??;
+        (step_status(&p, "cert") == Some(ExecutionStatus::InProgress) && pod.metadata.uid.is_some())
+            .then_some(p)
+    })
+    .await;
+    assert_eq!(p.status, Some(ExecutionStatus::InProgress));
+    let msg = &p.phases[0].steps[0].message;
+    assert!(
+        msg.contains("pipe pod") && msg.contains("web-cert"),
+        "{msg}"
+    );
+
+    // Once the artifact exists the pipe is done (never re-run), and the next template gets
+    // its name through .Pipes.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.clone(), &ns.name);
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "web-gen-cert-cert"},
+                "data": {"cert.pem": "UEVN"}
+            }))
+            .expect("secret"),
+        )
+        .await
+        .expect("artifact");
+    eventually("plan completes", TIMEOUT, || async {
+        let p = plan_status(&instances, "web", "deploy").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(())
+    })
+    .await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    let cm = cms.get("web-app").await.expect("configmap");
+    assert_eq!(
+        cm.data
+            .unwrap_or_default()
+            .get("certSecret")
+            .map(String::as_str),
+        Some("web-gen-cert-cert")
+    );
+    ns.cleanup().await;
+}

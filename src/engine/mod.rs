@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod controller;
 pub mod duration;
 pub mod objects;
+pub mod pipe;
 pub mod prune;
 pub mod reconcile;
 pub mod runner;

@@ -50,7 +50,7 @@ impl ClusterRunner<'_> {
             plan_name: at.plan.to_string(),
             phase_name: at.phase.to_string(),
             step_name: at.step.to_string(),
-            pipes: BTreeMap::new(),
+            pipes: super::pipe::names(self.ov, &self.info.instance),
         };
         context_value(&ctx, self.params.clone())
     }
@@ -278,11 +278,34 @@ impl ClusterRunner<'_> {
         }
     }
 
-    /// A `Pipe` task: runs the `pod` template's Pod and waits for it to run. Copying the
-    /// piped files out of the running pod (exec) is not implemented yet, so a pod that does
-    /// run ends the task with a transient error saying so; on a cluster without nodes the
-    /// pod never runs and the task stays in progress, as in KUDO.
+    /// A `Pipe` task: runs the `pod` template's Pod until it is running, copies each piped
+    /// file (at most 1 MiB) out of it into a ConfigMap or Secret named by
+    /// [`super::pipe::artifact_name`] (templates see the name as `.Pipes.<key>`), then
+    /// deletes the pod. Done once every artifact exists, so a finished pipe is never re-run;
+    /// on a cluster without nodes the pod never runs and the task stays in progress.
     async fn pipe(&self, at: &StepRef<'_>, task: &Task) -> TaskOutcome {
+        let mut artifacts = Vec::new();
+        for spec in &task.spec.pipe {
+            let name = super::pipe::artifact_name(&self.info.instance, &task.name, &spec.key);
+            let kind = match spec.kind.as_str() {
+                "ConfigMap" | "Secret" => spec.kind.as_str(),
+                other => {
+                    return TaskOutcome::Fatal(format!(
+                        "pipe {} of task {}: kind must be ConfigMap or Secret, got {other:?}",
+                        spec.key, task.name
+                    ));
+                }
+            };
+            let r = ObjectRef::new("v1", kind, Some(&self.info.namespace), name.clone());
+            match self.cluster.get_opt(&r).await {
+                Ok(Some(_)) => {}
+                Ok(None) => artifacts.push((spec, kind, name)),
+                Err(e) => return outcome_of(&e),
+            }
+        }
+        if artifacts.is_empty() {
+            return TaskOutcome::Done;
+        }
         let pod_template = &task.spec.pod;
         let Some(text) = self.ov.templates.get(pod_template) else {
             return TaskOutcome::Fatal(format!(
@@ -313,23 +336,52 @@ impl ClusterRunner<'_> {
             Err(e) => return outcome_of(&e),
         };
         match health::evaluate(&live) {
-            Health::Healthy => TaskOutcome::Error(format!(
-                "pipe pod {} runs, but copying its files ({}) into ConfigMaps/Secrets is not implemented yet",
-                describe(&live),
-                task.spec
-                    .pipe
-                    .iter()
-                    .map(|p| p.file.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            Health::Healthy => {}
             Health::Progressing(why) => {
-                TaskOutcome::InProgress(format!("pipe pod {}: {why}", describe(&live)))
+                return TaskOutcome::InProgress(format!("pipe pod {}: {why}", describe(&live)));
             }
             Health::Failed(why) => {
-                TaskOutcome::Fatal(format!("pipe pod {} failed: {why}", describe(&live)))
+                return TaskOutcome::Fatal(format!("pipe pod {} failed: {why}", describe(&live)));
             }
         }
+        let pod_name = live
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        for (spec, kind, name) in artifacts {
+            let content = match super::pipe::read_file(
+                self.cluster.client(),
+                &self.info.namespace,
+                &pod_name,
+                &spec.file,
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(why) => return TaskOutcome::Error(why),
+            };
+            let mut object: kube::api::DynamicObject = match serde_json::from_value(
+                super::pipe::artifact(kind, &name, &spec.file, &content),
+            ) {
+                Ok(o) => o,
+                Err(e) => return TaskOutcome::Fatal(format!("pipe {}: {e}", spec.key)),
+            };
+            decorate(&mut object, &self.owner(at), true);
+            let value = match serde_json::to_value(&object) {
+                Ok(v) => v,
+                Err(e) => return TaskOutcome::Fatal(format!("pipe {}: {e}", spec.key)),
+            };
+            match self.cluster.apply(&value).await {
+                Ok(live) => self.record(&live),
+                Err(e) => return outcome_of(&e),
+            }
+        }
+        let pod_ref = ObjectRef::new("v1", "Pod", Some(&self.info.namespace), pod_name);
+        if let Err(e) = self.cluster.delete(&pod_ref).await {
+            return outcome_of(&e);
+        }
+        TaskOutcome::Done
     }
 
     /// The child's parameters: the task's `parameterFile` template rendered to a YAML map
