@@ -330,7 +330,7 @@ async fn reconcile_instance(
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
         }
-        remove_finalizer(inst, &instances, names).await?;
+        set_finalizer(inst, &instances, names, false).await?;
         return Ok(Action::await_change());
     }
     let Some(ov) = ov else {
@@ -344,7 +344,7 @@ async fn reconcile_instance(
     // Every instance holds the finalizer: its cluster-scoped objects (and its cleanup plan,
     // if any) need the manager before the Instance may go.
     if !has_finalizer {
-        add_finalizer(inst, &instances, names).await?;
+        set_finalizer(inst, &instances, names, true).await?;
     }
 
     // 3. Decide (pure) and 4. validate parameters before anything is applied.
@@ -744,32 +744,23 @@ async fn write_status(
     Ok(())
 }
 
-async fn add_finalizer(
+/// Adds or removes kudo's finalizer, guarded by the resourceVersion that was read (a
+/// concurrent change makes the write fail and the reconcile retry).
+async fn set_finalizer(
     inst: &Instance,
     instances: &Api<Instance>,
     names: &Names,
+    present: bool,
 ) -> Result<(), ReconcileError> {
-    let mut finalizers = inst.finalizers().to_vec();
-    finalizers.push(CLEANUP_FINALIZER.to_string());
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": inst.resource_version()}});
-    instances
-        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(names.write("finalizer"))?;
-    Ok(())
-}
-
-async fn remove_finalizer(
-    inst: &Instance,
-    instances: &Api<Instance>,
-    names: &Names,
-) -> Result<(), ReconcileError> {
-    let finalizers: Vec<&String> = inst
+    let mut finalizers: Vec<String> = inst
         .finalizers()
         .iter()
         .filter(|f| *f != CLEANUP_FINALIZER)
+        .cloned()
         .collect();
+    if present {
+        finalizers.push(CLEANUP_FINALIZER.to_string());
+    }
     let patch =
         json!({"metadata": {"finalizers": finalizers, "resourceVersion": inst.resource_version()}});
     instances
