@@ -228,6 +228,8 @@ async fn multi_phase_plan_runs_to_complete_in_order() {
     );
 
     // A parameter change with no trigger and no update plan runs deploy again, new uid.
+    // Objects the change does not touch are applied again without a write.
+    let app_version = app.metadata.resource_version.clone();
     let first_uid = done.uid.clone();
     instances
         .patch(
@@ -252,6 +254,11 @@ async fn multi_phase_plan_runs_to_complete_in_order() {
             .get("greeting")
             .map(String::as_str),
         Some("bonjour")
+    );
+    let app_after = deployments.get("shop-app").await.expect("deployment");
+    assert_eq!(
+        app_after.metadata.resource_version, app_version,
+        "an unchanged, healthy Deployment is re-applied without a write"
     );
     ns.cleanup().await;
 }

@@ -14,7 +14,6 @@ pub const PLAN_ANNOTATION: &str = "kudo.dev/plan";
 pub const PHASE_ANNOTATION: &str = "kudo.dev/phase";
 pub const STEP_ANNOTATION: &str = "kudo.dev/step";
 pub const OPERATOR_VERSION_ANNOTATION: &str = "kudo.dev/operator-version";
-pub const PLAN_UID_ANNOTATION: &str = "kudo.dev/plan-uid";
 
 /// The owning instance and where in its plan an object is applied.
 #[derive(Debug, Clone)]
@@ -25,7 +24,6 @@ pub struct Owner<'a> {
     pub instance_uid: &'a str,
     pub namespace: &'a str,
     pub plan: &'a str,
-    pub plan_uid: &'a str,
     pub phase: &'a str,
     pub step: &'a str,
 }
@@ -69,7 +67,6 @@ pub fn decorate(obj: &mut DynamicObject, owner: &Owner<'_>, namespaced: bool) {
         OPERATOR_VERSION_ANNOTATION.into(),
         owner.operator_version.into(),
     );
-    annotations.insert(PLAN_UID_ANNOTATION.into(), owner.plan_uid.into());
 
     if namespaced {
         obj.metadata.namespace = Some(owner.namespace.to_string());
@@ -147,7 +144,6 @@ mod tests {
             instance_uid: "uid-1",
             namespace: "team-a",
             plan: "deploy",
-            plan_uid: "p-1",
             phase: "zookeeper",
             step: "deploy",
         }

@@ -341,9 +341,9 @@ async fn reconcile_instance(
         write_status(&instances, names, &before, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
-    // Every instance holds the finalizer: its cluster-scoped objects (and its cleanup plan,
-    // if any) need the manager before the Instance may go.
-    if !has_finalizer {
+    // The finalizer is held while the instance has a cleanup plan or owns cluster-scoped
+    // objects: both need the manager before the Instance may go.
+    if !has_finalizer && needs_finalizer(&ov, &status) {
         set_finalizer(inst, &instances, names, true).await?;
     }
 
@@ -517,6 +517,19 @@ async fn run_active(
                         .is_some_and(|v| v == "false");
                     if tree.status == Some(ExecutionStatus::Complete) && !prune_off {
                         prune_stale(&runner, &mut status.applied).await;
+                    }
+                    // A cluster-scoped object was just applied: hold the finalizer now, not
+                    // on the next reconcile, so a deletion in between cannot leak it.
+                    let has_finalizer = inst.finalizers().iter().any(|f| f == CLEANUP_FINALIZER);
+                    if !has_finalizer && applied.iter().any(|o| o.namespace.is_empty()) {
+                        // Unguarded: this reconcile may already have written the Instance.
+                        let mut finalizers = inst.finalizers().to_vec();
+                        finalizers.push(CLEANUP_FINALIZER.to_string());
+                        let patch = json!({"metadata": {"finalizers": finalizers}});
+                        instances
+                            .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                            .map_err(names.write("finalizer"))?;
                     }
                 }
                 Err(errors) => fail_plan(tree, &format!("parameters invalid: {errors}")),
@@ -742,6 +755,11 @@ async fn write_status(
         .await
         .map_err(names.write("status"))?;
     Ok(())
+}
+
+fn needs_finalizer(ov: &OperatorVersion, status: &InstanceStatus) -> bool {
+    trigger::on_deletion(&ov.spec).is_some()
+        || status.applied.iter().any(|o| o.namespace.is_empty())
 }
 
 /// Adds or removes kudo's finalizer, guarded by the resourceVersion that was read (a

@@ -465,7 +465,6 @@ impl ClusterRunner<'_> {
             instance_uid: &self.info.instance_uid,
             namespace: &self.info.namespace,
             plan: at.plan,
-            plan_uid: &self.info.plan_uid,
             phase: at.phase,
             step: at.step,
         }
