@@ -159,6 +159,7 @@ async fn a_cluster_that_goes_away_mid_plan_finishes_when_it_returns() {
     );
 
     sim.faults().set_partitioned(false);
+    let back = std::time::Instant::now();
     let done = eventually(
         "plan completes once the cluster is back",
         TIMEOUT,
@@ -168,5 +169,9 @@ async fn a_cluster_that_goes_away_mid_plan_finishes_when_it_returns() {
         },
     )
     .await;
+    eprintln!(
+        "plan COMPLETE {:.2}s after the partition ended",
+        back.elapsed().as_secs_f64()
+    );
     assert_eq!(done.uid, during.uid, "the same plan run finished");
 }

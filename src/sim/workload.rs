@@ -350,8 +350,9 @@ async fn control(
                     step
                 };
                 if let Err(e) = write_status(&api, &name, step.status).await {
+                    // Retried from a fresh read (next_step waits out an unreachable cluster).
                     tracing::debug!(kind, name, error = %e, "simulated controller status write failed");
-                    break;
+                    continue;
                 }
             }
             pending
@@ -362,15 +363,30 @@ async fn control(
     }
 }
 
+/// The next status to write, re-reading the object. A failed read (the cluster is away) is
+/// retried with backoff for up to a minute, so a controller that saw an object before a
+/// partition still finishes it afterwards; a deleted object ends the chain.
 async fn next_step(
     api: &Api<DynamicObject>,
     name: &str,
     kind: &str,
     cfg: &WorkloadConfig,
 ) -> Option<Step> {
-    let live = api.get(name).await.ok()?;
-    let value = serde_json::to_value(&live).ok()?;
-    desired_status(kind, &value, cfg, &crate::sim::store::now())
+    let mut delay = std::time::Duration::from_millis(100);
+    for _ in 0..20 {
+        match api.get_opt(name).await {
+            Ok(Some(live)) => {
+                let value = serde_json::to_value(&live).ok()?;
+                return desired_status(kind, &value, cfg, &crate::sim::store::now());
+            }
+            Ok(None) => return None,
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+    None
 }
 
 async fn write_status(api: &Api<DynamicObject>, name: &str, status: Value) -> kube::Result<()> {
