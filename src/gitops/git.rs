@@ -5,6 +5,7 @@
 //! Also here: the revision of a plain local directory (a hash of its content), the poll
 //! delay with jitter and failure backoff, and the debounced directory watcher.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -236,18 +237,18 @@ impl GitSource {
                     .map_err(|_| err(format!("path {:?} does not exist", self.subpath)))?
                     .id()
             };
-            let mut paths = Vec::new();
+            let mut paths = BTreeMap::new();
             let sub = repo
                 .find_tree(root)
                 .map_err(|e| err(e.message().to_string()))?;
             sub.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
                 if entry.kind() == Some(git2::ObjectType::Blob) {
-                    paths.push(format!("{dir}{}", entry.name().unwrap_or_default()));
+                    let path = format!("{dir}{}", entry.name().unwrap_or_default());
+                    paths.insert(path, entry.id());
                 }
                 git2::TreeWalkResult::Ok
             })
             .map_err(|e| err(e.message().to_string()))?;
-            paths.sort();
             (root, paths)
         };
         Ok(GitTree {
@@ -264,7 +265,8 @@ pub struct GitTree {
     describe: String,
     repo: GitRepo,
     root: Oid,
-    paths: Vec<String>,
+    /// Path → blob id, sorted by path.
+    paths: BTreeMap<String, Oid>,
 }
 
 impl FileTree for GitTree {
@@ -273,7 +275,11 @@ impl FileTree for GitTree {
     }
 
     fn paths(&self) -> Result<Vec<String>, PackageError> {
-        Ok(self.paths.clone())
+        Ok(self.paths.keys().cloned().collect())
+    }
+
+    fn content_id(&self, path: &str) -> Option<String> {
+        self.paths.get(path).map(|oid| format!("blob:{oid}"))
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, PackageError> {
@@ -281,16 +287,21 @@ impl FileTree for GitTree {
             path: format!("{}:{path}", self.describe),
             source: std::io::Error::other(message),
         };
-        let tree = self
-            .repo
-            .find_tree(self.root)
-            .map_err(|e| io(e.message().to_string()))?;
-        let entry = tree
-            .get_path(Path::new(path))
-            .map_err(|e| io(e.message().to_string()))?;
+        let oid = match self.paths.get(path) {
+            Some(oid) => *oid,
+            None => {
+                let tree = self
+                    .repo
+                    .find_tree(self.root)
+                    .map_err(|e| io(e.message().to_string()))?;
+                tree.get_path(Path::new(path))
+                    .map_err(|e| io(e.message().to_string()))?
+                    .id()
+            }
+        };
         let blob = self
             .repo
-            .find_blob(entry.id())
+            .find_blob(oid)
             .map_err(|e| io(e.message().to_string()))?;
         Ok(blob.content().to_vec())
     }
