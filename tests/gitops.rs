@@ -227,6 +227,13 @@ fn git_sync_over_git_daemon_and_file_url() {
             .read("frameworks/probe/1.0.0/params.yaml")
             .expect("read");
         assert!(String::from_utf8_lossy(&text).contains("MESSAGE"));
+        let shallow = git2::Repository::open_bare(&src.mirror)
+            .expect("mirror")
+            .is_shallow();
+        println!("mirror of {url}: shallow = {shallow}");
+        if url == git_url {
+            assert!(shallow, "a branch is fetched at depth 1 over git://");
+        }
     }
     // A new commit is fetched; tags and pinned commits resolve.
     repo.write("instances/a.yaml", "x: 1\n");
@@ -237,6 +244,32 @@ fn git_sync_over_git_daemon_and_file_url() {
     assert_eq!(tag.sync().expect("tag"), first);
     let pinned = GitSource::new(&repository("fleet", Some(&first)), &git_url, cache.path());
     assert_eq!(pinned.sync().expect("commit"), first);
+    // A commit behind the shallow tip is fetched in full; the mirror is no longer shallow.
+    repo.write("instances/b.yaml", "x: 2\n");
+    let middle = repo.commit("middle");
+    repo.write("instances/c.yaml", "x: 3\n");
+    let third = repo.commit("third");
+    assert_eq!(main.sync().expect("sync third"), third);
+    let mirror = git2::Repository::open_bare(&main.mirror).expect("mirror");
+    assert!(mirror.is_shallow(), "the tip alone is fetched");
+    assert!(
+        mirror
+            .find_commit(git2::Oid::from_str(&middle).expect("oid"))
+            .is_err()
+    );
+    let pinned = GitSource::new(&repository("fleet", Some(&middle)), &git_url, cache.path());
+    assert_eq!(pinned.sync().expect("pinned behind the tip"), middle);
+    let tree = pinned.tree(&middle).expect("tree at middle");
+    assert!(
+        tree.paths()
+            .expect("paths")
+            .contains(&"instances/b.yaml".to_string())
+    );
+    let mirror = git2::Repository::open_bare(&main.mirror).expect("mirror");
+    assert!(
+        !mirror.is_shallow(),
+        "a pinned commit unshallows the mirror"
+    );
     // A ref that does not exist is named.
     let missing = GitSource::new(&repository("fleet", Some("nope")), &git_url, cache.path());
     match missing.sync() {

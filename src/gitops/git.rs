@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use git2::{FetchOptions, Oid, RemoteCallbacks, Repository as GitRepo};
 use sha2::{Digest, Sha256};
+use tracing::debug;
 
 use super::config::{Credentials, Repository};
 use crate::package::{FileTree, PackageError};
@@ -67,6 +68,12 @@ pub struct GitSource {
 
 const TARGET_REF: &str = "refs/kudo/target";
 
+#[derive(Debug, Clone, Copy)]
+enum Depth {
+    Shallow,
+    Full,
+}
+
 impl GitSource {
     pub fn new(repo: &Repository, url: &str, cache_dir: &Path) -> GitSource {
         let digest = hex::encode(Sha256::digest(url.as_bytes()));
@@ -113,9 +120,11 @@ impl GitSource {
             {
                 return Ok(oid.to_string());
             }
+            // Any ancestor may be asked for, so this fetch is full (and unshallows the mirror).
             self.fetch(
                 &repo,
                 &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                Depth::Full,
             )?;
             let oid = Oid::from_str(&reference).map_err(|_| self.not_found())?;
             return match repo.find_commit(oid) {
@@ -138,7 +147,7 @@ impl GitSource {
             if let Ok(mut r) = repo.find_reference(TARGET_REF) {
                 let _ = r.delete();
             }
-            match self.fetch(&repo, &[spec.as_str()]) {
+            match self.fetch_shallow_first(&repo, spec) {
                 Ok(()) => {
                     let Ok(obj) = repo.revparse_single(TARGET_REF) else {
                         last = Some(self.not_found());
@@ -166,7 +175,19 @@ impl GitSource {
         }
     }
 
-    fn fetch(&self, repo: &GitRepo, refspecs: &[&str]) -> Result<(), GitError> {
+    /// Only the tip is needed to read a branch or tag, so fetch depth 1; a remote or transport
+    /// that refuses shallow fetches gets a full one instead.
+    fn fetch_shallow_first(&self, repo: &GitRepo, spec: &str) -> Result<(), GitError> {
+        match self.fetch(repo, &[spec], Depth::Shallow) {
+            Err(e @ GitError::Fetch { .. }) => {
+                debug!(repository = %self.name, error = %e, "shallow fetch failed; fetching in full");
+                self.fetch(repo, &[spec], Depth::Full)
+            }
+            other => other,
+        }
+    }
+
+    fn fetch(&self, repo: &GitRepo, refspecs: &[&str], depth: Depth) -> Result<(), GitError> {
         let mut remote = repo
             .remote_anonymous(&self.url)
             .map_err(|e| GitError::Fetch {
@@ -193,6 +214,16 @@ impl GitSource {
         let mut options = FetchOptions::new();
         options.remote_callbacks(callbacks);
         options.download_tags(git2::AutotagOption::None);
+        match depth {
+            Depth::Shallow => {
+                options.depth(1);
+            }
+            // libgit2's GIT_FETCH_DEPTH_UNSHALLOW: deepen a shallow mirror to full history.
+            Depth::Full if repo.is_shallow() => {
+                options.depth(i32::MAX);
+            }
+            Depth::Full => {}
+        }
         remote
             .fetch(refspecs, Some(&mut options), None)
             .map_err(|e| {
