@@ -227,6 +227,19 @@ fn git_sync_over_git_daemon_and_file_url() {
             .read("frameworks/probe/1.0.0/params.yaml")
             .expect("read");
         assert!(String::from_utf8_lossy(&text).contains("MESSAGE"));
+        // The desired-state cache keys files by blob id, without reading them.
+        let id = tree.content_id("frameworks/probe/1.0.0/params.yaml");
+        assert!(
+            id.as_deref().is_some_and(|i| i.starts_with("blob:")),
+            "{id:?}"
+        );
+        let shallow = git2::Repository::open_bare(&src.mirror)
+            .expect("mirror")
+            .is_shallow();
+        println!("mirror of {url}: shallow = {shallow}");
+        if url == git_url {
+            assert!(shallow, "a branch is fetched at depth 1 over git://");
+        }
     }
     // A new commit is fetched; tags and pinned commits resolve.
     repo.write("instances/a.yaml", "x: 1\n");
@@ -237,6 +250,32 @@ fn git_sync_over_git_daemon_and_file_url() {
     assert_eq!(tag.sync().expect("tag"), first);
     let pinned = GitSource::new(&repository("fleet", Some(&first)), &git_url, cache.path());
     assert_eq!(pinned.sync().expect("commit"), first);
+    // A commit behind the shallow tip is fetched in full; the mirror is no longer shallow.
+    repo.write("instances/b.yaml", "x: 2\n");
+    let middle = repo.commit("middle");
+    repo.write("instances/c.yaml", "x: 3\n");
+    let third = repo.commit("third");
+    assert_eq!(main.sync().expect("sync third"), third);
+    let mirror = git2::Repository::open_bare(&main.mirror).expect("mirror");
+    assert!(mirror.is_shallow(), "the tip alone is fetched");
+    assert!(
+        mirror
+            .find_commit(git2::Oid::from_str(&middle).expect("oid"))
+            .is_err()
+    );
+    let pinned = GitSource::new(&repository("fleet", Some(&middle)), &git_url, cache.path());
+    assert_eq!(pinned.sync().expect("pinned behind the tip"), middle);
+    let tree = pinned.tree(&middle).expect("tree at middle");
+    assert!(
+        tree.paths()
+            .expect("paths")
+            .contains(&"instances/b.yaml".to_string())
+    );
+    let mirror = git2::Repository::open_bare(&main.mirror).expect("mirror");
+    assert!(
+        !mirror.is_shallow(),
+        "a pinned commit unshallows the mirror"
+    );
     // A ref that does not exist is named.
     let missing = GitSource::new(&repository("fleet", Some("nope")), &git_url, cache.path());
     match missing.sync() {
@@ -655,5 +694,108 @@ async fn serve_on_hundred_simulated_clusters() {
         "commit-to-converged (webhook, 100 simulated clusters, 4 waves of 25%): {:?}",
         t0.elapsed()
     );
+    daemon.shutdown().await;
+}
+
+/// A cluster whose credentials are rejected is down with `unauthorized`; another cluster of
+/// the same rollout converges regardless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejected_credentials_mark_only_that_cluster_down() {
+    let envtest_config =
+        kube::config::Kubeconfig::read_from(envtest::kubeconfig()).expect("envtest kubeconfig");
+    let server = envtest_config.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("server");
+    let repo = Repo::new();
+    write_probe(&repo);
+    let name = "guarded";
+    repo.write(
+        "instances/guarded.yaml",
+        &instance_doc(name, "apps", "one", false, "parallel"),
+    );
+    repo.commit("deploy");
+    let work = tempfile::tempdir().expect("tempdir");
+    let bad_kubeconfig = work.path().join("bad-kubeconfig");
+    std::fs::write(
+        &bad_kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
+             insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: not-a-token\n\
+             contexts:\n- name: bad\n  context:\n    cluster: c\n    user: u\ncurrent-context: bad\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let config_text = format!(
+        "cacheDir: {}\nrepositories:\n  - name: fleet\n    url: {}\n    interval: 1h\nclusters:\n  \
+         - name: locked-out\n    kubeconfig: {}\n    labels: {{fleet: test}}\n  \
+         - name: good\n    sim: {{readyDelay: 100ms}}\n    labels: {{fleet: test}}\n",
+        work.path().join("cache").display(),
+        repo.url(),
+        bad_kubeconfig.display()
+    );
+    let config = Config::parse("kudo.yaml", &config_text, work.path()).expect("config");
+    let options = Options {
+        observe_interval: Duration::from_millis(200),
+        engine_poll: Duration::from_millis(200),
+        debounce: Duration::from_millis(100),
+    };
+    let daemon = Daemon::start(config, options).await.expect("daemon starts");
+    let shared = daemon.shared.clone();
+    let (addr, _http) = serve_http(
+        shared.clone(),
+        "127.0.0.1:0".parse().expect("addr"),
+        async { std::future::pending::<()>().await },
+    )
+    .await
+    .expect("http");
+
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let doc = status(&shared);
+        let bad = doc.clusters.iter().find(|c| c.name == "locked-out");
+        let bad_down = bad.is_some_and(|c| {
+            !c.up
+                && c.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("unauthorized"))
+        });
+        let good_done = progress(&doc, name).get("good").map(String::as_str) == Some("Complete");
+        if bad_down && good_done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected locked-out down (unauthorized) and good Complete: clusters {:?}, progress {:?}",
+            doc.clusters,
+            progress(&doc, name)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same, as the HTTP status API reports it.
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(
+        format!("GET /api/v1/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let body = out.split("\r\n\r\n").nth(1).expect("body");
+    let doc: serde_json::Value = serde_json::from_str(body).expect("status JSON");
+    let clusters = doc["clusters"].as_array().expect("clusters");
+    let bad = clusters
+        .iter()
+        .find(|c| c["name"] == "locked-out")
+        .expect("locked-out listed");
+    assert_eq!(bad["up"], false, "{bad}");
+    let reason = bad["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("unauthorized"), "{reason}");
+    let good = clusters
+        .iter()
+        .find(|c| c["name"] == "good")
+        .expect("good listed");
+    assert_eq!(good["up"], true, "{good}");
     daemon.shutdown().await;
 }

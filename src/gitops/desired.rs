@@ -3,11 +3,12 @@
 //! and the registered clusters, and either yields everything to apply or every error, each
 //! naming the revision, the file, the line and the reason.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::placement::{ClusterInfo, LabelSelector, targets};
 use super::rollout::{Count, Strategy};
@@ -172,6 +173,91 @@ impl FileTree for SubTree<'_> {
     fn read(&self, path: &str) -> Result<Vec<u8>, PackageError> {
         self.inner.read(&format!("{}{path}", self.prefix))
     }
+    fn content_id(&self, path: &str) -> Option<String> {
+        self.inner.content_id(&format!("{}{path}", self.prefix))
+    }
+}
+
+/// A problem without its revision, as kept in the cache and replayed for a later revision.
+type Problem = (String, Option<u64>, String);
+
+/// What a package or an instance document gave: its value when valid, and its problems.
+type Outcome<T> = (Option<T>, Vec<Problem>);
+
+/// Counts of work done and saved, cumulative over the cache's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub packages_parsed: u64,
+    pub packages_reused: u64,
+    pub instances_rendered: u64,
+    pub instances_reused: u64,
+}
+
+/// Work kept between revisions of one repository, so a one-file commit costs work in
+/// proportion to that file: packages are keyed by the identity of their files (Git blob ids,
+/// or content hashes for a directory), instance documents by their text plus everything
+/// their outcome depends on (their package's key, the registered clusters). In memory only;
+/// what the latest revision did not use is dropped.
+#[derive(Debug, Default)]
+pub struct DesiredCache {
+    packages: HashMap<String, Outcome<Framework>>,
+    /// Document key → the framework and version it names (None when it does not parse).
+    refs: HashMap<String, Option<(String, String)>>,
+    instances: HashMap<String, Outcome<DesiredInstance>>,
+    stats: CacheStats,
+}
+
+impl DesiredCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+}
+
+/// Keys used by one load, so the cache keeps exactly those.
+#[derive(Default)]
+struct Used {
+    packages: HashSet<String>,
+    refs: HashSet<String>,
+    instances: HashSet<String>,
+}
+
+fn digest<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A file's content identity: the tree's own id when it has one, else a hash of its bytes.
+fn file_id(tree: &dyn FileTree, path: &str) -> Option<String> {
+    tree.content_id(path).or_else(|| {
+        let bytes = tree.read(path).ok()?;
+        Some(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))))
+    })
+}
+
+/// Just the framework reference of an instance document, to find what its outcome depends on.
+#[derive(Deserialize)]
+struct RefDoc {
+    spec: RefSpec,
+}
+
+#[derive(Deserialize)]
+struct RefSpec {
+    framework: String,
+    version: String,
+}
+
+fn framework_ref(text: &str) -> Option<(String, String)> {
+    serde_saphyr::from_str::<RefDoc>(text)
+        .ok()
+        .map(|d| (d.spec.framework, d.spec.version))
 }
 
 struct Loader<'a> {
@@ -188,6 +274,19 @@ impl Loader<'_> {
             reason: reason.into(),
         });
     }
+
+    fn problems_since(&self, before: usize) -> Vec<Problem> {
+        self.errors[before..]
+            .iter()
+            .map(|e| (e.file.clone(), e.line, e.reason.clone()))
+            .collect()
+    }
+
+    fn replay(&mut self, problems: &[Problem]) {
+        for (file, line, reason) in problems {
+            self.error(file, *line, reason.clone());
+        }
+    }
 }
 
 /// Loads and validates a revision. `tree` is rooted at the repository's configured path.
@@ -195,6 +294,31 @@ pub fn load(
     tree: &dyn FileTree,
     revision: &str,
     clusters: &[ClusterInfo],
+) -> Result<DesiredState, RevisionErrors> {
+    load_cached(tree, revision, clusters, &mut DesiredCache::new())
+}
+
+/// [`load`], reusing what `cache` holds from earlier revisions of the same repository.
+pub fn load_cached(
+    tree: &dyn FileTree,
+    revision: &str,
+    clusters: &[ClusterInfo],
+    cache: &mut DesiredCache,
+) -> Result<DesiredState, RevisionErrors> {
+    let mut used = Used::default();
+    let result = load_with(tree, revision, clusters, cache, &mut used);
+    cache.packages.retain(|k, _| used.packages.contains(k));
+    cache.refs.retain(|k, _| used.refs.contains(k));
+    cache.instances.retain(|k, _| used.instances.contains(k));
+    result
+}
+
+fn load_with(
+    tree: &dyn FileTree,
+    revision: &str,
+    clusters: &[ClusterInfo],
+    cache: &mut DesiredCache,
+    used: &mut Used,
 ) -> Result<DesiredState, RevisionErrors> {
     let mut l = Loader {
         revision,
@@ -207,9 +331,15 @@ pub fn load(
             return Err(RevisionErrors(l.errors));
         }
     };
-    let frameworks = load_frameworks(&mut l, tree, &paths);
+    let (frameworks, package_ids) = load_frameworks(&mut l, tree, &paths, cache, used);
     let mut instances = BTreeMap::new();
     let cluster_names: BTreeSet<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    // Targets and canary checks depend on the clusters, in order, and their labels.
+    let clusters_key = digest(clusters.iter().flat_map(|c| {
+        std::iter::once(c.name.as_str())
+            .chain(c.labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]))
+            .chain(std::iter::once("\u{1}"))
+    }));
     for path in paths
         .iter()
         .filter(|p| p.starts_with(INSTANCES_DIR) && (p.ends_with(".yaml") || p.ends_with(".yml")))
@@ -226,15 +356,59 @@ pub fn load(
             }
         };
         for (start, doc) in split_documents(&text) {
-            let Some(inst) = instance(
-                &mut l,
-                path,
-                start,
-                doc,
-                &frameworks,
-                clusters,
-                &cluster_names,
-            ) else {
+            let doc_key = digest(["doc", path.as_str(), &start.to_string(), doc]);
+            let reference = cache
+                .refs
+                .entry(doc_key.clone())
+                .or_insert_with(|| framework_ref(doc))
+                .clone();
+            used.refs.insert(doc_key.clone());
+            // What else the outcome depends on: the package it names, or which versions of
+            // that framework exist when it names a missing one. None: not cacheable.
+            let depends = match &reference {
+                None => Some(String::new()),
+                Some(fv) if frameworks.contains_key(fv) => package_ids.get(fv).cloned(),
+                Some((name, _)) => Some(format!(
+                    "missing:{}",
+                    frameworks
+                        .keys()
+                        .filter(|(n, _)| n == name)
+                        .map(|(_, v)| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )),
+            };
+            let key = depends.map(|d| digest([doc_key.as_str(), &clusters_key, &d]));
+            let cached = key.as_ref().and_then(|k| cache.instances.get(k)).cloned();
+            let found = match cached {
+                Some((inst, problems)) => {
+                    cache.stats.instances_reused += 1;
+                    l.replay(&problems);
+                    inst
+                }
+                None => {
+                    cache.stats.instances_rendered += 1;
+                    let before = l.errors.len();
+                    let inst = instance(
+                        &mut l,
+                        path,
+                        start,
+                        doc,
+                        &frameworks,
+                        clusters,
+                        &cluster_names,
+                    );
+                    if let Some(k) = &key {
+                        let outcome = (inst.clone(), l.problems_since(before));
+                        cache.instances.insert(k.clone(), outcome);
+                    }
+                    inst
+                }
+            };
+            if let Some(k) = key {
+                used.instances.insert(k);
+            }
+            let Some(inst) = found else {
                 continue;
             };
             let key = inst.key();
@@ -258,11 +432,19 @@ pub fn load(
     }
 }
 
+/// Frameworks by (name, version), and the cache key of each cacheable package.
+type Frameworks = (
+    BTreeMap<(String, String), Framework>,
+    BTreeMap<(String, String), String>,
+);
+
 fn load_frameworks(
     l: &mut Loader<'_>,
     tree: &dyn FileTree,
     paths: &[String],
-) -> BTreeMap<(String, String), Framework> {
+    cache: &mut DesiredCache,
+    used: &mut Used,
+) -> Frameworks {
     // frameworks/<name>/<version>/<file...>
     let mut dirs: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for p in paths {
@@ -283,6 +465,7 @@ fn load_frameworks(
         }
     }
     let mut out = BTreeMap::new();
+    let mut ids = BTreeMap::new();
     for ((name, version), files) in dirs {
         let prefix = format!("{FRAMEWORKS_DIR}{name}/{version}/");
         let sub = SubTree {
@@ -290,59 +473,99 @@ fn load_frameworks(
             prefix: prefix.clone(),
             paths: files,
         };
-        let package = match Package::load(&sub) {
-            Ok(p) => p,
-            Err(e) => {
-                let (file, line, reason) = package_error_location(&prefix, &e);
-                l.error(&file, line, reason);
-                continue;
+        let file_ids: Option<Vec<String>> = sub.paths.iter().map(|p| file_id(&sub, p)).collect();
+        let key = file_ids.map(|fids| {
+            let parts = sub.paths.iter().zip(&fids).flat_map(|(p, i)| [p, i]);
+            digest(
+                [name.as_str(), version.as_str()]
+                    .into_iter()
+                    .chain(parts.map(String::as_str)),
+            )
+        });
+        let fv = (name.clone(), version.clone());
+        let framework = match key.as_ref().and_then(|k| cache.packages.get(k)).cloned() {
+            Some((framework, problems)) => {
+                cache.stats.packages_reused += 1;
+                l.replay(&problems);
+                framework
+            }
+            None => {
+                cache.stats.packages_parsed += 1;
+                let before = l.errors.len();
+                let framework = load_package(l, &sub, &prefix, name, version);
+                if let Some(k) = &key {
+                    let outcome = (framework.clone(), l.problems_since(before));
+                    cache.packages.insert(k.clone(), outcome);
+                }
+                framework
             }
         };
-        let operator_file = format!("{prefix}operator.yaml");
-        if package.operator.name != name {
-            l.error(
-                &operator_file,
-                line_of_key(&sub, "operator.yaml", "name"),
-                format!(
-                    "name is {:?} but the package lives in frameworks/{name}/",
-                    package.operator.name
-                ),
-            );
+        if let Some(k) = key {
+            used.packages.insert(k.clone());
+            ids.insert(fv.clone(), k);
         }
-        if package.operator.operator_version != version {
-            l.error(
-                &operator_file,
-                line_of_key(&sub, "operator.yaml", "operatorVersion"),
-                format!(
-                    "operatorVersion is {:?} but the package lives in frameworks/{name}/{version}/",
-                    package.operator.operator_version
-                ),
-            );
-        }
-        let report = verify(&package);
-        for e in &report.errors {
-            l.error(&prefix, None, format!("package verify: {e}"));
-        }
-        match package.to_resources() {
-            Ok(r) if report.errors.is_empty() => {
-                out.insert(
-                    (name.clone(), version.clone()),
-                    Framework {
-                        name,
-                        version,
-                        operator: r.operator,
-                        operator_version: r.operator_version,
-                    },
-                );
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let (file, line, reason) = package_error_location(&prefix, &e);
-                l.error(&file, line, reason);
-            }
+        if let Some(f) = framework {
+            out.insert(fv, f);
         }
     }
-    out
+    (out, ids)
+}
+
+/// Parses and verifies one package folder.
+fn load_package(
+    l: &mut Loader<'_>,
+    sub: &SubTree<'_>,
+    prefix: &str,
+    name: String,
+    version: String,
+) -> Option<Framework> {
+    let package = match Package::load(sub) {
+        Ok(p) => p,
+        Err(e) => {
+            let (file, line, reason) = package_error_location(prefix, &e);
+            l.error(&file, line, reason);
+            return None;
+        }
+    };
+    let operator_file = format!("{prefix}operator.yaml");
+    if package.operator.name != name {
+        l.error(
+            &operator_file,
+            line_of_key(sub, "operator.yaml", "name"),
+            format!(
+                "name is {:?} but the package lives in frameworks/{name}/",
+                package.operator.name
+            ),
+        );
+    }
+    if package.operator.operator_version != version {
+        l.error(
+            &operator_file,
+            line_of_key(sub, "operator.yaml", "operatorVersion"),
+            format!(
+                "operatorVersion is {:?} but the package lives in frameworks/{name}/{version}/",
+                package.operator.operator_version
+            ),
+        );
+    }
+    let report = verify(&package);
+    for e in &report.errors {
+        l.error(prefix, None, format!("package verify: {e}"));
+    }
+    match package.to_resources() {
+        Ok(r) if report.errors.is_empty() => Some(Framework {
+            name,
+            version,
+            operator: r.operator,
+            operator_version: r.operator_version,
+        }),
+        Ok(_) => None,
+        Err(e) => {
+            let (file, line, reason) = package_error_location(prefix, &e);
+            l.error(&file, line, reason);
+            None
+        }
+    }
 }
 
 fn package_error_location(prefix: &str, e: &PackageError) -> (String, Option<u64>, String) {
@@ -671,6 +894,96 @@ mod tests {
             Strategy::MaxUnavailable(Count::Percent(50))
         );
         assert_eq!(state.instances["web/session-cache-prod"].targets, ["prod"]);
+    }
+
+    #[test]
+    fn unchanged_packages_and_instances_are_reused() {
+        let relay_doc = |workers: u32| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("repos-example/instances/all/edge-relay.yaml");
+            std::fs::read_to_string(path)
+                .expect("read")
+                .replace("WORKERS: 2", &format!("WORKERS: {workers}"))
+        };
+        let mut cache = DesiredCache::new();
+        let a = example_with(&[]);
+        load_cached(&a, REV, &clusters(), &mut cache).expect("A valid");
+        let s0 = cache.stats();
+        assert_eq!((s0.packages_parsed, s0.instances_rendered), (4, 4));
+
+        // B changes one instance file: that instance alone is rendered again.
+        let doc = relay_doc(3);
+        let b = example_with(&[("instances/all/edge-relay.yaml", Some(&doc))]);
+        let state = load_cached(&b, "b", &clusters(), &mut cache).expect("B valid");
+        assert_eq!(
+            state.instances["messaging/edge-relay"].parameters["WORKERS"],
+            "3"
+        );
+        let s1 = cache.stats();
+        assert_eq!(s1.packages_parsed - s0.packages_parsed, 0);
+        assert_eq!(s1.packages_reused - s0.packages_reused, 4);
+        assert_eq!(s1.instances_rendered - s0.instances_rendered, 1);
+        assert_eq!(s1.instances_reused - s0.instances_reused, 3);
+
+        // C changes one file of the relay package: that package is parsed again, and the
+        // one instance using it is rendered again.
+        let routes = "frameworks/relay/2.0.0/templates/routes.yaml";
+        let mut text = String::from_utf8(a.read(routes).expect("read")).expect("utf8");
+        text.insert_str(0, "# changed\n");
+        let c = example_with(&[
+            ("instances/all/edge-relay.yaml", Some(&doc)),
+            (routes, Some(&text)),
+        ]);
+        load_cached(&c, "c", &clusters(), &mut cache).expect("C valid");
+        let s2 = cache.stats();
+        assert_eq!(s2.packages_parsed - s1.packages_parsed, 1);
+        assert_eq!(s2.instances_rendered - s1.instances_rendered, 1);
+
+        // A cached error is reported again, naming the new revision.
+        let bad = doc.replace("WORKERS: 3", "NOPE: 1");
+        let d = example_with(&[("instances/all/edge-relay.yaml", Some(&bad))]);
+        let first = load_cached(&d, "d1d1d1d1d1d1", &clusters(), &mut cache).expect_err("bad");
+        let again = load_cached(&d, "d2d2d2d2d2d2", &clusters(), &mut cache).expect_err("bad");
+        assert!(
+            first
+                .to_string()
+                .contains("d1d1d1d1d1d1: instances/all/edge-relay.yaml"),
+            "{first}"
+        );
+        assert!(
+            again
+                .to_string()
+                .contains("d2d2d2d2d2d2: instances/all/edge-relay.yaml"),
+            "{again}"
+        );
+        assert_eq!(cache.stats().instances_rendered - s2.instances_rendered, 1);
+
+        // A different set of clusters changes targets: every instance is rendered again.
+        let s3 = cache.stats();
+        let two = &clusters()[..2];
+        let state = load_cached(&a, REV, two, &mut cache).expect("valid on two clusters");
+        assert_eq!(
+            state.instances["messaging/edge-relay"].targets,
+            ["dev", "staging"]
+        );
+        assert_eq!(cache.stats().instances_rendered - s3.instances_rendered, 4);
+    }
+
+    /// Not a timing test: prints what the cache saves on the example repository.
+    #[test]
+    fn example_repository_load_time_with_cache() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("repos-example");
+        let dir = DirTree::new(&root);
+        let mut cache = DesiredCache::new();
+        let t = std::time::Instant::now();
+        load_cached(&dir, REV, &clusters(), &mut cache).expect("valid");
+        let cold = t.elapsed();
+        let t = std::time::Instant::now();
+        load_cached(&dir, REV, &clusters(), &mut cache).expect("valid");
+        let warm = t.elapsed();
+        let s = cache.stats();
+        assert_eq!((s.packages_reused, s.instances_reused), (4, 4));
+        println!("repos-example load: cold {cold:?}, cached {warm:?} ({s:?})");
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! Also here: the revision of a plain local directory (a hash of its content), the poll
 //! delay with jitter and failure backoff, and the debounced directory watcher.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use git2::{FetchOptions, Oid, RemoteCallbacks, Repository as GitRepo};
 use sha2::{Digest, Sha256};
+use tracing::debug;
 
 use super::config::{Credentials, Repository};
 use crate::package::{FileTree, PackageError};
@@ -66,6 +68,12 @@ pub struct GitSource {
 
 const TARGET_REF: &str = "refs/kudo/target";
 
+#[derive(Debug, Clone, Copy)]
+enum Depth {
+    Shallow,
+    Full,
+}
+
 impl GitSource {
     pub fn new(repo: &Repository, url: &str, cache_dir: &Path) -> GitSource {
         let digest = hex::encode(Sha256::digest(url.as_bytes()));
@@ -112,9 +120,11 @@ impl GitSource {
             {
                 return Ok(oid.to_string());
             }
+            // Any ancestor may be asked for, so this fetch is full (and unshallows the mirror).
             self.fetch(
                 &repo,
                 &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                Depth::Full,
             )?;
             let oid = Oid::from_str(&reference).map_err(|_| self.not_found())?;
             return match repo.find_commit(oid) {
@@ -137,7 +147,7 @@ impl GitSource {
             if let Ok(mut r) = repo.find_reference(TARGET_REF) {
                 let _ = r.delete();
             }
-            match self.fetch(&repo, &[spec.as_str()]) {
+            match self.fetch_shallow_first(&repo, spec) {
                 Ok(()) => {
                     let Ok(obj) = repo.revparse_single(TARGET_REF) else {
                         last = Some(self.not_found());
@@ -165,7 +175,19 @@ impl GitSource {
         }
     }
 
-    fn fetch(&self, repo: &GitRepo, refspecs: &[&str]) -> Result<(), GitError> {
+    /// Only the tip is needed to read a branch or tag, so fetch depth 1; a remote or transport
+    /// that refuses shallow fetches gets a full one instead.
+    fn fetch_shallow_first(&self, repo: &GitRepo, spec: &str) -> Result<(), GitError> {
+        match self.fetch(repo, &[spec], Depth::Shallow) {
+            Err(e @ GitError::Fetch { .. }) => {
+                debug!(repository = %self.name, error = %e, "shallow fetch failed; fetching in full");
+                self.fetch(repo, &[spec], Depth::Full)
+            }
+            other => other,
+        }
+    }
+
+    fn fetch(&self, repo: &GitRepo, refspecs: &[&str], depth: Depth) -> Result<(), GitError> {
         let mut remote = repo
             .remote_anonymous(&self.url)
             .map_err(|e| GitError::Fetch {
@@ -192,6 +214,16 @@ impl GitSource {
         let mut options = FetchOptions::new();
         options.remote_callbacks(callbacks);
         options.download_tags(git2::AutotagOption::None);
+        match depth {
+            Depth::Shallow => {
+                options.depth(1);
+            }
+            // libgit2's GIT_FETCH_DEPTH_UNSHALLOW: deepen a shallow mirror to full history.
+            Depth::Full if repo.is_shallow() => {
+                options.depth(i32::MAX);
+            }
+            Depth::Full => {}
+        }
         remote
             .fetch(refspecs, Some(&mut options), None)
             .map_err(|e| {
@@ -236,18 +268,18 @@ impl GitSource {
                     .map_err(|_| err(format!("path {:?} does not exist", self.subpath)))?
                     .id()
             };
-            let mut paths = Vec::new();
+            let mut paths = BTreeMap::new();
             let sub = repo
                 .find_tree(root)
                 .map_err(|e| err(e.message().to_string()))?;
             sub.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
                 if entry.kind() == Some(git2::ObjectType::Blob) {
-                    paths.push(format!("{dir}{}", entry.name().unwrap_or_default()));
+                    let path = format!("{dir}{}", entry.name().unwrap_or_default());
+                    paths.insert(path, entry.id());
                 }
                 git2::TreeWalkResult::Ok
             })
             .map_err(|e| err(e.message().to_string()))?;
-            paths.sort();
             (root, paths)
         };
         Ok(GitTree {
@@ -264,7 +296,8 @@ pub struct GitTree {
     describe: String,
     repo: GitRepo,
     root: Oid,
-    paths: Vec<String>,
+    /// Path → blob id, sorted by path.
+    paths: BTreeMap<String, Oid>,
 }
 
 impl FileTree for GitTree {
@@ -273,7 +306,11 @@ impl FileTree for GitTree {
     }
 
     fn paths(&self) -> Result<Vec<String>, PackageError> {
-        Ok(self.paths.clone())
+        Ok(self.paths.keys().cloned().collect())
+    }
+
+    fn content_id(&self, path: &str) -> Option<String> {
+        self.paths.get(path).map(|oid| format!("blob:{oid}"))
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, PackageError> {
@@ -281,16 +318,21 @@ impl FileTree for GitTree {
             path: format!("{}:{path}", self.describe),
             source: std::io::Error::other(message),
         };
-        let tree = self
-            .repo
-            .find_tree(self.root)
-            .map_err(|e| io(e.message().to_string()))?;
-        let entry = tree
-            .get_path(Path::new(path))
-            .map_err(|e| io(e.message().to_string()))?;
+        let oid = match self.paths.get(path) {
+            Some(oid) => *oid,
+            None => {
+                let tree = self
+                    .repo
+                    .find_tree(self.root)
+                    .map_err(|e| io(e.message().to_string()))?;
+                tree.get_path(Path::new(path))
+                    .map_err(|e| io(e.message().to_string()))?
+                    .id()
+            }
+        };
         let blob = self
             .repo
-            .find_blob(entry.id())
+            .find_blob(oid)
             .map_err(|e| io(e.message().to_string()))?;
         Ok(blob.content().to_vec())
     }

@@ -507,8 +507,9 @@ async fn repo_task(
         Source::Dir(_) => None,
     };
     let mut last_seen: Option<String> = None;
+    let cache = Arc::new(Mutex::new(desired::DesiredCache::new()));
     loop {
-        let failures = sync_once(&shared, &repo, git.as_ref(), &mut last_seen).await;
+        let failures = sync_once(&shared, &repo, git.as_ref(), &cache, &mut last_seen).await;
         let delay = next_poll(repo.interval, failures, fastrand::f64());
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -525,8 +526,10 @@ async fn sync_once(
     shared: &Arc<Shared>,
     repo: &Repository,
     git: Option<&GitSource>,
+    cache: &Arc<Mutex<desired::DesiredCache>>,
     last_seen: &mut Option<String>,
 ) -> u32 {
+    let cache = cache.clone();
     let clusters: Vec<ClusterInfo> = shared.clusters.iter().map(|c| c.info.clone()).collect();
     let git = git.cloned();
     let source = repo.source.clone();
@@ -541,7 +544,7 @@ async fn sync_once(
                     return Ok(None);
                 }
                 let tree = g.tree(&commit).map_err(|e| e.to_string())?;
-                let loaded = desired::load(&tree, &commit, &clusters);
+                let loaded = desired::load_cached(&tree, &commit, &clusters, &mut lock(&cache));
                 Ok(Some((commit, loaded)))
             }
             (None, Source::Dir(dir)) => {
@@ -555,7 +558,7 @@ async fn sync_once(
                 if seen.as_deref() == Some(rev.as_str()) {
                     return Ok(None);
                 }
-                let loaded = desired::load(&tree, &rev, &clusters);
+                let loaded = desired::load_cached(&tree, &rev, &clusters, &mut lock(&cache));
                 Ok(Some((rev, loaded)))
             }
             (None, Source::Git(_)) => Err("internal: git source without a mirror".into()),

@@ -16,6 +16,11 @@ pub trait FileTree {
     fn paths(&self) -> Result<Vec<String>, PackageError>;
     /// The content of one file listed by `paths`.
     fn read(&self, path: &str) -> Result<Vec<u8>, PackageError>;
+    /// A cheap identity of one file's content (a Git blob id), when the tree knows one
+    /// without reading the file; callers hash the content otherwise.
+    fn content_id(&self, _path: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A package directory on disk.
