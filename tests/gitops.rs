@@ -797,5 +797,28 @@ async fn rejected_credentials_mark_only_that_cluster_down() {
         .find(|c| c["name"] == "good")
         .expect("good listed");
     assert_eq!(good["up"], true, "{good}");
+    // The engine's metrics are served beside the status API; labels stay bounded (no error
+    // text such as the locked-out cluster's reason ever becomes a label).
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let metrics = out.split("\r\n\r\n").nth(1).expect("body");
+    assert!(
+        metrics.contains("kudo_plan_executions_total{cluster=\"good\"")
+            && metrics.contains("result=\"complete\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kudo_plan_status{cluster=\"good\""),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("unauthorized"),
+        "error text in a label:\n{metrics}"
+    );
     daemon.shutdown().await;
 }

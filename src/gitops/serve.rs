@@ -156,6 +156,9 @@ pub struct Shared {
     rollouts: Mutex<BTreeMap<String, State>>,
     /// Planner passes so far (tests wait on progress, not on time).
     passes: std::sync::atomic::AtomicU64,
+    /// Every subsystem's metrics, served at `/metrics`.
+    registry: Arc<prometheus_client::registry::Registry>,
+    engine_metrics: Arc<crate::metrics::EngineMetrics>,
 }
 
 /// A running daemon. Dropping it stops nothing; call [`Daemon::shutdown`].
@@ -238,6 +241,7 @@ impl Daemon {
                 )
             })
             .collect();
+        let (registry, engine_metrics) = crate::metrics::registry_with_engine();
         let shared = Arc::new(Shared {
             config: config.clone(),
             options,
@@ -247,6 +251,8 @@ impl Daemon {
             desired: RwLock::new(None),
             rollouts: Mutex::new(BTreeMap::new()),
             passes: Default::default(),
+            registry: Arc::new(registry),
+            engine_metrics,
         });
         let mut tasks = Vec::new();
         let mut watchers = Vec::new();
@@ -617,14 +623,14 @@ async fn cluster_worker(
             if !engine_started {
                 install_crds(&slot.cluster).await?;
                 let mut rx = stop.clone();
-                tokio::spawn(crate::engine::controller::run(
+                let ctx = Arc::new(crate::engine::reconcile::Context::with_metrics(
                     slot.cluster.clone(),
-                    None,
                     shared.options.engine_poll,
-                    async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    },
+                    shared.engine_metrics.clone(),
                 ));
+                tokio::spawn(crate::engine::controller::run_with(ctx, None, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }));
                 engine_started = true;
                 info!(cluster = %name, "CRDs installed, engine started");
             }
@@ -802,10 +808,10 @@ fn strip_empty_status(obj: &mut Value) {
 
 // ---- HTTP ----
 
-/// The HTTP API: health, readiness, status, and the Git webhook.
+/// The HTTP API: health, readiness, status, metrics and the Git webhook.
 pub fn router(shared: Arc<Shared>) -> axum::Router {
     use axum::routing::{get, post};
-    axum::Router::new()
+    crate::metrics::server::metrics_route(shared.registry.clone())
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",

@@ -12,25 +12,29 @@ use prometheus_client::registry::Registry;
 
 /// Routes `/metrics`, `/healthz` and `/readyz`.
 pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        super::encode(&registry),
-                    )
-                        .into_response()
-                }
-            }),
-        )
+    metrics_route(registry)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
+}
+
+/// Routes `/metrics` only (for servers with their own health endpoints).
+pub fn metrics_route<S: Clone + Send + Sync + 'static>(registry: Arc<Registry>) -> Router<S> {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    super::encode(&registry),
+                )
+                    .into_response()
+            }
+        }),
+    )
 }
 
 /// Serves [`router`] on `addr` until `shutdown` resolves. Binding errors name the address.
