@@ -364,7 +364,6 @@ async fn reconcile_instance(
                     set_ready(&mut status, "False", "InvalidParameters", &message);
                 }
                 Ok(_) => {
-                    span.record("plan", plan.as_str());
                     let snap = start_plan(
                         inst,
                         &instances,
@@ -576,7 +575,10 @@ async fn run_active(
         ),
     }
     if plan_now != plan_before {
-        info!(plan = %active.plan, status = ?plan_now, "plan status changed");
+        info!(
+            status = plan_now.map(ExecutionStatus::as_str).unwrap_or("none"),
+            "plan status changed"
+        );
         let patch = json!({"spec": {"planExecution": {"status": plan_now}}});
         instances
             .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
