@@ -632,6 +632,7 @@ async fn cluster_worker(
                     let _ = rx.wait_for(|s| *s).await;
                 }));
                 engine_started = true;
+                tokio::spawn(wake_on_instance_changes(slot.clone(), stop.clone()));
                 info!(cluster = %name, "CRDs installed, engine started");
             }
             work(&shared, &slot).await
@@ -666,6 +667,30 @@ async fn cluster_worker(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = slot.wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Wakes the cluster worker whenever a managed Instance changes (its plan status above all),
+/// so a rollout wave advances on the event that finishes it, not on the next poll; the
+/// worker's interval remains the fallback when the watch is down.
+async fn wake_on_instance_changes(
+    slot: Arc<ClusterSlot>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: kube::Api<crate::api::Instance> = kube::Api::all(slot.cluster.client().clone());
+    let config = watcher::Config::default().labels(MANAGED_LABEL);
+    let mut events = watcher(api, config).default_backoff().boxed();
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(_)) => slot.wake.notify_one(),
+                Some(Err(_)) => {}
+                None => return,
+            },
             _ = stop.wait_for(|s| *s) => return,
         }
     }
