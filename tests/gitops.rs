@@ -822,3 +822,76 @@ async fn rejected_credentials_mark_only_that_cluster_down() {
     );
     daemon.shutdown().await;
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A plain local directory is watched: with polling at 1h, only the `notify` watch can
+/// notice an edited instance file, and the edit becomes the applied revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_local_directory_applies_each_settled_edit() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("repo");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("repos-example"),
+        &dir,
+    );
+    let config_text = format!(
+        "cacheDir: {}\nrepositories:\n  - name: local\n    url: {}\n    interval: 1h\nclusters:\n  - name: dev\n    sim: {{readyDelay: 100ms}}\n    labels: {{env: dev}}\n  - name: staging\n    sim: {{readyDelay: 100ms}}\n    labels: {{env: staging}}\n  - name: prod\n    sim: {{readyDelay: 100ms}}\n    labels: {{env: prod}}\n",
+        work.path().join("cache").display(),
+        dir.display()
+    );
+    let config = Config::parse("kudo.yaml", &config_text, work.path()).expect("config");
+    let options = Options {
+        observe_interval: Duration::from_millis(500),
+        engine_poll: Duration::from_millis(500),
+        debounce: Duration::from_millis(100),
+    };
+    let daemon = Daemon::start(config, options).await.expect("daemon");
+    let shared = daemon.shared.clone();
+    let applied = |shared: &std::sync::Arc<Shared>| {
+        shared
+            .status()
+            .repositories
+            .first()
+            .and_then(|r| r.applied_revision.clone())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(rev) = applied(&shared) {
+            break rev;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the directory was never applied: {:?}",
+            shared.status().repositories
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let file = dir.join("instances/dev/session-cache.yaml");
+    let text = std::fs::read_to_string(&file).expect("instance");
+    std::fs::write(&file, text.replace("REPLICAS: 1", "REPLICAS: 2")).expect("edit");
+    let second = loop {
+        match applied(&shared) {
+            Some(rev) if rev != first => break rev,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edit was not picked up by the watch"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(second.starts_with("dir-"), "{second}");
+    daemon.shutdown().await;
+}
