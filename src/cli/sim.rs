@@ -130,8 +130,18 @@ pub async fn run(args: Args) -> CliResult {
         path: path.clone(),
         source,
     })?;
-    println!("{}", path.display());
-    println!("export KUBECONFIG={}", path.display());
+    // One write, and a closed stdout (a caller that read the path and went away) must not
+    // take the served clusters down, as println! would by panicking on EPIPE.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = write!(
+            out,
+            "{path}\nexport KUBECONFIG={path}\n",
+            path = path.display()
+        );
+        let _ = out.flush();
+    }
     tracing::info!(clusters = args.clusters, kubeconfig = %path.display(), "serving until Ctrl-C");
     // Ctrl-C (or SIGTERM's default) ends the process; servers stop when dropped.
     let _ = tokio::signal::ctrl_c().await;
