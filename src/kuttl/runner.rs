@@ -757,7 +757,24 @@ fn link_tools(bin_dir: &Path, binary: &Path) -> Result<(), RunError> {
     for name in ["kubectl-kudo", "kudo"] {
         std::os::unix::fs::symlink(binary, bin_dir.join(name)).map_err(err)?;
     }
+    // Without kubectl on the machine, `kubectl kudo ...` still reaches kudo; any other
+    // kubectl command says what is missing.
+    if !on_path("kubectl") {
+        use std::os::unix::fs::PermissionsExt as _;
+        let shim = bin_dir.join("kubectl");
+        let script = format!(
+            "#!/bin/sh\nif [ \"$1\" = kudo ]; then shift; exec '{}' \"$@\"; fi\necho 'kubectl is not installed; only `kubectl kudo` is available here' >&2\nexit 127\n",
+            binary.display()
+        );
+        std::fs::write(&shim, script).map_err(err)?;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
+    }
     Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// A copy of the kubeconfig whose current context is `context`.
