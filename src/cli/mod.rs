@@ -47,6 +47,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The GitOps control plane: sync frameworks and instances from Git and run their plans
+    /// on every matching cluster (no config: repos-example/ on three simulated clusters).
+    Serve(serve::Args),
     /// Print the kudo.dev/v1beta1 CustomResourceDefinitions (Operator, OperatorVersion, Instance).
     Crds(crds::Args),
     /// Run the plan engine for every Instance on the given clusters (KUDO's manager).
@@ -70,13 +73,10 @@ pub enum Command {
     Upgrade(upgrade::Args),
     /// Delete an instance.
     Uninstall(uninstall::Args),
-    /// Show plan status, trigger a plan, or list past plan runs.
+    /// Show plan status, trigger, cancel or retry a plan, or list past plan runs.
     Plan(plan::Args),
     /// List instances, operators or operator versions in a namespace.
     Get(get::Args),
-    /// The GitOps control plane: sync frameworks and instances from Git and run their plans
-    /// on every matching cluster (no config: repos-example/ on three simulated clusters).
-    Serve(serve::Args),
     /// Play the workload controllers a test cluster lacks (readiness, Job completion) until
     /// stopped; for envtest and kuttl suites.
     Workloads(workloads::Args),

@@ -277,16 +277,8 @@ async fn reconcile_instance(
                 .as_ref()
                 .is_some_and(|s| s.plan == trigger::CLEANUP);
             if !running_cleanup {
-                let snap = start_plan(
-                    inst,
-                    &instances,
-                    names,
-                    ov,
-                    trigger::CLEANUP,
-                    &mut status,
-                    snapshot.as_ref(),
-                )
-                .await?;
+                let snap =
+                    start_plan(inst, &instances, names, ov, trigger::CLEANUP, &mut status).await?;
                 info!(plan = trigger::CLEANUP, reason = %trigger::Reason::Deletion, "plan started");
                 return run_active(inst, &instances, ctx, names, ov, &snap, &before, status).await;
             }
@@ -364,16 +356,7 @@ async fn reconcile_instance(
                     set_ready(&mut status, "False", "InvalidParameters", &message);
                 }
                 Ok(_) => {
-                    let snap = start_plan(
-                        inst,
-                        &instances,
-                        names,
-                        &ov,
-                        &plan,
-                        &mut status,
-                        snapshot.as_ref(),
-                    )
-                    .await?;
+                    let snap = start_plan(inst, &instances, names, &ov, &plan, &mut status).await?;
                     info!(%plan, %reason, uid = %snap.plan_uid, "plan started");
                     active = Some(snap);
                 }
@@ -407,7 +390,6 @@ async fn start_plan(
     ov: &OperatorVersion,
     plan: &str,
     status: &mut InstanceStatus,
-    _previous: Option<&Snapshot>,
 ) -> Result<Snapshot, ReconcileError> {
     let uid = uuid::Uuid::new_v4().to_string();
     let snap = Snapshot::of(&inst.spec, plan, &uid);
@@ -495,7 +477,6 @@ async fn run_active(
                         instance: names.name.clone(),
                         instance_uid: inst.uid().unwrap_or_default(),
                         namespace: names.namespace.clone(),
-                        plan_uid: active.plan_uid.clone(),
                     };
                     let mut runner = ClusterRunner {
                         cluster: &ctx.cluster,

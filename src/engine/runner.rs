@@ -23,7 +23,6 @@ pub struct InstanceInfo {
     pub instance: String,
     pub instance_uid: String,
     pub namespace: String,
-    pub plan_uid: String,
 }
 
 /// Runs tasks against one cluster for one instance.

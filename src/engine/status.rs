@@ -34,19 +34,6 @@ pub fn new_plan_status(plan_name: &str, plan: &Plan, uid: &str) -> PlanStatus {
     }
 }
 
-/// A status tree for a plan that has never run (shown by `kudo plan status`).
-pub fn never_run_status(plan_name: &str, plan: &Plan) -> PlanStatus {
-    let mut status = new_plan_status(plan_name, plan, "");
-    status.status = Some(ExecutionStatus::NeverRun);
-    for phase in &mut status.phases {
-        phase.status = Some(ExecutionStatus::NeverRun);
-        for step in &mut phase.steps {
-            step.status = Some(ExecutionStatus::NeverRun);
-        }
-    }
-    status
-}
-
 /// The status of a phase or step that is done and must never run again in this plan run.
 pub fn is_finished(status: Option<ExecutionStatus>) -> bool {
     status.is_some_and(ExecutionStatus::is_terminal)
@@ -81,22 +68,6 @@ pub fn align(status: &mut PlanStatus, plan: &Plan) {
         phases.push(phase);
     }
     status.phases = phases;
-}
-
-/// The plan that is currently running on an instance, if any: the one with a non-terminal
-/// status (there is at most one; ties go to the most recently updated).
-pub fn active_plan(
-    statuses: &std::collections::BTreeMap<String, PlanStatus>,
-) -> Option<&PlanStatus> {
-    statuses
-        .values()
-        .filter(|p| p.status.is_some_and(ExecutionStatus::is_running))
-        .max_by(|a, b| {
-            a.last_updated_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .cmp(&b.last_updated_timestamp.as_ref().map(|t| t.0))
-        })
 }
 
 /// Cancels a running plan: the plan and every phase and step not yet finished become

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::api::{ExecutionStatus as S, InstanceSpec, OperatorVersionSpec, Plan, Task};
 
-use super::status::{never_run_status, new_plan_status};
+use super::status::new_plan_status;
 use super::trigger::{Decision, Reason, Snapshot, decide, on_deletion};
 use super::workflow::{StepRef, TaskOutcome, TaskRunner, execute};
 
@@ -293,8 +293,6 @@ fn new_uid_resets_the_tree() {
     let fresh = new_plan_status("deploy", &plan, "u2");
     assert_eq!(fresh.uid, "u2");
     assert!(step_states(&fresh).iter().all(|(_, s)| *s == S::Pending));
-    let never = never_run_status("deploy", &plan);
-    assert!(step_states(&never).iter().all(|(_, s)| *s == S::NeverRun));
 }
 
 // ---- triggers ----
