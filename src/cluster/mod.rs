@@ -132,6 +132,16 @@ impl Cluster {
         self
     }
 
+    /// Counts every request of this handle's client (and of clients cloned from it later)
+    /// in `kudo_cluster_api_requests_total` and its latency histogram.
+    pub fn with_api_metrics(
+        mut self,
+        metrics: std::sync::Arc<crate::metrics::ClusterMetrics>,
+    ) -> Self {
+        self.client = crate::metrics::cluster::metered_client(self.client, &self.name, metrics);
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

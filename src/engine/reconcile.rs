@@ -174,7 +174,9 @@ pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action,
         cluster = %names.cluster,
         namespace = %names.namespace,
         instance = %names.name,
-        plan = tracing::field::Empty
+        plan = tracing::field::Empty,
+        phase = tracing::field::Empty,
+        step = tracing::field::Empty
     );
     let started = std::time::Instant::now();
     let result = reconcile_instance(&inst, &ctx, &names)
@@ -521,6 +523,17 @@ async fn run_active(
     }
     let plan_now = tree.status;
     let plan_message = tree.message.clone();
+    // The span names where the plan stands: its first unfinished (or failed) step.
+    if let Some((phase, step)) = tree.phases.iter().find_map(|ph| {
+        ph.steps
+            .iter()
+            .find(|st| st.status != Some(ExecutionStatus::Complete))
+            .map(|st| (ph.name.as_str(), st.name.as_str()))
+    }) {
+        let span = tracing::Span::current();
+        span.record("phase", phase);
+        span.record("step", step);
+    }
     record_plan_metrics(
         ctx,
         names,

@@ -8,4 +8,5 @@ pub mod git;
 pub mod placement;
 pub mod rollout;
 pub mod serve;
+pub mod status;
 pub mod webhook;

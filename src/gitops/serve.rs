@@ -28,6 +28,7 @@ use super::placement::ClusterInfo;
 use super::rollout::{self, Progress, State};
 use crate::api::Instance;
 use crate::cluster::{Cluster, ClusterError, ObjectRef};
+use crate::metrics::gitops::{RolloutState, SyncResult};
 use crate::package::DirTree;
 use crate::sim::SimCluster;
 use crate::sim::workload::{WorkloadConfig, Workloads};
@@ -119,6 +120,12 @@ pub struct ClusterProgressView {
     pub progress: Progress,
     /// Plan name → status on that cluster (whatever spec it runs).
     pub plans: BTreeMap<String, String>,
+    /// The revision that last applied the live Instance there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The running (or last) plan: phase, step, steps done of total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<super::status::PlanDetail>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,6 +166,12 @@ pub struct Shared {
     /// Every subsystem's metrics, served at `/metrics`.
     registry: Arc<prometheus_client::registry::Registry>,
     engine_metrics: Arc<crate::metrics::EngineMetrics>,
+    metrics: crate::metrics::Metrics,
+    /// Revision → Unix time of its commit (or of it being first seen, for directories).
+    revision_times: Mutex<BTreeMap<String, i64>>,
+    /// Instances the planner applied a new spec for, until their rollout completes
+    /// (the commit-to-converged clock runs for those only).
+    converging: Mutex<BTreeSet<String>>,
 }
 
 /// A running daemon. Dropping it stops nothing; call [`Daemon::shutdown`].
@@ -175,6 +188,7 @@ impl Daemon {
     /// access for that name (tests hand in clients they built).
     pub async fn start(config: Config, options: Options) -> Result<Daemon, ServeError> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (registry, metrics) = crate::metrics::registry();
         let mut sims = Vec::new();
         let mut slots = Vec::new();
         for c in &config.clusters {
@@ -205,7 +219,9 @@ impl Daemon {
                         })?
                 }
             }
-            .with_request_timeout(c.request_timeout);
+            .with_request_timeout(c.request_timeout)
+            .with_api_metrics(metrics.cluster.clone());
+            metrics.cluster.set_up(&c.name, false, None);
             slots.push(Arc::new(ClusterSlot {
                 info: ClusterInfo {
                     name: c.name.clone(),
@@ -241,7 +257,9 @@ impl Daemon {
                 )
             })
             .collect();
-        let (registry, engine_metrics) = crate::metrics::registry_with_engine();
+        for r in &config.repositories {
+            metrics.gitops.init_repository(&r.name);
+        }
         let shared = Arc::new(Shared {
             config: config.clone(),
             options,
@@ -252,7 +270,10 @@ impl Daemon {
             rollouts: Mutex::new(BTreeMap::new()),
             passes: Default::default(),
             registry: Arc::new(registry),
-            engine_metrics,
+            engine_metrics: metrics.engine.clone(),
+            metrics,
+            revision_times: Mutex::new(BTreeMap::new()),
+            converging: Mutex::new(BTreeSet::new()),
         });
         let mut tasks = Vec::new();
         let mut watchers = Vec::new();
@@ -316,9 +337,12 @@ impl Shared {
         self.passes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Ready once every repository has a good revision and every cluster was probed.
+    /// Ready once every repository was synced (a revision was read, good or refused) and
+    /// every cluster was probed (up or down).
     pub fn ready(&self) -> bool {
-        let repos_ok = lock(&self.repos).values().all(|r| r.good.is_some());
+        let repos_ok = lock(&self.repos)
+            .values()
+            .all(|r| r.revision.is_some() || r.good.is_some());
         let probed = self
             .clusters
             .iter()
@@ -372,6 +396,14 @@ impl Shared {
                                 &inst.parameters,
                             ),
                             plans,
+                            revision: live.and_then(|i| {
+                                i.metadata
+                                    .annotations
+                                    .as_ref()?
+                                    .get(REVISION_ANNOTATION)
+                                    .cloned()
+                            }),
+                            detail: live.and_then(super::status::plan_detail),
                         },
                     );
                 }
@@ -394,6 +426,91 @@ impl Shared {
             clusters,
             instances,
         }
+    }
+
+    /// One desired instance (by name, and namespace when given) on each of its clusters:
+    /// the live Instance and the OperatorVersion it runs. Errors name what matched.
+    pub fn instance_detail(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<super::status::InstanceDetail, String> {
+        let desired = self
+            .desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| "no desired state yet (no repository synced)".to_string())?;
+        let matches: Vec<&DesiredInstance> = desired
+            .instances
+            .values()
+            .filter(|i| i.name == name && namespace.is_none_or(|n| n == i.namespace))
+            .collect();
+        let inst = match matches.as_slice() {
+            [one] => *one,
+            [] => {
+                let known: Vec<String> = desired.instances.keys().cloned().collect();
+                return Err(format!(
+                    "instance {name:?}{} is not in the desired state (instances: {})",
+                    namespace
+                        .map(|n| format!(" in namespace {n:?}"))
+                        .unwrap_or_default(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+            many => {
+                let keys: Vec<String> = many.iter().map(|i| i.key()).collect();
+                return Err(format!(
+                    "instance {name:?} exists in several namespaces ({}); name one",
+                    keys.join(", ")
+                ));
+            }
+        };
+        let key = inst.key();
+        let mut clusters = BTreeMap::new();
+        for target in &inst.targets {
+            let Some(slot) = self.clusters.iter().find(|c| &c.info.name == target) else {
+                continue;
+            };
+            let live = lock(&slot.seen)
+                .as_ref()
+                .and_then(|s| s.get(&key))
+                .map(|s| s.instance.clone());
+            let ov_name = live
+                .as_ref()
+                .and_then(|i| i.spec.operator_version.name.clone())
+                .unwrap_or_else(|| inst.operator_version.clone());
+            let operator_version = desired
+                .frameworks
+                .values()
+                .find(|f| f.operator_version.metadata.name.as_deref() == Some(ov_name.as_str()))
+                .map(|f| f.operator_version.clone());
+            clusters.insert(
+                target.clone(),
+                super::status::ClusterInstance {
+                    progress: rollout::observe(
+                        live.as_ref(),
+                        &inst.operator_version,
+                        &inst.parameters,
+                    )
+                    .as_str()
+                    .to_string(),
+                    instance: live,
+                    operator_version,
+                    up: lock(&slot.status).up,
+                },
+            );
+        }
+        Ok(super::status::InstanceDetail {
+            namespace: inst.namespace.clone(),
+            name: inst.name.clone(),
+            revision: desired.revision.clone(),
+            clusters,
+        })
     }
 
     /// Combines the repositories' good revisions into one desired state; an instance defined
@@ -461,6 +578,7 @@ impl Shared {
             for c in &p.apply_now {
                 apply.entry(c.clone()).or_default().insert(key.clone());
             }
+            self.record_rollout(key, inst, &desired.revision, &observed, &p);
             let previous = lock(&self.rollouts).get(key).cloned();
             if previous.as_ref() != Some(&p.state) {
                 match &p.state {
@@ -477,7 +595,14 @@ impl Shared {
             }
             states.insert(key.clone(), p.state);
         }
-        *lock(&self.rollouts) = states;
+        let mut rollouts = lock(&self.rollouts);
+        for gone in rollouts.keys().filter(|k| !states.contains_key(*k)) {
+            if let Some((ns, name)) = gone.split_once('/') {
+                self.metrics.gitops.forget_rollout(ns, name);
+            }
+        }
+        *rollouts = states;
+        drop(rollouts);
         for slot in &self.clusters {
             let new = apply.remove(&slot.info.name).unwrap_or_default();
             let mut current = lock(&slot.apply);
@@ -487,6 +612,53 @@ impl Shared {
                 if wake {
                     slot.wake.notify_one();
                 }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Rollout gauges of one instance, and the commit-to-converged time when a rollout the
+    /// planner started completes.
+    fn record_rollout(
+        &self,
+        key: &str,
+        inst: &DesiredInstance,
+        revision: &str,
+        observed: &BTreeMap<String, Progress>,
+        p: &rollout::RolloutPlan,
+    ) {
+        let halted = matches!(p.state, State::Halted { .. });
+        let counts: Vec<(RolloutState, i64)> = observed
+            .values()
+            .map(|progress| {
+                let state = match progress {
+                    Progress::Complete => RolloutState::complete,
+                    Progress::InProgress => RolloutState::in_progress,
+                    Progress::Failed(_) => RolloutState::halted,
+                    Progress::NotApplied | Progress::Pending if halted => RolloutState::halted,
+                    Progress::NotApplied | Progress::Pending => RolloutState::pending,
+                };
+                (state, 1)
+            })
+            .collect();
+        let gm = &self.metrics.gitops;
+        gm.set_rollout(&inst.namespace, &inst.name, &counts);
+        let mut converging = lock(&self.converging);
+        if !p.apply_now.is_empty() {
+            converging.insert(key.to_string());
+        }
+        if p.state == State::Complete && converging.remove(key) {
+            // A combined revision ("a,b") converged when its newest part did.
+            let times = lock(&self.revision_times);
+            let since = revision.split(',').filter_map(|r| times.get(r)).max();
+            if let Some(since) = since {
+                let seconds = (jiff::Timestamp::now().as_second() - since).max(0);
+                gm.commit_to_converged
+                    .get_or_create(&crate::metrics::gitops::OperatorLabels {
+                        operator: inst.framework.clone(),
+                    })
+                    .observe(seconds as f64);
             }
         }
     }
@@ -542,44 +714,55 @@ async fn sync_once(
     let subpath = repo.path.clone();
     let seen = last_seen.clone();
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
-        match (&git, &source) {
-            (Some(g), _) => {
-                let commit = g.sync().map_err(|e| e.to_string())?;
-                if seen.as_deref() == Some(commit.as_str()) {
-                    return Ok(None);
+    let result =
+        tokio::task::spawn_blocking(move || -> Result<Option<(Loaded, Option<i64>)>, String> {
+            match (&git, &source) {
+                (Some(g), _) => {
+                    let commit = g.sync().map_err(|e| e.to_string())?;
+                    if seen.as_deref() == Some(commit.as_str()) {
+                        return Ok(None);
+                    }
+                    let tree = g.tree(&commit).map_err(|e| e.to_string())?;
+                    let loaded = desired::load_cached(&tree, &commit, &clusters, &mut lock(&cache));
+                    let time = commit_time(&g.mirror, &commit);
+                    Ok(Some(((commit, loaded), time)))
                 }
-                let tree = g.tree(&commit).map_err(|e| e.to_string())?;
-                let loaded = desired::load_cached(&tree, &commit, &clusters, &mut lock(&cache));
-                Ok(Some((commit, loaded)))
-            }
-            (None, Source::Dir(dir)) => {
-                let root = if subpath.is_empty() {
-                    dir.clone()
-                } else {
-                    dir.join(&subpath)
-                };
-                let tree = DirTree::new(root);
-                let rev = content_revision(&tree).map_err(|e| e.to_string())?;
-                if seen.as_deref() == Some(rev.as_str()) {
-                    return Ok(None);
+                (None, Source::Dir(dir)) => {
+                    let root = if subpath.is_empty() {
+                        dir.clone()
+                    } else {
+                        dir.join(&subpath)
+                    };
+                    let tree = DirTree::new(root);
+                    let rev = content_revision(&tree).map_err(|e| e.to_string())?;
+                    if seen.as_deref() == Some(rev.as_str()) {
+                        return Ok(None);
+                    }
+                    let loaded = desired::load_cached(&tree, &rev, &clusters, &mut lock(&cache));
+                    Ok(Some(((rev, loaded), None)))
                 }
-                let loaded = desired::load_cached(&tree, &rev, &clusters, &mut lock(&cache));
-                Ok(Some((rev, loaded)))
+                (None, Source::Git(_)) => Err("internal: git source without a mirror".into()),
             }
-            (None, Source::Git(_)) => Err("internal: git source without a mirror".into()),
-        }
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("sync task failed: {e}")));
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("sync task failed: {e}")));
+    let took = started.elapsed().as_secs_f64();
+    let gm = &shared.metrics.gitops;
     let mut repos = lock(&shared.repos);
     let status = repos.entry(repo.name.clone()).or_default();
     match result {
         Ok(None) => {
+            gm.record_sync(&repo.name, SyncResult::unchanged, took, None);
             status.consecutive_failures = 0;
             0
         }
-        Ok(Some((rev, Ok(state)))) => {
+        Ok(Some(((rev, Ok(state)), time))) => {
+            gm.record_sync(&repo.name, SyncResult::applied, took, Some(0));
+            gm.set_revision(&repo.name, status.applied_revision.as_deref(), &rev);
+            let seen_at = time.unwrap_or_else(|| jiff::Timestamp::now().as_second());
+            lock(&shared.revision_times)
+                .entry(rev.clone())
+                .or_insert(seen_at);
             info!(repository = %repo.name, revision = short(&rev), instances = state.instances.len(), took_ms = started.elapsed().as_millis() as u64, "new revision applied");
             *last_seen = Some(rev.clone());
             status.revision = Some(rev.clone());
@@ -591,7 +774,8 @@ async fn sync_once(
             shared.recombine();
             0
         }
-        Ok(Some((rev, Err(errors)))) => {
+        Ok(Some(((rev, Err(errors)), _))) => {
+            gm.record_sync(&repo.name, SyncResult::refused, took, Some(errors.0.len()));
             warn!(repository = %repo.name, revision = short(&rev), %errors, "revision refused; the last good revision keeps running");
             *last_seen = Some(rev.clone());
             status.revision = Some(rev);
@@ -600,12 +784,20 @@ async fn sync_once(
             0
         }
         Err(message) => {
+            gm.record_sync(&repo.name, SyncResult::failed, took, None);
             warn!(repository = %repo.name, error = %message, "sync failed; the last good revision keeps running");
             status.errors = vec![message];
             status.consecutive_failures += 1;
             status.consecutive_failures
         }
     }
+}
+
+/// Unix time of a commit in a mirror (None when unreadable: the first-seen time is used).
+fn commit_time(mirror: &Path, commit: &str) -> Option<i64> {
+    let repo = git2::Repository::open_bare(mirror).ok()?;
+    let oid = git2::Oid::from_str(commit).ok()?;
+    Some(repo.find_commit(oid).ok()?.time().seconds())
 }
 
 // ---- clusters ----
@@ -647,6 +839,7 @@ async fn cluster_worker(
                 }
                 st.up = true;
                 st.reason = None;
+                shared.metrics.cluster.set_up(&name, true, None);
                 shared.options.observe_interval
             }
             Err(e) => {
@@ -657,6 +850,10 @@ async fn cluster_worker(
                 }
                 st.up = false;
                 st.reason = Some(format!("{}: {e}", e.kind().as_str()));
+                shared
+                    .metrics
+                    .cluster
+                    .set_up(&name, false, Some(e.kind().as_str()));
                 next_poll(
                     shared.options.observe_interval.max(Duration::from_secs(1)),
                     failures,
@@ -858,8 +1055,27 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
                 },
             ),
         )
+        .route("/api/v1/instances/{name}", get(instance_detail))
         .route("/api/v1/hooks/git", post(hook))
         .with_state(shared)
+}
+
+#[derive(serde::Deserialize)]
+struct DetailQuery {
+    namespace: Option<String>,
+}
+
+/// `GET /api/v1/instances/{name}?namespace=ns`: 404 with the reason when unknown.
+async fn instance_detail(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DetailQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match s.instance_detail(q.namespace.as_deref(), &name) {
+        Ok(d) => axum::Json(d).into_response(),
+        Err(reason) => (axum::http::StatusCode::NOT_FOUND, format!("{reason}\n")).into_response(),
+    }
 }
 
 async fn hook(

@@ -1,0 +1,240 @@
+//! Metrics of the GitOps control plane: repository syncs, the revision each repository
+//! runs, desired-state errors, rollout progress per instance, and the time from a commit to
+//! its rollout being complete everywhere.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepoLabels {
+    pub repository: String,
+}
+
+/// How one sync of a repository ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SyncResult {
+    /// A new revision without errors: it is the desired state now.
+    applied,
+    /// The revision did not change.
+    unchanged,
+    /// A new revision with errors: refused, the last good one keeps running.
+    refused,
+    /// Fetching or reading failed.
+    failed,
+}
+
+pub const SYNC_RESULTS: [SyncResult; 4] = [
+    SyncResult::applied,
+    SyncResult::unchanged,
+    SyncResult::refused,
+    SyncResult::failed,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabels {
+    pub repository: String,
+    pub result: SyncResult,
+}
+
+/// The info series of a repository's revision. The revision is the one value label that
+/// changes: only the current one has a series (the previous one is removed), so it stays
+/// one series per repository.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    pub repository: String,
+    pub revision: String,
+}
+
+/// Where a cluster stands in an instance's rollout.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RolloutState {
+    pending,
+    in_progress,
+    complete,
+    halted,
+}
+
+pub const ROLLOUT_STATES: [RolloutState; 4] = [
+    RolloutState::pending,
+    RolloutState::in_progress,
+    RolloutState::complete,
+    RolloutState::halted,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub namespace: String,
+    pub instance: String,
+    pub state: RolloutState,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperatorLabels {
+    pub operator: String,
+}
+
+pub struct GitopsMetrics {
+    pub syncs: Family<SyncLabels, Counter>,
+    pub sync_duration: Family<RepoLabels, Histogram>,
+    pub last_success: Family<RepoLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub revision_info: Family<RevisionLabels, Gauge>,
+    pub desired_state_errors: Family<RepoLabels, Gauge>,
+    pub rollout_clusters: Family<RolloutLabels, Gauge>,
+    pub commit_to_converged: Family<OperatorLabels, Histogram>,
+}
+
+impl GitopsMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = GitopsMetrics {
+            syncs: Family::default(),
+            sync_duration: Family::new_with_constructor(
+                || Histogram::new(super::latency_buckets()),
+            ),
+            last_success: Family::default(),
+            revision_info: Family::default(),
+            desired_state_errors: Family::default(),
+            rollout_clusters: Family::default(),
+            commit_to_converged: Family::new_with_constructor(|| {
+                Histogram::new(super::duration_buckets())
+            }),
+        };
+        registry.register(
+            "git_syncs",
+            "Repository syncs by repository and result (applied, unchanged, refused, failed)",
+            m.syncs.clone(),
+        );
+        registry.register(
+            "git_sync_duration_seconds",
+            "Time to fetch and load a repository's revision",
+            m.sync_duration.clone(),
+        );
+        registry.register(
+            "git_last_success_timestamp_seconds",
+            "Unix time of the repository's last sync that fetched and read its revision",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "git_revision_info",
+            "The revision a repository applies (1; the revision is a label)",
+            m.revision_info.clone(),
+        );
+        registry.register(
+            "desired_state_errors",
+            "Errors in the repository's newest revision (0 when it is applied)",
+            m.desired_state_errors.clone(),
+        );
+        registry.register(
+            "rollout_clusters",
+            "Target clusters of an instance's rollout by state",
+            m.rollout_clusters.clone(),
+        );
+        registry.register(
+            "commit_to_converged_seconds",
+            "Time from a commit (or a local change being seen) to its rollout being complete on every target cluster",
+            m.commit_to_converged.clone(),
+        );
+        m
+    }
+
+    /// Creates a repository's series at zero so rates and alerts see it from the start.
+    pub fn init_repository(&self, repository: &str) {
+        for result in SYNC_RESULTS {
+            self.syncs
+                .get_or_create(&SyncLabels {
+                    repository: repository.into(),
+                    result,
+                })
+                .inc_by(0);
+        }
+        self.desired_state_errors
+            .get_or_create(&RepoLabels {
+                repository: repository.into(),
+            })
+            .set(0);
+    }
+
+    /// Records one sync; `revision` and `errors` when a revision was read.
+    pub fn record_sync(
+        &self,
+        repository: &str,
+        result: SyncResult,
+        seconds: f64,
+        errors: Option<usize>,
+    ) {
+        let repo = RepoLabels {
+            repository: repository.into(),
+        };
+        self.syncs
+            .get_or_create(&SyncLabels {
+                repository: repository.into(),
+                result,
+            })
+            .inc();
+        self.sync_duration.get_or_create(&repo).observe(seconds);
+        if result != SyncResult::failed {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            self.last_success.get_or_create(&repo).set(now);
+        }
+        if let Some(errors) = errors {
+            self.desired_state_errors
+                .get_or_create(&repo)
+                .set(i64::try_from(errors).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets the applied revision of a repository, dropping the previous one's series.
+    pub fn set_revision(&self, repository: &str, previous: Option<&str>, revision: &str) {
+        if let Some(prev) = previous
+            && prev != revision
+        {
+            self.revision_info.remove(&RevisionLabels {
+                repository: repository.into(),
+                revision: prev.into(),
+            });
+        }
+        self.revision_info
+            .get_or_create(&RevisionLabels {
+                repository: repository.into(),
+                revision: revision.into(),
+            })
+            .set(1);
+    }
+
+    /// Sets an instance's rollout counts (a state absent from `counts` is 0).
+    pub fn set_rollout(&self, namespace: &str, instance: &str, counts: &[(RolloutState, i64)]) {
+        for state in ROLLOUT_STATES {
+            let n = counts
+                .iter()
+                .filter(|(s, _)| *s == state)
+                .map(|(_, n)| n)
+                .sum();
+            self.rollout_clusters
+                .get_or_create(&RolloutLabels {
+                    namespace: namespace.into(),
+                    instance: instance.into(),
+                    state,
+                })
+                .set(n);
+        }
+    }
+
+    /// Forgets an instance that is no longer desired.
+    pub fn forget_rollout(&self, namespace: &str, instance: &str) {
+        for state in ROLLOUT_STATES {
+            self.rollout_clusters.remove(&RolloutLabels {
+                namespace: namespace.into(),
+                instance: instance.into(),
+                state,
+            });
+        }
+    }
+}
