@@ -14,6 +14,7 @@ pub mod plan;
 pub mod render;
 pub mod serve;
 pub mod sim;
+pub mod status;
 pub mod test;
 pub mod uninstall;
 pub mod update;
@@ -50,6 +51,8 @@ pub enum Command {
     /// The GitOps control plane: sync frameworks and instances from Git and run their plans
     /// on every matching cluster (no config: repos-example/ on three simulated clusters).
     Serve(serve::Args),
+    /// Every instance × cluster of a running `kudo serve` with its plan status.
+    Status(status::Args),
     /// Print the kudo.dev/v1beta1 CustomResourceDefinitions (Operator, OperatorVersion, Instance).
     Crds(crds::Args),
     /// Run the plan engine for every Instance on the given clusters (KUDO's manager).
@@ -116,6 +119,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Plan(args) => plan::run(args).await,
         Command::Get(args) => get::run(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::Workloads(args) => workloads::run(args).await,
     }
 }

@@ -10,6 +10,7 @@ use super::kube::{KubeArgs, KudoCliError, get_instance, get_operator_version};
 use super::{CliError, CliResult};
 use crate::api::{ExecutionStatus, Instance, OperatorVersion, Ordering, PlanStatus};
 use crate::cluster::Cluster;
+use crate::gitops::status::InstanceDetail;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,11 +28,19 @@ pub enum Format {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PlanCommand {
-    /// The instance's plans as KUDO's tree: plan, phases, steps with their status.
+    /// The instance's plans as KUDO's tree: plan, phases, steps with their status. With
+    /// --server, the tree on every cluster the instance is placed on, from `kudo serve`.
     Status {
         #[arg(long)]
         instance: String,
-        /// Wait until no plan is running, then print.
+        /// Ask a running `kudo serve` (e.g. http://127.0.0.1:8080) instead of one cluster.
+        #[arg(long)]
+        server: Option<String>,
+        /// With --server: only this cluster.
+        #[arg(long, requires = "server")]
+        cluster: Option<String>,
+        /// Wait until no plan is running (with --server: redraw with a progress line until
+        /// the plan finished on every cluster), then print.
         #[arg(long)]
         wait: bool,
         /// Seconds to wait at most.
@@ -67,6 +76,25 @@ pub enum PlanCommand {
 }
 
 pub async fn run(args: Args) -> CliResult {
+    if let PlanCommand::Status {
+        instance,
+        server: Some(server),
+        cluster,
+        wait,
+        wait_time,
+        output,
+    } = &args.command
+    {
+        let remote = Remote {
+            server,
+            instance,
+            namespace: &args.kube.namespace,
+            cluster: cluster.as_deref(),
+        };
+        return remote
+            .status(*wait, Duration::from_secs(*wait_time), *output)
+            .await;
+    }
     let cluster = args.kube.connect().await?;
     let ns = &args.kube.namespace;
     match args.command {
@@ -75,6 +103,7 @@ pub async fn run(args: Args) -> CliResult {
             wait,
             wait_time,
             output,
+            ..
         } => {
             if wait {
                 wait_idle(&cluster, ns, &instance, Duration::from_secs(wait_time)).await?;
@@ -150,6 +179,175 @@ pub async fn run(args: Args) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// `plan status --server`: the instance on each of its clusters, from `kudo serve`.
+struct Remote<'a> {
+    server: &'a str,
+    instance: &'a str,
+    namespace: &'a str,
+    cluster: Option<&'a str>,
+}
+
+impl Remote<'_> {
+    async fn fetch(&self) -> Result<InstanceDetail, CliError> {
+        let path = format!("/api/v1/instances/{}", self.instance);
+        let value = match super::status::get_json(self.server, &path).await {
+            // Only when the name alone is ambiguous does the namespace matter.
+            Err(super::status::ServerError::Status {
+                code: 404, body, ..
+            }) if body.contains("several namespaces") => {
+                let path = format!("{path}?namespace={}", self.namespace);
+                super::status::get_json(self.server, &path).await?
+            }
+            other => other?,
+        };
+        let mut detail: InstanceDetail =
+            serde_json::from_value(value).map_err(|e| super::status::ServerError::Decode {
+                url: format!("{}{path}", self.server),
+                reason: e.to_string(),
+            })?;
+        if let Some(only) = self.cluster {
+            if !detail.clusters.contains_key(only) {
+                return Err(refused(
+                    self.instance,
+                    &format!(
+                        "it is not placed on cluster {only:?} (its clusters: {})",
+                        detail
+                            .clusters
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            detail.clusters.retain(|name, _| name == only);
+        }
+        Ok(detail)
+    }
+
+    async fn status(&self, wait: bool, timeout: Duration, output: Option<Format>) -> CliResult {
+        let started = std::time::Instant::now();
+        let deadline = started + timeout;
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let mut last_line = String::new();
+        let detail = loop {
+            let detail = self.fetch().await?;
+            if !wait || remote_finished(&detail) {
+                break detail;
+            }
+            let line = progress_line(&detail, started.elapsed());
+            if terminal {
+                // Redraw in place: clear, tree, progress.
+                print!("\x1b[H\x1b[2J{}{line}\n", remote_tree(&detail));
+            } else if line != last_line {
+                println!("{line}");
+            }
+            last_line = line;
+            if std::time::Instant::now() >= deadline {
+                return Err(Box::new(KudoCliError::WaitTimeout {
+                    instance: self.instance.to_string(),
+                    what: "the plan".into(),
+                    seconds: timeout.as_secs(),
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        match output {
+            Some(Format::Json) => println!("{}", serde_json::to_string_pretty(&detail)?),
+            Some(Format::Yaml) => print!("{}", serde_saphyr::to_string(&detail)?),
+            None => {
+                if terminal && wait {
+                    print!("\x1b[H\x1b[2J");
+                }
+                print!("{}", remote_tree(&detail));
+                if wait {
+                    println!("{}", progress_line(&detail, started.elapsed()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Finished: every cluster's plan ended (Complete or Failed), or the rollout is halted and
+/// the clusters it did not reach will not get the spec.
+fn remote_finished(d: &InstanceDetail) -> bool {
+    d.clusters.values().all(|c| match c.progress.as_str() {
+        "Complete" | "Failed" => true,
+        "NotApplied" => d.rollout == "Halted",
+        _ => false,
+    })
+}
+
+/// `Plan deploy: 4/6 steps done on 2 cluster(s) [a COMPLETE, b IN_PROGRESS main/check], elapsed 7s`
+pub fn progress_line(d: &InstanceDetail, elapsed: Duration) -> String {
+    let (mut done, mut total) = (0, 0);
+    let mut plans = std::collections::BTreeSet::new();
+    let mut parts = Vec::new();
+    for (name, c) in &d.clusters {
+        match c
+            .instance
+            .as_ref()
+            .and_then(crate::gitops::status::plan_detail)
+        {
+            Some(p) => {
+                done += p.steps_done;
+                total += p.steps_total;
+                plans.insert(p.plan.clone());
+                let at = match (&p.phase, &p.step) {
+                    (Some(ph), Some(st)) if p.status != "COMPLETE" => format!(" {ph}/{st}"),
+                    _ => String::new(),
+                };
+                parts.push(format!("{name} {}{at}", p.status));
+            }
+            None => parts.push(format!("{name} {}", c.progress)),
+        }
+    }
+    let plans: Vec<String> = plans.into_iter().collect();
+    format!(
+        "Plan {}: {done}/{total} steps done on {} cluster(s) [{}], elapsed {}s",
+        if plans.is_empty() {
+            "-".to_string()
+        } else {
+            plans.join(",")
+        },
+        d.clusters.len(),
+        parts.join(", "),
+        elapsed.as_secs()
+    )
+}
+
+/// KUDO's tree for each cluster, under a line naming the cluster and its rollout state.
+pub fn remote_tree(d: &InstanceDetail) -> String {
+    let mut out = String::new();
+    for (name, c) in &d.clusters {
+        let revision = c
+            .instance
+            .as_ref()
+            .and_then(|i| i.metadata.annotations.as_ref())
+            .and_then(|a| a.get(crate::gitops::serve::REVISION_ANNOTATION))
+            .map(|r| r.chars().take(12).collect::<String>())
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "Cluster {name} ({}, rollout {}, revision {revision}):",
+            if c.up { "up" } else { "down" },
+            c.progress
+        );
+        match (&c.instance, &c.operator_version) {
+            (Some(inst), Some(ov)) => out.push_str(&status_tree(inst, ov)),
+            (Some(inst), None) => {
+                // The OperatorVersion left the desired state: the recorded plans only.
+                for (plan, p) in inst.status.iter().flat_map(|s| &s.plan_status) {
+                    let _ = writeln!(out, "    Plan {plan} [{}]", status_str(p.status));
+                }
+            }
+            (None, _) => out.push_str("    not applied on this cluster yet\n"),
+        }
+    }
+    out
 }
 
 /// The most recently updated plan whose status `wanted` accepts.

@@ -505,10 +505,16 @@ impl Shared {
                 },
             );
         }
+        let rollout = match lock(&self.rollouts).get(&key) {
+            Some(State::Complete) => "Complete",
+            Some(State::Halted { .. }) => "Halted",
+            _ => "Progressing",
+        };
         Ok(super::status::InstanceDetail {
             namespace: inst.namespace.clone(),
             name: inst.name.clone(),
             revision: desired.revision.clone(),
+            rollout: rollout.to_string(),
             clusters,
         })
     }

@@ -83,6 +83,8 @@ pub struct InstanceDetail {
     pub name: String,
     /// The desired-state revision.
     pub revision: String,
+    /// The rollout across clusters: `Progressing`, `Complete` or `Halted`.
+    pub rollout: String,
     pub clusters: std::collections::BTreeMap<String, ClusterInstance>,
 }
 
