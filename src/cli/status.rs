@@ -322,7 +322,7 @@ cluster prod: down (unreachable: connection refused)
 cluster spare: up
 INSTANCE  DEV              PROD                    ROLLOUT
 shop/db   deploy COMPLETE  deploy IN_PROGRESS 1/3  Halted
-shop/web  NotApplied       -                      Progressing
+shop/web  NotApplied       -                       Progressing
 ";
         pretty_assertions::assert_eq!(text, expected);
         assert!(!text.contains('\x1b'));
