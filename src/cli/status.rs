@@ -133,8 +133,8 @@ fn paint(text: &str, status: &str, colour: bool) -> String {
     }
     let code = match status {
         "COMPLETE" | "up" => "32",
-        "IN_PROGRESS" | "PENDING" | "Pending" | "NotApplied" => "33",
-        "FATAL_ERROR" | "ERROR" | "down" | "Failed" | "CANCELLED" => "31",
+        "IN_PROGRESS" | "PENDING" | "pending" | "notApplied" | "inProgress" | "progressing" => "33",
+        "FATAL_ERROR" | "ERROR" | "down" | "failed" | "CANCELLED" => "31",
         _ => return text.to_string(),
     };
     format!("\x1b[{code}m{text}\x1b[0m")
@@ -174,11 +174,12 @@ fn cell(view: Option<&Value>) -> (String, String) {
     }
 }
 
-/// `Progress` serialises as a string or as `{"Failed": "reason"}`.
+/// A rollout `Progress` or `State` (`{"state": "complete", ...}`): its state word.
 fn progress_name(p: &Value) -> String {
-    p.as_object()
-        .and_then(|o| o.keys().next().cloned())
-        .unwrap_or_default()
+    p.get("state")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The matrix text of a status document.
@@ -274,8 +275,8 @@ pub fn matrix(doc: &Value, colour: bool) -> String {
         })
         .collect();
     let mut by_status: BTreeMap<&str, &str> = BTreeMap::new();
-    by_status.insert("Complete", "COMPLETE");
-    by_status.insert("Halted", "FATAL_ERROR");
+    by_status.insert("complete", "COMPLETE");
+    by_status.insert("halted", "FATAL_ERROR");
     for row in rows {
         let last = row.len() - 1;
         for (col, (text, status)) in row.iter().enumerate() {
@@ -303,11 +304,11 @@ mod tests {
             "clusters": [{"name": "dev", "up": true}, {"name": "prod", "up": false, "reason": "unreachable: connection refused"},
                          {"name": "spare", "up": true}],
             "instances": [
-                {"namespace": "shop", "name": "db", "rollout": {"Halted": {"cluster": "prod", "reason": "x"}}, "clusters": {
-                    "dev": {"progress": "Complete", "plans": {}, "detail": {"plan": "deploy", "status": "COMPLETE", "stepsDone": 3, "stepsTotal": 3}},
-                    "prod": {"progress": {"Failed": "boom"}, "plans": {}, "detail": {"plan": "deploy", "status": "IN_PROGRESS", "stepsDone": 1, "stepsTotal": 3}}}},
-                {"namespace": "shop", "name": "web", "rollout": {"Progressing": {"wave": 0, "waves": 2}}, "clusters": {
-                    "dev": {"progress": "NotApplied", "plans": {}}}}
+                {"namespace": "shop", "name": "db", "rollout": {"state": "halted", "cluster": "prod", "reason": "x"}, "clusters": {
+                    "dev": {"progress": {"state": "complete"}, "plans": {}, "detail": {"plan": "deploy", "status": "COMPLETE", "stepsDone": 3, "stepsTotal": 3}},
+                    "prod": {"progress": {"state": "failed", "message": "boom"}, "plans": {}, "detail": {"plan": "deploy", "status": "IN_PROGRESS", "stepsDone": 1, "stepsTotal": 3}}}},
+                {"namespace": "shop", "name": "web", "rollout": {"state": "progressing", "wave": 0, "waves": 2}, "clusters": {
+                    "dev": {"progress": {"state": "notApplied"}, "plans": {}}}}
             ]
         })
     }
@@ -321,8 +322,8 @@ cluster dev: up
 cluster prod: down (unreachable: connection refused)
 cluster spare: up
 INSTANCE  DEV              PROD                    ROLLOUT
-shop/db   deploy COMPLETE  deploy IN_PROGRESS 1/3  Halted
-shop/web  NotApplied       -                       Progressing
+shop/db   deploy COMPLETE  deploy IN_PROGRESS 1/3  halted
+shop/web  notApplied       -                       progressing
 ";
         pretty_assertions::assert_eq!(text, expected);
         assert!(!text.contains('\x1b'));
