@@ -669,3 +669,74 @@ async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
     .await;
     assert!(status.success(), "kudo serve exited with {status}");
 }
+
+/// `/readyz` stays 503 while a repository has never been read (its fetch fails), even with
+/// every cluster probed; the failure is counted without its text as a label. Once the
+/// repository exists and a sync is asked for, the daemon becomes ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_only_after_the_first_sync() {
+    use kudo::gitops::config::Config;
+    use kudo::gitops::serve::{Daemon, Options, serve_http};
+    let work = tempfile::tempdir().expect("tempdir");
+    // An empty directory: not a repository yet, so every fetch fails.
+    let repo = work.path().join("later");
+    std::fs::create_dir(&repo).expect("mkdir");
+    let config_text = format!(
+        "cacheDir: {}\nrepositories:\n  - name: later\n    url: file://{}\n    ref: main\n    interval: 1h\nclusters:\n  - name: only\n    sim: {{readyDelay: 100ms}}\n    labels: {{fleet: test}}\n",
+        work.path().join("cache").display(),
+        repo.display()
+    );
+    let config = Config::parse("kudo.yaml", &config_text, work.path()).expect("config");
+    let daemon = Daemon::start(config, Options::default())
+        .await
+        .expect("daemon");
+    let shared = daemon.shared.clone();
+    let (addr, _http) = serve_http(
+        shared.clone(),
+        "127.0.0.1:0".parse().expect("addr"),
+        async { std::future::pending::<()>().await },
+    )
+    .await
+    .expect("http");
+    let base = format!("http://{addr}");
+    // The cluster is probed and the fetch failed: still not ready.
+    wait_for("the cluster probe and the failed sync", async || {
+        let doc = shared.status();
+        let probed = doc.clusters.iter().all(|c| c.up);
+        let failed = doc.repositories.iter().all(|r| r.consecutive_failures > 0);
+        if probed && failed {
+            Ok(())
+        } else {
+            Err(format!("{doc:?}"))
+        }
+    })
+    .await;
+    let (code, body) = get(&format!("{base}/readyz")).await.expect("readyz");
+    assert_eq!((code, body.as_str()), (503, "not ready"));
+    let (_, metrics) = get(&format!("{base}/metrics")).await.expect("metrics");
+    let failed = "kudo_git_syncs_total{repository=\"later\",result=\"failed\"} ";
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(failed))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(count >= 1.0, "{metrics}");
+    assert!(
+        kudo::metrics::suspicious_label_values(&metrics).is_empty(),
+        "{metrics}"
+    );
+    // The repository appears; a sync now makes the daemon ready.
+    git(&repo, &["init", "-q", "-b", "main"]);
+    write_probe(&repo);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    shared.sync_now(None);
+    wait_for("/readyz after the first sync", async || {
+        match get(&format!("{base}/readyz")).await? {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!("{code} {body}")),
+        }
+    })
+    .await;
+    daemon.shutdown().await;
+}

@@ -240,7 +240,7 @@ impl Remote<'_> {
             let line = progress_line(&detail, started.elapsed());
             if terminal {
                 // Redraw in place: clear, tree, progress.
-                print!("\x1b[H\x1b[2J{}{line}\n", remote_tree(&detail));
+                println!("\x1b[H\x1b[2J{}{line}", remote_tree(&detail));
             } else if line != last_line {
                 println!("{line}");
             }
