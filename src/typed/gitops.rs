@@ -163,3 +163,36 @@ fn json_type(value: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
+
+/// [`to_generic`] of a YAML document's text; `None` also when it is not valid YAML (the
+/// generic reading reports that, with its line).
+pub fn read(text: &str, frameworks: &[TypedFramework<'_>]) -> Option<Result<Value, TypedDocError>> {
+    let doc: Value = serde_saphyr::from_str(text).ok()?;
+    to_generic(&doc, frameworks)
+}
+
+/// The framework and version a typed document names, for caching what its outcome
+/// depends on.
+pub fn reference(text: &str, frameworks: &[TypedFramework<'_>]) -> Option<(String, String)> {
+    let generic = read(text, frameworks)?.ok()?;
+    let spec = generic.get("spec")?;
+    Some((
+        spec.get("framework")?.as_str()?.to_string(),
+        spec.get("version")?.as_str()?.to_string(),
+    ))
+}
+
+/// A key that changes when any framework's kind or group changes (typed documents are read
+/// through those).
+pub fn targets_key(frameworks: &[TypedFramework<'_>]) -> String {
+    let mut parts: Vec<String> = frameworks
+        .iter()
+        .map(|f| {
+            let t = target_of(f.name, f.operator);
+            format!("{}/{}/{}", t.group, t.kind, t.operator)
+        })
+        .collect();
+    parts.sort();
+    parts.dedup();
+    parts.join(",")
+}

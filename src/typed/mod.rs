@@ -144,3 +144,6 @@ pub enum TypedError {
 
 /// The `spec` property of a typed document in Git that holds its placement.
 pub const RESERVED_PLACEMENT: &str = "placement";
+
+#[cfg(test)]
+mod tests;
