@@ -477,3 +477,119 @@ async fn a_package_version_with_other_parameters_adds_a_served_crd_version() {
         .await
         .expect("delete CRD");
 }
+
+/// Copies the relay package into a temp dir with a `crd:` block in its operator.yaml.
+fn relay_with_crd_block(group: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = relay_package();
+    std::fs::create_dir_all(dir.path().join("templates")).expect("mkdir");
+    for entry in walk(&src) {
+        let rel = entry.strip_prefix(&src).expect("below package");
+        std::fs::copy(&entry, dir.path().join(rel)).expect("copy");
+    }
+    let op = dir.path().join("operator.yaml");
+    let text = std::fs::read_to_string(&op).expect("operator.yaml")
+        + &format!("crd:\n  kind: Relay\n  group: {group}\n");
+    std::fs::write(&op, text).expect("write operator.yaml");
+    dir
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The command-line path: `kudo install --skip-instance` of a package with a `crd:` block,
+/// then `kudo manager` installs the CRD and runs a typed object to COMPLETE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kudo_manager_installs_the_crd_of_an_installed_package() {
+    let c = client("envtest-1").await;
+    install_crds(&c).await;
+    let ns = Namespace::create(&c, "typed-cli").await;
+    let group = format!("{}.test.kudo.dev", unique("relaycli"));
+    let package = relay_with_crd_block(&group);
+    let kubeconfig = common::envtest_kubeconfig();
+    let kudo = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kudo"));
+        cmd.args(args).arg("--kubeconfig").arg(&kubeconfig).args([
+            "--context",
+            "envtest-1",
+            "--namespace",
+            &ns.name,
+        ]);
+        cmd
+    };
+    let out = kudo(&["install", "--skip-instance"])
+        .arg(package.path())
+        .output()
+        .expect("kudo install");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    assert!(
+        instances
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "--skip-instance creates no Instance"
+    );
+    let _manager = KillOnDrop(
+        kudo(&["manager", "--poll-interval", "200ms"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start kudo manager"),
+    );
+    let cluster = Cluster::from_client("envtest-1", c.clone());
+    let crd_name = format!("relays.{group}");
+    let established = eventually("typed CRD established", TIMEOUT, || async {
+        cluster
+            .health(&crd_ref(&crd_name))
+            .await
+            .ok()
+            .filter(|h| h.is_healthy())
+    })
+    .await;
+    assert!(established.is_healthy());
+    cluster
+        .apply(&json!({
+            "apiVersion": format!("{group}/v1"),
+            "kind": "Relay",
+            "metadata": {"name": "cli", "namespace": ns.name},
+            "spec": {"workers": 1},
+        }))
+        .await
+        .expect("typed object");
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Relay"), "relays");
+    let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns.name, &ar);
+    wait_plan_complete(&c, &ns.name, &api, "cli", "deploy", "").await;
+    ns.cleanup().await;
+    cluster
+        .delete(&crd_ref(&crd_name))
+        .await
+        .expect("delete CRD");
+}
+
+/// Stops the manager process this test started, also when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
