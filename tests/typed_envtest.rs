@@ -576,7 +576,64 @@ async fn kudo_manager_installs_the_crd_of_an_installed_package() {
     let ar =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Relay"), "relays");
     let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns.name, &ar);
-    wait_plan_complete(&c, &ns.name, &api, "cli", "deploy", "").await;
+    let deploy_uid = wait_plan_complete(&c, &ns.name, &api, "cli", "deploy", "").await;
+
+    // Package 2.1.0 adds REGION: the manager extends the CRD with v2 (the storage version)
+    // and mirrors through it; moving the object to 2.1.0 runs the upgrade plan.
+    let root = package.path();
+    let op = std::fs::read_to_string(root.join("operator.yaml")).expect("operator.yaml");
+    std::fs::write(
+        root.join("operator.yaml"),
+        op.replace("operatorVersion: 2.0.0", "operatorVersion: 2.1.0"),
+    )
+    .expect("write");
+    let params = std::fs::read_to_string(root.join("params.yaml")).expect("params.yaml");
+    std::fs::write(
+        root.join("params.yaml"),
+        params + "  - name: REGION\n    default: eu\n",
+    )
+    .expect("write");
+    let workers = root.join("templates/workers.yaml");
+    let text = std::fs::read_to_string(&workers).expect("workers.yaml");
+    std::fs::write(
+        &workers,
+        text.replace(
+            "      annotations:\n",
+            "      annotations:\n        relay.example/region: {{ .Params.REGION | quote }}\n",
+        ),
+    )
+    .expect("write");
+    let out = kudo(&["install", "--skip-instance"])
+        .arg(root)
+        .output()
+        .expect("kudo install 2.1.0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("CRD v2 is the storage version", TIMEOUT, || async {
+        let crd = cluster.get(&crd_ref(&crd_name)).await.ok()?;
+        (kudo::typed::controller::storage_version(&crd).as_deref() == Some("v2")).then_some(())
+    })
+    .await;
+    let ar2 =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v2", "Relay"), "relays");
+    let api2: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns.name, &ar2);
+    api2.patch(
+        "cli",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"version": "2.1.0", "region": "us"}})),
+    )
+    .await
+    .expect("move to 2.1.0 through v2");
+    wait_plan_complete(&c, &ns.name, &api2, "cli", "upgrade", &deploy_uid).await;
+    let inst = instances.get("cli").await.expect("mirrored Instance");
+    assert_eq!(
+        inst.spec.operator_version.name.as_deref(),
+        Some("relay-2.1.0")
+    );
+    assert_eq!(inst.spec.parameters["REGION"], "us");
     ns.cleanup().await;
     cluster
         .delete(&crd_ref(&crd_name))
