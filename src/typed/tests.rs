@@ -382,3 +382,22 @@ fn git_typed_documents_with_bad_values_name_file_line_and_property() {
     .to_string();
     assert!(err.contains("9.9.9") && err.contains("2.0.0"), "{err}");
 }
+
+#[test]
+fn kudo_crds_refuses_packages_of_different_frameworks() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kudo-operators");
+    let err = crate::cli::crds::typed_crd(
+        &[
+            corpus.join("zookeeper/operator"),
+            corpus.join("kafka/operator"),
+        ],
+        false,
+    )
+    .expect_err("two frameworks")
+    .to_string();
+    assert!(err.contains("zookeeper") && err.contains("kafka"), "{err}");
+    let err = crate::cli::crds::typed_crd(&[corpus.join("no-such-package")], false)
+        .expect_err("missing")
+        .to_string();
+    assert!(err.contains("no-such-package"), "{err}");
+}
