@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod package;
 pub mod sim;
 pub mod template;
+pub mod typed;

@@ -29,6 +29,10 @@ pub struct Args {
     /// Seconds to wait at most.
     #[arg(long, default_value_t = 300)]
     pub wait_time: u64,
+    /// Only install the Operator and OperatorVersion (KUDO's flag); for a package with a
+    /// typed CRD, create its typed objects instead (`kudo manager` installs the CRD).
+    #[arg(long)]
+    pub skip_instance: bool,
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -158,6 +162,9 @@ pub async fn run(args: Args) -> CliResult {
         .unwrap_or_else(|| format!("{operator}-instance"));
     let ns = &args.kube.namespace;
     let cluster = args.kube.connect().await?;
+    if args.skip_instance {
+        return install_packages(&cluster, ns, &all).await;
+    }
     if cluster
         .get_opt(&instance_ref(ns, &instance))
         .await?

@@ -28,7 +28,14 @@ pub struct Args {
     /// How often a running plan is re-checked when no watch event wakes it.
     #[arg(long, default_value = "2s", value_parser = crate::engine::duration::parse, env = "KUDO_POLL_INTERVAL")]
     pub poll_interval: Duration,
+    /// Do not install typed CRDs for Operators that opted in (operator.yaml `crd:`), nor
+    /// mirror their typed objects into Instances.
+    #[arg(long, env = "KUDO_NO_TYPED")]
+    pub no_typed: bool,
 }
+
+/// How often the manager looks for new typed frameworks and package versions.
+const TYPED_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> CliResult {
     let mut clusters = Vec::new();
@@ -58,6 +65,14 @@ pub async fn run(args: Args) -> CliResult {
     for cluster in clusters {
         let cluster = Arc::new(cluster);
         info!(cluster = cluster.name(), "managing instances");
+        if !args.no_typed {
+            tasks.push(tokio::spawn(crate::typed::controller::run_all(
+                cluster.clone(),
+                args.namespace.clone(),
+                TYPED_DISCOVERY_INTERVAL,
+                stopped(rx.clone()),
+            )));
+        }
         let ctx = Arc::new(crate::engine::reconcile::Context::with_metrics(
             cluster,
             args.poll_interval,

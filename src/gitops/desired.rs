@@ -340,6 +340,8 @@ fn load_with(
             .chain(c.labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]))
             .chain(std::iter::once("\u{1}"))
     }));
+    let typed = typed_frameworks(&frameworks);
+    let typed_key = crate::typed::gitops::targets_key(&typed);
     for path in paths
         .iter()
         .filter(|p| p.starts_with(INSTANCES_DIR) && (p.ends_with(".yaml") || p.ends_with(".yml")))
@@ -356,11 +358,13 @@ fn load_with(
             }
         };
         for (start, doc) in split_documents(&text) {
-            let doc_key = digest(["doc", path.as_str(), &start.to_string(), doc]);
+            let doc_key = digest(["doc", path.as_str(), &start.to_string(), doc, &typed_key]);
             let reference = cache
                 .refs
                 .entry(doc_key.clone())
-                .or_insert_with(|| framework_ref(doc))
+                .or_insert_with(|| {
+                    framework_ref(doc).or_else(|| crate::typed::gitops::reference(doc, &typed))
+                })
                 .clone();
             used.refs.insert(doc_key.clone());
             // What else the outcome depends on: the package it names, or which versions of
@@ -430,6 +434,23 @@ fn load_with(
     } else {
         Err(RevisionErrors(l.errors))
     }
+}
+
+/// The frameworks as the typed-document reading sees them.
+fn typed_frameworks(
+    frameworks: &BTreeMap<(String, String), Framework>,
+) -> Vec<crate::typed::gitops::TypedFramework<'_>> {
+    frameworks
+        .iter()
+        .map(
+            |((name, version), f)| crate::typed::gitops::TypedFramework {
+                name,
+                version,
+                operator: &f.operator,
+                spec: &f.operator_version.spec,
+            },
+        )
+        .collect()
 }
 
 /// Frameworks by (name, version), and the cache key of each cacheable package.
@@ -614,16 +635,30 @@ fn instance(
     cluster_names: &BTreeSet<&str>,
 ) -> Option<DesiredInstance> {
     let at = |key: &str| key_line(text, key).map(|n| n + start - 1);
-    let doc: Doc = match serde_saphyr::from_str(text) {
-        Ok(d) => d,
-        Err(e) => {
-            let line = e
-                .location()
-                .map(|loc| loc.line() + start - 1)
-                .or(Some(start));
-            l.error(file, line, crate::package::yaml_message_public(&e));
+    // A typed document (`kind: ZooKeeper`) reads as the generic document it stands for.
+    let doc: Doc = match crate::typed::gitops::read(text, &typed_frameworks(frameworks)) {
+        Some(Ok(generic)) => match serde_json::from_value(generic) {
+            Ok(d) => d,
+            Err(e) => {
+                l.error(file, Some(start), e.to_string());
+                return None;
+            }
+        },
+        Some(Err((key, reason))) => {
+            l.error(file, at(&key).or(Some(start)), reason);
             return None;
         }
+        None => match serde_saphyr::from_str(text) {
+            Ok(d) => d,
+            Err(e) => {
+                let line = e
+                    .location()
+                    .map(|loc| loc.line() + start - 1)
+                    .or(Some(start));
+                l.error(file, line, crate::package::yaml_message_public(&e));
+                return None;
+            }
+        },
     };
     let before = l.errors.len();
     if doc.api_version != crate::api::API_VERSION {

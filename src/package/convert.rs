@@ -30,7 +30,7 @@ pub(super) fn to_resources(package: &Package) -> Result<Resources, PackageError>
     if file.operator_version.is_empty() {
         return Err(invalid("`operatorVersion` is empty".to_string()));
     }
-    let operator = Operator::new(
+    let mut operator = Operator::new(
         &file.name,
         OperatorSpec {
             description: file.description.clone(),
@@ -41,6 +41,15 @@ pub(super) fn to_resources(package: &Package) -> Result<Resources, PackageError>
             namespace_manifest: file.namespace_manifest.clone(),
         },
     );
+    // The typed-CRD opt-in travels to clusters with the Operator (read by `kudo manager`).
+    if let Some(crd) = &file.crd {
+        let text = serde_json::to_string(crd).map_err(|e| invalid(format!("crd: {e}")))?;
+        operator.metadata.annotations = Some(
+            [(crate::typed::CRD_ANNOTATION.to_string(), text)]
+                .into_iter()
+                .collect(),
+        );
+    }
     let parameters = package
         .params
         .parameters

@@ -36,6 +36,10 @@ pub struct OperatorFile {
     pub plans: BTreeMap<String, Plan>,
     #[serde(default)]
     pub namespace_manifest: String,
+    /// A kudo extension: opt in to a typed CRD for this framework
+    /// (`crd: {kind: ZooKeeper, group: frameworks.kudo.dev}`; see `crate::typed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crd: Option<crate::typed::CrdConfig>,
 }
 
 /// `params.yaml`.

@@ -7,7 +7,7 @@ mod funcs;
 pub mod gofmt;
 mod lexer;
 mod parse;
-mod semver;
+pub(crate) mod semver;
 mod sprig;
 pub mod value;
 mod yaml;
