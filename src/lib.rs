@@ -10,6 +10,8 @@ pub mod engine;
 pub mod gitops;
 pub mod kuttl;
 pub mod metrics;
+pub mod notify;
 pub mod package;
+pub mod repo;
 pub mod sim;
 pub mod template;

@@ -9,6 +9,7 @@
 //! `kudo_plan_status` series (the current status only).
 
 pub mod engine;
+pub mod notify;
 pub mod server;
 
 use prometheus_client::registry::Registry;
