@@ -159,6 +159,8 @@ pub struct Shared {
     /// Every subsystem's metrics, served at `/metrics`.
     registry: Arc<prometheus_client::registry::Registry>,
     engine_metrics: Arc<crate::metrics::EngineMetrics>,
+    /// Notification sinks (never waited on).
+    notifier: crate::notify::Notifier,
 }
 
 /// A running daemon. Dropping it stops nothing; call [`Daemon::shutdown`].
@@ -241,7 +243,8 @@ impl Daemon {
                 )
             })
             .collect();
-        let (registry, engine_metrics) = crate::metrics::registry_with_engine();
+        let (mut registry, engine_metrics) = crate::metrics::registry_with_engine();
+        let notifier = crate::notify::Notifier::start(&config.notifications, &mut registry);
         let shared = Arc::new(Shared {
             config: config.clone(),
             options,
@@ -253,6 +256,7 @@ impl Daemon {
             passes: Default::default(),
             registry: Arc::new(registry),
             engine_metrics,
+            notifier,
         });
         let mut tasks = Vec::new();
         let mut watchers = Vec::new();
@@ -310,6 +314,10 @@ impl Shared {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn notifier(&self) -> &crate::notify::Notifier {
+        &self.notifier
     }
 
     pub fn passes(&self) -> u64 {
@@ -465,7 +473,17 @@ impl Shared {
             if previous.as_ref() != Some(&p.state) {
                 match &p.state {
                     State::Halted { cluster, reason } => {
-                        warn!(instance = %key, %cluster, %reason, "rollout halted")
+                        warn!(instance = %key, %cluster, %reason, "rollout halted");
+                        self.notifier.emit(
+                            crate::notify::Event::new(
+                                crate::notify::EventKind::RolloutHalted,
+                                "halted",
+                                reason.clone(),
+                            )
+                            .cluster(cluster)
+                            .instance(key)
+                            .revision(&desired.revision),
+                        );
                     }
                     State::Complete => {
                         info!(instance = %key, revision = short(&desired.revision), "rollout complete")
@@ -541,6 +559,8 @@ async fn sync_once(
     let source = repo.source.clone();
     let subpath = repo.path.clone();
     let seen = last_seen.clone();
+    let package_repos = shared.config.package_repositories.clone();
+    let package_cache = shared.config.cache_dir.join("package-repositories");
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
         match (&git, &source) {
@@ -550,6 +570,7 @@ async fn sync_once(
                     return Ok(None);
                 }
                 let tree = g.tree(&commit).map_err(|e| e.to_string())?;
+                let tree = crate::repo::frameworks::overlay(&tree, &package_repos, &package_cache)?;
                 let loaded = desired::load_cached(&tree, &commit, &clusters, &mut lock(&cache));
                 Ok(Some((commit, loaded)))
             }
@@ -564,6 +585,7 @@ async fn sync_once(
                 if seen.as_deref() == Some(rev.as_str()) {
                     return Ok(None);
                 }
+                let tree = crate::repo::frameworks::overlay(&tree, &package_repos, &package_cache)?;
                 let loaded = desired::load_cached(&tree, &rev, &clusters, &mut lock(&cache));
                 Ok(Some((rev, loaded)))
             }
@@ -593,6 +615,14 @@ async fn sync_once(
         }
         Ok(Some((rev, Err(errors)))) => {
             warn!(repository = %repo.name, revision = short(&rev), %errors, "revision refused; the last good revision keeps running");
+            shared.notifier.emit(
+                crate::notify::Event::new(
+                    crate::notify::EventKind::RevisionRefused,
+                    "refused",
+                    errors.to_string(),
+                )
+                .revision(&rev),
+            );
             *last_seen = Some(rev.clone());
             status.revision = Some(rev);
             status.errors = errors.0.iter().map(ToString::to_string).collect();
@@ -644,6 +674,10 @@ async fn cluster_worker(
                 let mut st = lock(&slot.status);
                 if !st.up {
                     info!(cluster = %name, "cluster up");
+                    shared.notifier.emit(
+                        crate::notify::Event::new(crate::notify::EventKind::ClusterUp, "up", "")
+                            .cluster(&name),
+                    );
                 }
                 st.up = true;
                 st.reason = None;
@@ -654,6 +688,14 @@ async fn cluster_worker(
                 let mut st = lock(&slot.status);
                 if st.up || failures == 1 {
                     warn!(cluster = %name, category = e.kind().as_str(), error = %e, "cluster down");
+                    shared.notifier.emit(
+                        crate::notify::Event::new(
+                            crate::notify::EventKind::ClusterDown,
+                            "down",
+                            format!("{}: {e}", e.kind().as_str()),
+                        )
+                        .cluster(&name),
+                    );
                 }
                 st.up = false;
                 st.reason = Some(format!("{}: {e}", e.kind().as_str()));
@@ -771,7 +813,19 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
             seen.insert(key, Seen { instance });
         }
     }
-    *lock(&slot.seen) = Some(seen);
+    {
+        let mut previous = lock(&slot.seen);
+        // The first observation is the baseline: a restarted daemon does not replay history.
+        if let Some(prev) = previous.as_ref() {
+            for (key, s) in &seen {
+                let before = prev.get(key).map(|p| &p.instance);
+                for event in crate::notify::plan_events(&slot.info.name, before, &s.instance) {
+                    shared.notifier.emit(event);
+                }
+            }
+        }
+        *previous = Some(seen);
+    }
     shared.plan();
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! `cache/packages/<sha256>.tgz`.
 
 pub mod client;
+pub mod frameworks;
 pub mod http;
 pub mod index;
 pub mod store;

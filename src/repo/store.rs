@@ -115,6 +115,55 @@ impl RepoList {
     }
 }
 
+/// The `packageRepositories:` list of `kudo.yaml` (same entries as `repositories.yaml`);
+/// problems are named `packageRepositories[i].<field>`. A relative `caFile` is resolved
+/// against `base` and must exist.
+pub fn parse_config(
+    value: Option<&serde_json::Value>,
+    base: &Path,
+) -> Result<Vec<RepoEntry>, Vec<String>> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let entries: Vec<RepoEntry> = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        vec![format!(
+            "packageRepositories{}: {}",
+            at(&e.path().to_string()),
+            e.inner()
+        )]
+    })?;
+    let mut list = RepoList::default();
+    let mut problems = Vec::new();
+    for (i, mut e) in entries.into_iter().enumerate() {
+        if let Some(ca) = &e.ca_file {
+            let p = base.join(ca);
+            if !p.is_file() {
+                problems.push(format!(
+                    "packageRepositories[{i}].caFile: file {} does not exist",
+                    p.display()
+                ));
+            }
+            e.ca_file = Some(p);
+        }
+        if let Err(err) = list.add(e) {
+            problems.push(format!("packageRepositories[{i}]: {err}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(list.repositories)
+    } else {
+        Err(problems)
+    }
+}
+
+fn at(path: &str) -> String {
+    match path {
+        "." => String::new(),
+        p if p.starts_with('[') => p.to_string(),
+        p => format!(".{p}"),
+    }
+}
+
 /// Writes via a temporary file in the same folder, so readers never see half a file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
     let dir = path.parent().unwrap_or(Path::new("."));
