@@ -463,6 +463,44 @@ async fn sinks_retry_5xx_with_backoff_and_give_up_on_4xx_at_once() {
     assert_eq!(notifier.metrics().dropped("flaky", DropReason::gave_up), 0);
 }
 
+// ---- the HTTP client: size limit, connection errors ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_size_limited_and_connection_errors_retried() {
+    use kudo::repo::http::{HttpClient, HttpOptions, Request};
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("big.tgz"), vec![7u8; 64 * 1024]).expect("write");
+    let (addr, _) = file_server(dir.path().to_path_buf()).await;
+    let small = HttpClient::new(HttpOptions {
+        max_bytes: 1024,
+        ..Default::default()
+    })
+    .expect("client");
+    let url = format!("http://{addr}/big.tgz");
+    let e = small.send(&Request::get(&url)).await.unwrap_err();
+    assert!(
+        e.to_string().contains(&url) && e.to_string().contains("1024 bytes"),
+        "{e}"
+    );
+
+    // Nothing listens: retried, then named with the URL and the attempts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let client = HttpClient::new(HttpOptions {
+        retries: 2,
+        backoff: Duration::from_millis(10),
+        ..Default::default()
+    })
+    .expect("client");
+    let url = format!("http://127.0.0.1:{port}/index.yaml");
+    let e = client.send(&Request::get(&url)).await.unwrap_err();
+    let m = e.to_string();
+    assert!(m.contains(&url) && m.contains("3 attempt(s)"), "{m}");
+}
+
 // ---- kudo serve: commit statuses per cluster, webhook events in order ----
 
 fn git(dir: &Path, args: &[&str]) -> String {

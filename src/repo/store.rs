@@ -218,4 +218,32 @@ mod tests {
         back.remove("community").expect("remove");
         assert!(back.repositories.is_empty());
     }
+
+    #[test]
+    fn kudo_yaml_package_repositories_and_their_problems() {
+        let text = "listen: 127.0.0.1:0\nrepositories:\n  - {name: r, url: /}\nclusters:\n  - {name: c, sim: {}}\npackageRepositories:\n  - {name: community, url: 'http://127.0.0.1:1/repo'}\nnotifications:\n  sinks:\n    - {name: w, webhook: {url: 'http://127.0.0.1:1/h'}}\n";
+        let c =
+            crate::gitops::config::Config::parse("kudo.yaml", text, Path::new("/")).expect("valid");
+        assert_eq!(c.package_repositories[0].name, "community");
+        assert_eq!(c.notifications.sinks[0].name, "w");
+        let bad = text.replace("url: 'http://127.0.0.1:1/repo'", "urls: x");
+        let e = crate::gitops::config::Config::parse("kudo.yaml", &bad, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("packageRepositories[0]") && e.contains("urls"),
+            "{e}"
+        );
+        let dup = text.replace(
+            "packageRepositories:\n",
+            "packageRepositories:\n  - {name: community, url: 'http://h/x', caFile: nope.pem}\n",
+        );
+        let e = crate::gitops::config::Config::parse("kudo.yaml", &dup, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nope.pem") && e.contains("already exists"),
+            "{e}"
+        );
+    }
 }
