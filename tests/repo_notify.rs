@@ -678,6 +678,36 @@ async fn serve_posts_commit_statuses_per_cluster_and_plan_events_in_order() {
         assert_eq!(h["instance"], "apps/hello");
         assert_eq!(h["revision"], commit.as_str());
     }
+
+    // A bad commit is refused: its commit gets an error status (context `kudo`), and the
+    // plan-only webhook hears nothing of it.
+    std::fs::write(fleet.join("instances/broken.yaml"), "kind: [\n").expect("write");
+    git(&fleet, &["add", "-A"]);
+    git(&fleet, &["commit", "-q", "-m", "broken"]);
+    let bad = git(&fleet, &["rev-parse", "HEAD"]);
+    daemon.shared.sync_now(None);
+    let bad_path = format!("/gh/repos/acme/fleet/statuses/{bad}");
+    let refused = eventually("an error status for the refused commit", || {
+        let seen = api_seen.lock().expect("seen").clone();
+        seen.into_iter().find(|r| r.path == bad_path)
+    })
+    .await;
+    assert_eq!(refused.body["state"], "error");
+    assert_eq!(refused.body["context"], "kudo");
+    assert!(
+        refused.body["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("instances/broken.yaml")),
+        "{:?}",
+        refused.body
+    );
+    let hook_events = api_seen
+        .lock()
+        .expect("seen")
+        .iter()
+        .filter(|r| r.path == "/hook")
+        .count();
+    assert_eq!(hook_events, 4, "the webhook only wants plan events");
     daemon.shutdown().await;
 }
 

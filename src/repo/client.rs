@@ -66,8 +66,7 @@ impl RepoClient {
         if let Some(tag) = &etag {
             req = req.header("if-none-match", tag.trim());
         }
-        let http = self.http_with_limit(MAX_INDEX_BYTES)?;
-        let resp = match http.send(&req).await {
+        let resp = match self.http.send_limited(&req, MAX_INDEX_BYTES).await {
             Ok(r) => r,
             Err(e @ super::HttpError::Transport { .. }) => match &cached {
                 Some(body) => {
@@ -104,16 +103,6 @@ impl RepoClient {
         Ok(index)
     }
 
-    fn http_with_limit(&self, max_bytes: u64) -> Result<HttpClient, RepoError> {
-        if self.http.options().max_bytes == max_bytes {
-            return Ok(self.http.clone());
-        }
-        Ok(HttpClient::new(HttpOptions {
-            max_bytes: max_bytes.min(self.http.options().max_bytes),
-            ..self.http.options().clone()
-        })?)
-    }
-
     /// The package file, downloaded unless the cache holds it; its sha256 must equal the
     /// index digest, else it is refused and nothing is kept.
     pub async fn download(&self, pv: &PackageVersion) -> Result<PathBuf, RepoError> {
@@ -125,11 +114,14 @@ impl RepoClient {
             }
             let _ = std::fs::remove_file(&path);
         }
-        let http = self.http_with_limit(MAX_PACKAGE_BYTES)?;
         let mut last = None;
         for u in &pv.urls {
             let url = resolve_url(&self.repo.url, u)?;
-            match http.send(&Request::get(&url)).await {
+            match self
+                .http
+                .send_limited(&Request::get(&url), MAX_PACKAGE_BYTES)
+                .await
+            {
                 Ok(resp) => {
                     let actual = sha256_hex(&resp.body);
                     if actual != digest {

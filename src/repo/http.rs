@@ -160,11 +160,17 @@ impl HttpClient {
     /// Sends with retries. 2xx and 304 are answers; other 4xx fail at once; 5xx, 429 and
     /// connection errors are retried with backoff until the retries are spent.
     pub async fn send(&self, req: &Request) -> Result<Response, HttpError> {
+        self.send_limited(req, self.options.max_bytes).await
+    }
+
+    /// [`HttpClient::send`] with a lower body limit for this request.
+    pub async fn send_limited(&self, req: &Request, max_bytes: u64) -> Result<Response, HttpError> {
+        let limit = max_bytes.min(self.options.max_bytes);
         let method = req.method.to_string();
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let outcome = self.attempt(req).await;
+            let outcome = self.attempt(req, limit).await;
             let retryable = match &outcome {
                 Ok(r) if r.status == 429 || r.status >= 500 => true,
                 Ok(_) => false,
@@ -196,7 +202,7 @@ impl HttpClient {
         }
     }
 
-    async fn attempt(&self, req: &Request) -> Result<Response, HttpError> {
+    async fn attempt(&self, req: &Request, limit: u64) -> Result<Response, HttpError> {
         let method = req.method.to_string();
         let transport = |e: reqwest::Error| HttpError::Transport {
             method: method.clone(),
@@ -212,7 +218,6 @@ impl HttpClient {
             b = b.body(body.clone());
         }
         let mut resp = b.send().await.map_err(transport)?;
-        let limit = self.options.max_bytes;
         let too_large = || HttpError::TooLarge {
             method: method.clone(),
             url: req.url.clone(),
