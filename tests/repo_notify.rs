@@ -361,7 +361,25 @@ async fn repo_index_add_install_on_the_real_api_server() {
         "reindex",
     );
     let good = std::fs::read(pkgs.join("hello-1.2.0.tgz")).expect("tgz");
-    let evil = create_tgz(&home, work.path(), &work.path().join("."), "1.2.0", "evil");
+    // `-o` naming a folder writes the default file name inside it.
+    let evil_src = work.path().join("evil-src");
+    write_package(&evil_src, "1.2.0", "evil");
+    let evil_dir = work.path().join("evil");
+    std::fs::create_dir_all(&evil_dir).expect("mkdir");
+    ok(
+        &kudo(
+            &home,
+            &[
+                "package",
+                "create",
+                evil_src.to_str().expect("utf8"),
+                "-o",
+                evil_dir.to_str().expect("utf8"),
+            ],
+        ),
+        "package create -o DIR",
+    );
+    let evil = evil_dir.join("hello-0.1.0_1.2.0.tgz");
     std::fs::copy(&evil, pkgs.join("hello-1.2.0.tgz")).expect("tamper");
     assert_ne!(
         good,
@@ -604,7 +622,7 @@ async fn serve_posts_commit_statuses_per_cluster_and_plan_events_in_order() {
     let (api, api_seen) = recorder(vec![201]).await;
     std::fs::write(work.path().join("gh-token"), "s3cret\n").expect("token");
     let sinks = format!(
-        "notifications:\n  sinks:\n    - name: github\n      github: {{apiUrl: 'http://{api}/gh', owner: acme, repo: fleet, tokenFile: gh-token}}\n    - name: hook\n      webhook: {{url: 'http://{api}/hook'}}\n      events: [planStarted, planComplete, planFatalError]\n      instances: ['apps/*']\n"
+        "notifications:\n  sinks:\n    - name: github\n      github: {{apiUrl: 'http://{api}/gh', owner: acme, repo: fleet, tokenFile: gh-token}}\n    - name: hook\n      webhook: {{url: 'http://{api}/hook'}}\n      events: [planStarted, planComplete, planFatalError]\n      instances: ['apps/*']\n    - name: gitlab\n      gitlab: {{apiUrl: 'http://{api}/gl/api/v4', project: acme/fleet, tokenFile: gh-token}}\n      events: [planComplete]\n"
     );
     let text = serve_config(work.path(), &fleet, pkgs, &sinks);
     let (daemon, took) = run_serve(&text, work.path()).await;
@@ -635,6 +653,27 @@ async fn serve_posts_commit_statuses_per_cluster_and_plan_events_in_order() {
             .map(|r| r.body["state"].as_str().unwrap_or_default())
             .collect();
         assert_eq!(states, ["pending", "success"], "{c}");
+    }
+
+    let gitlab_path = format!("/gl/api/v4/projects/acme%2Ffleet/statuses/{commit}");
+    let gitlab = eventually("GitLab statuses for both clusters", || {
+        let seen = api_seen.lock().expect("seen").clone();
+        let gl: Vec<Recorded> = seen.into_iter().filter(|r| r.path == gitlab_path).collect();
+        (gl.len() >= 2).then_some(gl)
+    })
+    .await;
+    let mut names: Vec<&str> = gitlab
+        .iter()
+        .map(|r| r.body["name"].as_str().unwrap_or_default())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["kudo/east", "kudo/west"]);
+    for r in &gitlab {
+        assert_eq!(r.body["state"], "success");
+        assert_eq!(
+            r.headers.get("private-token").map(String::as_str),
+            Some("s3cret")
+        );
     }
 
     let hooks: Vec<Value> = eventually("plan events at the webhook", || {

@@ -674,6 +674,9 @@ async fn cluster_worker(
                 let mut st = lock(&slot.status);
                 if !st.up {
                     info!(cluster = %name, "cluster up");
+                }
+                // Back up after being down (the first probe at start is not news).
+                if !st.up && st.reason.as_deref() != Some("not probed yet") {
                     shared.notifier.emit(
                         crate::notify::Event::new(crate::notify::EventKind::ClusterUp, "up", "")
                             .cluster(&name),
