@@ -15,8 +15,20 @@ use crate::package::{Package, resolve_parameters, verify};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Package folder or .tgz.
+    /// Package folder or .tgz, or the name of a package in a repository (`kudo repo add`).
     pub package: PathBuf,
+    /// Install from this repository only (default: the first configured one that has it).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Operator version wanted from the repository: exact or a semver requirement (`^1.2`);
+    /// default the newest.
+    #[arg(long)]
+    pub operator_version: Option<String>,
+    /// App version wanted from the repository: exact or a semver requirement.
+    #[arg(long)]
+    pub app_version: Option<String>,
+    #[command(flatten)]
+    pub home: super::repo::Home,
     /// Instance name (default: `<operator>-instance`, as KUDO).
     #[arg(long)]
     pub instance: Option<String>,
@@ -149,7 +161,8 @@ pub async fn install_packages(
 }
 
 pub async fn run(args: Args) -> CliResult {
-    let all = load_verified(&args.package)?;
+    let package = package_path(&args).await?;
+    let all = load_verified(&package)?;
     let root = all
         .last()
         .expect("invariant: resolve returns the root package last");
@@ -210,4 +223,21 @@ pub async fn run(args: Args) -> CliResult {
         println!("instance {ns}/{instance}: plan {plan} finished");
     }
     Ok(())
+}
+
+/// The package on disk: the given path, or (for a name that is no file or folder, or with a
+/// repository flag) the verified download from a package repository.
+async fn package_path(args: &Args) -> Result<PathBuf, CliError> {
+    let from_repo =
+        args.repo.is_some() || args.operator_version.is_some() || args.app_version.is_some();
+    if !from_repo && args.package.exists() {
+        return Ok(args.package.clone());
+    }
+    let name = args.package.to_string_lossy().to_string();
+    let wanted = super::repo::Wanted {
+        repo: args.repo.clone(),
+        operator_version: args.operator_version.clone(),
+        app_version: args.app_version.clone(),
+    };
+    super::repo::fetch_package(&args.home.path(), &name, &wanted).await
 }

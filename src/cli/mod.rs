@@ -12,6 +12,7 @@ pub mod manager;
 pub mod package;
 pub mod plan;
 pub mod render;
+pub mod repo;
 pub mod serve;
 pub mod sim;
 pub mod status;
@@ -61,6 +62,8 @@ pub enum Command {
     Package(package::Args),
     /// Render a package's manifests locally (like `helm template`).
     Render(render::Args),
+    /// Package repositories: add, list, remove; `repo index` builds one from .tgz packages.
+    Repo(repo::Args),
     /// Serve simulated Kubernetes clusters on loopback (kubeconfig printed) until Ctrl-C.
     Sim(sim::Args),
     /// Run kuttl test suites (TestSuite files, test folders of NN-*.yaml steps) against a
@@ -121,5 +124,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Serve(args) => serve::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Workloads(args) => workloads::run(args).await,
+        Command::Repo(args) => repo::run(args).await,
     }
 }

@@ -25,8 +25,9 @@ pub enum PackageCommand {
     Create {
         /// Package directory.
         package: PathBuf,
-        /// Output file; default `<name>-<appVersion>_<operatorVersion>.tgz` (or
-        /// `<name>-<operatorVersion>.tgz`) in the current directory.
+        /// Output file, or a folder to write it in; default
+        /// `<name>-<appVersion>_<operatorVersion>.tgz` (or `<name>-<operatorVersion>.tgz`) in
+        /// the current directory.
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
@@ -59,13 +60,17 @@ pub async fn run(args: Args) -> CliResult {
             let pkg = Package::load_path(&package)?;
             check(&pkg)?;
             let op = &pkg.operator;
-            let output = output.unwrap_or_else(|| {
-                PathBuf::from(if op.app_version.is_empty() {
-                    format!("{}-{}.tgz", op.name, op.operator_version)
-                } else {
-                    format!("{}-{}_{}.tgz", op.name, op.app_version, op.operator_version)
-                })
-            });
+            let file_name = if op.app_version.is_empty() {
+                format!("{}-{}.tgz", op.name, op.operator_version)
+            } else {
+                format!("{}-{}_{}.tgz", op.name, op.app_version, op.operator_version)
+            };
+            let output = match output {
+                // An existing folder gets the default file name inside it.
+                Some(dir) if dir.is_dir() => dir.join(file_name),
+                Some(file) => file,
+                None => PathBuf::from(file_name),
+            };
             let tree = open(&package)?;
             let bytes = tgz(tree.as_ref())?;
             std::fs::write(&output, bytes).map_err(|source| PackageCommandError::Write {

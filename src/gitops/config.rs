@@ -42,6 +42,10 @@ pub struct Config {
     pub cache_dir: PathBuf,
     pub repositories: Vec<Repository>,
     pub clusters: Vec<ClusterConfig>,
+    /// Package repositories instances may take frameworks from (`spec.repository`).
+    pub package_repositories: Vec<crate::repo::RepoEntry>,
+    /// Notification sinks (`notifications:`, see [`crate::notify::config`]).
+    pub notifications: crate::notify::NotifyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -190,7 +194,14 @@ struct Validator {
     base: PathBuf,
 }
 
-const TOP_KEYS: &[&str] = &["listen", "cacheDir", "repositories", "clusters"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "cacheDir",
+    "repositories",
+    "clusters",
+    "packageRepositories",
+    "notifications",
+];
 const REPO_KEYS: &[&str] = &[
     "name",
     "url",
@@ -366,11 +377,24 @@ impl Validator {
                 }
             }
         }
+        let notifications = crate::notify::config::parse(top.get("notifications"), &self.base)
+            .unwrap_or_else(|problems| {
+                self.problems.extend(problems);
+                Default::default()
+            });
+        let package_repositories =
+            crate::repo::store::parse_config(top.get("packageRepositories"), &self.base)
+                .unwrap_or_else(|problems| {
+                    self.problems.extend(problems);
+                    Vec::new()
+                });
         Config {
             listen,
             cache_dir,
             repositories,
             clusters,
+            package_repositories,
+            notifications,
         }
     }
 

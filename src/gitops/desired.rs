@@ -128,6 +128,12 @@ struct Meta {
 struct DocSpec {
     framework: String,
     version: String,
+    /// A package repository of `kudo.yaml` (`packageRepositories`) holding the framework,
+    /// instead of `frameworks/` in this repository; the control plane fetches it beforehand
+    /// (see [`crate::repo::frameworks`]), so here it is only accepted.
+    #[serde(default)]
+    #[allow(dead_code)]
+    repository: Option<String>,
     #[serde(default)]
     parameters: BTreeMap<String, Value>,
     placement: DocPlacement,

@@ -172,6 +172,8 @@ pub struct Shared {
     /// Instances the planner applied a new spec for, until their rollout completes
     /// (the commit-to-converged clock runs for those only).
     converging: Mutex<BTreeSet<String>>,
+    /// Notification sinks (never waited on).
+    notifier: crate::notify::Notifier,
 }
 
 /// A running daemon. Dropping it stops nothing; call [`Daemon::shutdown`].
@@ -188,7 +190,7 @@ impl Daemon {
     /// access for that name (tests hand in clients they built).
     pub async fn start(config: Config, options: Options) -> Result<Daemon, ServeError> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let (registry, metrics) = crate::metrics::registry();
+        let (mut registry, metrics) = crate::metrics::registry();
         let mut sims = Vec::new();
         let mut slots = Vec::new();
         for c in &config.clusters {
@@ -260,6 +262,7 @@ impl Daemon {
         for r in &config.repositories {
             metrics.gitops.init_repository(&r.name);
         }
+        let notifier = crate::notify::Notifier::start(&config.notifications, &mut registry);
         let shared = Arc::new(Shared {
             config: config.clone(),
             options,
@@ -274,6 +277,7 @@ impl Daemon {
             metrics,
             revision_times: Mutex::new(BTreeMap::new()),
             converging: Mutex::new(BTreeSet::new()),
+            notifier,
         });
         let mut tasks = Vec::new();
         let mut watchers = Vec::new();
@@ -331,6 +335,10 @@ impl Shared {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn notifier(&self) -> &crate::notify::Notifier {
+        &self.notifier
     }
 
     pub fn passes(&self) -> u64 {
@@ -589,7 +597,17 @@ impl Shared {
             if previous.as_ref() != Some(&p.state) {
                 match &p.state {
                     State::Halted { cluster, reason } => {
-                        warn!(instance = %key, %cluster, %reason, "rollout halted")
+                        warn!(instance = %key, %cluster, %reason, "rollout halted");
+                        self.notifier.emit(
+                            crate::notify::Event::new(
+                                crate::notify::EventKind::RolloutHalted,
+                                "halted",
+                                reason.clone(),
+                            )
+                            .cluster(cluster)
+                            .instance(key)
+                            .revision(&desired.revision),
+                        );
                     }
                     State::Complete => {
                         info!(instance = %key, revision = short(&desired.revision), "rollout complete")
@@ -719,6 +737,8 @@ async fn sync_once(
     let source = repo.source.clone();
     let subpath = repo.path.clone();
     let seen = last_seen.clone();
+    let package_repos = shared.config.package_repositories.clone();
+    let package_cache = shared.config.cache_dir.join("package-repositories");
     let started = Instant::now();
     let result =
         tokio::task::spawn_blocking(move || -> Result<Option<(Loaded, Option<i64>)>, String> {
@@ -729,6 +749,8 @@ async fn sync_once(
                         return Ok(None);
                     }
                     let tree = g.tree(&commit).map_err(|e| e.to_string())?;
+                    let tree =
+                        crate::repo::frameworks::overlay(&tree, &package_repos, &package_cache)?;
                     let loaded = desired::load_cached(&tree, &commit, &clusters, &mut lock(&cache));
                     let time = commit_time(&g.mirror, &commit);
                     Ok(Some(((commit, loaded), time)))
@@ -744,6 +766,8 @@ async fn sync_once(
                     if seen.as_deref() == Some(rev.as_str()) {
                         return Ok(None);
                     }
+                    let tree =
+                        crate::repo::frameworks::overlay(&tree, &package_repos, &package_cache)?;
                     let loaded = desired::load_cached(&tree, &rev, &clusters, &mut lock(&cache));
                     Ok(Some(((rev, loaded), None)))
                 }
@@ -783,6 +807,14 @@ async fn sync_once(
         Ok(Some(((rev, Err(errors)), _))) => {
             gm.record_sync(&repo.name, SyncResult::refused, took, Some(errors.0.len()));
             warn!(repository = %repo.name, revision = short(&rev), %errors, "revision refused; the last good revision keeps running");
+            shared.notifier.emit(
+                crate::notify::Event::new(
+                    crate::notify::EventKind::RevisionRefused,
+                    "refused",
+                    errors.to_string(),
+                )
+                .revision(&rev),
+            );
             *last_seen = Some(rev.clone());
             status.revision = Some(rev);
             status.errors = errors.0.iter().map(ToString::to_string).collect();
@@ -843,6 +875,13 @@ async fn cluster_worker(
                 if !st.up {
                     info!(cluster = %name, "cluster up");
                 }
+                // Back up after being down (the first probe at start is not news).
+                if !st.up && st.reason.as_deref() != Some("not probed yet") {
+                    shared.notifier.emit(
+                        crate::notify::Event::new(crate::notify::EventKind::ClusterUp, "up", "")
+                            .cluster(&name),
+                    );
+                }
                 st.up = true;
                 st.reason = None;
                 shared.metrics.cluster.set_up(&name, true, None);
@@ -853,6 +892,14 @@ async fn cluster_worker(
                 let mut st = lock(&slot.status);
                 if st.up || failures == 1 {
                     warn!(cluster = %name, category = e.kind().as_str(), error = %e, "cluster down");
+                    shared.notifier.emit(
+                        crate::notify::Event::new(
+                            crate::notify::EventKind::ClusterDown,
+                            "down",
+                            format!("{}: {e}", e.kind().as_str()),
+                        )
+                        .cluster(&name),
+                    );
                 }
                 st.up = false;
                 st.reason = Some(format!("{}: {e}", e.kind().as_str()));
@@ -974,7 +1021,19 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
             seen.insert(key, Seen { instance });
         }
     }
-    *lock(&slot.seen) = Some(seen);
+    {
+        let mut previous = lock(&slot.seen);
+        // The first observation is the baseline: a restarted daemon does not replay history.
+        if let Some(prev) = previous.as_ref() {
+            for (key, s) in &seen {
+                let before = prev.get(key).map(|p| &p.instance);
+                for event in crate::notify::plan_events(&slot.info.name, before, &s.instance) {
+                    shared.notifier.emit(event);
+                }
+            }
+        }
+        *previous = Some(seen);
+    }
     shared.plan();
     Ok(())
 }

@@ -31,6 +31,7 @@
 pub mod cluster;
 pub mod engine;
 pub mod gitops;
+pub mod notify;
 pub mod server;
 
 use std::sync::Arc;

@@ -1,0 +1,207 @@
+//! Frameworks of a GitOps revision taken from package repositories: an instance document with
+//! `spec.repository: NAME` gets `spec.framework` at exactly `spec.version` from that
+//! repository of `kudo.yaml` (`packageRepositories`). The package is fetched (index
+//! ETag-cached, .tgz verified and cached by digest) and laid over the revision's tree as
+//! `frameworks/<name>/<version>/`, so the desired-state loader treats it like any framework
+//! in Git. A revision that also holds that folder is refused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{HttpOptions, RepoClient, RepoEntry};
+use crate::gitops::desired::{FRAMEWORKS_DIR, INSTANCES_DIR};
+use crate::package::{FileTree, PackageError, open, split_documents};
+
+#[derive(Deserialize)]
+struct RefDoc {
+    spec: RefSpec,
+}
+
+#[derive(Deserialize)]
+struct RefSpec {
+    framework: String,
+    version: String,
+    #[serde(default)]
+    repository: Option<String>,
+}
+
+/// (repository, framework, version) → the first file naming it.
+type Refs = BTreeMap<(String, String, String), String>;
+
+/// The repository references of a tree's instance documents (documents that do not parse
+/// are left to the loader to report).
+pub fn repository_refs(tree: &dyn FileTree) -> Result<Refs, PackageError> {
+    let mut out = Refs::new();
+    for path in tree.paths()? {
+        if !path.starts_with(INSTANCES_DIR) || !(path.ends_with(".yaml") || path.ends_with(".yml"))
+        {
+            continue;
+        }
+        let Ok(text) = String::from_utf8(tree.read(&path)?) else {
+            continue;
+        };
+        for (_, doc) in split_documents(&text) {
+            if let Ok(RefDoc {
+                spec:
+                    RefSpec {
+                        framework,
+                        version,
+                        repository: Some(repo),
+                    },
+            }) = serde_saphyr::from_str::<RefDoc>(doc)
+            {
+                out.entry((repo, framework, version))
+                    .or_insert_with(|| path.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A tree with extra files laid over it.
+pub struct Overlay<'a> {
+    inner: &'a dyn FileTree,
+    extra: BTreeMap<String, Vec<u8>>,
+}
+
+impl FileTree for Overlay<'_> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn paths(&self) -> Result<Vec<String>, PackageError> {
+        let mut all: BTreeSet<String> = self.inner.paths()?.into_iter().collect();
+        all.extend(self.extra.keys().cloned());
+        Ok(all.into_iter().collect())
+    }
+    fn read(&self, path: &str) -> Result<Vec<u8>, PackageError> {
+        match self.extra.get(path) {
+            Some(b) => Ok(b.clone()),
+            None => self.inner.read(path),
+        }
+    }
+    fn content_id(&self, path: &str) -> Option<String> {
+        if self.extra.contains_key(path) {
+            None
+        } else {
+            self.inner.content_id(path)
+        }
+    }
+}
+
+/// `tree` with the repository frameworks its instances name laid over it. Blocks on the
+/// downloads (call it from a blocking thread inside a Tokio runtime). Errors name the
+/// instance file and the repository.
+pub fn overlay<'a>(
+    tree: &'a dyn FileTree,
+    repos: &[RepoEntry],
+    cache: &Path,
+) -> Result<Overlay<'a>, String> {
+    let refs = repository_refs(tree).map_err(|e| e.to_string())?;
+    let mut extra = BTreeMap::new();
+    if refs.is_empty() {
+        return Ok(Overlay { inner: tree, extra });
+    }
+    let existing: BTreeSet<String> = tree
+        .paths()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| "internal: package repositories need a Tokio runtime".to_string())?;
+    for ((repo, name, version), file) in refs {
+        let prefix = format!("{FRAMEWORKS_DIR}{name}/{version}/");
+        let fail = |reason: String| format!("{file}: spec.repository {repo}: {reason}");
+        if existing.iter().any(|p| p.starts_with(&prefix)) {
+            return Err(fail(format!(
+                "{prefix} exists in the revision too; use one or the other"
+            )));
+        }
+        let entry = repos.iter().find(|r| r.name == repo).ok_or_else(|| {
+            let known: Vec<&str> = repos.iter().map(|r| r.name.as_str()).collect();
+            fail(format!(
+                "not in packageRepositories of the configuration (known: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        let client = RepoClient::new(entry, cache, HttpOptions::default())
+            .map_err(|e| fail(e.to_string()))?;
+        let path = handle
+            .block_on(async {
+                let index = client.index().await?;
+                let pv = index.resolve(&repo, &name, Some(&version), None)?;
+                if pv.operator_version != version {
+                    return Err(super::RepoError::UnknownVersion {
+                        repo: repo.clone(),
+                        name: name.clone(),
+                        wanted: format!("operator version {version} (exactly)"),
+                        available: pv.operator_version.clone(),
+                    });
+                }
+                client.download(pv).await
+            })
+            .map_err(|e| fail(e.to_string()))?;
+        let pkg = open(&path).map_err(|e| fail(e.to_string()))?;
+        for p in pkg.paths().map_err(|e| fail(e.to_string()))? {
+            let bytes = pkg.read(&p).map_err(|e| fail(e.to_string()))?;
+            extra.insert(format!("{prefix}{p}"), bytes);
+        }
+    }
+    Ok(Overlay { inner: tree, extra })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::MemTree;
+
+    fn mem<const N: usize>(files: [(&str, &str); N]) -> MemTree {
+        MemTree::new(
+            "t",
+            files
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn finds_repository_references_only() {
+        let tree = mem([
+            (
+                "instances/a.yaml",
+                "spec: {framework: kafka, version: 1.0.0, repository: community}\n---\nspec: {framework: zk, version: 0.1.0}\n",
+            ),
+            (
+                "instances/b.yaml",
+                "spec: {framework: kafka, version: 1.0.0, repository: community}\n",
+            ),
+            ("frameworks/zk/0.1.0/operator.yaml", "name: zk\n"),
+        ]);
+        let refs = repository_refs(&tree).expect("refs");
+        assert_eq!(refs.len(), 1);
+        assert_eq!(
+            refs[&("community".into(), "kafka".into(), "1.0.0".into())],
+            "instances/a.yaml"
+        );
+    }
+
+    #[test]
+    fn an_unknown_repository_is_named_with_the_file() {
+        let tree = mem([(
+            "instances/a.yaml",
+            "spec: {framework: kafka, version: 1.0.0, repository: nope}\n",
+        )]);
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        let _g = rt.enter();
+        let e = overlay(&tree, &[], Path::new("/nonexistent"))
+            .err()
+            .expect("refused");
+        assert!(e.contains("instances/a.yaml") && e.contains("nope"), "{e}");
+    }
+}
