@@ -8,6 +8,7 @@
 //! (≤ 12 series) plus the histogram buckets; per instance and plan on a cluster: one
 //! `kudo_plan_status` series (the current status only).
 
+pub mod drift;
 pub mod engine;
 pub mod server;
 
