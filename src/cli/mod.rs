@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod crds;
+pub mod diff;
 pub mod get;
 pub mod init;
 pub mod install;
@@ -50,6 +51,9 @@ pub enum Command {
     /// The GitOps control plane: sync frameworks and instances from Git and run their plans
     /// on every matching cluster (no config: repos-example/ on three simulated clusters).
     Serve(serve::Args),
+    /// Show what a revision (a folder or a Git ref) would change on the live clusters of a
+    /// kudo.yaml; exit status 1 when anything would change.
+    Diff(diff::Args),
     /// Print the kudo.dev/v1beta1 CustomResourceDefinitions (Operator, OperatorVersion, Instance).
     Crds(crds::Args),
     /// Run the plan engine for every Instance on the given clusters (KUDO's manager).
@@ -117,5 +121,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Get(args) => get::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Workloads(args) => workloads::run(args).await,
+        Command::Diff(args) => diff::run(args).await,
     }
 }

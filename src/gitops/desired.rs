@@ -87,6 +87,9 @@ pub struct DesiredInstance {
     pub canary: Vec<String>,
     /// Target cluster names, in configuration order.
     pub targets: Vec<String>,
+    /// Whether drift is repaired (`spec.selfHeal`, default true); applied to the Instance
+    /// as the `kudo.dev/self-heal` annotation.
+    pub self_heal: bool,
 }
 
 impl DesiredInstance {
@@ -131,6 +134,8 @@ struct DocSpec {
     #[serde(default)]
     parameters: BTreeMap<String, Value>,
     placement: DocPlacement,
+    #[serde(default, rename = "selfHeal")]
+    self_heal: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -801,6 +806,7 @@ fn instance(
         strategy,
         canary: doc.spec.placement.canary,
         targets: targets(&doc.spec.placement.cluster_selector, clusters),
+        self_heal: doc.spec.self_heal.unwrap_or(true),
     })
 }
 

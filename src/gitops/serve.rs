@@ -813,7 +813,10 @@ async fn apply_instance(
                 MANAGED_LABEL: FIELD_MANAGER,
                 "kudo.dev/operator": inst.framework,
             },
-            "annotations": {REVISION_ANNOTATION: rev},
+            "annotations": {
+                REVISION_ANNOTATION: rev,
+                crate::engine::drift::SELF_HEAL_ANNOTATION: inst.self_heal.to_string(),
+            },
         },
         "spec": {
             "operatorVersion": {"name": inst.operator_version},
