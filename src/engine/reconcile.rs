@@ -41,6 +41,8 @@ use super::workflow::execute;
 pub const PLAN_REQUEST_ANNOTATION: &str = "kudo.dev/plan-request";
 /// Finalizer held while an instance with a `cleanup` plan is being deleted.
 pub const CLEANUP_FINALIZER: &str = "kudo.dev/cleanup";
+/// Instance condition naming objects with the instance's labels that pruning left in place.
+pub const UNMANAGED_CONDITION: &str = "UnmanagedObjects";
 /// Manager name used for the manager's own metadata/status patches.
 pub const MANAGER: &str = "kudo-manager";
 
@@ -467,6 +469,8 @@ async fn run_active(
     }
     let key = format!("{}/{}", names.namespace, names.name);
     let mut report = Default::default();
+    // Objects pruning left in place, when it ran in this pass.
+    let mut unpruned: Option<Vec<String>> = None;
     if !tree.status.is_some_and(ExecutionStatus::is_terminal) {
         let values = match resolve_parameters(&ov.spec.parameters, &active.parameters, None) {
             Ok(v) => v,
@@ -497,7 +501,7 @@ async fn run_active(
                         .get(super::prune::PRUNE_ANNOTATION)
                         .is_some_and(|v| v == "false");
                     if tree.status == Some(ExecutionStatus::Complete) && !prune_off {
-                        prune_stale(&runner, &mut status.applied).await;
+                        unpruned = Some(prune_stale(&runner, &mut status.applied).await);
                     }
                     // A cluster-scoped object was just applied: hold the finalizer now, not
                     // on the next reconcile, so a deletion in between cannot leak it.
@@ -569,6 +573,9 @@ async fn run_active(
     }
     // Drift is looked for once the plan that ran last has completed (and not in the pass
     // that completed it: what was just applied matches by construction).
+    if let Some(left) = &unpruned {
+        report_unpruned(&mut status, left);
+    }
     let complete = plan_now == Some(ExecutionStatus::Complete);
     if complete && plan_before == Some(ExecutionStatus::Complete) {
         check_drift(inst, ctx, names, ov, active, &mut status).await;
@@ -664,30 +671,63 @@ fn record_plan_metrics(
 /// After a plan completes: deletes what the instance no longer renders (see
 /// [`super::prune`]). Failures are logged and retried after the next completed plan; they
 /// never fail the plan that just finished.
-async fn prune_stale(runner: &ClusterRunner<'_>, inventory: &mut Vec<crate::api::AppliedObject>) {
+/// Returns the objects left in place (with why), including objects with the instance's
+/// labels that kudo never applied.
+async fn prune_stale(
+    runner: &ClusterRunner<'_>,
+    inventory: &mut Vec<crate::api::AppliedObject>,
+) -> Vec<String> {
     let desired = match runner.desired_objects().await {
         Ok(d) => d,
         Err(error) => {
             warn!(%error, "not pruning: the current version does not render");
-            return;
+            return Vec::new();
         }
     };
+    let mut left = Vec::new();
     let stale = super::prune::stale(inventory, &desired);
-    if stale.is_empty() {
-        return;
-    }
-    match runner.prune(&stale).await {
-        Ok((deleted, reported)) => {
-            for entry in &deleted {
-                info!(kind = %entry.kind, name = %entry.name, namespace = %entry.namespace, "pruned");
+    if !stale.is_empty() {
+        match runner.prune(&stale).await {
+            Ok((deleted, reported)) => {
+                for entry in &deleted {
+                    info!(kind = %entry.kind, name = %entry.name, namespace = %entry.namespace, "pruned");
+                }
+                left.extend(reported);
+                // Reported objects leave the inventory too: kudo no longer claims them.
+                inventory.retain(|o| !stale.contains(o));
             }
-            for why in &reported {
-                warn!(object = %why, "not pruned");
-            }
-            // Reported objects leave the inventory too: kudo no longer claims them.
-            inventory.retain(|o| !stale.contains(o));
+            Err(error) => warn!(%error, "pruning failed; retried after the next completed plan"),
         }
-        Err(error) => warn!(%error, "pruning failed; retried after the next completed plan"),
+    }
+    use super::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL, OPERATOR_LABEL};
+    let selector = format!(
+        "{HERITAGE_LABEL}={HERITAGE_VALUE},{OPERATOR_LABEL}={},{INSTANCE_LABEL}={}",
+        runner.info.operator, runner.info.instance
+    );
+    match super::prune::unclaimed(runner.cluster, &runner.info.namespace, &selector, inventory)
+        .await
+    {
+        Ok(found) => left.extend(found),
+        Err(error) => warn!(%error, "looking for unclaimed objects failed"),
+    }
+    for why in &left {
+        warn!(object = %why, "not pruned");
+    }
+    left
+}
+
+/// The `UnmanagedObjects` condition (a kudo extension): objects pruning left in place.
+fn report_unpruned(status: &mut InstanceStatus, left: &[String]) {
+    if left.is_empty() {
+        status.conditions.retain(|c| c.type_ != UNMANAGED_CONDITION);
+    } else {
+        set_condition(
+            status,
+            UNMANAGED_CONDITION,
+            "True",
+            "LeftInPlace",
+            &left.join("; "),
+        );
     }
 }
 

@@ -91,7 +91,15 @@ impl ClusterRunner<'_> {
             self.record(&live);
             match health::evaluate(&live) {
                 Health::Healthy => {}
-                Health::Progressing(why) => waiting.push(format!("{}: {why}", describe(&live))),
+                Health::Progressing(why) => {
+                    // `Deployment ns/web: 1 of 3 replicas available`, the kind said once.
+                    let kind = live.get("kind").and_then(Value::as_str).unwrap_or_default();
+                    let why = why
+                        .strip_prefix(&format!("{kind}: "))
+                        .unwrap_or(&why)
+                        .to_string();
+                    waiting.push(format!("{}: {why}", describe(&live)))
+                }
                 Health::Failed(why) => {
                     return TaskOutcome::Fatal(format!("{} failed: {why}", describe(&live)));
                 }
