@@ -903,6 +903,26 @@ mod tests {
     }
 
     #[test]
+    fn self_heal_defaults_to_true_and_can_be_turned_off() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("repos-example/instances/dev/session-cache.yaml");
+        let doc = std::fs::read_to_string(path).expect("instance");
+        let state = load(&example_with(&[]), REV, &clusters()).expect("valid");
+        assert!(state.instances["web/session-cache"].self_heal);
+        let off = format!("{doc}  selfHeal: false\n");
+        let tree = example_with(&[("instances/dev/session-cache.yaml", Some(&off))]);
+        let state = load(&tree, REV, &clusters()).expect("valid");
+        assert!(!state.instances["web/session-cache"].self_heal);
+        let bad = format!("{doc}  selfHeal: sometimes\n");
+        let tree = example_with(&[("instances/dev/session-cache.yaml", Some(&bad))]);
+        let message = errors(&tree);
+        assert!(
+            message.contains("instances/dev/session-cache.yaml"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn unchanged_packages_and_instances_are_reused() {
         let relay_doc = |workers: u32| {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
