@@ -435,6 +435,16 @@ async fn killed_manager_resumes_without_rerunning_finished_steps() {
     )
     .await
     .expect("tester apply");
+    // Drift repair would take the field back too once the plan completes: off here, so the
+    // value speaks only about re-running steps.
+    instances
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"kudo.dev/self-heal": "false"}}})),
+        )
+        .await
+        .expect("self-heal off");
 
     let mut manager = spawn();
     let after = eventually("deploy COMPLETE after restart", TIMEOUT, || async {
@@ -575,7 +585,7 @@ spec:
     deploy:
       phases:
         - name: main
-          steps: [{name: web, tasks: [web], timeout: 2s}]
+          steps: [{name: web, tasks: [web], timeout: 3s}]
     slow:
       phases:
         - name: main
@@ -603,15 +613,27 @@ spec:
     let _stop = start_manager(&c, &ns.name);
     let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
 
-    // Nothing makes the Deployment available: the step times out, naming what is unhealthy.
+    // The Deployment rolls out but only 1 of its 3 replicas becomes available (as its
+    // controller would report): the step times out, naming what is unhealthy and why.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(c.clone(), &ns.name);
     let p = eventually("step timeout", TIMEOUT, || async {
+        if let Ok(Some(d)) = deployments.get_opt("web").await {
+            let status = json!({"status": {
+                "observedGeneration": d.metadata.generation,
+                "replicas": 3, "updatedReplicas": 3, "readyReplicas": 1, "availableReplicas": 1}});
+            let _ = deployments
+                .patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
+                .await;
+        }
         let p = plan_status(&instances, "web", "deploy").await?;
         (p.status == Some(ExecutionStatus::FatalError)).then_some(p)
     })
     .await;
     let msg = &p.phases[0].steps[0].message;
     assert!(
-        msg.contains("timed out after 2s") && msg.contains("Deployment"),
+        msg.contains("timed out after 3s")
+            && msg.contains(&format!("Deployment {}/web: 1 of 3 replicas available", ns.name)),
         "{msg}"
     );
     let kudo = |args: &[&str]| {
@@ -759,6 +781,21 @@ async fn upgrade_prunes_removed_templates_and_deletion_removes_cluster_scoped_ob
         cms.get_opt("handmade").await.expect("get").is_some(),
         "an object kudo did not apply is never pruned"
     );
+    let reported = eventually("handmade object reported", TIMEOUT, || async {
+        let inst = instances.get("pr").await.ok()?;
+        inst.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "UnmanagedObjects")
+    })
+    .await;
+    assert!(
+        reported.message.contains(&format!(
+            "ConfigMap {}/handmade: not applied by kudo; left in place",
+            ns.name
+        )),
+        "{reported:?}"
+    );
     let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(c.clone());
     assert!(roles.get_opt(&role).await.expect("get").is_some());
 
@@ -772,6 +809,73 @@ async fn upgrade_prunes_removed_templates_and_deletion_removes_cluster_scoped_ob
         gone.then_some(())
     })
     .await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_opt_out_keeps_objects_no_longer_rendered() {
+    let (c, ns) = setup("engine-noprune").await;
+    let version = |v: &str, cm: &str| {
+        format!(
+            "apiVersion: kudo.dev/v1beta1\nkind: OperatorVersion\nmetadata: {{name: np-{v}}}\nspec:\n  operator: {{name: np, kind: Operator}}\n  version: \"{v}\"\n  tasks: [{{name: all, kind: Apply, spec: {{resources: [cm.yaml]}}}}]\n  plans:\n    deploy: {{phases: [{{name: main, steps: [{{name: all, tasks: [all]}}]}}]}}\n  templates:\n    cm.yaml: |\n      apiVersion: v1\n      kind: ConfigMap\n      metadata: {{name: {cm}}}\n"
+        )
+    };
+    apply_yaml(&c, &ns.name, &version("1", "old-cm")).await;
+    apply_yaml(&c, &ns.name, &version("2", "new-cm")).await;
+    apply_yaml(
+        &c,
+        &ns.name,
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: np\n  labels: {kudo.dev/operator: np}\n  annotations: {kudo.dev/prune: \"false\"}\nspec:\n  operatorVersion: {name: np-1}\n",
+    )
+    .await;
+    let _stop = start_manager(&c, &ns.name);
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    let first = eventually("v1 deployed", TIMEOUT, || async {
+        let p = plan_status(&instances, "np", "deploy").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(p)
+    })
+    .await;
+    instances
+        .patch(
+            "np",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"operatorVersion": {"name": "np-2"}}})),
+        )
+        .await
+        .expect("upgrade");
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    eventually("v2 deployed", TIMEOUT, || async {
+        let p = plan_status(&instances, "np", "deploy").await?;
+        let done = p.uid != first.uid && p.status == Some(ExecutionStatus::Complete);
+        (done && cms.get_opt("new-cm").await.ok()?.is_some()).then_some(())
+    })
+    .await;
+    // One more pass after completion (the drift check's) must not prune either.
+    let seen = instances.get("np").await.expect("instance");
+    let rv = seen.metadata.resource_version.clone();
+    instances
+        .patch(
+            "np",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"poke": "1"}}})),
+        )
+        .await
+        .expect("poke");
+    eventually("instance re-read", TIMEOUT, || async {
+        let i = instances.get("np").await.ok()?;
+        (i.metadata.resource_version != rv).then_some(())
+    })
+    .await;
+    assert!(
+        cms.get_opt("old-cm").await.expect("get").is_some(),
+        "kudo.dev/prune: \"false\" keeps what the new version no longer renders"
+    );
+    let inst = instances.get("np").await.expect("instance");
+    let inventory = inst.status.expect("status").applied;
+    assert!(
+        inventory.iter().any(|o| o.name == "old-cm"),
+        "the inventory still lists it, so turning pruning back on prunes it: {inventory:?}"
+    );
     ns.cleanup().await;
 }
 

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod crds;
+pub mod diff;
 pub mod get;
 pub mod init;
 pub mod install;
@@ -54,6 +55,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Every instance × cluster of a running `kudo serve` with its plan status.
     Status(status::Args),
+    /// Show what a revision (a folder or a Git ref) would change on the live clusters of a
+    /// kudo.yaml; exit status 1 when anything would change.
+    Diff(diff::Args),
     /// Print the kudo.dev/v1beta1 CustomResourceDefinitions (Operator, OperatorVersion, Instance).
     Crds(crds::Args),
     /// Run the plan engine for every Instance on the given clusters (KUDO's manager).
@@ -125,5 +129,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Status(args) => status::run(args).await,
         Command::Workloads(args) => workloads::run(args).await,
         Command::Repo(args) => repo::run(args).await,
+        Command::Diff(args) => diff::run(args).await,
     }
 }

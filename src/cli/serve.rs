@@ -24,6 +24,10 @@ pub struct Args {
     /// Only validate the configuration and exit.
     #[arg(long)]
     pub check: bool,
+    /// Sync and report what would change (log and the status API's `pendingChanges`)
+    /// without writing to any cluster: no CRDs, no Instances, no plans.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub async fn run(args: Args) -> CliResult {
@@ -47,7 +51,11 @@ pub async fn run(args: Args) -> CliResult {
         return Ok(());
     }
     let listen = config.listen;
-    let daemon = Daemon::start(config, Options::default()).await?;
+    let daemon = if args.dry_run {
+        Daemon::start_dry_run(config, Options::default()).await?
+    } else {
+        Daemon::start(config, Options::default()).await?
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (bound, http) = serve_http(daemon.shared.clone(), listen, async move {
         let _ = stop_rx.await;

@@ -304,6 +304,23 @@ impl Cluster {
         self.to_json("apply", &r, &live)
     }
 
+    /// Server-side apply dry run (`dryRun=All`) under `manager`: what the object would look
+    /// like after an apply, with the server's defaults and admission, without changing it.
+    pub async fn apply_dry_run_as(&self, obj: &Value, manager: &str) -> Result<Value> {
+        let (r, served, mut body) = self.prepare("apply (dry run)", obj).await?;
+        object::default_apply_keys(&mut body);
+        let api = self.api(&served, r.namespace.as_deref());
+        let params = PatchParams::apply(manager).force().dry_run();
+        let after = self
+            .call(
+                "apply (dry run)",
+                &r,
+                api.patch(&r.name, &params, &Patch::Apply(&body)),
+            )
+            .await?;
+        self.to_json("apply (dry run)", &r, &after)
+    }
+
     /// Server-side apply of the `status` subresource (e.g. an Instance's plan status).
     pub async fn apply_status(&self, obj: &Value) -> Result<Value> {
         let (r, served, body) = self.prepare("apply status", obj).await?;

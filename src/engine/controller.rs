@@ -1,6 +1,10 @@
 //! One kube-runtime controller per cluster: watches Instances, and the workload kinds kudo
 //! applies (by kudo's labels) so a plan advances as soon as an object becomes healthy.
 //! Running plans are also re-checked every `poll`, which covers every other kind.
+//! The same watches (plus the common configuration kinds) make drift detection
+//! watch-driven: a person's edit or deletion of an object kudo applied wakes its Instance,
+//! and instances whose plan is complete are fully re-checked every drift interval
+//! (see [`super::drift`]), which covers kinds not watched here and cluster-scoped objects.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -47,7 +52,11 @@ pub async fn run_with(
         .watches(api::<Deployment>(&client, ns), owned.clone(), owner_of)
         .watches(api::<StatefulSet>(&client, ns), owned.clone(), owner_of)
         .watches(api::<DaemonSet>(&client, ns), owned.clone(), owner_of)
-        .watches(api::<Job>(&client, ns), owned, owner_of)
+        .watches(api::<Job>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<ConfigMap>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<Secret>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<Service>(&client, ns), owned.clone(), owner_of)
+        .watches(api::<ServiceAccount>(&client, ns), owned, owner_of)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod controller;
+pub mod drift;
 pub mod duration;
 pub mod objects;
 pub mod pipe;

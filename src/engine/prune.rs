@@ -87,6 +87,38 @@ pub async fn delete_owned(
     Ok((deleted, reported))
 }
 
+/// Objects labelled for the instance, of the kinds in its inventory, that kudo never applied
+/// (a person's objects with kudo's labels): never deleted, reported as `Kind ns/name`.
+pub async fn unclaimed(
+    cluster: &Cluster,
+    namespace: &str,
+    selector: &str,
+    inventory: &[AppliedObject],
+) -> Result<Vec<String>, String> {
+    let kinds: BTreeSet<(&str, &str)> = inventory
+        .iter()
+        .map(|o| (o.api_version.as_str(), o.kind.as_str()))
+        .collect();
+    let kinds: Vec<(&str, &str)> = kinds.into_iter().collect();
+    let live = cluster
+        .list(&kinds, Some(namespace), selector)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(live
+        .iter()
+        .filter_map(super::runner::applied_object)
+        .filter(|o| !inventory.contains(o))
+        .map(|o| {
+            let name = if o.namespace.is_empty() {
+                o.name
+            } else {
+                format!("{}/{}", o.namespace, o.name)
+            };
+            format!("{} {name}: not applied by kudo; left in place", o.kind)
+        })
+        .collect())
+}
+
 /// Merges newly applied objects into the inventory, keeping first-apply order.
 pub fn merge(inventory: &mut Vec<AppliedObject>, applied: &[AppliedObject]) {
     for entry in applied {

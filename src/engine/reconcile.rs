@@ -41,6 +41,8 @@ use super::workflow::execute;
 pub const PLAN_REQUEST_ANNOTATION: &str = "kudo.dev/plan-request";
 /// Finalizer held while an instance with a `cleanup` plan is being deleted.
 pub const CLEANUP_FINALIZER: &str = "kudo.dev/cleanup";
+/// Instance condition naming objects with the instance's labels that pruning left in place.
+pub const UNMANAGED_CONDITION: &str = "UnmanagedObjects";
 /// Manager name used for the manager's own metadata/status patches.
 pub const MANAGER: &str = "kudo-manager";
 
@@ -54,6 +56,8 @@ pub struct Context {
     pub metrics: Arc<EngineMetrics>,
     /// Instances (namespace/name) with a running plan, for `kudo_plans_in_progress`.
     running: Mutex<std::collections::BTreeSet<String>>,
+    /// How often an instance whose plan is complete is checked for drift without an event.
+    pub drift_interval: Duration,
 }
 
 impl Context {
@@ -73,7 +77,14 @@ impl Context {
             attempts: Mutex::new(BTreeMap::new()),
             metrics,
             running: Mutex::new(Default::default()),
+            drift_interval: super::drift::DEFAULT_INTERVAL,
         }
+    }
+
+    /// Sets the periodic full drift check's interval.
+    pub fn with_drift_interval(mut self, interval: Duration) -> Self {
+        self.drift_interval = interval;
+        self
     }
 
     fn set_running(&self, key: &str, running: bool) {
@@ -460,6 +471,8 @@ async fn run_active(
     }
     let key = format!("{}/{}", names.namespace, names.name);
     let mut report = Default::default();
+    // Objects pruning left in place, when it ran in this pass.
+    let mut unpruned: Option<Vec<String>> = None;
     if !tree.status.is_some_and(ExecutionStatus::is_terminal) {
         let values = match resolve_parameters(&ov.spec.parameters, &active.parameters, None) {
             Ok(v) => v,
@@ -471,15 +484,7 @@ async fn run_active(
         if !tree.status.is_some_and(ExecutionStatus::is_terminal) {
             match params_value(&ov.spec.parameters, &values) {
                 Ok(params) => {
-                    let info = InstanceInfo {
-                        operator: operator_name(inst, ov),
-                        operator_version: ov.name_any(),
-                        app_version: ov.spec.app_version.clone(),
-                        version: ov.spec.version.clone(),
-                        instance: names.name.clone(),
-                        instance_uid: inst.uid().unwrap_or_default(),
-                        namespace: names.namespace.clone(),
-                    };
+                    let info = instance_info(inst, ov, names);
                     let mut runner = ClusterRunner {
                         cluster: &ctx.cluster,
                         ov: &ov.spec,
@@ -498,7 +503,7 @@ async fn run_active(
                         .get(super::prune::PRUNE_ANNOTATION)
                         .is_some_and(|v| v == "false");
                     if tree.status == Some(ExecutionStatus::Complete) && !prune_off {
-                        prune_stale(&runner, &mut status.applied).await;
+                        unpruned = Some(prune_stale(&runner, &mut status.applied).await);
                     }
                     // A cluster-scoped object was just applied: hold the finalizer now, not
                     // on the next reconcile, so a deletion in between cannot leak it.
@@ -579,7 +584,20 @@ async fn run_active(
             .await
             .map_err(names.write("planExecution"))?;
     }
+    // Drift is looked for once the plan that ran last has completed (and not in the pass
+    // that completed it: what was just applied matches by construction).
+    if let Some(left) = &unpruned {
+        report_unpruned(&mut status, left);
+    }
+    let complete = plan_now == Some(ExecutionStatus::Complete);
+    if complete && plan_before == Some(ExecutionStatus::Complete) {
+        check_drift(inst, ctx, names, ov, active, &mut status).await;
+    }
     write_status(instances, names, before, &status).await?;
+    if complete {
+        ctx.next_attempt(&key, false);
+        return Ok(Action::requeue(ctx.drift_interval));
+    }
     if plan_now.is_some_and(ExecutionStatus::is_terminal) {
         ctx.next_attempt(&key, false);
         return Ok(Action::await_change());
@@ -666,31 +684,147 @@ fn record_plan_metrics(
 /// After a plan completes: deletes what the instance no longer renders (see
 /// [`super::prune`]). Failures are logged and retried after the next completed plan; they
 /// never fail the plan that just finished.
-async fn prune_stale(runner: &ClusterRunner<'_>, inventory: &mut Vec<crate::api::AppliedObject>) {
+/// Returns the objects left in place (with why), including objects with the instance's
+/// labels that kudo never applied.
+async fn prune_stale(
+    runner: &ClusterRunner<'_>,
+    inventory: &mut Vec<crate::api::AppliedObject>,
+) -> Vec<String> {
     let desired = match runner.desired_objects().await {
         Ok(d) => d,
         Err(error) => {
             warn!(%error, "not pruning: the current version does not render");
-            return;
+            return Vec::new();
         }
     };
+    let mut left = Vec::new();
     let stale = super::prune::stale(inventory, &desired);
-    if stale.is_empty() {
+    if !stale.is_empty() {
+        match runner.prune(&stale).await {
+            Ok((deleted, reported)) => {
+                for entry in &deleted {
+                    info!(kind = %entry.kind, name = %entry.name, namespace = %entry.namespace, "pruned");
+                }
+                left.extend(reported);
+                // Reported objects leave the inventory too: kudo no longer claims them.
+                inventory.retain(|o| !stale.contains(o));
+            }
+            Err(error) => warn!(%error, "pruning failed; retried after the next completed plan"),
+        }
+    }
+    use super::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL, OPERATOR_LABEL};
+    let selector = format!(
+        "{HERITAGE_LABEL}={HERITAGE_VALUE},{OPERATOR_LABEL}={},{INSTANCE_LABEL}={}",
+        runner.info.operator, runner.info.instance
+    );
+    match super::prune::unclaimed(runner.cluster, &runner.info.namespace, &selector, inventory)
+        .await
+    {
+        Ok(found) => left.extend(found),
+        Err(error) => warn!(%error, "looking for unclaimed objects failed"),
+    }
+    for why in &left {
+        warn!(object = %why, "not pruned");
+    }
+    left
+}
+
+/// The `UnmanagedObjects` condition (a kudo extension): objects pruning left in place.
+fn report_unpruned(status: &mut InstanceStatus, left: &[String]) {
+    if left.is_empty() {
+        status.conditions.retain(|c| c.type_ != UNMANAGED_CONDITION);
+    } else {
+        set_condition(
+            status,
+            UNMANAGED_CONDITION,
+            "True",
+            "LeftInPlace",
+            &left.join("; "),
+        );
+    }
+}
+
+fn instance_info(inst: &Instance, ov: &OperatorVersion, names: &Names) -> InstanceInfo {
+    InstanceInfo {
+        operator: operator_name(inst, ov),
+        operator_version: ov.name_any(),
+        app_version: ov.spec.app_version.clone(),
+        version: ov.spec.version.clone(),
+        instance: names.name.clone(),
+        instance_uid: inst.uid().unwrap_or_default(),
+        namespace: names.namespace.clone(),
+    }
+}
+
+/// One drift check (see [`super::drift`]): repairs under selfHeal, then reports through
+/// the Drifted condition, `kudo_drift_objects` and a log line per object with its fields.
+/// A check that cannot run is logged and tried again at the next one.
+async fn check_drift(
+    inst: &Instance,
+    ctx: &Context,
+    names: &Names,
+    ov: &OperatorVersion,
+    active: &Snapshot,
+    status: &mut InstanceStatus,
+) {
+    let values = match resolve_parameters(&ov.spec.parameters, &active.parameters, None) {
+        Ok(v) => v,
+        Err(error) => return warn!(%error, "drift check skipped: parameters do not resolve"),
+    };
+    let params = match params_value(&ov.spec.parameters, &values) {
+        Ok(p) => p,
+        Err(error) => return warn!(%error, "drift check skipped: parameters do not resolve"),
+    };
+    let info = instance_info(inst, ov, names);
+    let runner = ClusterRunner {
+        cluster: &ctx.cluster,
+        ov: &ov.spec,
+        info: &info,
+        params: &params,
+        values: &values,
+        applied: Default::default(),
+    };
+    let heal = super::drift::self_heal(inst.annotations());
+    let check = match super::drift::check(&runner, &status.applied, &active.plan, heal).await {
+        Ok(c) => c,
+        Err(error) => return warn!(%error, "drift check failed"),
+    };
+    for d in &check.drifted {
+        let fields = match &d.change {
+            super::drift::Change::Deleted => "(object deleted)".to_string(),
+            super::drift::Change::Fields(paths) => paths.join(", "),
+        };
+        warn!(
+            kind = %d.object.kind,
+            object = %d.object.name,
+            object_namespace = %d.object.namespace,
+            %fields,
+            repaired = heal,
+            "drift: live object differs from what kudo applied"
+        );
+    }
+    for error in &check.errors {
+        warn!(%error, "drift check incomplete");
+    }
+    ctx.metrics.drift.record(
+        &crate::metrics::drift::DriftLabels {
+            cluster: names.cluster.clone(),
+            namespace: names.namespace.clone(),
+            instance: names.name.clone(),
+        },
+        check.drifted.len(),
+        check.repaired,
+    );
+    let (value, reason, message) = super::drift::condition(&check, heal);
+    let existing = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == super::drift::DRIFT_CONDITION);
+    // A repair stays on record until drift is seen again.
+    if reason == "NoDrift" && existing.is_some_and(|c| c.reason == "DriftRepaired") {
         return;
     }
-    match runner.prune(&stale).await {
-        Ok((deleted, reported)) => {
-            for entry in &deleted {
-                info!(kind = %entry.kind, name = %entry.name, namespace = %entry.namespace, "pruned");
-            }
-            for why in &reported {
-                warn!(object = %why, "not pruned");
-            }
-            // Reported objects leave the inventory too: kudo no longer claims them.
-            inventory.retain(|o| !stale.contains(o));
-        }
-        Err(error) => warn!(%error, "pruning failed; retried after the next completed plan"),
-    }
+    set_condition(status, super::drift::DRIFT_CONDITION, value, reason, &message);
 }
 
 fn fail_plan(tree: &mut PlanStatus, message: &str) {
@@ -714,7 +848,18 @@ fn now() -> Time {
 
 /// Sets the Ready condition, keeping lastTransitionTime when the status is unchanged.
 fn set_ready(status: &mut InstanceStatus, value: &str, reason: &str, message: &str) {
-    let existing = status.conditions.iter_mut().find(|c| c.type_ == "Ready");
+    set_condition(status, "Ready", value, reason, message)
+}
+
+/// Sets a condition, keeping lastTransitionTime when the status is unchanged.
+fn set_condition(
+    status: &mut InstanceStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+) {
+    let existing = status.conditions.iter_mut().find(|c| c.type_ == type_);
     match existing {
         Some(c) => {
             if c.status != value {
@@ -725,7 +870,7 @@ fn set_ready(status: &mut InstanceStatus, value: &str, reason: &str, message: &s
             c.message = message.to_string();
         }
         None => status.conditions.push(Condition {
-            type_: "Ready".into(),
+            type_: type_.into(),
             status: value.into(),
             reason: reason.into(),
             message: message.into(),

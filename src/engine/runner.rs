@@ -91,7 +91,15 @@ impl ClusterRunner<'_> {
             self.record(&live);
             match health::evaluate(&live) {
                 Health::Healthy => {}
-                Health::Progressing(why) => waiting.push(format!("{}: {why}", describe(&live))),
+                Health::Progressing(why) => {
+                    // `Deployment ns/web: 1 of 3 replicas available`, the kind said once.
+                    let kind = live.get("kind").and_then(Value::as_str).unwrap_or_default();
+                    let why = why
+                        .strip_prefix(&format!("{kind}: "))
+                        .unwrap_or(&why)
+                        .to_string();
+                    waiting.push(format!("{}: {why}", describe(&live)))
+                }
                 Health::Failed(why) => {
                     return TaskOutcome::Fatal(format!("{} failed: {why}", describe(&live)));
                 }
@@ -146,8 +154,22 @@ impl ClusterRunner<'_> {
     pub async fn desired_objects(
         &self,
     ) -> Result<std::collections::BTreeSet<AppliedObject>, String> {
-        let mut out = std::collections::BTreeSet::new();
-        for (plan_name, plan) in &self.ov.plans {
+        Ok(self
+            .desired_values(None)
+            .await?
+            .iter()
+            .filter_map(applied_object)
+            .collect())
+    }
+
+    /// The rendered, decorated objects behind [`Self::desired_objects`], each once: the
+    /// rendering of `first_plan` (the plan that ran last) wins, then plans in name order.
+    pub async fn desired_values(&self, first_plan: Option<&str>) -> Result<Vec<Value>, String> {
+        let mut plans: Vec<_> = self.ov.plans.iter().collect();
+        plans.sort_by_key(|(name, _)| Some(name.as_str()) != first_plan);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for (plan_name, plan) in plans {
             for phase in &plan.phases {
                 for step in &phase.steps {
                     let at = StepRef {
@@ -179,7 +201,13 @@ impl ClusterRunner<'_> {
                             | TaskOutcome::InProgress(m) => m,
                             TaskOutcome::Done => String::new(),
                         })?;
-                        out.extend(objects.iter().filter_map(applied_object));
+                        for obj in objects {
+                            if let Some(key) = applied_object(&obj)
+                                && seen.insert(key)
+                            {
+                                out.push(obj);
+                            }
+                        }
                     }
                 }
             }

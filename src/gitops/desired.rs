@@ -87,6 +87,9 @@ pub struct DesiredInstance {
     pub canary: Vec<String>,
     /// Target cluster names, in configuration order.
     pub targets: Vec<String>,
+    /// Whether drift is repaired (`spec.selfHeal`, default true); applied to the Instance
+    /// as the `kudo.dev/self-heal` annotation.
+    pub self_heal: bool,
 }
 
 impl DesiredInstance {
@@ -137,6 +140,8 @@ struct DocSpec {
     #[serde(default)]
     parameters: BTreeMap<String, Value>,
     placement: DocPlacement,
+    #[serde(default, rename = "selfHeal")]
+    self_heal: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -842,6 +847,7 @@ fn instance(
         strategy,
         canary: doc.spec.placement.canary,
         targets: targets(&doc.spec.placement.cluster_selector, clusters),
+        self_heal: doc.spec.self_heal.unwrap_or(true),
     })
 }
 
@@ -935,6 +941,26 @@ mod tests {
             Strategy::MaxUnavailable(Count::Percent(50))
         );
         assert_eq!(state.instances["web/session-cache-prod"].targets, ["prod"]);
+    }
+
+    #[test]
+    fn self_heal_defaults_to_true_and_can_be_turned_off() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("repos-example/instances/dev/session-cache.yaml");
+        let doc = std::fs::read_to_string(path).expect("instance");
+        let state = load(&example_with(&[]), REV, &clusters()).expect("valid");
+        assert!(state.instances["web/session-cache"].self_heal);
+        let off = format!("{doc}  selfHeal: false\n");
+        let tree = example_with(&[("instances/dev/session-cache.yaml", Some(&off))]);
+        let state = load(&tree, REV, &clusters()).expect("valid");
+        assert!(!state.instances["web/session-cache"].self_heal);
+        let bad = format!("{doc}  selfHeal: sometimes\n");
+        let tree = example_with(&[("instances/dev/session-cache.yaml", Some(&bad))]);
+        let message = errors(&tree);
+        assert!(
+            message.contains("instances/dev/session-cache.yaml"),
+            "{message}"
+        );
     }
 
     #[test]

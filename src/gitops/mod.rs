@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod desired;
+pub mod diff;
 pub mod git;
 pub mod placement;
 pub mod rollout;

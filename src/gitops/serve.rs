@@ -100,6 +100,9 @@ pub struct ClusterStatus {
     pub up: bool,
     /// Error category and message when down.
     pub reason: Option<String>,
+    /// Under `--dry-run`: what would be changed on this cluster (nothing is written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_changes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,6 +177,8 @@ pub struct Shared {
     converging: Mutex<BTreeSet<String>>,
     /// Notification sinks (never waited on).
     notifier: crate::notify::Notifier,
+    /// `--dry-run`: sync and report, never write to a cluster (no CRDs, no engine).
+    dry_run: bool,
 }
 
 /// A running daemon. Dropping it stops nothing; call [`Daemon::shutdown`].
@@ -189,6 +194,20 @@ impl Daemon {
     /// Starts every task. Clusters given in `extra` (name → client) replace the config's
     /// access for that name (tests hand in clients they built).
     pub async fn start(config: Config, options: Options) -> Result<Daemon, ServeError> {
+        Self::start_mode(config, options, false).await
+    }
+
+    /// Starts a daemon that syncs and reports what it would change (the status API's
+    /// `pendingChanges` per cluster, and the log) without writing to any cluster.
+    pub async fn start_dry_run(config: Config, options: Options) -> Result<Daemon, ServeError> {
+        Self::start_mode(config, options, true).await
+    }
+
+    async fn start_mode(
+        config: Config,
+        options: Options,
+        dry_run: bool,
+    ) -> Result<Daemon, ServeError> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (mut registry, metrics) = crate::metrics::registry();
         let mut sims = Vec::new();
@@ -236,6 +255,7 @@ impl Daemon {
                     labels: c.labels.clone(),
                     up: false,
                     reason: Some("not probed yet".into()),
+                    pending_changes: Vec::new(),
                 }),
                 seen: Mutex::new(None),
                 apply: Mutex::new(BTreeSet::new()),
@@ -278,6 +298,7 @@ impl Daemon {
             revision_times: Mutex::new(BTreeMap::new()),
             converging: Mutex::new(BTreeSet::new()),
             notifier,
+            dry_run,
         });
         let mut tasks = Vec::new();
         let mut watchers = Vec::new();
@@ -850,6 +871,9 @@ async fn cluster_worker(
     let mut failures: u32 = 0;
     loop {
         let result = async {
+            if shared.dry_run {
+                return dry_run_work(&shared, &slot).await;
+            }
             if !engine_started {
                 install_crds(&slot.cluster).await?;
                 let mut rx = stop.clone();
@@ -1038,7 +1062,9 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
     Ok(())
 }
 
-async fn apply_instance(
+/// Server-side applies what one desired instance needs on a cluster: its namespace, its
+/// framework's Operator and OperatorVersion, and the Instance spec (labelled as managed).
+pub async fn apply_instance(
     cluster: &Cluster,
     d: &DesiredState,
     inst: &DesiredInstance,
@@ -1075,7 +1101,10 @@ async fn apply_instance(
                 MANAGED_LABEL: FIELD_MANAGER,
                 "kudo.dev/operator": inst.framework,
             },
-            "annotations": {REVISION_ANNOTATION: rev},
+            "annotations": {
+                REVISION_ANNOTATION: rev,
+                crate::engine::drift::SELF_HEAL_ANNOTATION: inst.self_heal.to_string(),
+            },
         },
         "spec": {
             "operatorVersion": {"name": inst.operator_version},
@@ -1084,6 +1113,64 @@ async fn apply_instance(
     });
     info!(cluster = %cluster.name(), instance = %inst.key(), revision = short(rev), "applying instance spec");
     cluster.apply_as(&body, FIELD_MANAGER).await?;
+    Ok(())
+}
+
+/// A `--dry-run` pass on one cluster: observe (read only) and record what a real pass would
+/// change, as [`super::diff::instance_changes`] sees it.
+async fn dry_run_work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterError> {
+    let listed = slot
+        .cluster
+        .list(
+            &[(crate::api::API_VERSION, "Instance")],
+            None,
+            &format!("{MANAGED_LABEL}={FIELD_MANAGER}"),
+        )
+        .await;
+    let values = match listed {
+        Ok(v) => v,
+        // No kudo CRDs yet: nothing of ours lives there.
+        Err(e) if e.kind() == crate::cluster::ErrorKind::UnknownKind => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut live = BTreeMap::new();
+    for v in values {
+        if let Ok(instance) = serde_json::from_value::<Instance>(v) {
+            let key = format!(
+                "{}/{}",
+                instance.metadata.namespace.clone().unwrap_or_default(),
+                instance.metadata.name.clone().unwrap_or_default()
+            );
+            live.insert(key, instance);
+        }
+    }
+    let desired = shared
+        .desired
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let pending: Vec<String> = match &desired {
+        Some(d) => super::diff::instance_changes(d, &slot.info.name, &live)
+            .iter()
+            .map(|c| super::diff::describe_change(c).trim_end().to_string())
+            .collect(),
+        None => Vec::new(),
+    };
+    {
+        let mut st = lock(&slot.status);
+        if st.pending_changes != pending {
+            for change in &pending {
+                info!(cluster = %slot.info.name, %change, "dry run: would apply");
+            }
+        }
+        st.pending_changes = pending;
+    }
+    let seen = live
+        .into_iter()
+        .map(|(k, instance)| (k, Seen { instance }))
+        .collect();
+    *lock(&slot.seen) = Some(seen);
+    shared.plan();
     Ok(())
 }
 

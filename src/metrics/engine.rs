@@ -85,6 +85,8 @@ pub struct EngineMetrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ClusterLabels, Histogram>,
+    /// Drift detection's families (`kudo_drift_objects`, ...), registered with these.
+    pub drift: super::drift::DriftMetrics,
 }
 
 impl EngineMetrics {
@@ -104,6 +106,7 @@ impl EngineMetrics {
             reconcile_duration: Family::new_with_constructor(|| {
                 Histogram::new(super::latency_buckets())
             }),
+            drift: super::drift::DriftMetrics::register(registry),
         };
         registry.register(
             "plan_executions",

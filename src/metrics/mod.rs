@@ -29,6 +29,7 @@
 //! carry an instance label.
 
 pub mod cluster;
+pub mod drift;
 pub mod engine;
 pub mod gitops;
 pub mod notify;
