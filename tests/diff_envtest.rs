@@ -66,7 +66,9 @@ fn write_config(work: &Path, repo: &Path, with_unreachable: bool) -> std::path::
             "gone-kubeconfig",
             "apiVersion: v1\nkind: Config\nclusters: [{name: gone, cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: true}}]\nusers: [{name: u, user: {token: x}}]\ncontexts: [{name: gone, context: {cluster: gone, user: u}}]\ncurrent-context: gone\n",
         );
-        clusters.push_str("  - name: gone\n    kubeconfig: gone-kubeconfig\n    labels: {fleet: test}\n");
+        clusters.push_str(
+            "  - name: gone\n    kubeconfig: gone-kubeconfig\n    labels: {fleet: test}\n",
+        );
     }
     let path = work.join("kudo.yaml");
     write(
@@ -100,9 +102,13 @@ async fn diff_of_a_parameter_change_against_the_live_cluster() {
     let desired =
         kudo::gitops::desired::load(&DirTree::new(old.clone()), "old", &clusters).expect("load");
     let cluster = kudo::cluster::Cluster::from_client("c1", c.clone());
-    kudo::gitops::serve::apply_instance(&cluster, &desired, &desired.instances[&format!("{ns}/probe")])
-        .await
-        .expect("apply instance");
+    kudo::gitops::serve::apply_instance(
+        &cluster,
+        &desired,
+        &desired.instances[&format!("{ns}/probe")],
+    )
+    .await
+    .expect("apply instance");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(kudo::engine::controller::run(
         Arc::new(cluster),
@@ -247,9 +253,8 @@ async fn serve_dry_run_reports_and_leaves_the_cluster_untouched() {
     })
     .await;
     // (Instances other tests left on this shared server show up as removals.)
-    let ours = format!(
-        "instance {ns}/probe: added (probe 1.0.0); plan deploy would run (new instance)"
-    );
+    let ours =
+        format!("instance {ns}/probe: added (probe 1.0.0); plan deploy would run (new instance)");
     assert!(pending.contains(&ours), "{pending:?}");
     // Several more passes, each of which would have applied in a real run.
     let passes = shared.passes();
@@ -266,7 +271,11 @@ async fn serve_dry_run_reports_and_leaves_the_cluster_untouched() {
     let written = all
         .list(&Default::default())
         .await
-        .map(|l| l.items.iter().any(|i| i.metadata.namespace.as_deref() == Some(ns.as_str())))
+        .map(|l| {
+            l.items
+                .iter()
+                .any(|i| i.metadata.namespace.as_deref() == Some(ns.as_str()))
+        })
         .unwrap_or(false);
     assert!(!written, "dry run wrote an Instance");
     daemon.shutdown().await;

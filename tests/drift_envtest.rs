@@ -76,9 +76,13 @@ async fn hand_edits_are_reverted_and_counted_and_only_reported_without_self_heal
     let (registry, metrics) = kudo::metrics::registry_with_engine();
     let cluster = Arc::new(kudo::cluster::Cluster::from_client("envtest-1", c.clone()));
     let ctx = Arc::new(
-        kudo::engine::reconcile::Context::with_metrics(cluster, Duration::from_millis(200), metrics)
-            // The periodic check is the fallback; the watches must do the work here.
-            .with_drift_interval(Duration::from_secs(3600)),
+        kudo::engine::reconcile::Context::with_metrics(
+            cluster,
+            Duration::from_millis(200),
+            metrics,
+        )
+        // The periodic check is the fallback; the watches must do the work here.
+        .with_drift_interval(Duration::from_secs(3600)),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(kudo::engine::controller::run_with(
@@ -156,15 +160,24 @@ async fn hand_edits_are_reverted_and_counted_and_only_reported_without_self_heal
     .await;
     assert_eq!(cond.status, "True");
     assert!(
-        cond.message
-            .contains(&format!("ConfigMap {}/watched-config: data.greeting", ns.name)),
+        cond.message.contains(&format!(
+            "ConfigMap {}/watched-config: data.greeting",
+            ns.name
+        )),
         "{cond:?}"
     );
     let text = kudo::metrics::encode(&registry);
-    assert_eq!(metric(&text, "kudo_drift_objects", "watched"), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "kudo_drift_objects", "watched"),
+        1.0,
+        "{text}"
+    );
     let cm = configmaps.get("watched-config").await.expect("configmap");
     assert_eq!(
-        cm.data.unwrap_or_default().get("greeting").map(String::as_str),
+        cm.data
+            .unwrap_or_default()
+            .get("greeting")
+            .map(String::as_str),
         Some("edited by hand"),
         "selfHeal false never repairs"
     );

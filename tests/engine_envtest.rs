@@ -633,7 +633,10 @@ spec:
     let msg = &p.phases[0].steps[0].message;
     assert!(
         msg.contains("timed out after 3s")
-            && msg.contains(&format!("Deployment {}/web: 1 of 3 replicas available", ns.name)),
+            && msg.contains(&format!(
+                "Deployment {}/web: 1 of 3 replicas available",
+                ns.name
+            )),
         "{msg}"
     );
     let kudo = |args: &[&str]| {

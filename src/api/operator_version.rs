@@ -77,6 +77,15 @@ pub struct Parameter {
     pub immutable: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#enum: Option<Vec<String>>,
+    /// A kudo extension: the value is a secret, never logged, shown in errors or exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitive: Option<bool>,
+}
+
+impl Parameter {
+    pub fn is_sensitive(&self) -> bool {
+        self.sensitive == Some(true)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]

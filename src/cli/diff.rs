@@ -42,7 +42,10 @@ pub async fn run(args: Args) -> CliResult {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::embedded(&std::env::current_dir()?).inspect(|_| {
-            tracing::info!(config = EMBEDDED_NAME, "no --config: using the embedded default");
+            tracing::info!(
+                config = EMBEDDED_NAME,
+                "no --config: using the embedded default"
+            );
         })?,
     };
     let (dir, reference, repository) = (

@@ -6,6 +6,7 @@ use tracing::info;
 
 use super::CliResult;
 use crate::gitops::config::{Config, EMBEDDED_NAME};
+use crate::gitops::leader::Elector;
 use crate::gitops::serve::{Daemon, Options, serve_http};
 
 /// Syncs framework packages and instances from Git (or a local directory) and runs every
@@ -51,10 +52,22 @@ pub async fn run(args: Args) -> CliResult {
         return Ok(());
     }
     let listen = config.listen;
-    let daemon = if args.dry_run {
-        Daemon::start_dry_run(config, Options::default()).await?
-    } else {
-        Daemon::start(config, Options::default()).await?
+    let (elect_stop, elect_stop_rx) = tokio::sync::watch::channel(false);
+    let (daemon, election) = match &config.leader_election {
+        // A dry run writes nothing, so it needs no lease.
+        _ if args.dry_run => (
+            Daemon::start_dry_run(config, Options::default()).await?,
+            None,
+        ),
+        None => (Daemon::start(config, Options::default()).await?, None),
+        Some(le) => {
+            let elector = Elector::new(le).await?;
+            info!(identity = elector.identity(), namespace = %le.namespace, lease = %le.name, "leader election on");
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(elector.run(tx, elect_stop_rx));
+            let daemon = Daemon::start_gated(config, Options::default(), Some(rx)).await?;
+            (daemon, Some(task))
+        }
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (bound, http) = serve_http(daemon.shared.clone(), listen, async move {
@@ -62,10 +75,41 @@ pub async fn run(args: Args) -> CliResult {
     })
     .await?;
     info!(address = %bound, "HTTP API: /healthz /readyz /api/v1/status, POST /api/v1/hooks/git");
-    super::manager::shutdown_signal().await;
+    let lost = match election {
+        None => {
+            super::manager::shutdown_signal().await;
+            None
+        }
+        Some(mut task) => tokio::select! {
+            _ = super::manager::shutdown_signal() => Some(task),
+            ended = &mut task => match ended {
+                Ok(Err(e)) => return stop_after_loss(daemon, stop_tx, http, e.into()).await,
+                Ok(Ok(())) => None,
+                Err(e) => return stop_after_loss(daemon, stop_tx, http, e.into()).await,
+            },
+        },
+    };
     info!("shutting down");
     let _ = stop_tx.send(());
     daemon.shutdown().await;
+    // Released only after the workers stopped, so the next leader never overlaps with us.
+    let _ = elect_stop.send(true);
+    if let Some(task) = lost {
+        let _ = task.await;
+    }
     let _ = http.await;
     Ok(())
+}
+
+/// Leadership lost: stop writing at once and exit with the reason.
+async fn stop_after_loss(
+    daemon: Daemon,
+    stop_http: tokio::sync::oneshot::Sender<()>,
+    http: tokio::task::JoinHandle<()>,
+    reason: super::CliError,
+) -> CliResult {
+    let _ = stop_http.send(());
+    daemon.shutdown().await;
+    let _ = http.await;
+    Err(reason)
 }

@@ -131,7 +131,11 @@ fn walk(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
                 walk(va, vb, &format!("{path}[{i}]"), out);
             }
         }
-        _ if a != b => out.push(if path.is_empty() { ".".into() } else { path.into() }),
+        _ if a != b => out.push(if path.is_empty() {
+            ".".into()
+        } else {
+            path.into()
+        }),
         _ => {}
     }
 }
@@ -223,7 +227,11 @@ pub async fn check(
 /// The Drifted condition's (status, reason, message) for a check.
 pub fn condition(check: &Check, heal: bool) -> (&'static str, &'static str, String) {
     if check.drifted.is_empty() {
-        return ("False", "NoDrift", "live objects match what kudo applied".into());
+        return (
+            "False",
+            "NoDrift",
+            "live objects match what kudo applied".into(),
+        );
     }
     let mut names: Vec<String> = check
         .drifted
@@ -232,17 +240,27 @@ pub fn condition(check: &Check, heal: bool) -> (&'static str, &'static str, Stri
         .map(ToString::to_string)
         .collect();
     if check.drifted.len() > MESSAGE_OBJECTS {
-        names.push(format!("and {} more", check.drifted.len() - MESSAGE_OBJECTS));
+        names.push(format!(
+            "and {} more",
+            check.drifted.len() - MESSAGE_OBJECTS
+        ));
     }
     let list = names.join("; ");
     let n = check.drifted.len();
     if heal && check.repaired == n {
-        ("False", "DriftRepaired", format!("{n} drifted object(s) re-applied: {list}"))
+        (
+            "False",
+            "DriftRepaired",
+            format!("{n} drifted object(s) re-applied: {list}"),
+        )
     } else if heal {
         (
             "True",
             "DriftRepairFailed",
-            format!("{} of {n} drifted object(s) re-applied: {list}", check.repaired),
+            format!(
+                "{} of {n} drifted object(s) re-applied: {list}",
+                check.repaired
+            ),
         )
     } else {
         (

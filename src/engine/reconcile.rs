@@ -824,7 +824,13 @@ async fn check_drift(
     if reason == "NoDrift" && existing.is_some_and(|c| c.reason == "DriftRepaired") {
         return;
     }
-    set_condition(status, super::drift::DRIFT_CONDITION, value, reason, &message);
+    set_condition(
+        status,
+        super::drift::DRIFT_CONDITION,
+        value,
+        reason,
+        &message,
+    );
 }
 
 fn fail_plan(tree: &mut PlanStatus, message: &str) {

@@ -46,6 +46,24 @@ pub struct Config {
     pub package_repositories: Vec<crate::repo::RepoEntry>,
     /// Notification sinks (`notifications:`, see [`crate::notify::config`]).
     pub notifications: crate::notify::NotifyConfig,
+    /// When set, only the replica holding the Lease writes to clusters (off: always writes).
+    pub leader_election: Option<LeaderElectionConfig>,
+    /// When set, `/api/v1/*` (except the webhook) requires `Authorization: Bearer <token>`.
+    pub api_token_file: Option<PathBuf>,
+}
+
+/// `leaderElection:` where the Lease lives and its timing (see `gitops::leader`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderElectionConfig {
+    /// `Kubeconfig` or `InCluster` (never `Sim`).
+    pub access: ClusterAccess,
+    pub namespace: String,
+    pub name: String,
+    /// Holder identity; default: pod or host name plus a random suffix.
+    pub identity: Option<String>,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +78,8 @@ pub struct Repository {
     pub credentials: Credentials,
     /// File holding the webhook secret (GitHub HMAC key / GitLab token).
     pub webhook_secret_file: Option<PathBuf>,
+    /// When set, only commits signed by a key of this allowed-signers file are applied.
+    pub allowed_signers_file: Option<PathBuf>,
 }
 
 /// Where a repository lives.
@@ -201,6 +221,19 @@ const TOP_KEYS: &[&str] = &[
     "clusters",
     "packageRepositories",
     "notifications",
+    "leaderElection",
+    "apiTokenFile",
+];
+const LEADER_KEYS: &[&str] = &[
+    "kubeconfig",
+    "context",
+    "inCluster",
+    "namespace",
+    "name",
+    "identity",
+    "leaseDuration",
+    "renewDeadline",
+    "retryPeriod",
 ];
 const REPO_KEYS: &[&str] = &[
     "name",
@@ -210,7 +243,9 @@ const REPO_KEYS: &[&str] = &[
     "interval",
     "credentials",
     "webhookSecretFile",
+    "verify",
 ];
+const VERIFY_KEYS: &[&str] = &["allowedSignersFile"];
 const CRED_KEYS: &[&str] = &[
     "tokenFile",
     "usernameFile",
@@ -388,6 +423,11 @@ impl Validator {
                     self.problems.extend(problems);
                     Vec::new()
                 });
+        let leader_election = match top.get("leaderElection") {
+            None | Some(Value::Null) => None,
+            Some(v) => self.leader_election(v),
+        };
+        let api_token_file = self.file("", top, "apiTokenFile");
         Config {
             listen,
             cache_dir,
@@ -395,7 +435,55 @@ impl Validator {
             clusters,
             package_repositories,
             notifications,
+            leader_election,
+            api_token_file,
         }
+    }
+
+    fn leader_election(&mut self, value: &Value) -> Option<LeaderElectionConfig> {
+        let at = "leaderElection";
+        let map = self.map(at, value, LEADER_KEYS)?;
+        let access = if self.string(at, map, "kubeconfig").is_some() {
+            ClusterAccess::Kubeconfig {
+                path: self.file(at, map, "kubeconfig").unwrap_or_default(),
+                context: self.string(at, map, "context"),
+            }
+        } else {
+            ClusterAccess::InCluster
+        };
+        let namespace = self
+            .string(at, map, "namespace")
+            .unwrap_or_else(|| "kudo-system".to_string());
+        let name = self
+            .string(at, map, "name")
+            .unwrap_or_else(|| "kudo".to_string());
+        let lease_duration = self.duration(at, map, "leaseDuration", Duration::from_secs(15));
+        let renew_deadline = self.duration(at, map, "renewDeadline", Duration::from_secs(10));
+        let retry_period = self.duration(at, map, "retryPeriod", Duration::from_secs(2));
+        if lease_duration < Duration::from_secs(1) {
+            self.problem(&join(at, "leaseDuration"), "must be at least 1s");
+        }
+        if renew_deadline >= lease_duration {
+            self.problem(
+                &join(at, "renewDeadline"),
+                "must be shorter than leaseDuration (the gap keeps two leaders apart)",
+            );
+        }
+        if retry_period >= renew_deadline {
+            self.problem(
+                &join(at, "retryPeriod"),
+                "must be shorter than renewDeadline",
+            );
+        }
+        Some(LeaderElectionConfig {
+            access,
+            namespace,
+            name,
+            identity: self.string(at, map, "identity"),
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        })
     }
 
     fn name(
@@ -480,6 +568,21 @@ impl Validator {
             }
         };
         let webhook_secret_file = self.file(at, map, "webhookSecretFile");
+        let allowed_signers_file = match map.get("verify") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let vat = join(at, "verify");
+                let v = self.map(&vat, v, VERIFY_KEYS).cloned().unwrap_or_default();
+                let file = self.file(&vat, &v, "allowedSignersFile");
+                if file.is_none() {
+                    self.problem(&join(&vat, "allowedSignersFile"), "is required");
+                }
+                if matches!(source, Some(Source::Dir(_))) {
+                    self.problem(&vat, "a plain local directory has no commits to verify");
+                }
+                file
+            }
+        };
         Some(Repository {
             name: name?,
             source: source?,
@@ -488,6 +591,7 @@ impl Validator {
             interval,
             credentials,
             webhook_secret_file,
+            allowed_signers_file,
         })
     }
 
@@ -637,6 +741,15 @@ pub fn classify_url(url: &str, base: &Path) -> Result<Source, String> {
             "https" | "http" | "ssh" | "git" => {
                 let host = rest.split(['/', ':']).next().unwrap_or_default();
                 let host = host.rsplit('@').next().unwrap_or_default();
+                let userinfo = rest.split('/').next().unwrap_or_default();
+                if let Some((user, _)) = userinfo.split_once('@')
+                    && user.contains(':')
+                {
+                    // Not echoing the URL: it holds the secret.
+                    return Err(format!(
+                        "a {scheme}:// URL with a password in it is refused (it would show in logs and status); put the secret in credentials.tokenFile or passwordFile"
+                    ));
+                }
                 if host.is_empty() {
                     Err(format!("{url:?} has no host"))
                 } else if rest.split_once('/').is_none_or(|(_, p)| p.is_empty()) {
@@ -827,6 +940,14 @@ clusters:
         let url = format!("file://{}", base.join("repo").display());
         assert!(matches!(classify_url(&url, base), Ok(Source::Git(_))));
         assert!(classify_url("file:///does/not/exist", base).is_err());
+        let err = classify_url("https://bot:ghp-secret@github.com/acme/x.git", base)
+            .expect_err("refused");
+        assert!(err.contains("password in it is refused"), "{err}");
+        assert!(!err.contains("ghp-secret"), "{err}");
+        assert!(matches!(
+            classify_url("https://bot@github.com/acme/x.git", base),
+            Ok(Source::Git(_))
+        ));
     }
 
     #[test]
@@ -835,6 +956,53 @@ clusters:
         let c = Config::embedded(root).expect("embedded default is valid");
         assert_eq!(c.clusters.len(), 3);
         assert!(matches!(c.repositories[0].source, Source::Dir(_)));
+    }
+
+    #[test]
+    fn production_keys_parse_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["kc", "signers", "token"] {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join(".git")).expect("mkdir");
+        let text = format!(
+            "apiTokenFile: token\nleaderElection: {{kubeconfig: kc, context: mgmt, namespace: ops, leaseDuration: 20s, renewDeadline: 15s, retryPeriod: 1s}}\nrepositories:\n  - {{name: r, url: {}, verify: {{allowedSignersFile: signers}}}}\nclusters:\n  - {{name: c, sim: {{}}}}\n",
+            repo.display()
+        );
+        let c = Config::parse("kudo.yaml", &text, dir.path()).expect("valid");
+        let le = c.leader_election.expect("leader election");
+        assert_eq!(le.namespace, "ops");
+        assert_eq!(le.name, "kudo");
+        assert_eq!(le.lease_duration, Duration::from_secs(20));
+        assert!(
+            matches!(le.access, ClusterAccess::Kubeconfig { ref context, .. } if context.as_deref() == Some("mgmt"))
+        );
+        assert_eq!(c.api_token_file, Some(dir.path().join("token")));
+        assert_eq!(
+            c.repositories[0].allowed_signers_file,
+            Some(dir.path().join("signers"))
+        );
+        let in_cluster = "leaderElection: {}\nrepositories: [{name: r, url: .}]\nclusters: [{name: c, sim: {}}]\n";
+        let c = Config::parse("kudo.yaml", in_cluster, dir.path()).expect("valid");
+        let le = c.leader_election.expect("leader election");
+        assert_eq!(le.access, ClusterAccess::InCluster);
+        assert_eq!(le.namespace, "kudo-system");
+
+        let bad = "apiTokenFile: missing-token\nleaderElection: {leaseDuration: 5s, renewDeadline: 5s, retryPeriod: 6s, colour: red}\nrepositories:\n  - {name: r, url: ., verify: {allowedSignersFile: nope}}\n  - {name: s, url: ., verify: {}}\nclusters: [{name: c, sim: {}}]\n";
+        let all = problems(bad, dir.path()).join("\n");
+        for needle in [
+            "apiTokenFile: file",
+            "missing-token does not exist",
+            "leaderElection.colour: unknown key",
+            "leaderElection.renewDeadline: must be shorter than leaseDuration",
+            "leaderElection.retryPeriod: must be shorter than renewDeadline",
+            "repositories[0].verify.allowedSignersFile: file",
+            "repositories[0].verify: a plain local directory has no commits to verify",
+            "repositories[1].verify.allowedSignersFile: is required",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 
     #[test]

@@ -145,10 +145,8 @@ pub fn instance_changes(
             }),
             Some(l) => {
                 let live_version = l.spec.operator_version.name.clone().unwrap_or_default();
-                let version =
-                    (live_version != inst.operator_version).then(|| {
-                        (live_version.clone(), inst.operator_version.clone())
-                    });
+                let version = (live_version != inst.operator_version)
+                    .then(|| (live_version.clone(), inst.operator_version.clone()));
                 let names: BTreeSet<&String> = l
                     .spec
                     .parameters
@@ -353,8 +351,9 @@ pub async fn diff_all(config: &Config, desired: &DesiredState) -> Vec<ClusterDif
             }
         };
         match cluster {
-            Ok(cluster) => diff_cluster(&cluster.with_request_timeout(c.request_timeout), desired)
-                .await,
+            Ok(cluster) => {
+                diff_cluster(&cluster.with_request_timeout(c.request_timeout), desired).await
+            }
             Err(e) => ClusterDiff {
                 cluster: c.name.clone(),
                 outcome: ClusterOutcome::Unreachable(e.to_string()),
@@ -497,7 +496,12 @@ async fn object_diffs(
     let fw = desired
         .frameworks
         .get(&(inst.framework.clone(), inst.version.clone()))
-        .ok_or_else(|| format!("framework {} {} not in the revision", inst.framework, inst.version))?;
+        .ok_or_else(|| {
+            format!(
+                "framework {} {} not in the revision",
+                inst.framework, inst.version
+            )
+        })?;
     let ov = &fw.operator_version;
     let values = resolve_parameters(&ov.spec.parameters, &inst.parameters, None)
         .map_err(|e| e.to_string())?;
@@ -604,7 +608,10 @@ pub fn render(diffs: &[ClusterDiff], revision: &str, colour: bool) -> String {
         let _ = writeln!(
             out,
             "{}",
-            paint("1", &format!("=== cluster {} (revision {})", d.cluster, short(revision)))
+            paint(
+                "1",
+                &format!("=== cluster {} (revision {})", d.cluster, short(revision))
+            )
         );
         let instances = match &d.outcome {
             ClusterOutcome::Unreachable(why) => {
@@ -612,7 +619,10 @@ pub fn render(diffs: &[ClusterDiff], revision: &str, colour: bool) -> String {
                 continue;
             }
             ClusterOutcome::Simulated => {
-                let _ = writeln!(out, "simulated cluster: exists only inside kudo serve; not compared");
+                let _ = writeln!(
+                    out,
+                    "simulated cluster: exists only inside kudo serve; not compared"
+                );
                 continue;
             }
             ClusterOutcome::Compared(i) => i,
@@ -687,9 +697,16 @@ pub fn describe_change(change: &InstanceChange) -> String {
             if let Some((old, new)) = version {
                 let _ = writeln!(out, "  version: {old} -> {new}");
             }
-            let show = |v: &Option<String>| v.as_deref().map_or("(unset)".into(), |s| format!("{s:?}"));
+            let show =
+                |v: &Option<String>| v.as_deref().map_or("(unset)".into(), |s| format!("{s:?}"));
             for p in parameters {
-                let _ = writeln!(out, "  parameter {}: {} -> {}", p.name, show(&p.old), show(&p.new));
+                let _ = writeln!(
+                    out,
+                    "  parameter {}: {} -> {}",
+                    p.name,
+                    show(&p.old),
+                    show(&p.new)
+                );
             }
         }
     }
@@ -753,11 +770,13 @@ mod tests {
             }]
         );
         match instance_changes(&d, "c1", &live_map).as_slice() {
-            [InstanceChange::Changed {
-                parameters,
-                version: None,
-                ..
-            }] => assert_eq!(
+            [
+                InstanceChange::Changed {
+                    parameters,
+                    version: None,
+                    ..
+                },
+            ] => assert_eq!(
                 parameters,
                 &[ParamChange {
                     name: "REPLICAS".into(),
@@ -794,7 +813,12 @@ mod tests {
             },
         ];
         let text = render(&diffs, "0123456789abcdef", false);
-        assert!(text.contains("=== cluster down (revision 0123456789ab)\nunreachable: connection refused\n"), "{text}");
+        assert!(
+            text.contains(
+                "=== cluster down (revision 0123456789ab)\nunreachable: connection refused\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("instance apps/web: removed"), "{text}");
         assert!(text.contains("-a: 1\n"), "{text}");
         assert!(!text.contains('\x1b'));

@@ -179,6 +179,8 @@ pub struct Shared {
     notifier: crate::notify::Notifier,
     /// `--dry-run`: sync and report, never write to a cluster (no CRDs, no engine).
     dry_run: bool,
+    /// With leader election: whether this replica leads (only then do workers write).
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// A running daemon. Dropping it stops nothing; call [`Daemon::shutdown`].
@@ -194,19 +196,31 @@ impl Daemon {
     /// Starts every task. Clusters given in `extra` (name → client) replace the config's
     /// access for that name (tests hand in clients they built).
     pub async fn start(config: Config, options: Options) -> Result<Daemon, ServeError> {
-        Self::start_mode(config, options, false).await
+        Self::start_mode(config, options, false, None).await
     }
 
     /// Starts a daemon that syncs and reports what it would change (the status API's
     /// `pendingChanges` per cluster, and the log) without writing to any cluster.
     pub async fn start_dry_run(config: Config, options: Options) -> Result<Daemon, ServeError> {
-        Self::start_mode(config, options, true).await
+        Self::start_mode(config, options, true, None).await
+    }
+
+    /// Like [`Daemon::start`], but cluster workers (every write to clusters, the engine
+    /// included) wait until `leading` is true. Losing leadership afterwards must end the
+    /// daemon (`kudo serve` exits), as the engines already started keep running.
+    pub async fn start_gated(
+        config: Config,
+        options: Options,
+        leading: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<Daemon, ServeError> {
+        Self::start_mode(config, options, false, leading).await
     }
 
     async fn start_mode(
         config: Config,
         options: Options,
         dry_run: bool,
+        leading: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<Daemon, ServeError> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (mut registry, metrics) = crate::metrics::registry();
@@ -299,8 +313,14 @@ impl Daemon {
             converging: Mutex::new(BTreeSet::new()),
             notifier,
             dry_run,
+            leading: leading.clone(),
         });
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(mirror_leader(
+            leading,
+            shared.metrics.leader.clone(),
+            stop_rx.clone(),
+        )));
         let mut watchers = Vec::new();
         for slot in &shared.clusters {
             tasks.push(tokio::spawn(cluster_worker(
@@ -362,6 +382,11 @@ impl Shared {
         &self.notifier
     }
 
+    /// True without leader election, else whether this replica holds the lease.
+    pub fn is_leader(&self) -> bool {
+        self.leading.as_ref().is_none_or(|l| *l.borrow())
+    }
+
     pub fn passes(&self) -> u64 {
         self.passes.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -372,6 +397,10 @@ impl Shared {
         let repos_ok = lock(&self.repos)
             .values()
             .all(|r| r.revision.is_some() || r.good.is_some());
+        if !self.is_leader() {
+            // A standby is ready to take over once it has the desired state.
+            return repos_ok;
+        }
         let probed = self
             .clusters
             .iter()
@@ -760,6 +789,7 @@ async fn sync_once(
     let seen = last_seen.clone();
     let package_repos = shared.config.package_repositories.clone();
     let package_cache = shared.config.cache_dir.join("package-repositories");
+    let signers = repo.allowed_signers_file.clone();
     let started = Instant::now();
     let result =
         tokio::task::spawn_blocking(move || -> Result<Option<(Loaded, Option<i64>)>, String> {
@@ -768,6 +798,16 @@ async fn sync_once(
                     let commit = g.sync().map_err(|e| e.to_string())?;
                     if seen.as_deref() == Some(commit.as_str()) {
                         return Ok(None);
+                    }
+                    if let Some(file) = &signers
+                        && let Err(refusal) = super::signing::AllowedSigners::load(file)
+                            .and_then(|a| super::signing::verify_commit(&g.mirror, &commit, &a))
+                    {
+                        let time = commit_time(&g.mirror, &commit);
+                        return Ok(Some((
+                            (commit.clone(), Err(unsigned(&commit, refusal))),
+                            time,
+                        )));
                     }
                     let tree = g.tree(&commit).map_err(|e| e.to_string())?;
                     let tree =
@@ -859,6 +899,17 @@ fn commit_time(mirror: &Path, commit: &str) -> Option<i64> {
     Some(repo.find_commit(oid).ok()?.time().seconds())
 }
 
+/// A commit refused for its signature, as a revision error (so it is reported like a bad
+/// file and the last good revision keeps running).
+fn unsigned(commit: &str, refusal: super::signing::SigningError) -> desired::RevisionErrors {
+    desired::RevisionErrors(vec![desired::DesiredError {
+        revision: commit.to_string(),
+        file: "(commit signature)".to_string(),
+        line: None,
+        reason: refusal.to_string(),
+    }])
+}
+
 // ---- clusters ----
 
 async fn cluster_worker(
@@ -869,6 +920,16 @@ async fn cluster_worker(
     let name = slot.info.name.clone();
     let mut engine_started = false;
     let mut failures: u32 = 0;
+    if let Some(mut leading) = shared.leading.clone()
+        && !*leading.borrow()
+    {
+        lock(&slot.status).reason = Some("standby: another replica leads".into());
+        tokio::select! {
+            _ = leading.wait_for(|l| *l) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        lock(&slot.status).reason = Some("not probed yet".into());
+    }
     loop {
         let result = async {
             if shared.dry_run {
@@ -941,6 +1002,25 @@ async fn cluster_worker(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = slot.wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Keeps `kudo_leader` in step with the election (1 when there is none).
+async fn mirror_leader(
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
+    metrics: crate::metrics::leader::LeaderMetrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(mut leading) = leading else {
+        metrics.leader.set(1);
+        return;
+    };
+    loop {
+        metrics.leader.set(i64::from(*leading.borrow_and_update()));
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
     }
@@ -1208,7 +1288,16 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
             ),
         )
         .route("/api/v1/instances/{name}", get(instance_detail))
-        .route("/api/v1/hooks/git", post(hook))
+        .route(
+            "/api/v1/hooks/git",
+            post(hook).layer(axum::extract::DefaultBodyLimit::max(
+                super::webhook::MAX_BODY_BYTES,
+            )),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            require_api_token,
+        ))
         .with_state(shared)
 }
 
@@ -1228,6 +1317,44 @@ async fn instance_detail(
         Ok(d) => axum::Json(d).into_response(),
         Err(reason) => (axum::http::StatusCode::NOT_FOUND, format!("{reason}\n")).into_response(),
     }
+}
+
+/// With `apiTokenFile`, `/api/v1/*` answers only requests carrying that bearer token; the
+/// webhook has its own signature check, and health and metrics stay open for probes and
+/// scrapers.
+async fn require_api_token(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = request.uri().path();
+    let protected = path.starts_with("/api/v1/") && !path.starts_with("/api/v1/hooks/");
+    if let (true, Some(file)) = (protected, &s.config.api_token_file) {
+        let Ok(expected) = std::fs::read_to_string(file) else {
+            warn!(file = %file.display(), "API token file unreadable; refusing API requests");
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "API token unavailable\n",
+            )
+                .into_response();
+        };
+        let given = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !super::webhook::same_secret(given.trim(), expected.trim()) {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid bearer token is required\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn hook(

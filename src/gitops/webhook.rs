@@ -6,6 +6,16 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+/// Largest webhook body accepted (GitHub push payloads are far smaller in practice); a
+/// larger one is answered 413 from its Content-Length, before it is read or checked.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Constant-time comparison of a presented secret with the expected one (empty never
+/// matches).
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
 /// The repositories a webhook request may sync, or why it is refused. A request that carries
 /// a signature or token syncs the repositories whose secret it matches (none: refused); a
 /// request with neither syncs the repositories configured without a secret (none: refused).

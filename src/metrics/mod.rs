@@ -32,6 +32,7 @@ pub mod cluster;
 pub mod drift;
 pub mod engine;
 pub mod gitops;
+pub mod leader;
 pub mod notify;
 pub mod server;
 
@@ -67,6 +68,7 @@ pub struct Metrics {
     pub engine: Arc<EngineMetrics>,
     pub gitops: Arc<GitopsMetrics>,
     pub cluster: Arc<ClusterMetrics>,
+    pub leader: leader::LeaderMetrics,
 }
 
 impl Metrics {
@@ -75,6 +77,7 @@ impl Metrics {
             engine: Arc::new(EngineMetrics::register(registry)),
             gitops: Arc::new(GitopsMetrics::register(registry)),
             cluster: Arc::new(ClusterMetrics::register(registry)),
+            leader: leader::LeaderMetrics::register(registry),
         }
     }
 }
@@ -249,6 +252,7 @@ mod tests {
             "histogram",
             &["cluster", "verb"],
         ),
+        ("kudo_leader", "gauge", &[]),
     ];
 
     /// Touches every family once, as the daemon would.
@@ -315,6 +319,7 @@ mod tests {
         m.cluster.set_up("c", false, Some("unreachable"));
         m.cluster
             .observe("c", "get", "404", std::time::Instant::now());
+        m.leader.leader.set(1);
     }
 
     #[test]

@@ -93,6 +93,7 @@ fn to_crd_parameter(p: &PackageParameter) -> Parameter {
         trigger: p.trigger.clone(),
         value_type: p.value_type,
         immutable: p.immutable,
+        sensitive: p.sensitive,
         r#enum: p.r#enum.as_ref().map(|values| {
             values
                 .iter()

@@ -85,6 +85,9 @@ pub struct PackageParameter {
     pub advanced: Option<bool>,
     #[serde(default)]
     pub hint: String,
+    /// A kudo extension: the value is a secret (see `api::Parameter::sensitive`).
+    #[serde(default)]
+    pub sensitive: Option<bool>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]

@@ -70,14 +70,16 @@ pub fn resolve_parameters(
         {
             let before = old.get(&p.name).cloned().or_else(|| p.default.clone());
             if before != effective {
-                push(
-                    &p.name,
+                let reason = if p.is_sensitive() {
+                    "is immutable and cannot change (sensitive, values not shown)".to_string()
+                } else {
                     format!(
                         "is immutable and cannot change from {} to {}",
                         show(before.as_deref()),
                         show(effective.as_deref())
-                    ),
-                );
+                    )
+                };
+                push(&p.name, reason);
             }
         }
         resolved.insert(p.name.clone(), effective);
@@ -93,6 +95,19 @@ pub fn resolve_parameters(
 pub(crate) fn check_value(p: &Parameter, v: &str) -> Option<String> {
     if v.is_empty() {
         return None;
+    }
+    if p.is_sensitive() {
+        // Say what is wrong without repeating the secret.
+        return match (check_type(p.value_type, v), &p.r#enum) {
+            (Err(_), _) => Some(format!(
+                "value (sensitive, not shown) is not a valid {}",
+                p.value_type.as_str()
+            )),
+            (Ok(()), Some(allowed)) if !allowed.iter().any(|a| a == v) => {
+                Some("value (sensitive, not shown) is not one of the allowed values".to_string())
+            }
+            _ => None,
+        };
     }
     if let Err(reason) = check_type(p.value_type, v) {
         return Some(format!("value {v:?} is invalid: {reason}"));
@@ -244,9 +259,14 @@ pub fn params_value(
                     continue;
                 }
                 Err(e) => {
+                    let reason = if p.is_sensitive() {
+                        "value (sensitive, not shown) is not valid YAML".to_string()
+                    } else {
+                        format!("value is not valid YAML: {e}")
+                    };
                     errors.push(ParamError {
                         parameter: p.name.clone(),
-                        reason: format!("value is not valid YAML: {e}"),
+                        reason,
                     });
                     continue;
                 }
@@ -310,6 +330,31 @@ mod tests {
             required: Some(true),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn sensitive_values_never_appear_in_errors() {
+        let secret = "s3cr3t-not-an-int";
+        let mut p = param("TOKEN", ParameterType::Integer, None);
+        p.sensitive = Some(true);
+        p.immutable = Some(true);
+        p.r#enum = Some(vec!["1".into()]);
+        let old = values(&[("TOKEN", "old-secret-value")]);
+        let err = resolve_parameters(&[p.clone()], &values(&[("TOKEN", secret)]), Some(&old))
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("parameter \"TOKEN\""), "{err}");
+        assert!(err.contains("sensitive, not shown"), "{err}");
+        assert!(
+            !err.contains(secret) && !err.contains("old-secret-value"),
+            "{err}"
+        );
+        // Without the mark, the value is shown (so the test above can fail).
+        p.sensitive = None;
+        let err = resolve_parameters(&[p], &values(&[("TOKEN", secret)]), None)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains(secret), "{err}");
     }
 
     fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

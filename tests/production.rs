@@ -1,0 +1,1259 @@
+//! Running kudo in production, on real API servers (envtest): two `kudo serve` processes with
+//! leader election, secrets kept out of every output, the deploy/ manifests and their RBAC.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kudo::cluster::{Cluster, ObjectRef};
+use serde_json::{Value, json};
+use support::envtest;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---- helpers ----
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(_) => return (0, String::new()),
+    };
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    // A server refusing a huge body may close early; the status line is still readable.
+    let _ = s.write_all(&bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).to_string();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// A `kudo serve` process; killed on drop. Its stdout and stderr go to files.
+struct Serve {
+    child: Child,
+    port: u16,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Serve {
+    fn start(dir: &Path, tag: &str, config: &Path, envs: &[(&str, &str)]) -> Serve {
+        let port = free_port();
+        let stdout = dir.join(format!("{tag}.stdout"));
+        let stderr = dir.join(format!("{tag}.stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_kudo"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env(
+                "RUST_LOG",
+                "debug,kube=info,hyper=info,tower=info,rustls=info,h2=info",
+            )
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("kudo serve starts");
+        Serve {
+            child,
+            port,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn logs(&self) -> String {
+        let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        format!("{out}{err}")
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http(self.port, "GET", path, &[], b"")
+    }
+
+    fn leader_gauge(&self) -> Option<i64> {
+        let (code, body) = self.get("/metrics");
+        if code != 200 {
+            return None;
+        }
+        body.lines()
+            .find_map(|l| l.strip_prefix("kudo_leader "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn write(dir: &Path, file: &str, text: &str) {
+    let path = dir.join(file);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+}
+
+/// A framework whose deploy plan applies a ConfigMap (step `config`), then a Job (step
+/// `check`) that only finishes when the test marks it complete.
+fn write_two_step_framework(repo: &Path, extra_params: &str) {
+    let base = "frameworks/twostep/1.0.0";
+    write(
+        repo,
+        &format!("{base}/operator.yaml"),
+        r#"apiVersion: kudo.dev/v1beta1
+name: twostep
+operatorVersion: 1.0.0
+kubernetesVersion: 1.20.0
+tasks:
+  - {name: config, kind: Apply, spec: {resources: [config.yaml]}}
+  - {name: job, kind: Apply, spec: {resources: [job.yaml]}}
+plans:
+  deploy:
+    strategy: serial
+    phases:
+      - name: main
+        strategy: serial
+        steps:
+          - {name: config, tasks: [config]}
+          - {name: check, tasks: [job]}
+"#,
+    );
+    write(
+        repo,
+        &format!("{base}/params.yaml"),
+        &format!(
+            "apiVersion: kudo.dev/v1beta1\nparameters:\n  - {{name: MESSAGE, default: hello}}\n{extra_params}"
+        ),
+    );
+    write(
+        repo,
+        &format!("{base}/templates/config.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Name }}-config\ndata:\n  message: {{ .Params.MESSAGE | quote }}\n",
+    );
+    write(
+        repo,
+        &format!("{base}/templates/job.yaml"),
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Name }}-check\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: check\n          image: busybox\n",
+    );
+}
+
+fn instance_doc(name: &str, namespace: &str, fleet: &str, params: &str) -> String {
+    format!(
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  framework: twostep\n  version: 1.0.0\n  parameters:\n    MESSAGE: hi\n{params}  placement:\n    clusterSelector:\n      matchLabels: {{fleet: {fleet}}}\n    rollout: parallel\n"
+    )
+}
+
+async fn get_opt(cluster: &Cluster, api: &str, kind: &str, ns: &str, name: &str) -> Option<Value> {
+    cluster
+        .get_opt(&ObjectRef::new(api, kind, Some(ns), name))
+        .await
+        .expect("read object")
+}
+
+async fn lease_holder(cluster: &Cluster, ns: &str) -> Option<String> {
+    get_opt(cluster, "coordination.k8s.io/v1", "Lease", ns, "kudo")
+        .await
+        .and_then(|l| {
+            l.pointer("/spec/holderIdentity")?
+                .as_str()
+                .map(str::to_string)
+        })
+}
+
+async fn plan(cluster: &Cluster, ns: &str, name: &str) -> Option<(String, String)> {
+    let i = get_opt(cluster, "kudo.dev/v1beta1", "Instance", ns, name).await?;
+    let p = i.pointer("/status/planStatus/deploy")?;
+    Some((
+        p.get("status")?.as_str()?.to_string(),
+        p.get("uid")?.as_str()?.to_string(),
+    ))
+}
+
+async fn complete_job(cluster: &Cluster, ns: &str, name: &str) {
+    cluster
+        .apply_status(&json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": ns},
+            "status": {"succeeded": 1, "startTime": "2024-01-01T00:00:00Z",
+                "completionTime": "2024-01-01T00:01:00Z",
+                "conditions": [{"type": "Complete", "status": "True"}]}
+        }))
+        .await
+        .expect("mark the job complete");
+}
+
+// ---- leader election ----
+
+/// Two replicas: one leads, the other stands by (logged once); killing the leader hands the
+/// lease over within the lease duration, and the new leader finishes the plan without
+/// running its finished step again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_hand_over_without_repeating_a_step() {
+    let kubeconfig = envtest::kubeconfig();
+    let mgmt = envtest::cluster(1).await;
+    let managed = envtest::cluster(2).await;
+    let lease_ns = envtest::unique("lease");
+    let app_ns = envtest::unique("ha");
+    mgmt.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lease_ns}}))
+        .await
+        .expect("lease namespace");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    write_two_step_framework(&repo, "");
+    write(
+        &repo,
+        "instances/ha.yaml",
+        // selfHeal off: drift repair would also revert the edit below; only a re-run step may.
+        &instance_doc("ha", &app_ns, "ha", "  selfHeal: false\n"),
+    );
+    let lease_duration = Duration::from_secs(4);
+    let retry = Duration::from_millis(500);
+    let config = dir.path().join("kudo.yaml");
+    write(
+        dir.path(),
+        "kudo.yaml",
+        &format!(
+            "repositories:\n  - {{name: ha, url: {repo}, interval: 1s}}\nclusters:\n  - name: managed\n    kubeconfig: {kc}\n    context: envtest-2\n    labels: {{fleet: ha}}\nleaderElection:\n  kubeconfig: {kc}\n  context: envtest-1\n  namespace: {lease_ns}\n  name: kudo\n  leaseDuration: 4s\n  renewDeadline: 3s\n  retryPeriod: 500ms\n",
+            repo = repo.display(),
+            kc = kubeconfig.display(),
+        ),
+    );
+
+    let a = Serve::start(dir.path(), "a", &config, &[("POD_NAME", "replica-a")]);
+    let holder = wait_for("replica a to take the lease", TIMEOUT, || async {
+        lease_holder(&mgmt, &lease_ns)
+            .await
+            .filter(|h| h.starts_with("replica-a-"))
+    })
+    .await;
+    let b = Serve::start(dir.path(), "b", &config, &[("POD_NAME", "replica-b")]);
+    wait_for("replica b to stand by", TIMEOUT, || async {
+        (b.leader_gauge() == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(a.leader_gauge(), Some(1), "a leads: {}", a.logs());
+
+    // A runs step `config`, then waits on the Job of step `check`.
+    wait_for(
+        "the leader to finish step config and start step check",
+        TIMEOUT,
+        || async {
+            let inst = get_opt(&managed, "kudo.dev/v1beta1", "Instance", &app_ns, "ha").await?;
+            let steps = inst.pointer("/status/planStatus/deploy/phases/0/steps")?;
+            let step = |i: usize| steps.get(i)?.get("status")?.as_str().map(str::to_string);
+            (step(0).as_deref() == Some("COMPLETE") && step(1).as_deref() == Some("IN_PROGRESS"))
+                .then_some(())?;
+            get_opt(&managed, "batch/v1", "Job", &app_ns, "ha-check").await
+        },
+    )
+    .await;
+    let (status, uid) = plan(&managed, &app_ns, "ha").await.expect("plan status");
+    assert_eq!(status, "IN_PROGRESS");
+    // Step `config` is done. Edit its ConfigMap: running the step again would revert this.
+    managed
+        .merge_patch(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "ha-config", "namespace": app_ns}, "data": {"message": "edited"}}))
+        .await
+        .expect("edit the ConfigMap");
+    // The standby stays standby, says so once and never reports the cluster as probed.
+    wait_for("b's status to show the standby", TIMEOUT, || async {
+        let (_, status_b) = b.get("/api/v1/status");
+        status_b
+            .contains("standby: another replica leads")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        b.get("/readyz").0,
+        200,
+        "a standby with the desired state is ready"
+    );
+
+    let mut a = a;
+    let killed = Instant::now();
+    a.child.kill().expect("kill the leader");
+    let _ = a.child.wait();
+    let new_holder = wait_for("replica b to take the lease", TIMEOUT, || async {
+        lease_holder(&mgmt, &lease_ns)
+            .await
+            .filter(|h| h.starts_with("replica-b-"))
+    })
+    .await;
+    let handover = killed.elapsed();
+    println!(
+        "handover after the leader was killed: {handover:?} (lease {lease_duration:?}, retry {retry:?})"
+    );
+    assert_ne!(holder, new_holder);
+    // Expiry counts on the standby's clock from its last sighting of a renewal (at most one
+    // retry after it), then one more retry until its next attempt; 2s for slow machines.
+    assert!(
+        handover <= lease_duration + 2 * retry + Duration::from_secs(2),
+        "handover took {handover:?}"
+    );
+    wait_for("b's kudo_leader to become 1", TIMEOUT, || async {
+        (b.leader_gauge() == Some(1)).then_some(())
+    })
+    .await;
+
+    complete_job(&managed, &app_ns, "ha-check").await;
+    let (status, uid_after) = wait_for("the new leader to finish the plan", TIMEOUT, || async {
+        plan(&managed, &app_ns, "ha")
+            .await
+            .filter(|(s, _)| s == "COMPLETE")
+    })
+    .await;
+    assert_eq!(status, "COMPLETE");
+    assert_eq!(uid, uid_after, "the same plan run continued, not a new one");
+    let cm = get_opt(&managed, "v1", "ConfigMap", &app_ns, "ha-config")
+        .await
+        .expect("configmap");
+    assert_eq!(
+        cm.pointer("/data/message").and_then(Value::as_str),
+        Some("edited"),
+        "step config ran again after the handover: {cm}"
+    );
+    let standby_lines = b
+        .logs()
+        .lines()
+        .filter(|l| l.contains("standby: another replica holds the lease"))
+        .count();
+    assert_eq!(standby_lines, 1, "standby logged once:\n{}", b.logs());
+    drop(b);
+    let _ = managed
+        .delete(&ObjectRef::new("v1", "Namespace", None, &app_ns))
+        .await;
+    let _ = mgmt
+        .delete(&ObjectRef::new("v1", "Namespace", None, &lease_ns))
+        .await;
+}
+
+// ---- secrets ----
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=kudo-test",
+            "-c",
+            "user.email=test@kudo.invalid",
+        ])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn admin_token(kubeconfig: &Path) -> String {
+    let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("envtest kubeconfig has a token")
+        .trim()
+        .to_string()
+}
+
+/// A full run: Git repository with a token file and a webhook secret, a cluster reached with
+/// a kubeconfig holding a bearer token, an instance with sensitive parameters, a refused
+/// revision whose error concerns a sensitive value, webhooks good and bad. No output of the
+/// run (stdout, stderr at debug level, /metrics, /api/v1/status, HTTP answers) contains any
+/// of the secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_appears_in_any_output() {
+    let kubeconfig = envtest::kubeconfig();
+    let managed = envtest::cluster(3).await;
+    let app_ns = envtest::unique("leak");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "ghp-TOKEN-d41d8cd98f00b204e980";
+    let hook_secret = "whsec-HOOK-8f14e45fceea167a";
+    let password = "pw-SENSITIVE-c9f0f895fb98ab91";
+    let pin = "918273645";
+    let bad_pin = "pin-SENSITIVE-not-a-number";
+    let kube_token = admin_token(kubeconfig);
+    write(dir.path(), "secrets/token", &format!("{token}\n"));
+    write(dir.path(), "secrets/hook", hook_secret);
+
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    write_two_step_framework(
+        &repo,
+        "  - {name: PASSWORD, sensitive: true, default: none}\n  - {name: PIN, type: integer, sensitive: true, default: 0}\n",
+    );
+    let instance = |pin: &str| {
+        instance_doc(
+            "leak",
+            &app_ns,
+            "leak",
+            &format!("    PASSWORD: {password}\n    PIN: \"{pin}\"\n"),
+        )
+    };
+    // The sensitive value reaches a cluster object (that is its purpose) but no kudo output.
+    write(
+        &repo,
+        "frameworks/twostep/1.0.0/templates/config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Name }}-config\ndata:\n  message: {{ .Params.MESSAGE | quote }}\n  password: {{ .Params.PASSWORD | quote }}\n",
+    );
+    write(&repo, "instances/leak.yaml", &instance(pin));
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+
+    write(
+        dir.path(),
+        "kudo.yaml",
+        &format!(
+            "cacheDir: {cache}\nrepositories:\n  - name: leak\n    url: file://{repo}\n    ref: main\n    interval: 1s\n    credentials: {{tokenFile: secrets/token}}\n    webhookSecretFile: secrets/hook\nclusters:\n  - name: managed\n    kubeconfig: {kc}\n    context: envtest-3\n    labels: {{fleet: leak}}\n",
+            cache = dir.path().join("cache").display(),
+            repo = repo.display(),
+            kc = kubeconfig.display(),
+        ),
+    );
+    let serve = Serve::start(
+        dir.path(),
+        "leak",
+        &dir.path().join("kudo.yaml"),
+        &[("RUST_LOG", "debug")],
+    );
+    let mut outputs = Vec::new();
+    wait_for("step check to start", TIMEOUT, || async {
+        get_opt(&managed, "batch/v1", "Job", &app_ns, "leak-check").await
+    })
+    .await;
+    let cm = get_opt(&managed, "v1", "ConfigMap", &app_ns, "leak-config")
+        .await
+        .expect("configmap");
+    assert_eq!(
+        cm.pointer("/data/password").and_then(Value::as_str),
+        Some(password),
+        "the sensitive value is used"
+    );
+    complete_job(&managed, &app_ns, "leak-check").await;
+    wait_for("the plan to complete", TIMEOUT, || async {
+        plan(&managed, &app_ns, "leak")
+            .await
+            .filter(|(s, _)| s == "COMPLETE")
+    })
+    .await;
+
+    // Webhooks: a good signature, a bad one, the secret itself sent as a GitLab token.
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let sig = kudo::gitops::webhook::github_signature(hook_secret, body);
+    for headers in [
+        vec![("X-Hub-Signature-256", sig.as_str())],
+        vec![("X-Hub-Signature-256", "sha256=00")],
+        vec![("X-Gitlab-Token", "wrong")],
+    ] {
+        let (code, answer) = http(serve.port, "POST", "/api/v1/hooks/git", &headers, body);
+        outputs.push(format!("{code} {answer}"));
+    }
+
+    // A revision refused because of a sensitive value: the error names the parameter only.
+    write(&repo, "instances/leak.yaml", &instance(bad_pin));
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    let status = wait_for("the bad revision to be refused", TIMEOUT, || async {
+        let (_, s) = serve.get("/api/v1/status");
+        s.contains("parameter PIN").then_some(s)
+    })
+    .await;
+    assert!(status.contains("sensitive, not shown"), "{status}");
+    outputs.push(status);
+    outputs.push(serve.get("/metrics").1);
+    outputs.push(serve.get("/readyz").1);
+    drop(serve);
+    let logs = std::fs::read_to_string(dir.path().join("leak.stdout")).unwrap_or_default()
+        + &std::fs::read_to_string(dir.path().join("leak.stderr")).unwrap_or_default();
+    assert!(
+        logs.contains("new revision applied"),
+        "the run was logged: {logs}"
+    );
+    outputs.push(logs);
+    let all = outputs.join("\n");
+    for (what, secret) in [
+        ("git token", token),
+        ("webhook secret", hook_secret),
+        ("kubeconfig token", kube_token.as_str()),
+        ("sensitive parameter PASSWORD", password),
+        ("sensitive parameter PIN", pin),
+        ("refused sensitive parameter PIN", bad_pin),
+    ] {
+        if let Some(at) = all.find(secret) {
+            let from = at.saturating_sub(300);
+            panic!(
+                "the {what} leaked into the output:\n...{}...",
+                &all[from..(at + secret.len() + 100).min(all.len())]
+            );
+        }
+    }
+    let _ = managed
+        .delete(&ObjectRef::new("v1", "Namespace", None, &app_ns))
+        .await;
+}
+
+/// A credential file named in kudo.yaml that does not exist stops `kudo serve` at startup,
+/// naming the file (and the key pointing at it).
+#[test]
+fn missing_credential_files_are_named_at_startup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("repo")).expect("mkdir");
+    write(
+        dir.path(),
+        "kudo.yaml",
+        "repositories:\n  - name: r\n    url: https://git.example.com/acme/x.git\n    credentials: {tokenFile: missing/token, sshKeyFile: missing/id_ed25519}\n    webhookSecretFile: missing/hook\nclusters:\n  - name: c\n    kubeconfig: missing/kubeconfig\nleaderElection:\n  kubeconfig: missing/lease-kubeconfig\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kudo"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("kudo.yaml"))
+        .output()
+        .expect("kudo runs");
+    assert!(!out.status.success(), "kudo serve must refuse to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "repositories[0].credentials.tokenFile: file",
+        "missing/token does not exist",
+        "missing/id_ed25519 does not exist",
+        "repositories[0].webhookSecretFile: file",
+        "missing/hook does not exist",
+        "clusters[0].kubeconfig: file",
+        "missing/kubeconfig does not exist",
+        "leaderElection.kubeconfig: file",
+        "missing/lease-kubeconfig does not exist",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+}
+
+// ---- deploy/ ----
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs kubectl (scripts/kubectl installs Debian's 1.20 client when missing) against
+/// envtest cluster `context`; returns (success, stdout, stderr).
+fn kubectl(context: Option<&str>, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new(root().join("scripts/kubectl"));
+    if let Some(context) = context {
+        cmd.arg("--kubeconfig")
+            .arg(envtest::kubeconfig())
+            .args(["--context", context]);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("scripts/kubectl runs");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("kubectl finishes");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn must(context: Option<&str>, args: &[&str], stdin: Option<&str>) -> String {
+    let (ok, out, err) = kubectl(context, args, stdin);
+    assert!(ok, "kubectl {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// `kubectl auth can-i ... --as` the kudo ServiceAccount: true for "yes".
+fn can_i(context: &str, args: &[&str]) -> bool {
+    let mut full = vec![
+        "auth",
+        "can-i",
+        "--as",
+        "system:serviceaccount:kudo-system:kudo",
+    ];
+    full.extend_from_slice(args);
+    let (_, out, err) = kubectl(Some(context), &full, None);
+    match out.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("kubectl {full:?}: neither yes nor no: {other:?} {err}"),
+    }
+}
+
+/// The deploy/ base renders with kubectl 1.20's kustomize and passes a server-side dry run
+/// (after minimal prometheus-operator CRDs are installed); its RBAC, applied, grants the kudo
+/// ServiceAccount what it needs in the management cluster and nothing outside its namespace;
+/// deploy/managed-cluster grants what a managed cluster needs.
+#[test]
+fn deploy_manifests_dry_run_and_rbac() {
+    let mgmt = "envtest-1";
+    let rendered = must(
+        None,
+        &["kustomize", &root().join("deploy").display().to_string()],
+        None,
+    );
+    for kind in [
+        "kind: Namespace",
+        "kind: ServiceAccount",
+        "kind: Role\n",
+        "kind: RoleBinding",
+        "kind: ClusterRole\n",
+        "kind: Deployment",
+        "kind: Service\n",
+        "kind: ServiceMonitor",
+        "kind: PrometheusRule",
+        "kind: ConfigMap",
+    ] {
+        assert!(
+            rendered.contains(kind),
+            "deploy/ renders no {kind:?}:\n{rendered}"
+        );
+    }
+    must(
+        Some(mgmt),
+        &[
+            "apply",
+            "-f",
+            &root()
+                .join("tests/data/monitoring-crds.yaml")
+                .display()
+                .to_string(),
+        ],
+        None,
+    );
+    must(
+        Some(mgmt),
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
+        ],
+        None,
+    );
+    // Namespaced objects can only be dry-run into an existing namespace.
+    must(
+        Some(mgmt),
+        &[
+            "apply",
+            "-f",
+            &root().join("deploy/namespace.yaml").display().to_string(),
+        ],
+        None,
+    );
+    let dry = must(
+        Some(mgmt),
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&rendered),
+    );
+    assert!(dry.contains("deployment.apps/kudo"), "{dry}");
+    must(
+        Some(mgmt),
+        &[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            &root().join("deploy/examples").display().to_string(),
+        ],
+        None,
+    );
+    // Now for real, so that RBAC answers for the ServiceAccount.
+    must(Some(mgmt), &["apply", "-f", "-"], Some(&rendered));
+    for allowed in [
+        &["get", "leases.coordination.k8s.io", "-n", "kudo-system"][..],
+        &["create", "leases.coordination.k8s.io", "-n", "kudo-system"],
+        &[
+            "update",
+            "leases.coordination.k8s.io/kudo",
+            "-n",
+            "kudo-system",
+        ],
+        &["get", "secrets", "-n", "kudo-system"],
+        &["list", "configmaps", "-n", "kudo-system"],
+        &["create", "events", "-n", "kudo-system"],
+    ] {
+        assert!(can_i(mgmt, allowed), "kudo must be allowed to {allowed:?}");
+    }
+    for refused in [
+        &["get", "secrets", "-n", "default"][..],
+        &["get", "secrets", "-n", "kube-system"],
+        &["list", "secrets", "--all-namespaces"],
+        &["create", "secrets", "-n", "kudo-system"],
+        &["delete", "leases.coordination.k8s.io", "-n", "kudo-system"],
+        &["create", "leases.coordination.k8s.io", "-n", "default"],
+        &["create", "deployments.apps", "-n", "kudo-system"],
+        &["create", "instances.kudo.dev", "-n", "default"],
+        &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+    ] {
+        assert!(
+            !can_i(mgmt, refused),
+            "kudo must NOT be allowed to {refused:?}"
+        );
+    }
+
+    // A managed cluster.
+    let managed = "envtest-2";
+    let same = std::fs::read_to_string(root().join("deploy/clusterrole-managed.yaml"))
+        .expect("read clusterrole");
+    assert_eq!(
+        same,
+        std::fs::read_to_string(root().join("deploy/managed-cluster/clusterrole.yaml"))
+            .expect("read copy"),
+        "deploy/managed-cluster/clusterrole.yaml must be a copy of deploy/clusterrole-managed.yaml"
+    );
+    let rendered = must(
+        None,
+        &[
+            "kustomize",
+            &root().join("deploy/managed-cluster").display().to_string(),
+        ],
+        None,
+    );
+    must(Some(managed), &["apply", "-f", "-"], Some(&rendered));
+    for allowed in [
+        &["create", "customresourcedefinitions.apiextensions.k8s.io"][..],
+        &["patch", "instances.kudo.dev", "-n", "any-namespace"],
+        &["delete", "instances.kudo.dev", "-n", "any-namespace"],
+        &["create", "namespaces"],
+        &["create", "deployments.apps", "-n", "any-namespace"],
+        &["create", "jobs.batch", "-n", "any-namespace"],
+        &["create", "secrets", "-n", "any-namespace"],
+    ] {
+        assert!(
+            can_i(managed, allowed),
+            "kudo must be allowed on a managed cluster to {allowed:?}"
+        );
+    }
+    for refused in [
+        &["delete", "customresourcedefinitions.apiextensions.k8s.io"][..],
+        &["delete", "namespaces"],
+        &["create", "nodes"],
+        &["create", "clusterroles.rbac.authorization.k8s.io"],
+        &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+    ] {
+        assert!(
+            !can_i(managed, refused),
+            "kudo must NOT be allowed on a managed cluster to {refused:?}"
+        );
+    }
+}
+
+// ---- signed commits ----
+
+fn ssh_keygen(dir: &Path, name: &str, comment: &str) -> PathBuf {
+    let key = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    key
+}
+
+fn fingerprint(key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub"))
+        .output()
+        .expect("ssh-keygen -l runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_string()
+}
+
+/// Commits everything; signed with `key` (SSH, by the git CLI) or unsigned.
+fn commit(repo: &Path, message: &str, key: Option<&Path>) -> String {
+    git(repo, &["add", "-A"]);
+    match key {
+        Some(key) => git(
+            repo,
+            &[
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &format!("user.signingkey={}", key.display()),
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-S",
+                "-m",
+                message,
+            ],
+        ),
+        None => git(repo, &["commit", "-q", "--allow-empty", "-m", message]),
+    };
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// A repository that requires signed commits applies a commit signed by an allowed SSH key
+/// and refuses an unsigned one and one signed by another key, naming the commit and the
+/// signer; the last good revision keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_commits_signed_by_allowed_keys_are_applied() {
+    use kudo::gitops::serve::{Daemon, Options};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allowed = ssh_keygen(dir.path(), "alice", "alice@example.com");
+    let other = ssh_keygen(dir.path(), "mallory", "mallory@example.com");
+    let pubkey = std::fs::read_to_string(allowed.with_extension("pub")).expect("pub");
+    write(
+        dir.path(),
+        "allowed_signers",
+        &format!("alice@example.com {}", pubkey.trim()),
+    );
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    write_two_step_framework(&repo, "");
+    write(
+        &repo,
+        "instances/s.yaml",
+        &instance_doc("s", "signed", "sim", ""),
+    );
+    let good = commit(&repo, "signed by alice", Some(&allowed));
+
+    let text = format!(
+        "cacheDir: {cache}\nrepositories:\n  - name: signed\n    url: file://{repo}\n    ref: main\n    interval: 1h\n    verify: {{allowedSignersFile: allowed_signers}}\nclusters:\n  - {{name: sim, sim: {{}}, labels: {{fleet: sim}}}}\n",
+        cache = dir.path().join("cache").display(),
+        repo = repo.display(),
+    );
+    let config =
+        kudo::gitops::config::Config::parse("kudo.yaml", &text, dir.path()).expect("config");
+    let daemon = Daemon::start(config, Options::default())
+        .await
+        .expect("daemon");
+    let shared = daemon.shared.clone();
+    let wait_revision = |rev: String| {
+        let shared = shared.clone();
+        async move {
+            wait_for(&format!("revision {rev} to be seen"), TIMEOUT, || {
+                let shared = shared.clone();
+                let rev = rev.clone();
+                async move {
+                    shared.sync_now(None);
+                    let r = shared.status().repositories[0].clone();
+                    (r.revision.as_deref() == Some(rev.as_str())).then_some(r)
+                }
+            })
+            .await
+        }
+    };
+    let r = wait_revision(good.clone()).await;
+    assert_eq!(r.applied_revision.as_deref(), Some(good.as_str()), "{r:?}");
+    assert!(r.errors.is_empty(), "{r:?}");
+
+    // Valid content (a new file outside frameworks/ and instances/): only the signature is wrong.
+    write(&repo, "NOTES.md", "unsigned change\n");
+    let unsigned = commit(&repo, "unsigned", None);
+    let r = wait_revision(unsigned.clone()).await;
+    assert_eq!(
+        r.applied_revision.as_deref(),
+        Some(good.as_str()),
+        "last good keeps running"
+    );
+    let errors = r.errors.join("\n");
+    assert!(
+        errors.contains(&format!("commit {unsigned}")) && errors.contains("is not signed"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("kudo-test <test@kudo.invalid>"),
+        "committer named: {errors}"
+    );
+
+    let forged = commit(&repo, "signed by mallory", Some(&other));
+    let r = wait_revision(forged.clone()).await;
+    assert_eq!(r.applied_revision.as_deref(), Some(good.as_str()));
+    let errors = r.errors.join("\n");
+    assert!(
+        errors.contains(&format!("commit {forged}"))
+            && errors.contains(&fingerprint(&other))
+            && errors.contains("not an allowed signer"),
+        "{errors}"
+    );
+
+    let fixed = commit(&repo, "signed by alice again", Some(&allowed));
+    let r = wait_revision(fixed.clone()).await;
+    assert_eq!(r.applied_revision.as_deref(), Some(fixed.as_str()), "{r:?}");
+    assert!(r.errors.is_empty(), "{r:?}");
+    daemon.shutdown().await;
+}
+
+// ---- HTTP API ----
+
+/// The status API is read-only and, with `apiTokenFile`, needs the bearer token; the webhook
+/// is the only write path and needs a valid signature; a huge webhook body is refused from
+/// its length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_read_only_status_and_webhook_limits() {
+    use kudo::gitops::serve::{Daemon, Options, serve_http};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    write_two_step_framework(&repo, "");
+    write(dir.path(), "api-token", "api-TOKEN-123\n");
+    write(dir.path(), "hook", "hook-SECRET");
+    let text = format!(
+        "apiTokenFile: api-token\nrepositories:\n  - {{name: r, url: {}, webhookSecretFile: hook}}\nclusters:\n  - {{name: sim, sim: {{}}}}\n",
+        repo.display()
+    );
+    let config =
+        kudo::gitops::config::Config::parse("kudo.yaml", &text, dir.path()).expect("config");
+    let daemon = Daemon::start(config, Options::default())
+        .await
+        .expect("daemon");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, http_task) = serve_http(
+        daemon.shared.clone(),
+        "127.0.0.1:0".parse().expect("addr"),
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await
+    .expect("listen");
+    let port = addr.port();
+    let call = move |method: &'static str,
+                     path: &'static str,
+                     headers: Vec<(&'static str, String)>,
+                     body: Vec<u8>| {
+        tokio::task::spawn_blocking(move || {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http(port, method, path, &h, &body)
+        })
+    };
+    let bearer = |t: &str| vec![("Authorization", format!("Bearer {t}"))];
+
+    let (code, body) = call("GET", "/api/v1/status", vec![], vec![])
+        .await
+        .expect("join");
+    assert_eq!(code, 401, "no token: {body}");
+    assert!(body.contains("bearer token is required"), "{body}");
+    assert_eq!(
+        call("GET", "/api/v1/status", bearer("wrong"), vec![])
+            .await
+            .expect("join")
+            .0,
+        401
+    );
+    assert_eq!(
+        call(
+            "GET",
+            "/api/v1/status",
+            vec![("Authorization", "api-TOKEN-123".into())],
+            vec![]
+        )
+        .await
+        .expect("join")
+        .0,
+        401,
+        "not a Bearer header"
+    );
+    let (code, body) = call("GET", "/api/v1/status", bearer("api-TOKEN-123"), vec![])
+        .await
+        .expect("join");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"repositories\""), "{body}");
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let (code, _) = call(
+            method,
+            "/api/v1/status",
+            bearer("api-TOKEN-123"),
+            b"{}".to_vec(),
+        )
+        .await
+        .expect("join");
+        assert_eq!(
+            code, 405,
+            "{method} /api/v1/status must be refused (read-only)"
+        );
+    }
+    // Probes and scrapers need no token.
+    assert_eq!(
+        call("GET", "/healthz", vec![], vec![])
+            .await
+            .expect("join")
+            .0,
+        200
+    );
+    assert_eq!(
+        call("GET", "/metrics", vec![], vec![])
+            .await
+            .expect("join")
+            .0,
+        200
+    );
+
+    // The webhook: its own signature, no bearer token.
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let sig = kudo::gitops::webhook::github_signature("hook-SECRET", &body);
+    let (code, answer) = call("POST", "/api/v1/hooks/git", vec![], body.clone())
+        .await
+        .expect("join");
+    assert_eq!(code, 401, "unsigned: {answer}");
+    assert!(
+        answer.contains("no X-Hub-Signature-256 or X-Gitlab-Token header"),
+        "{answer}"
+    );
+    let wrong = kudo::gitops::webhook::github_signature("guess", &body);
+    let (code, answer) = call(
+        "POST",
+        "/api/v1/hooks/git",
+        vec![("X-Hub-Signature-256", wrong)],
+        body.clone(),
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 401, "{answer}");
+    assert!(answer.contains("matches no repository"), "{answer}");
+    let (code, answer) = call(
+        "POST",
+        "/api/v1/hooks/git",
+        vec![("X-Hub-Signature-256", "sha1=abc".into())],
+        body.clone(),
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 401, "{answer}");
+    assert!(answer.contains("sha256=<hex>"), "{answer}");
+    let (code, answer) = call(
+        "POST",
+        "/api/v1/hooks/git",
+        vec![("X-Gitlab-Token", "guess".into())],
+        body.clone(),
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 401, "{answer}");
+    let huge = vec![b'x'; kudo::gitops::webhook::MAX_BODY_BYTES + 1];
+    let huge_sig = kudo::gitops::webhook::github_signature("hook-SECRET", &huge);
+    let (code, answer) = call(
+        "POST",
+        "/api/v1/hooks/git",
+        vec![("X-Hub-Signature-256", huge_sig)],
+        huge,
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 413, "huge body: {answer}");
+    let (code, answer) = call(
+        "GET",
+        "/api/v1/hooks/git",
+        vec![("X-Hub-Signature-256", sig.clone())],
+        vec![],
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 405, "GET on the webhook: {answer}");
+    let (code, answer) = call(
+        "POST",
+        "/api/v1/hooks/git",
+        vec![("X-Hub-Signature-256", sig)],
+        body,
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 202, "{answer}");
+    assert!(answer.contains("syncing r"), "{answer}");
+
+    let _ = stop.send(());
+    let _ = http_task.await;
+    daemon.shutdown().await;
+}
+
+/// deploy/kudo.yaml uses only keys kudo knows: its only problems outside a pod are the
+/// credential files that the Secrets provide there.
+#[test]
+fn deploy_config_is_valid_apart_from_mounted_files() {
+    let path = root().join("deploy/kudo.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/kudo.yaml");
+    let problems = match kudo::gitops::config::Config::parse("deploy/kudo.yaml", &text, root()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems,
+    };
+    let others: Vec<&String> = problems
+        .iter()
+        .filter(|p| !(p.contains("/etc/kudo/") && p.ends_with("does not exist")))
+        .collect();
+    assert!(others.is_empty(), "deploy/kudo.yaml: {others:#?}");
+    assert!(
+        problems.iter().any(|p| p.contains("/etc/kudo/git/token")),
+        "the credential files are checked: {problems:#?}"
+    );
+}
+
+/// The PrometheusRule carries the groups of the plain rules file deploy/prometheus-rules.yaml
+/// unchanged (when that file is present), plus the leader-election alerts.
+#[test]
+fn prometheus_rule_matches_the_rules_file() {
+    let parse = |file: &str| -> Value {
+        let text = std::fs::read_to_string(root().join(file)).expect(file);
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+    };
+    let rule = parse("deploy/prometheusrule.yaml");
+    assert_eq!(rule["kind"], "PrometheusRule");
+    let groups = rule["spec"]["groups"].as_array().expect("spec.groups");
+    let leader = groups
+        .iter()
+        .find(|g| g["name"] == "kudo-leader")
+        .expect("kudo-leader group");
+    assert!(leader.to_string().contains("sum(kudo_leader)"), "{leader}");
+    if root().join("deploy/prometheus-rules.yaml").exists() {
+        let plain = parse("deploy/prometheus-rules.yaml");
+        for g in plain["groups"].as_array().expect("groups") {
+            assert!(
+                groups.contains(g),
+                "group {} of deploy/prometheus-rules.yaml differs in or is missing from deploy/prometheusrule.yaml",
+                g["name"]
+            );
+        }
+    }
+}
+
+/// A leader whose Lease is taken over (another live holder renewing it) stops at once with an
+/// error naming the Lease; a leader stopped with SIGTERM releases the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_exits_and_a_stopped_one_releases_it() {
+    let kubeconfig = envtest::kubeconfig();
+    let mgmt = envtest::cluster(1).await;
+    let lease_ns = envtest::unique("lease");
+    mgmt.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lease_ns}}))
+        .await
+        .expect("lease namespace");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    write_two_step_framework(&repo, "");
+    write(
+        dir.path(),
+        "kudo.yaml",
+        &format!(
+            "repositories:\n  - {{name: r, url: {repo}}}\nclusters:\n  - {{name: sim, sim: {{}}}}\nleaderElection:\n  kubeconfig: {kc}\n  context: envtest-1\n  namespace: {lease_ns}\n  leaseDuration: 4s\n  renewDeadline: 3s\n  retryPeriod: 500ms\n",
+            repo = repo.display(),
+            kc = kubeconfig.display(),
+        ),
+    );
+    let config = dir.path().join("kudo.yaml");
+
+    // Stopped with SIGTERM: the lease is handed back (no holder).
+    let mut a = Serve::start(dir.path(), "a", &config, &[("POD_NAME", "replica-a")]);
+    wait_for("a to lead", TIMEOUT, || async {
+        lease_holder(&mgmt, &lease_ns)
+            .await
+            .filter(|h| h.starts_with("replica-a-"))
+    })
+    .await;
+    let pid = a.child.id() as i32;
+    // SAFETY: signalling the child this test started, by its pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = a.child.wait().expect("a exits");
+    assert!(status.success(), "a stops cleanly: {}", a.logs());
+    let holder = lease_holder(&mgmt, &lease_ns).await;
+    assert_eq!(holder, None, "released on shutdown: {}", a.logs());
+
+    // Taken over: another holder writes the lease; the leader notices and exits.
+    let b = Serve::start(dir.path(), "b", &config, &[("POD_NAME", "replica-b")]);
+    let mut b = b;
+    wait_for("b to lead", TIMEOUT, || async {
+        lease_holder(&mgmt, &lease_ns)
+            .await
+            .filter(|h| h.starts_with("replica-b-"))
+    })
+    .await;
+    let mut lease = get_opt(&mgmt, "coordination.k8s.io/v1", "Lease", &lease_ns, "kudo")
+        .await
+        .expect("lease");
+    lease["spec"]["holderIdentity"] = json!("intruder");
+    lease["spec"]["leaseDurationSeconds"] = json!(3600);
+    mgmt.replace(&lease).await.expect("steal the lease");
+    let status = wait_for("b to exit", TIMEOUT, || {
+        let status = b.child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await;
+    assert!(!status.success(), "losing the lease is an error exit");
+    let logs = b.logs();
+    assert!(
+        logs.contains(&format!(
+            "lost the lease {lease_ns}/kudo (now held by intruder)"
+        )),
+        "{logs}"
+    );
+    let _ = mgmt
+        .delete(&ObjectRef::new("v1", "Namespace", None, &lease_ns))
+        .await;
+}
