@@ -4,6 +4,7 @@
 //! engine step → apply → status written back → metrics read from status.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod engine;

@@ -817,9 +817,24 @@ async fn rejected_credentials_mark_only_that_cluster_down() {
         metrics.contains("kudo_plan_status{cluster=\"good\""),
         "{metrics}"
     );
+    // The bounded category is a label (kudo_cluster_errors_total{category="unauthorized"});
+    // the reason's text never is.
     assert!(
-        !metrics.contains("unauthorized"),
-        "error text in a label:\n{metrics}"
+        metrics.contains("category=\"unauthorized\""),
+        "the category is counted:\n{metrics}"
+    );
+    let bad_labels = kudo::metrics::suspicious_label_values(metrics);
+    assert!(
+        bad_labels.is_empty(),
+        "error text in a label: {bad_labels:?}"
+    );
+    let message = reason
+        .trim_start_matches("unauthorized")
+        .trim_start_matches(':')
+        .trim();
+    assert!(
+        message.is_empty() || !metrics.contains(message),
+        "the reason {message:?} leaked into the metrics:\n{metrics}"
     );
     daemon.shutdown().await;
 }

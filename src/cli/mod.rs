@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod bench;
 pub mod crds;
 pub mod diff;
 pub mod get;
@@ -55,6 +56,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Every instance × cluster of a running `kudo serve` with its plan status.
     Status(status::Args),
+    /// Scale measurements: fan-out to many simulated clusters, rollouts, restarts, Git sync,
+    /// rendering (prints tables, writes JSON).
+    Bench(bench::Args),
     /// Show what a revision (a folder or a Git ref) would change on the live clusters of a
     /// kudo.yaml; exit status 1 when anything would change.
     Diff(diff::Args),
@@ -127,6 +131,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Get(args) => get::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Workloads(args) => workloads::run(args).await,
         Command::Repo(args) => repo::run(args).await,
         Command::Diff(args) => diff::run(args).await,

@@ -1,0 +1,1 @@
+//! Fleet scenarios over simulated clusters: fanout, rollout, coldstart.
