@@ -64,6 +64,10 @@ pub struct Options {
     pub engine_poll: Duration,
     /// Quiet period before a changed local directory is loaded.
     pub debounce: Duration,
+    /// Simulated clusters the caller built (by cluster name): used instead of new ones for
+    /// `sim` clusters of that name, so they outlive the daemon (restart measurements). The
+    /// caller runs their workload simulators.
+    pub sims: BTreeMap<String, SimCluster>,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
             observe_interval: Duration::from_secs(2),
             engine_poll: Duration::from_secs(2),
             debounce: Duration::from_millis(300),
+            sims: BTreeMap::new(),
         }
     }
 }
@@ -166,6 +171,8 @@ pub struct Shared {
     rollouts: Mutex<BTreeMap<String, State>>,
     /// Planner passes so far (tests wait on progress, not on time).
     passes: std::sync::atomic::AtomicU64,
+    /// What the last planner pass concluded, per revision (cheap to read while converging).
+    planned: Mutex<PlanSummary>,
     /// Every subsystem's metrics, served at `/metrics`.
     registry: Arc<prometheus_client::registry::Registry>,
     engine_metrics: Arc<crate::metrics::EngineMetrics>,
@@ -181,6 +188,17 @@ pub struct Shared {
     dry_run: bool,
     /// With leader election: whether this replica leads (only then do workers write).
     leading: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// The last planner pass in numbers: rollouts of the desired revision by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    /// The desired state's revision the pass planned (combined: `a,b`).
+    pub revision: String,
+    pub instances: usize,
+    pub complete: usize,
+    pub halted: usize,
 }
 
 /// A running daemon. Dropping it stops nothing; call [`Daemon::shutdown`].
@@ -228,6 +246,10 @@ impl Daemon {
         let mut slots = Vec::new();
         for c in &config.clusters {
             let cluster = match &c.access {
+                ClusterAccess::Sim(_) if options.sims.contains_key(&c.name) => {
+                    let sim = &options.sims[&c.name];
+                    Cluster::from_client(&c.name, sim.client())
+                }
                 ClusterAccess::Sim(s) => {
                     let sim = SimCluster::new(&c.name);
                     sim.faults().set_latency(s.latency);
@@ -306,6 +328,7 @@ impl Daemon {
             desired: RwLock::new(None),
             rollouts: Mutex::new(BTreeMap::new()),
             passes: Default::default(),
+            planned: Mutex::new(PlanSummary::default()),
             registry: Arc::new(registry),
             engine_metrics: metrics.engine.clone(),
             metrics,
@@ -385,6 +408,16 @@ impl Shared {
     /// True without leader election, else whether this replica holds the lease.
     pub fn is_leader(&self) -> bool {
         self.leading.as_ref().is_none_or(|l| *l.borrow())
+    }
+
+    /// The OpenMetrics text `/metrics` serves.
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::encode(&self.registry)
+    }
+
+    /// What the last planner pass concluded (see [`PlanSummary`]).
+    pub fn plan_summary(&self) -> PlanSummary {
+        lock(&self.planned).clone()
     }
 
     pub fn passes(&self) -> u64 {
@@ -675,6 +708,15 @@ impl Shared {
                 self.metrics.gitops.forget_rollout(ns, name);
             }
         }
+        *lock(&self.planned) = PlanSummary {
+            revision: desired.revision.clone(),
+            instances: states.len(),
+            complete: states.values().filter(|s| **s == State::Complete).count(),
+            halted: states
+                .values()
+                .filter(|s| matches!(s, State::Halted { .. }))
+                .count(),
+        };
         *rollouts = states;
         drop(rollouts);
         for slot in &self.clusters {
