@@ -165,6 +165,10 @@ pub struct Shared {
     config: Config,
     options: Options,
     clusters: Vec<Arc<ClusterSlot>>,
+    /// Cluster name → index into `clusters` (the planner looks up every target).
+    cluster_index: std::collections::HashMap<String, usize>,
+    /// Wakes the planner task: observations coalesce into one pass over every instance.
+    plan_wake: Notify,
     repos: Mutex<BTreeMap<String, RepoStatus>>,
     repo_wake: BTreeMap<String, Arc<Notify>>,
     desired: RwLock<Option<Arc<DesiredState>>>,
@@ -322,6 +326,12 @@ impl Daemon {
         let shared = Arc::new(Shared {
             config: config.clone(),
             options,
+            cluster_index: slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.info.name.clone(), i))
+                .collect(),
+            plan_wake: Notify::new(),
             clusters: slots,
             repos: Mutex::new(repos),
             repo_wake,
@@ -339,6 +349,7 @@ impl Daemon {
             leading: leading.clone(),
         });
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(planner(shared.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(mirror_leader(
             leading,
             shared.metrics.leader.clone(),
@@ -459,7 +470,7 @@ impl Shared {
             for (key, inst) in &d.instances {
                 let mut per = BTreeMap::new();
                 for name in &inst.targets {
-                    let Some(slot) = self.clusters.iter().find(|c| &c.info.name == name) else {
+                    let Some(slot) = self.slot(name) else {
                         continue;
                     };
                     let seen = lock(&slot.seen);
@@ -564,7 +575,7 @@ impl Shared {
         let key = inst.key();
         let mut clusters = BTreeMap::new();
         for target in &inst.targets {
-            let Some(slot) = self.clusters.iter().find(|c| &c.info.name == target) else {
+            let Some(slot) = self.slot(target) else {
                 continue;
             };
             let live = lock(&slot.seen)
@@ -637,6 +648,16 @@ impl Shared {
         self.plan();
     }
 
+    fn slot(&self, name: &str) -> Option<&Arc<ClusterSlot>> {
+        self.cluster_index.get(name).and_then(|&i| self.clusters.get(i))
+    }
+
+    /// Asks the planner task for a pass; requests made while a pass runs coalesce into the
+    /// next one, so a thousand cluster observations cost a few passes, not a thousand.
+    fn request_plan(&self) {
+        self.plan_wake.notify_one();
+    }
+
     /// The planner: per instance, which clusters get its spec now. Wakes the workers that
     /// have new work.
     fn plan(&self) {
@@ -655,7 +676,7 @@ impl Shared {
         for (key, inst) in &desired.instances {
             let mut observed = BTreeMap::new();
             for name in &inst.targets {
-                let Some(slot) = self.clusters.iter().find(|c| &c.info.name == name) else {
+                let Some(slot) = self.slot(name) else {
                     continue;
                 };
                 let seen = lock(&slot.seen);
@@ -1049,6 +1070,17 @@ async fn cluster_worker(
     }
 }
 
+/// Runs a planner pass whenever one was requested, until stopped.
+async fn planner(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shared.plan_wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        shared.plan();
+    }
+}
+
 /// Keeps `kudo_leader` in step with the election (1 when there is none).
 async fn mirror_leader(
     leading: Option<tokio::sync::watch::Receiver<bool>>,
@@ -1180,7 +1212,7 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
         }
         *previous = Some(seen);
     }
-    shared.plan();
+    shared.request_plan();
     Ok(())
 }
 
@@ -1292,7 +1324,7 @@ async fn dry_run_work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), Cl
         .map(|(k, instance)| (k, Seen { instance }))
         .collect();
     *lock(&slot.seen) = Some(seen);
-    shared.plan();
+    shared.request_plan();
     Ok(())
 }
 
