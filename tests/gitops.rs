@@ -201,7 +201,7 @@ fn repository(name: &str, reference: Option<&str>) -> kudo::gitops::config::Repo
         interval: Duration::from_secs(60),
         credentials: Default::default(),
         webhook_secret_file: None,
-        allowed_signers_file: None,
+        verify: None,
     }
 }
 

@@ -385,7 +385,12 @@ async fn two_replicas_hand_over_without_repeating_a_step() {
 // ---- secrets ----
 
 fn git(dir: &Path, args: &[&str]) -> String {
+    git_with_env(dir, &[], args)
+}
+
+fn git_with_env(dir: &Path, envs: &[(&str, &Path)], args: &[&str]) -> String {
     let out = Command::new("git")
+        .envs(envs.iter().copied())
         .arg("-C")
         .arg(dir)
         .args([
@@ -949,6 +954,247 @@ async fn only_commits_signed_by_allowed_keys_are_applied() {
     );
 
     let fixed = commit(&repo, "signed by alice again", Some(&allowed));
+    let r = wait_revision(fixed.clone()).await;
+    assert_eq!(r.applied_revision.as_deref(), Some(fixed.as_str()), "{r:?}");
+    assert!(r.errors.is_empty(), "{r:?}");
+    daemon.shutdown().await;
+}
+
+/// A throwaway GnuPG home holding real OpenPGP keys; its gpg-agent is stopped on drop.
+struct Gpg {
+    home: PathBuf,
+}
+
+impl Gpg {
+    fn new(dir: &Path) -> Gpg {
+        let home = dir.join("gnupg");
+        std::fs::create_dir_all(&home).expect("mkdir gnupg");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        Gpg { home }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", &self.home)
+            .args([
+                "--batch",
+                "--quiet",
+                "--passphrase",
+                "",
+                "--pinentry-mode",
+                "loopback",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("gpg runs (Debian's gnupg; scripts/ci-deps installs it)");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Fingerprints of a key: the primary key's first, then its subkeys'.
+    fn fingerprints(&self, uid: &str) -> Vec<String> {
+        self.run(&["--with-colons", "--list-keys", uid])
+            .lines()
+            .filter_map(|l| l.strip_prefix("fpr:"))
+            .filter_map(|l| l.split(':').nth(8).map(str::to_string))
+            .collect()
+    }
+
+    /// A new key for `uid` of `usage` (`sign`, or `cert` for a primary key that only certifies);
+    /// returns its primary fingerprint.
+    fn new_key(&self, uid: &str, usage: &str) -> String {
+        self.run(&["--quick-gen-key", uid, "ed25519", usage, "never"]);
+        self.fingerprints(uid).remove(0)
+    }
+
+    /// Commits everything, signed with gpg by `key` (a fingerprint).
+    fn commit(&self, repo: &Path, message: &str, key: &str) -> String {
+        let env = [("GNUPGHOME", self.home.as_path())];
+        git_with_env(repo, &env, &["add", "-A"]);
+        git_with_env(
+            repo,
+            &env,
+            &[
+                "-c",
+                "gpg.format=openpgp",
+                "-c",
+                "gpg.program=gpg",
+                "-c",
+                &format!("user.signingkey={key}"),
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-S",
+                "-m",
+                message,
+            ],
+        );
+        git(repo, &["rev-parse", "HEAD"])
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &self.home)
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+/// A repository that trusts an OpenPGP keyring (`verify.openpgpKeysFile`, two keys exported by
+/// gpg) applies commits gpg signed with a key of it (a primary key, a signing subkey) and
+/// refuses, naming the commit and the signer, an unsigned commit, one signed by a key outside
+/// the keyring, one whose content changed after signing and an SSH-signed one; the last good
+/// revision keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_commits_signed_by_allowed_openpgp_keys_are_applied() {
+    use kudo::gitops::serve::{Daemon, Options};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gpg = Gpg::new(dir.path());
+    let alice = gpg.new_key("Alice <alice@example.com>", "sign");
+    let bob = gpg.new_key("Bob <bob@example.com>", "cert");
+    gpg.run(&["--quick-add-key", &bob, "ed25519", "sign", "never"]);
+    let bob_subkey = gpg.fingerprints("bob@example.com").remove(1);
+    let mallory = gpg.new_key("Mallory <mallory@example.com>", "sign");
+    let keyring = gpg.run(&["--armor", "--export", &alice, &bob]);
+    assert_eq!(
+        keyring
+            .matches("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+            .count(),
+        1,
+        "both keys in one armored block, as gpg exports them"
+    );
+    write(dir.path(), "keys.asc", &keyring);
+
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    write_two_step_framework(&repo, "");
+    write(
+        &repo,
+        "instances/s.yaml",
+        &instance_doc("s", "signed", "sim", ""),
+    );
+    let good = gpg.commit(&repo, "signed by alice", &alice);
+
+    let text = format!(
+        "cacheDir: {cache}\nrepositories:\n  - name: signed\n    url: file://{repo}\n    ref: main\n    interval: 1h\n    verify: {{openpgpKeysFile: keys.asc}}\nclusters:\n  - {{name: sim, sim: {{}}, labels: {{fleet: sim}}}}\n",
+        cache = dir.path().join("cache").display(),
+        repo = repo.display(),
+    );
+    let config =
+        kudo::gitops::config::Config::parse("kudo.yaml", &text, dir.path()).expect("config");
+    let daemon = Daemon::start(config, Options::default())
+        .await
+        .expect("daemon");
+    let shared = daemon.shared.clone();
+    let wait_revision = |rev: String| {
+        let shared = shared.clone();
+        async move {
+            wait_for(&format!("revision {rev} to be seen"), TIMEOUT, || {
+                let shared = shared.clone();
+                let rev = rev.clone();
+                async move {
+                    shared.sync_now(None);
+                    let r = shared.status().repositories[0].clone();
+                    (r.revision.as_deref() == Some(rev.as_str())).then_some(r)
+                }
+            })
+            .await
+        }
+    };
+    let r = wait_revision(good.clone()).await;
+    assert_eq!(r.applied_revision.as_deref(), Some(good.as_str()), "{r:?}");
+    assert!(r.errors.is_empty(), "{r:?}");
+
+    // Valid content (a new file outside frameworks/ and instances/): only the signature is wrong.
+    write(&repo, "NOTES.md", "unsigned change\n");
+    let unsigned = commit(&repo, "unsigned", None);
+    let r = wait_revision(unsigned.clone()).await;
+    assert_eq!(
+        r.applied_revision.as_deref(),
+        Some(good.as_str()),
+        "last good keeps running"
+    );
+    let errors = r.errors.join("\n");
+    assert!(
+        errors.contains(&format!(
+            "commit {unsigned} (committer kudo-test <test@kudo.invalid>) is not signed"
+        )),
+        "{errors}"
+    );
+
+    let forged = gpg.commit(&repo, "signed by mallory", &mallory);
+    let r = wait_revision(forged.clone()).await;
+    assert_eq!(r.applied_revision.as_deref(), Some(good.as_str()));
+    let errors = r.errors.join("\n");
+    assert!(
+        errors.contains(&format!(
+            "commit {forged} (committer kudo-test <test@kudo.invalid>) is signed by OpenPGP key {mallory}, which is not an allowed signer"
+        )),
+        "{errors}"
+    );
+
+    let ssh_key = ssh_keygen(dir.path(), "alice-ssh", "alice@example.com");
+    let ssh_signed = commit(&repo, "signed with an SSH key", Some(&ssh_key));
+    let r = wait_revision(ssh_signed.clone()).await;
+    assert_eq!(r.applied_revision.as_deref(), Some(good.as_str()));
+    let errors = r.errors.join("\n");
+    assert!(
+        errors.contains(&format!("commit {ssh_signed} (committer kudo-test <test@kudo.invalid>) has an SSH signature, but the repository trusts only OpenPGP signatures (verify.openpgpKeysFile)")),
+        "{errors}"
+    );
+
+    // Bob's primary key only certifies: gpg signs with his subkey.
+    write(&repo, "NOTES.md", "bob's change\n");
+    let by_bob = gpg.commit(&repo, "signed by bob", &bob);
+    let r = wait_revision(by_bob.clone()).await;
+    assert_eq!(
+        r.applied_revision.as_deref(),
+        Some(by_bob.as_str()),
+        "{r:?}"
+    );
+    assert!(r.errors.is_empty(), "{r:?}");
+
+    // Bob's signed commit object with another tree: the signature no longer covers it.
+    write(&repo, "NOTES.md", "tampered after signing\n");
+    git(&repo, &["add", "-A"]);
+    let tree = git(&repo, &["write-tree"]);
+    let object = git(&repo, &["cat-file", "commit", &by_bob]);
+    let (first, rest) = object.split_once('\n').expect("tree line");
+    assert!(first.starts_with("tree ") && rest.contains("-----BEGIN PGP SIGNATURE-----"));
+    write(dir.path(), "tampered", &format!("tree {tree}\n{rest}\n"));
+    let tampered = git(
+        &repo,
+        &[
+            "hash-object",
+            "-t",
+            "commit",
+            "-w",
+            &dir.path().join("tampered").display().to_string(),
+        ],
+    );
+    git(&repo, &["update-ref", "refs/heads/main", &tampered]);
+    let r = wait_revision(tampered.clone()).await;
+    assert_eq!(r.applied_revision.as_deref(), Some(by_bob.as_str()));
+    let errors = r.errors.join("\n");
+    assert!(
+        errors.contains(&format!(
+            "commit {tampered} (committer kudo-test <test@kudo.invalid>): the signature by Bob <bob@example.com> (OpenPGP key {bob}, subkey {bob_subkey}) does not verify"
+        )),
+        "{errors}"
+    );
+
+    git(&repo, &["reset", "-q", "--hard", &by_bob]);
+    write(&repo, "NOTES.md", "alice again\n");
+    let fixed = gpg.commit(&repo, "signed by alice again", &alice);
     let r = wait_revision(fixed.clone()).await;
     assert_eq!(r.applied_revision.as_deref(), Some(fixed.as_str()), "{r:?}");
     assert!(r.errors.is_empty(), "{r:?}");

@@ -78,8 +78,17 @@ pub struct Repository {
     pub credentials: Credentials,
     /// File holding the webhook secret (GitHub HMAC key / GitLab token).
     pub webhook_secret_file: Option<PathBuf>,
-    /// When set, only commits signed by a key of this allowed-signers file are applied.
+    /// When set, only commits signed by a trusted key are applied.
+    pub verify: Option<Verification>,
+}
+
+/// The keys a repository trusts to sign commits (`verify:`); at least one file is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// SSH keys, in the format of git's `gpg.ssh.allowedSignersFile`.
     pub allowed_signers_file: Option<PathBuf>,
+    /// OpenPGP public keys, ASCII-armored (`gpg --armor --export`).
+    pub openpgp_keys_file: Option<PathBuf>,
 }
 
 /// Where a repository lives.
@@ -245,7 +254,7 @@ const REPO_KEYS: &[&str] = &[
     "webhookSecretFile",
     "verify",
 ];
-const VERIFY_KEYS: &[&str] = &["allowedSignersFile"];
+const VERIFY_KEYS: &[&str] = &["allowedSignersFile", "openpgpKeysFile"];
 const CRED_KEYS: &[&str] = &[
     "tokenFile",
     "usernameFile",
@@ -568,19 +577,27 @@ impl Validator {
             }
         };
         let webhook_secret_file = self.file(at, map, "webhookSecretFile");
-        let allowed_signers_file = match map.get("verify") {
+        let verify = match map.get("verify") {
             None | Some(Value::Null) => None,
             Some(v) => {
                 let vat = join(at, "verify");
                 let v = self.map(&vat, v, VERIFY_KEYS).cloned().unwrap_or_default();
-                let file = self.file(&vat, &v, "allowedSignersFile");
-                if file.is_none() {
-                    self.problem(&join(&vat, "allowedSignersFile"), "is required");
+                let verification = Verification {
+                    allowed_signers_file: self.file(&vat, &v, "allowedSignersFile"),
+                    openpgp_keys_file: self.file(&vat, &v, "openpgpKeysFile"),
+                };
+                if verification.allowed_signers_file.is_none()
+                    && verification.openpgp_keys_file.is_none()
+                {
+                    self.problem(
+                        &vat,
+                        "needs allowedSignersFile (SSH keys), openpgpKeysFile (OpenPGP keys) or both",
+                    );
                 }
                 if matches!(source, Some(Source::Dir(_))) {
                     self.problem(&vat, "a plain local directory has no commits to verify");
                 }
-                file
+                Some(verification)
             }
         };
         Some(Repository {
@@ -591,7 +608,7 @@ impl Validator {
             interval,
             credentials,
             webhook_secret_file,
-            allowed_signers_file,
+            verify,
         })
     }
 
@@ -961,13 +978,14 @@ clusters:
     #[test]
     fn production_keys_parse_and_bad_values_are_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for f in ["kc", "signers", "token"] {
+        for f in ["kc", "signers", "token", "keys.asc"] {
             std::fs::write(dir.path().join(f), "x").expect("write");
         }
         let repo = dir.path().join("repo");
         std::fs::create_dir_all(repo.join(".git")).expect("mkdir");
         let text = format!(
-            "apiTokenFile: token\nleaderElection: {{kubeconfig: kc, context: mgmt, namespace: ops, leaseDuration: 20s, renewDeadline: 15s, retryPeriod: 1s}}\nrepositories:\n  - {{name: r, url: {}, verify: {{allowedSignersFile: signers}}}}\nclusters:\n  - {{name: c, sim: {{}}}}\n",
+            "apiTokenFile: token\nleaderElection: {{kubeconfig: kc, context: mgmt, namespace: ops, leaseDuration: 20s, renewDeadline: 15s, retryPeriod: 1s}}\nrepositories:\n  - {{name: r, url: {}, verify: {{allowedSignersFile: signers, openpgpKeysFile: keys.asc}}}}\n  - {{name: p, url: {}, verify: {{openpgpKeysFile: keys.asc}}}}\nclusters:\n  - {{name: c, sim: {{}}}}\n",
+            repo.display(),
             repo.display()
         );
         let c = Config::parse("kudo.yaml", &text, dir.path()).expect("valid");
@@ -980,8 +998,18 @@ clusters:
         );
         assert_eq!(c.api_token_file, Some(dir.path().join("token")));
         assert_eq!(
-            c.repositories[0].allowed_signers_file,
-            Some(dir.path().join("signers"))
+            c.repositories[0].verify,
+            Some(Verification {
+                allowed_signers_file: Some(dir.path().join("signers")),
+                openpgp_keys_file: Some(dir.path().join("keys.asc")),
+            })
+        );
+        assert_eq!(
+            c.repositories[1].verify,
+            Some(Verification {
+                allowed_signers_file: None,
+                openpgp_keys_file: Some(dir.path().join("keys.asc")),
+            })
         );
         let in_cluster = "leaderElection: {}\nrepositories: [{name: r, url: .}]\nclusters: [{name: c, sim: {}}]\n";
         let c = Config::parse("kudo.yaml", in_cluster, dir.path()).expect("valid");
@@ -989,7 +1017,7 @@ clusters:
         assert_eq!(le.access, ClusterAccess::InCluster);
         assert_eq!(le.namespace, "kudo-system");
 
-        let bad = "apiTokenFile: missing-token\nleaderElection: {leaseDuration: 5s, renewDeadline: 5s, retryPeriod: 6s, colour: red}\nrepositories:\n  - {name: r, url: ., verify: {allowedSignersFile: nope}}\n  - {name: s, url: ., verify: {}}\nclusters: [{name: c, sim: {}}]\n";
+        let bad = "apiTokenFile: missing-token\nleaderElection: {leaseDuration: 5s, renewDeadline: 5s, retryPeriod: 6s, colour: red}\nrepositories:\n  - {name: r, url: ., verify: {allowedSignersFile: nope}}\n  - {name: s, url: ., verify: {}}\n  - {name: t, url: ., verify: {openpgpKeysFile: no-keys.asc}}\nclusters: [{name: c, sim: {}}]\n";
         let all = problems(bad, dir.path()).join("\n");
         for needle in [
             "apiTokenFile: file",
@@ -999,7 +1027,9 @@ clusters:
             "leaderElection.retryPeriod: must be shorter than renewDeadline",
             "repositories[0].verify.allowedSignersFile: file",
             "repositories[0].verify: a plain local directory has no commits to verify",
-            "repositories[1].verify.allowedSignersFile: is required",
+            "repositories[1].verify: needs allowedSignersFile (SSH keys), openpgpKeysFile (OpenPGP keys) or both",
+            "repositories[2].verify.openpgpKeysFile: file",
+            "no-keys.asc does not exist",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }

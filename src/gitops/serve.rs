@@ -852,7 +852,8 @@ async fn sync_once(
     let seen = last_seen.clone();
     let package_repos = shared.config.package_repositories.clone();
     let package_cache = shared.config.cache_dir.join("package-repositories");
-    let signers = repo.allowed_signers_file.clone();
+    let verify = repo.verify.clone();
+    let name = repo.name.clone();
     let started = Instant::now();
     let result =
         tokio::task::spawn_blocking(move || -> Result<Option<(Loaded, Option<i64>)>, String> {
@@ -862,15 +863,21 @@ async fn sync_once(
                     if seen.as_deref() == Some(commit.as_str()) {
                         return Ok(None);
                     }
-                    if let Some(file) = &signers
-                        && let Err(refusal) = super::signing::AllowedSigners::load(file)
-                            .and_then(|a| super::signing::verify_commit(&g.mirror, &commit, &a))
-                    {
-                        let time = commit_time(&g.mirror, &commit);
-                        return Ok(Some((
-                            (commit.clone(), Err(unsigned(&commit, refusal))),
-                            time,
-                        )));
+                    if let Some(verify) = &verify {
+                        match super::signing::Trust::load(verify)
+                            .and_then(|t| super::signing::verify_commit(&g.mirror, &commit, &t))
+                        {
+                            Ok(signer) => {
+                                info!(repository = %name, revision = short(&commit), %signer, "commit signature verified");
+                            }
+                            Err(refusal) => {
+                                let time = commit_time(&g.mirror, &commit);
+                                return Ok(Some((
+                                    (commit.clone(), Err(unsigned(&commit, refusal))),
+                                    time,
+                                )));
+                            }
+                        }
                     }
                     let tree = g.tree(&commit).map_err(|e| e.to_string())?;
                     let tree =

@@ -1,22 +1,48 @@
-//! Signed commits: a repository may require every applied commit to carry an SSH signature
-//! (`git commit -S` with `gpg.format=ssh`) by a key listed in an allowed-signers file, in the
-//! format of git's `gpg.ssh.allowedSignersFile` (`<principals> [options] <key-type> <base64>`).
-//! The sshsig check uses the `ssh-key` crate (Ed25519 keys). OpenPGP signatures are recognised
-//! and refused with a message saying so: no OpenPGP verification is built in yet.
+//! Signed commits: a repository may require every applied commit to be signed by a trusted key
+//! (`verify:` in kudo.yaml), with either or both kinds of signature git makes:
 //!
-//! A refused commit is never applied; the caller keeps the last good revision running.
+//! - SSH (`git commit -S` with `gpg.format=ssh`), by a key listed in an allowed-signers file in
+//!   the format of git's `gpg.ssh.allowedSignersFile` (`<principals> [options] <key-type>
+//!   <base64>`). The sshsig check uses the `ssh-key` crate (Ed25519 keys).
+//! - OpenPGP (`git commit -S` with gpg), by a key of an ASCII-armored public keyring (one or more
+//!   public keys, as `gpg --armor --export` writes them). The check uses the pure-Rust `pgp`
+//!   crate (rpgp). The signature's issuer fingerprint (or, when it names none, its key ID) is
+//!   looked up among the primary keys and subkeys of the keyring; the signature must verify
+//!   over the commit without its `gpgsig` header, and the key must have been usable for signing
+//!   when the signature was made: a valid self-signature (a subkey: a valid binding signature
+//!   with the signing flag and a valid back-signature), not yet expired, and never revoked.
+//!
+//! When only one kind is trusted, a commit signed with the other kind is refused, saying which
+//! kind is trusted. A refused commit is never applied; the caller keeps the last good revision
+//! running. Every refusal names the commit, its committer and, when known, the signer.
 
 use std::path::Path;
 
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
+use pgp::packet::{Signature, SignatureType, SubpacketData};
+use pgp::types::{KeyDetails, Tag, Timestamp};
 use ssh_key::{HashAlg, PublicKey, SshSig};
+
+use super::config::Verification;
 
 /// The namespace git signs commits in.
 const GIT_NAMESPACE: &str = "git";
+
+const PGP_SIGNATURE: &str = "-----BEGIN PGP SIGNATURE-----";
+const SSH_SIGNATURE: &str = "-----BEGIN SSH SIGNATURE-----";
+const PGP_PUBLIC_BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+const PGP_PUBLIC_END: &str = "-----END PGP PUBLIC KEY BLOCK-----";
+const PGP_PRIVATE: &str = "-----BEGIN PGP PRIVATE KEY BLOCK-----";
+
+const SSH_TRUST: &str = "SSH signatures (verify.allowedSignersFile)";
+const PGP_TRUST: &str = "OpenPGP signatures (verify.openpgpKeysFile)";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigningError {
     #[error("allowed signers file {file}: {reason}")]
     SignersFile { file: String, reason: String },
+    #[error("OpenPGP keys file {file}: {reason}")]
+    KeyringFile { file: String, reason: String },
     #[error(
         "commit {commit} (committer {committer}) is not signed; the repository requires commits signed by an allowed key"
     )]
@@ -39,11 +65,90 @@ pub enum SigningError {
         reason: String,
     },
     #[error(
-        "commit {commit} (committer {committer}) has an OpenPGP signature; only SSH signatures are verified (sign with gpg.format=ssh)"
+        "commit {commit} (committer {committer}) is signed by {signer}, a key that {reason}; the signature is not trusted"
     )]
-    OpenPgp { commit: String, committer: String },
+    UnusableKey {
+        commit: String,
+        committer: String,
+        signer: String,
+        reason: String,
+    },
+    #[error(
+        "commit {commit} (committer {committer}) has {kind} signature, but the repository trusts only {trusted}"
+    )]
+    KindNotTrusted {
+        commit: String,
+        committer: String,
+        kind: &'static str,
+        trusted: &'static str,
+    },
     #[error("commit {commit}: {reason}")]
     Git { commit: String, reason: String },
+}
+
+/// The keys a repository trusts: SSH allowed signers, OpenPGP keys, or both.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub ssh: Option<AllowedSigners>,
+    pub openpgp: Option<OpenPgpKeys>,
+}
+
+impl Trust {
+    /// Reads the files `verify:` names (blocking).
+    pub fn load(verify: &Verification) -> Result<Trust, SigningError> {
+        Ok(Trust {
+            ssh: verify
+                .allowed_signers_file
+                .as_deref()
+                .map(AllowedSigners::load)
+                .transpose()?,
+            openpgp: verify
+                .openpgp_keys_file
+                .as_deref()
+                .map(OpenPgpKeys::load)
+                .transpose()?,
+        })
+    }
+
+    /// Pure: checks an armored signature over `signed` (the commit without its signature) with
+    /// the trusted keys of its kind. Returns who signed.
+    pub fn verify(
+        &self,
+        commit: &str,
+        committer: &str,
+        signature: &str,
+        signed: &[u8],
+    ) -> Result<String, SigningError> {
+        let trusted = match (&self.ssh, &self.openpgp) {
+            (Some(_), None) => SSH_TRUST,
+            (None, Some(_)) => PGP_TRUST,
+            (Some(_), Some(_)) => "SSH and OpenPGP signatures",
+            (None, None) => "signatures by no key (verify names no keys file)",
+        };
+        let other_kind = |kind| SigningError::KindNotTrusted {
+            commit: commit.to_string(),
+            committer: committer.to_string(),
+            kind,
+            trusted,
+        };
+        if signature.contains(PGP_SIGNATURE) {
+            let keys = self
+                .openpgp
+                .as_ref()
+                .ok_or_else(|| other_kind("an OpenPGP"))?;
+            keys.verify(commit, committer, signature, signed)
+        } else if signature.contains(SSH_SIGNATURE) {
+            let signers = self.ssh.as_ref().ok_or_else(|| other_kind("an SSH"))?;
+            signers.verify(commit, committer, signature, signed)
+        } else {
+            Err(SigningError::BadSignature {
+                commit: commit.to_string(),
+                committer: committer.to_string(),
+                signer: "(unknown signature format)".into(),
+                reason: format!("neither an SSH nor an OpenPGP signature; trusted: {trusted}"),
+            })
+        }
+    }
 }
 
 /// Keys allowed to sign, with the principal (usually an e-mail) each is listed under.
@@ -101,7 +206,7 @@ impl AllowedSigners {
         Ok(AllowedSigners { keys })
     }
 
-    /// Pure: checks an armored signature over `signed` (the commit without its signature).
+    /// Pure: checks an armored SSH signature over `signed` (the commit without its signature).
     /// Returns who signed (principal and key fingerprint).
     pub fn verify(
         &self,
@@ -110,12 +215,6 @@ impl AllowedSigners {
         signature: &str,
         signed: &[u8],
     ) -> Result<String, SigningError> {
-        if signature.contains("-----BEGIN PGP SIGNATURE-----") {
-            return Err(SigningError::OpenPgp {
-                commit: commit.to_string(),
-                committer: committer.to_string(),
-            });
-        }
         let sig = SshSig::from_pem(signature.trim()).map_err(|e| SigningError::BadSignature {
             commit: commit.to_string(),
             committer: committer.to_string(),
@@ -146,12 +245,317 @@ impl AllowedSigners {
     }
 }
 
+/// OpenPGP public keys trusted to sign (each with its subkeys).
+#[derive(Debug, Clone)]
+pub struct OpenPgpKeys {
+    keys: Vec<SignedPublicKey>,
+}
+
+impl OpenPgpKeys {
+    pub fn load(path: &Path) -> Result<OpenPgpKeys, SigningError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SigningError::KeyringFile {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        OpenPgpKeys::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses ASCII-armored public key blocks: several keys in one block (`gpg --armor --export
+    /// a b`) or several blocks one after another. A bad block is an error naming its number.
+    pub fn parse(file: &str, text: &str) -> Result<OpenPgpKeys, SigningError> {
+        let bad = |reason: String| SigningError::KeyringFile {
+            file: file.to_string(),
+            reason,
+        };
+        if text.contains(PGP_PRIVATE) {
+            return Err(bad(
+                "holds a private key block; export only public keys (gpg --armor --export)".into(),
+            ));
+        }
+        let mut keys = Vec::new();
+        let mut rest = text;
+        let mut block = 0;
+        while let Some(start) = rest.find(PGP_PUBLIC_BEGIN) {
+            block += 1;
+            let from = &rest[start..];
+            let Some(end) = from.find(PGP_PUBLIC_END).map(|e| e + PGP_PUBLIC_END.len()) else {
+                return Err(bad(format!(
+                    "public key block {block} has no {PGP_PUBLIC_END} line"
+                )));
+            };
+            let (armored, after) = from.split_at(end);
+            rest = after;
+            let (parsed, _) = SignedPublicKey::from_armor_many(armored.as_bytes())
+                .map_err(|e| bad(format!("public key block {block}: {}", pgp_error(e))))?;
+            let before = keys.len();
+            for key in parsed {
+                keys.push(
+                    key.map_err(|e| bad(format!("public key block {block}: {}", pgp_error(e))))?,
+                );
+            }
+            if keys.len() == before {
+                return Err(bad(format!("public key block {block} holds no public key")));
+            }
+        }
+        if block == 0 {
+            return Err(bad(format!(
+                "no ASCII-armored public key ({PGP_PUBLIC_BEGIN}); write it with gpg --armor --export"
+            )));
+        }
+        Ok(OpenPgpKeys { keys })
+    }
+
+    /// Pure: checks an armored OpenPGP signature over `signed` (the commit without its
+    /// signature). Returns who signed (user ID and fingerprints).
+    pub fn verify(
+        &self,
+        commit: &str,
+        committer: &str,
+        signature: &str,
+        signed: &[u8],
+    ) -> Result<String, SigningError> {
+        let bad = |signer: &str, reason: String| SigningError::BadSignature {
+            commit: commit.to_string(),
+            committer: committer.to_string(),
+            signer: signer.to_string(),
+            reason,
+        };
+        let (sig, _) = DetachedSignature::from_armor_single(signature.trim().as_bytes())
+            .map_err(|e| bad("(unreadable OpenPGP signature)", pgp_error(e)))?;
+        let sig = sig.signature;
+        let fingerprints = sig.issuer_fingerprint();
+        let key_ids = sig.issuer_key_id();
+        let issuer = if let Some(fp) = fingerprints.first() {
+            format!("OpenPGP key {fp:X}")
+        } else if let Some(id) = key_ids.first() {
+            format!("OpenPGP key ID {}", hex::encode_upper(id))
+        } else {
+            return Err(bad(
+                "(an OpenPGP key it does not name)",
+                "the signature names no issuer key".into(),
+            ));
+        };
+        if !matches!(sig.typ(), Some(SignatureType::Binary | SignatureType::Text)) {
+            return Err(bad(
+                &issuer,
+                format!("a {:?} signature is not a signature over data", sig.typ()),
+            ));
+        }
+        let Some(made) = sig.created() else {
+            return Err(bad(&issuer, "the signature has no creation time".into()));
+        };
+        // The fingerprint when the signature names one (it then decides alone), else the key ID.
+        let is_issuer = |k: &dyn KeyDetails| {
+            if fingerprints.is_empty() {
+                key_ids.contains(&&k.legacy_key_id())
+            } else {
+                fingerprints.contains(&&k.fingerprint())
+            }
+        };
+        let mut refusal = None;
+        for key in &self.keys {
+            let components = std::iter::once(None).chain(key.public_subkeys.iter().map(Some));
+            for sub in components {
+                let verified = match sub {
+                    None if is_issuer(&key.primary_key) => sig.verify(&key.primary_key, signed),
+                    Some(s) if is_issuer(&s.key) => sig.verify(&s.key, signed),
+                    _ => continue,
+                };
+                let signer = pgp_signer(key, sub);
+                let err = match verified
+                    .map_err(pgp_error)
+                    .and_then(|()| signature_alive(&sig, made, Timestamp::now()))
+                {
+                    Err(reason) => bad(&signer, reason),
+                    Ok(()) => match usable(key, sub, made) {
+                        Ok(()) => return Ok(signer),
+                        Err(reason) => SigningError::UnusableKey {
+                            commit: commit.to_string(),
+                            committer: committer.to_string(),
+                            signer,
+                            reason,
+                        },
+                    },
+                };
+                refusal.get_or_insert(err);
+            }
+        }
+        Err(refusal.unwrap_or_else(|| SigningError::NotAllowed {
+            commit: commit.to_string(),
+            committer: committer.to_string(),
+            signer: issuer,
+        }))
+    }
+}
+
+/// "Alice <alice@example.com> (OpenPGP key <fingerprint>[, subkey <fingerprint>])".
+fn pgp_signer(key: &SignedPublicKey, sub: Option<&SignedPublicSubKey>) -> String {
+    let users = &key.details.users;
+    let user = users.iter().find(|u| u.is_primary()).or(users.first());
+    let mut fingerprints = format!("OpenPGP key {:X}", key.primary_key.fingerprint());
+    if let Some(sub) = sub {
+        fingerprints.push_str(&format!(", subkey {:X}", sub.key.fingerprint()));
+    }
+    match user {
+        Some(u) => format!("{} ({fingerprints})", String::from_utf8_lossy(u.id.id())),
+        None => fingerprints,
+    }
+}
+
+/// One short line: rpgp's assertion failures span lines and end with what failed, and a parser
+/// error may quote the input byte by byte.
+fn pgp_error(e: pgp::errors::Error) -> String {
+    let text = e.to_string();
+    let text = match text.strip_prefix("assertion failed") {
+        Some(rest) => rest.rsplit("`: ").next().unwrap_or(rest),
+        None => &text,
+    };
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+fn time(t: Timestamp) -> String {
+    jiff::Timestamp::from_second(i64::from(t.as_secs()))
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| t.as_secs().to_string())
+}
+
+/// A signature with an expiration time must not have expired by `now`.
+fn signature_alive(sig: &Signature, made: Timestamp, now: Timestamp) -> Result<(), String> {
+    match sig.signature_expiration_time().map(|d| d.as_secs()) {
+        Some(d)
+            if d > 0 && u64::from(now.as_secs()) >= u64::from(made.as_secs()) + u64::from(d) =>
+        {
+            Err(format!(
+                "the signature expired at {}",
+                time(Timestamp::from_secs(made.as_secs().saturating_add(d)))
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A key (or subkey) created at `created`, expiring `expires` later, was alive at `at`.
+fn key_alive(created: Timestamp, expires: Option<u32>, at: Timestamp) -> Result<(), String> {
+    if at.as_secs() < created.as_secs() {
+        return Err(format!(
+            "was created at {}, after the signature was made ({})",
+            time(created),
+            time(at)
+        ));
+    }
+    match expires {
+        Some(d)
+            if d > 0 && u64::from(at.as_secs()) >= u64::from(created.as_secs()) + u64::from(d) =>
+        {
+            Err(format!(
+                "expired at {}, before the signature was made ({})",
+                time(Timestamp::from_secs(created.as_secs().saturating_add(d))),
+                time(at)
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn newest<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature> {
+    sigs.max_by_key(|s| s.created().map(Timestamp::as_secs).unwrap_or(0))
+}
+
+fn has_key_flags(sig: &Signature) -> bool {
+    sig.config().is_some_and(|c| {
+        c.hashed_subpackets()
+            .any(|p| matches!(p.data, SubpacketData::KeyFlags(_)))
+    })
+}
+
+/// Whether the key (its primary, or the subkey `sub`) could sign at `at`: never revoked, a valid
+/// self-signature, alive then, allowed to sign; a subkey also bound by a valid binding signature
+/// with the signing flag and a valid back-signature. Returns what is wrong, to follow "a key that".
+fn usable(
+    key: &SignedPublicKey,
+    sub: Option<&SignedPublicSubKey>,
+    at: Timestamp,
+) -> Result<(), String> {
+    let primary = &key.primary_key;
+    if key
+        .details
+        .revocation_signatures
+        .iter()
+        .any(|s| s.verify_key(primary).is_ok())
+    {
+        return Err("is revoked".into());
+    }
+    let direct = key
+        .details
+        .direct_signatures
+        .iter()
+        .filter(|s| s.verify_key(primary).is_ok());
+    let certifications = key.details.users.iter().flat_map(|u| {
+        u.signatures.iter().filter(|s| {
+            matches!(
+                s.typ(),
+                Some(
+                    SignatureType::CertGeneric
+                        | SignatureType::CertPersona
+                        | SignatureType::CertCasual
+                        | SignatureType::CertPositive
+                )
+            ) && s.verify_certification(primary, Tag::UserId, &u.id).is_ok()
+        })
+    });
+    let Some(selfsig) = newest(direct.chain(certifications)) else {
+        return Err("has no valid self-signature".into());
+    };
+    key_alive(
+        primary.created_at(),
+        selfsig.key_expiration_time().map(|d| d.as_secs()),
+        at,
+    )?;
+    let Some(sub) = sub else {
+        if has_key_flags(selfsig) && !selfsig.key_flags().sign() {
+            return Err("may not sign (its key flags)".into());
+        }
+        return Ok(());
+    };
+    let bound = |s: &&Signature, typ| {
+        s.typ() == Some(typ) && s.verify_subkey_binding(primary, &sub.key).is_ok()
+    };
+    if sub
+        .signatures
+        .iter()
+        .any(|s| bound(&s, SignatureType::SubkeyRevocation))
+    {
+        return Err("is a revoked subkey".into());
+    }
+    let Some(binding) = newest(
+        sub.signatures
+            .iter()
+            .filter(|s| bound(s, SignatureType::SubkeyBinding)),
+    ) else {
+        return Err("is a subkey without a valid binding signature".into());
+    };
+    if !binding.key_flags().sign() {
+        return Err("is a subkey not bound for signing".into());
+    }
+    if binding
+        .embedded_signature()
+        .is_none_or(|back| back.verify_primary_key_binding(&sub.key, primary).is_err())
+    {
+        return Err("is a signing subkey without a valid back-signature".into());
+    }
+    key_alive(
+        sub.key.created_at(),
+        binding.key_expiration_time().map(|d| d.as_secs()),
+        at,
+    )
+}
+
 /// Verifies commit `commit` of the repository at `repo` (a mirror). Blocking.
-pub fn verify_commit(
-    repo: &Path,
-    commit: &str,
-    allowed: &AllowedSigners,
-) -> Result<String, SigningError> {
+pub fn verify_commit(repo: &Path, commit: &str, trust: &Trust) -> Result<String, SigningError> {
     let git = |e: git2::Error| SigningError::Git {
         commit: commit.to_string(),
         reason: e.message().to_string(),
@@ -168,7 +572,7 @@ pub fn verify_commit(
         )
     };
     match repo.extract_signature(&oid, None) {
-        Ok((signature, signed)) => allowed.verify(
+        Ok((signature, signed)) => trust.verify(
             commit,
             &committer,
             &String::from_utf8_lossy(&signature),
@@ -218,22 +622,21 @@ mod tests {
     }
 
     #[test]
-    fn pgp_and_garbage_signatures_are_refused_with_the_commit() {
-        let allowed = AllowedSigners::parse("a", &format!("alice {KEY}")).expect("valid");
-        let err = allowed
-            .verify(
-                "abc123",
-                "A <a@x>",
-                "-----BEGIN PGP SIGNATURE-----\n...",
-                b"x",
-            )
+    fn signatures_of_an_untrusted_kind_or_format_are_refused_with_the_commit() {
+        let ssh_only = Trust {
+            ssh: Some(AllowedSigners::parse("a", &format!("alice {KEY}")).expect("valid")),
+            openpgp: None,
+        };
+        let err = ssh_only
+            .verify("abc123", "A <a@x>", ALICE_SIG, PAYLOAD.as_bytes())
             .expect_err("refused")
             .to_string();
         assert!(
-            err.contains("commit abc123") && err.contains("OpenPGP"),
+            err.contains("commit abc123 (committer A <a@x>) has an OpenPGP signature")
+                && err.contains("trusts only SSH signatures (verify.allowedSignersFile)"),
             "{err}"
         );
-        let err = allowed
+        let err = ssh_only
             .verify(
                 "abc123",
                 "A <a@x>",
@@ -244,6 +647,165 @@ mod tests {
             .to_string();
         assert!(
             err.contains("commit abc123") && err.contains("does not verify"),
+            "{err}"
+        );
+        let pgp_only = Trust {
+            ssh: None,
+            openpgp: Some(keys(&[ALICE])),
+        };
+        let err = pgp_only
+            .verify(
+                "abc123",
+                "A <a@x>",
+                "-----BEGIN SSH SIGNATURE-----\nnope\n-----END SSH SIGNATURE-----",
+                b"x",
+            )
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("commit abc123 (committer A <a@x>) has an SSH signature")
+                && err.contains("trusts only OpenPGP signatures (verify.openpgpKeysFile)"),
+            "{err}"
+        );
+        let err = pgp_only
+            .verify("abc123", "A <a@x>", "-----BEGIN SIGNED MESSAGE-----", b"x")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("commit abc123") && err.contains("neither an SSH nor an OpenPGP"),
+            "{err}"
+        );
+    }
+
+    // Made by testdata/openpgp/make.sh (real gpg keys and detached signatures over PAYLOAD).
+    const PAYLOAD: &str = include_str!("testdata/openpgp/payload.txt");
+    const ALICE: &str = include_str!("testdata/openpgp/alice.asc");
+    const ALICE_SIG: &str = include_str!("testdata/openpgp/alice.sig");
+    const ALICE_FPR: &str = include_str!("testdata/openpgp/alice.fpr");
+    const BOB: &str = include_str!("testdata/openpgp/bob.asc");
+    const BOB_SIG: &str = include_str!("testdata/openpgp/bob.sig");
+    const CAROL: &str = include_str!("testdata/openpgp/carol.asc");
+    const CAROL_SIG: &str = include_str!("testdata/openpgp/carol.sig");
+    const DAVE: &str = include_str!("testdata/openpgp/dave.asc");
+    const DAVE_SIG: &str = include_str!("testdata/openpgp/dave.sig");
+    const ERIN: &str = include_str!("testdata/openpgp/erin.asc");
+    const ERIN_SIG: &str = include_str!("testdata/openpgp/erin.sig");
+
+    fn keys(blocks: &[&str]) -> OpenPgpKeys {
+        OpenPgpKeys::parse("keys.asc", &blocks.concat()).expect("valid keyring")
+    }
+
+    #[test]
+    fn openpgp_keys_files_are_parsed_and_bad_ones_named() {
+        assert_eq!(keys(&[ALICE, "\n# comment\n", BOB]).keys.len(), 2);
+        let refused = |text: &str| {
+            OpenPgpKeys::parse("keys.asc", text)
+                .expect_err("refused")
+                .to_string()
+        };
+        let err = refused("alice@example.com ssh-ed25519 AAAA\n");
+        assert!(
+            err.contains("OpenPGP keys file keys.asc: no ASCII-armored public key"),
+            "{err}"
+        );
+        let err = refused(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm90IGEga2V5\n=AAAA\n-----END PGP PUBLIC KEY BLOCK-----\n",
+        );
+        assert!(
+            err.contains("OpenPGP keys file keys.asc: public key block 1:"),
+            "{err}"
+        );
+        let err = refused(&format!(
+            "{ALICE}-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!! not base64 !!!\n-----END PGP PUBLIC KEY BLOCK-----\n"
+        ));
+        assert!(err.contains("keys.asc: public key block 2:"), "{err}");
+        let cut = &ALICE[..ALICE.len() / 2];
+        let err = refused(cut);
+        assert!(
+            err.contains(
+                "keys.asc: public key block 1 has no -----END PGP PUBLIC KEY BLOCK----- line"
+            ),
+            "{err}"
+        );
+        let err = refused("-----BEGIN PGP PRIVATE KEY BLOCK-----\n...\n");
+        assert!(err.contains("keys.asc: holds a private key"), "{err}");
+        let missing = std::path::Path::new("/nonexistent/keys.asc");
+        let err = OpenPgpKeys::load(missing).expect_err("refused").to_string();
+        assert!(
+            err.contains("OpenPGP keys file /nonexistent/keys.asc:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn openpgp_signatures_verify_against_the_keyring_only() {
+        let all = keys(&[ALICE, BOB, CAROL, DAVE, ERIN]);
+        let verify = |keys: &OpenPgpKeys, sig: &str, payload: &str| {
+            keys.verify("abc123", "A <a@x>", sig, payload.as_bytes())
+        };
+        let signer = verify(&all, ALICE_SIG, PAYLOAD).expect("alice's primary key signs");
+        assert_eq!(
+            signer,
+            format!(
+                "Alice <alice@example.com> (OpenPGP key {})",
+                ALICE_FPR.trim()
+            )
+        );
+        let signer = verify(&all, BOB_SIG, PAYLOAD).expect("bob's subkey signs");
+        assert!(
+            signer.starts_with("Bob <bob@example.com> (OpenPGP key ")
+                && signer.contains(", subkey "),
+            "{signer}"
+        );
+        let signer = verify(&all, ERIN_SIG, PAYLOAD).expect("RSA");
+        assert!(signer.starts_with("Erin <erin@example.com>"), "{signer}");
+
+        let err = verify(&all, ALICE_SIG, "tampered payload\n")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains(
+                "commit abc123 (committer A <a@x>): the signature by Alice <alice@example.com>"
+            ) && err.contains("does not verify"),
+            "{err}"
+        );
+        let err = verify(&keys(&[BOB]), ALICE_SIG, PAYLOAD)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "commit abc123 (committer A <a@x>) is signed by OpenPGP key {}, which is not an allowed signer",
+                ALICE_FPR.trim()
+            )),
+            "{err}"
+        );
+        let err = verify(&all, CAROL_SIG, PAYLOAD)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("is signed by Carol <carol@example.com>")
+                && err.contains("a key that expired at")
+                && err.contains("before the signature was made"),
+            "{err}"
+        );
+        let err = verify(&all, DAVE_SIG, PAYLOAD)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("is signed by Dave <dave@example.com>")
+                && err.contains("a key that is revoked"),
+            "{err}"
+        );
+        let err = verify(
+            &all,
+            "-----BEGIN PGP SIGNATURE-----\n\nbm9wZQ==\n-----END PGP SIGNATURE-----\n",
+            PAYLOAD,
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            err.contains("commit abc123")
+                && err.contains("(unreadable OpenPGP signature) does not verify"),
             "{err}"
         );
     }
