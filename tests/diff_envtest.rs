@@ -241,6 +241,7 @@ async fn serve_dry_run_reports_and_leaves_the_cluster_untouched() {
         observe_interval: Duration::from_millis(100),
         engine_poll: Duration::from_millis(100),
         debounce: Duration::from_millis(50),
+        ..Default::default()
     };
     let daemon = Daemon::start_dry_run(config, options)
         .await

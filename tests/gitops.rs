@@ -434,6 +434,7 @@ async fn serve_on_three_real_clusters() {
         observe_interval: Duration::from_millis(300),
         engine_poll: Duration::from_millis(500),
         debounce: Duration::from_millis(100),
+        ..Default::default()
     };
     let daemon = Daemon::start(config, options).await.expect("daemon starts");
     let shared = daemon.shared.clone();
@@ -630,6 +631,7 @@ async fn serve_on_hundred_simulated_clusters() {
         observe_interval: Duration::from_millis(500),
         engine_poll: Duration::from_secs(1),
         debounce: Duration::from_millis(100),
+        ..Default::default()
     };
     let started = Instant::now();
     let daemon = Daemon::start(config, options).await.expect("daemon");
@@ -741,6 +743,7 @@ async fn rejected_credentials_mark_only_that_cluster_down() {
         observe_interval: Duration::from_millis(200),
         engine_poll: Duration::from_millis(200),
         debounce: Duration::from_millis(100),
+        ..Default::default()
     };
     let daemon = Daemon::start(config, options).await.expect("daemon starts");
     let shared = daemon.shared.clone();
@@ -872,6 +875,7 @@ async fn a_watched_local_directory_applies_each_settled_edit() {
         observe_interval: Duration::from_millis(500),
         engine_poll: Duration::from_millis(500),
         debounce: Duration::from_millis(100),
+        ..Default::default()
     };
     let daemon = Daemon::start(config, options).await.expect("daemon");
     let shared = daemon.shared.clone();

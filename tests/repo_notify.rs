@@ -567,6 +567,7 @@ async fn run_serve(config_text: &str, base: &Path) -> (Daemon, Duration) {
         observe_interval: Duration::from_millis(200),
         engine_poll: Duration::from_millis(200),
         debounce: Duration::from_millis(50),
+        ..Default::default()
     };
     let started = Instant::now();
     let daemon = Daemon::start(config, options).await.expect("daemon");

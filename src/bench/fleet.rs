@@ -28,7 +28,7 @@ use crate::sim::workload::{WorkloadConfig, Workloads};
 pub const PHASES: u32 = 3;
 pub const STEPS: u32 = 2;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FleetOptions {
     pub clusters: usize,
@@ -437,9 +437,12 @@ pub async fn run_child(mode: Mode, opts: FleetOptions) -> Result<FleetReport, Be
     let started = Instant::now();
     let run = Running::start(config.clone(), options.clone()).await?;
     let shared = run.shared().clone();
-    wait_until("the daemon to be ready", opts.timeout(), Duration::from_millis(5), || {
-        shared.ready()
-    })
+    wait_until(
+        "the daemon to be ready",
+        opts.timeout(),
+        Duration::from_millis(5),
+        || shared.ready(),
+    )
     .await?;
     let startup_seconds = started.elapsed().as_secs_f64();
     let idle_rss_bytes = process::rss_bytes().unwrap_or_default();
@@ -466,7 +469,15 @@ pub async fn run_child(mode: Mode, opts: FleetOptions) -> Result<FleetReport, Be
             )?;
             let waves_ideal = ideal * opts.waves() as f64;
             report.rollout_waves = Some(
-                converge(&run, &repo, "MESSAGE=v3", waves_ideal, plans, opts.timeout()).await?,
+                converge(
+                    &run,
+                    &repo,
+                    "MESSAGE=v3",
+                    waves_ideal,
+                    plans,
+                    opts.timeout(),
+                )
+                .await?,
             );
         }
         run.stop().await;
@@ -499,7 +510,11 @@ fn progress(sims: &std::collections::BTreeMap<String, SimCluster>) -> Progress {
                 inst.metadata.namespace.clone().unwrap_or_default(),
                 inst.metadata.name.clone().unwrap_or_default()
             );
-            let Some(plan) = inst.status.as_ref().and_then(|s| s.plan_status.get("deploy")) else {
+            let Some(plan) = inst
+                .status
+                .as_ref()
+                .and_then(|s| s.plan_status.get("deploy"))
+            else {
                 continue;
             };
             let mut done = std::collections::BTreeSet::new();
@@ -551,15 +566,22 @@ async fn coldstart(
     let at_stop = {
         // What the stopped daemon left behind (steps may have finished while it stopped).
         let after = progress(sims);
-        if after.len() == at_stop.len() { after } else { at_stop }
+        if after.len() == at_stop.len() {
+            after
+        } else {
+            at_stop
+        }
     };
     let steps_done_at_stop: u64 = at_stop.values().map(|(_, d)| d.len() as u64).sum();
     let started = Instant::now();
     let run = Running::start(config, options).await?;
     let shared = run.shared().clone();
-    wait_until("the new daemon to be ready", opts.timeout(), Duration::from_millis(5), || {
-        shared.ready()
-    })
+    wait_until(
+        "the new daemon to be ready",
+        opts.timeout(),
+        Duration::from_millis(5),
+        || shared.ready(),
+    )
     .await?;
     let ready_seconds = started.elapsed().as_secs_f64();
     let mut all_continued_seconds = None;
@@ -643,34 +665,54 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
         Mode::Fanout => super::Table::new(
             title,
             &[
-                "clusters", "plans", "startup", "converged", "ideal", "ratio", "peak RSS",
-                "per cluster", "CPU", "req/plan", "× plans", "× time", "× RSS",
+                "clusters",
+                "plans",
+                "startup",
+                "converged",
+                "ideal",
+                "ratio",
+                "peak RSS",
+                "per cluster",
+                "CPU",
+                "req/plan",
+                "× plans",
+                "× time",
+                "× RSS",
             ],
         ),
         Mode::Rollout => super::Table::new(
             title,
             &[
-                "clusters", "plans", "deploy", "parallel update", "ideal", "ratio", "waves",
-                "waves update", "ideal", "ratio", "req/plan (waves)",
+                "clusters",
+                "plans",
+                "deploy",
+                "parallel update",
+                "ideal",
+                "ratio",
+                "waves",
+                "waves update",
+                "ideal",
+                "ratio",
+                "req/plan (waves)",
             ],
         ),
         Mode::Coldstart => super::Table::new(
             title,
             &[
-                "clusters", "plans", "steps done at stop", "ready", "all continued",
-                "converged", "restarted", "steps re-run", "peak RSS",
+                "clusters",
+                "plans",
+                "steps done at stop",
+                "ready",
+                "all continued",
+                "converged",
+                "restarted",
+                "steps re-run",
+                "peak RSS",
             ],
         ),
     };
     for r in reports {
-        let o = r.options.clone().unwrap_or_else(|| FleetOptions {
-            clusters: 0,
-            instances: 0,
-            latency_ms: 0,
-            ready_delay_ms: 0,
-            timeout_s: 0,
-            max_unavailable_percent: 0,
-        });
+        let o = r.options.clone().unwrap_or_default();
         let row = match mode {
             Mode::Fanout => vec![
                 o.clusters.to_string(),
@@ -680,7 +722,10 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
                 secs(r.fanout.ideal_seconds),
                 format!("{:.2}", r.fanout.ratio),
                 mib(r.peak_rss_bytes),
-                format!("{:.0} KiB", r.peak_rss_bytes as f64 / 1024.0 / o.clusters.max(1) as f64),
+                format!(
+                    "{:.0} KiB",
+                    r.peak_rss_bytes as f64 / 1024.0 / o.clusters.max(1) as f64
+                ),
                 format!("{:.1} s", r.fanout.cpu_seconds),
                 format!("{:.1}", r.fanout.requests_per_instance_plan),
                 growth(r, size),
@@ -765,7 +810,10 @@ mod tests {
         let r = run_child(Mode::Rollout, o).await.expect("bench runs");
         assert_eq!(r.plans, 4);
         assert!(r.fanout.seconds >= r.fanout.ideal_seconds, "{r:?}");
-        assert!(r.fanout.requests_per_instance_plan >= f64::from(PHASES * STEPS), "{r:?}");
+        assert!(
+            r.fanout.requests_per_instance_plan >= f64::from(PHASES * STEPS),
+            "{r:?}"
+        );
         let waves = r.rollout_waves.expect("waves ran");
         assert!(waves.seconds >= waves.ideal_seconds, "{waves:?}");
         assert!(r.peak_rss_bytes >= r.idle_rss_bytes && r.idle_rss_bytes > 0);
@@ -779,7 +827,10 @@ mod tests {
         let r = run_child(Mode::Coldstart, o).await.expect("bench runs");
         let c = r.coldstart.expect("coldstart ran");
         assert_eq!((c.plans_restarted, c.steps_regressed), (0, 0), "{c:?}");
-        assert!(c.steps_done_at_stop > 0 && c.steps_done_at_stop < c.steps_total, "{c:?}");
+        assert!(
+            c.steps_done_at_stop > 0 && c.steps_done_at_stop < c.steps_total,
+            "{c:?}"
+        );
         assert!(c.converged_seconds >= c.ready_seconds, "{c:?}");
     }
 }

@@ -20,7 +20,8 @@ fn setup(reason: impl std::fmt::Display) -> BenchError {
 
 /// Renders every template of `package` for about `seconds` each way.
 pub fn run(package: &Path, seconds: f64) -> Result<(Table, serde_json::Value), BenchError> {
-    let pkg = Package::load_path(package).map_err(|e| setup(format!("{}: {e}", package.display())))?;
+    let pkg =
+        Package::load_path(package).map_err(|e| setup(format!("{}: {e}", package.display())))?;
     let resources = pkg.to_resources().map_err(setup)?;
     let spec = &resources.operator_version.spec;
     let resolved = resolve_parameters(&spec.parameters, &BTreeMap::new(), None).map_err(setup)?;
@@ -46,7 +47,10 @@ pub fn run(package: &Path, seconds: f64) -> Result<(Table, serde_json::Value), B
     let mut bytes_per_pass = 0usize;
     for (name, text) in &texts {
         let t = Template::parse(name, text).map_err(|e| setup(format!("{name}: {e}")))?;
-        bytes_per_pass += t.render(&data).map_err(|e| setup(format!("{name}: {e}")))?.len();
+        bytes_per_pass += t
+            .render(&data)
+            .map_err(|e| setup(format!("{name}: {e}")))?
+            .len();
         parsed.push(t);
     }
     let measure = |f: &dyn Fn() -> usize| {
@@ -113,10 +117,13 @@ mod tests {
 
     #[test]
     fn renders_the_kafka_package_and_counts_its_templates() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kudo-operators/kafka/operator");
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kudo-operators/kafka/operator");
         let (table, json) = run(&dir, 0.01).expect("kafka renders");
         let templates = json["templates"].as_u64().expect("count");
-        let on_disk = std::fs::read_dir(dir.join("templates")).expect("templates").count() as u64;
+        let on_disk = std::fs::read_dir(dir.join("templates"))
+            .expect("templates")
+            .count() as u64;
         assert_eq!(templates, on_disk);
         assert!(json["renderOnlyPerSecond"].as_f64().expect("rate") > 0.0);
         assert!(table.render().contains("parse + render"));

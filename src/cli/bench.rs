@@ -162,12 +162,19 @@ async fn fleet(
             .arg(mode_name.as_str().unwrap_or_default())
             .arg("--options")
             .arg(serde_json::to_string(&opts)?)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stderr(std::process::Stdio::inherit())
             .output()
             .await?;
         if !out.status.success() {
-            return Err(format!("bench child for {clusters} clusters failed ({})", out.status).into());
+            return Err(format!(
+                "bench child for {clusters} clusters failed ({})",
+                out.status
+            )
+            .into());
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().last().unwrap_or_default();

@@ -649,7 +649,9 @@ impl Shared {
     }
 
     fn slot(&self, name: &str) -> Option<&Arc<ClusterSlot>> {
-        self.cluster_index.get(name).and_then(|&i| self.clusters.get(i))
+        self.cluster_index
+            .get(name)
+            .and_then(|&i| self.clusters.get(i))
     }
 
     /// Asks the planner task for a pass; requests made while a pass runs coalesce into the
