@@ -1,8 +1,12 @@
 //! This process's resource use, from /proc (Linux): peak RSS and CPU seconds.
 
-/// Peak resident set size in bytes (`VmHWM`), None off Linux.
+/// Peak resident set size in bytes (`VmHWM`), None off Linux. At least the current RSS:
+/// recent kernels compute `VmHWM` from approximate per-CPU counters and `VmRSS` from exact
+/// sums, so `VmHWM` alone can read below `VmRSS`.
 pub fn peak_rss_bytes() -> Option<u64> {
-    status_kib("VmHWM:").map(|k| k * 1024)
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hwm = kib(&text, "VmHWM:")?;
+    Some(hwm.max(kib(&text, "VmRSS:").unwrap_or(0)) * 1024)
 }
 
 /// Current resident set size in bytes (`VmRSS`).
@@ -11,8 +15,11 @@ pub fn rss_bytes() -> Option<u64> {
 }
 
 fn status_kib(key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with(key))?;
+    kib(&std::fs::read_to_string("/proc/self/status").ok()?, key)
+}
+
+fn kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
@@ -40,8 +47,8 @@ mod tests {
 
     #[test]
     fn readings_are_plausible() {
-        let peak = peak_rss_bytes().expect("linux");
         let now = rss_bytes().expect("linux");
+        let peak = peak_rss_bytes().expect("linux");
         assert!(peak >= now && now > 1024 * 1024, "peak {peak} now {now}");
         let before = cpu_seconds().expect("linux");
         let mut x = 0u64;

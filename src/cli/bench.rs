@@ -81,6 +81,12 @@ pub struct GitArgs {
     /// Simulated clusters the instances are placed on.
     #[arg(long, default_value_t = 10)]
     pub clusters: usize,
+    /// Frameworks the versions are spread over (200 versions / 20 = 10 each).
+    #[arg(long, default_value_t = 20)]
+    pub frameworks: usize,
+    /// One-file commits measured per case (median and max reported).
+    #[arg(long, default_value_t = 5)]
+    pub commits: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +115,8 @@ pub async fn run(args: Args) -> CliResult {
                 versions: g.versions,
                 instances: g.instances,
                 clusters: g.clusters,
+                frameworks: g.frameworks,
+                commits: g.commits,
             };
             tokio::task::spawn_blocking(move || bench::git::run(&opts)).await??
         }

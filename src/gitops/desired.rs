@@ -214,7 +214,16 @@ pub struct DesiredCache {
     packages: HashMap<String, Outcome<Framework>>,
     /// Document key → the framework and version it names (None when it does not parse).
     refs: HashMap<String, Option<(String, String)>>,
+    /// Instance file (path and Git blob id) → its documents' start lines and keys, so a file
+    /// whose blob is unchanged is neither read nor hashed again: at thousands of files that
+    /// reading, not rendering, is what a one-file commit costs. Valid for `files_typed_key`.
+    files: HashMap<String, Vec<(u64, String)>>,
+    files_typed_key: String,
     instances: HashMap<String, Outcome<DesiredInstance>>,
+    /// `spec.repository` references per instance file, for the package-repository overlay
+    /// (see [`crate::repo::frameworks::overlay_cached`]), which `kudo serve` runs before
+    /// every load.
+    pub repository_refs: crate::repo::frameworks::RefsCache,
     stats: CacheStats,
 }
 
@@ -233,6 +242,7 @@ impl DesiredCache {
 struct Used {
     packages: HashSet<String>,
     refs: HashSet<String>,
+    files: HashSet<String>,
     instances: HashSet<String>,
 }
 
@@ -320,6 +330,7 @@ pub fn load_cached(
     let result = load_with(tree, revision, clusters, cache, &mut used);
     cache.packages.retain(|k, _| used.packages.contains(k));
     cache.refs.retain(|k, _| used.refs.contains(k));
+    cache.files.retain(|k, _| used.files.contains(k));
     cache.instances.retain(|k, _| used.instances.contains(k));
     result
 }
@@ -353,30 +364,54 @@ fn load_with(
     }));
     let typed = typed_frameworks(&frameworks);
     let typed_key = crate::typed::gitops::targets_key(&typed);
+    if cache.files_typed_key != typed_key {
+        // Document keys include the typed key; file entries computed under another are stale.
+        cache.files.clear();
+        cache.files_typed_key = typed_key.clone();
+    }
     for path in paths
         .iter()
         .filter(|p| p.starts_with(INSTANCES_DIR) && (p.ends_with(".yaml") || p.ends_with(".yml")))
     {
-        let text = match tree.read(path).map(String::from_utf8) {
-            Ok(Ok(t)) => t,
-            Ok(Err(_)) => {
-                l.error(path, None, "not valid UTF-8");
-                continue;
-            }
-            Err(e) => {
-                l.error(path, None, e.to_string());
-                continue;
+        // The file's text, read only when something about it is not cached.
+        let mut text = FileText::Unread;
+        let file_key = tree.content_id(path).map(|id| format!("{path}\0{id}"));
+        let docs = match file_key.as_ref().and_then(|k| cache.files.get(k)) {
+            Some(docs) => docs.clone(),
+            None => {
+                let Some(t) = text.get(&mut l, tree, path) else {
+                    continue;
+                };
+                let docs: Vec<(u64, String)> = split_documents(t)
+                    .into_iter()
+                    .map(|(start, doc)| {
+                        let doc_key =
+                            digest(["doc", path.as_str(), &start.to_string(), doc, &typed_key]);
+                        (start, doc_key)
+                    })
+                    .collect();
+                if let Some(k) = &file_key {
+                    cache.files.insert(k.clone(), docs.clone());
+                }
+                docs
             }
         };
-        for (start, doc) in split_documents(&text) {
-            let doc_key = digest(["doc", path.as_str(), &start.to_string(), doc, &typed_key]);
-            let reference = cache
-                .refs
-                .entry(doc_key.clone())
-                .or_insert_with(|| {
-                    framework_ref(doc).or_else(|| crate::typed::gitops::reference(doc, &typed))
-                })
-                .clone();
+        if let Some(k) = file_key {
+            used.files.insert(k);
+        }
+        for (start, doc_key) in docs {
+            let reference = match cache.refs.get(&doc_key) {
+                Some(r) => r.clone(),
+                None => {
+                    let Some(doc) = text.document(&mut l, tree, path, start) else {
+                        continue;
+                    };
+                    let r =
+                        framework_ref(doc).or_else(|| crate::typed::gitops::reference(doc, &typed));
+                    cache.refs.insert(doc_key.clone(), r.clone());
+                    r
+                }
+            };
             used.refs.insert(doc_key.clone());
             // What else the outcome depends on: the package it names, or which versions of
             // that framework exist when it names a missing one. None: not cacheable.
@@ -402,6 +437,9 @@ fn load_with(
                     inst
                 }
                 None => {
+                    let Some(doc) = text.document(&mut l, tree, path, start) else {
+                        continue;
+                    };
                     cache.stats.instances_rendered += 1;
                     let before = l.errors.len();
                     let inst = instance(
@@ -444,6 +482,59 @@ fn load_with(
         })
     } else {
         Err(RevisionErrors(l.errors))
+    }
+}
+
+/// An instance file's text, read on first need; a failed read is reported once.
+enum FileText {
+    Unread,
+    Read(String),
+    Failed,
+}
+
+impl FileText {
+    fn get(&mut self, l: &mut Loader<'_>, tree: &dyn FileTree, path: &str) -> Option<&str> {
+        if let FileText::Unread = self {
+            *self = match tree.read(path).map(String::from_utf8) {
+                Ok(Ok(t)) => FileText::Read(t),
+                Ok(Err(_)) => {
+                    l.error(path, None, "not valid UTF-8");
+                    FileText::Failed
+                }
+                Err(e) => {
+                    l.error(path, None, e.to_string());
+                    FileText::Failed
+                }
+            };
+        }
+        match self {
+            FileText::Read(t) => Some(t.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The document starting at line `start`.
+    fn document(
+        &mut self,
+        l: &mut Loader<'_>,
+        tree: &dyn FileTree,
+        path: &str,
+        start: u64,
+    ) -> Option<&str> {
+        let text = self.get(l, tree, path)?;
+        let found = split_documents(text)
+            .into_iter()
+            .find(|(s, _)| *s == start)
+            .map(|(_, doc)| doc);
+        if found.is_none() {
+            // The cache said the file (by blob id) has a document here; it must.
+            l.error(
+                path,
+                Some(start),
+                "internal: cached document not found in the file",
+            );
+        }
+        found
     }
 }
 
@@ -1034,6 +1125,78 @@ mod tests {
             ["dev", "staging"]
         );
         assert_eq!(cache.stats().instances_rendered - s3.instances_rendered, 4);
+    }
+
+    /// A tree with Git-like content ids that counts reads, per path.
+    struct CountingTree {
+        inner: MemTree,
+        reads: std::cell::RefCell<BTreeMap<String, u32>>,
+    }
+
+    impl FileTree for CountingTree {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn paths(&self) -> Result<Vec<String>, PackageError> {
+            self.inner.paths()
+        }
+        fn read(&self, path: &str) -> Result<Vec<u8>, PackageError> {
+            *self.reads.borrow_mut().entry(path.to_string()).or_default() += 1;
+            self.inner.read(path)
+        }
+        fn content_id(&self, path: &str) -> Option<String> {
+            let bytes = self.inner.read(path).ok()?;
+            Some(format!("blob:{}", hex::encode(Sha256::digest(&bytes))))
+        }
+    }
+
+    #[test]
+    fn unchanged_instance_files_with_content_ids_are_not_read() {
+        let counting = |tree: MemTree| CountingTree {
+            inner: tree,
+            reads: Default::default(),
+        };
+        let mut cache = DesiredCache::new();
+        let a = counting(example_with(&[]));
+        load_cached(&a, REV, &clusters(), &mut cache).expect("A valid");
+        assert_eq!(a.reads.borrow()["instances/all/edge-relay.yaml"], 1);
+
+        let path = "instances/all/edge-relay.yaml";
+        let doc = String::from_utf8(a.inner.read(path).expect("read"))
+            .expect("utf8")
+            .replace("WORKERS: 2", "WORKERS: 5");
+        let b = counting(example_with(&[(path, Some(&doc))]));
+        let state = load_cached(&b, "b", &clusters(), &mut cache).expect("B valid");
+        assert_eq!(
+            state.instances["messaging/edge-relay"].parameters["WORKERS"],
+            "5"
+        );
+        let reads = b.reads.borrow();
+        let instance_reads: Vec<_> = reads
+            .iter()
+            .filter(|(p, _)| p.starts_with(INSTANCES_DIR))
+            .collect();
+        assert_eq!(instance_reads, [(&path.to_string(), &1)], "{reads:?}");
+        assert_eq!(state.instances.len(), 4);
+
+        // A package change re-renders its instance, which reads that file again.
+        let routes = "frameworks/relay/2.0.0/templates/routes.yaml";
+        let text = format!(
+            "# changed\n{}",
+            String::from_utf8(a.inner.read(routes).expect("read")).expect("utf8")
+        );
+        let c = counting(example_with(&[(path, Some(&doc)), (routes, Some(&text))]));
+        let before = cache.stats();
+        load_cached(&c, "c", &clusters(), &mut cache).expect("C valid");
+        assert_eq!(
+            cache.stats().instances_rendered - before.instances_rendered,
+            1
+        );
+        assert_eq!(c.reads.borrow().get(path), Some(&1));
+        assert_eq!(
+            c.reads.borrow().get("instances/dev/session-cache.yaml"),
+            None
+        );
     }
 
     /// Not a timing test: prints what the cache saves on the example repository.

@@ -67,6 +67,11 @@ pub struct GitSource {
 }
 
 const TARGET_REF: &str = "refs/kudo/target";
+/// The commit fetched last, kept referenced while [`TARGET_REF`] is cleared for a fetch: the
+/// fetch then negotiates from it (a "have"), so a one-file commit transfers the new objects
+/// rather than the whole tree (libgit2 sends haves, and the local transport hides commits,
+/// only for existing refs).
+const PREVIOUS_REF: &str = "refs/kudo/previous";
 
 #[derive(Debug, Clone, Copy)]
 enum Depth {
@@ -140,6 +145,14 @@ impl GitSource {
                 format!("+refs/tags/{r}:{TARGET_REF}"),
             ],
         };
+        if let Some(oid) = repo
+            .find_reference(TARGET_REF)
+            .ok()
+            .and_then(|r| r.target())
+        {
+            // Best effort: without it the fetch is only bigger.
+            let _ = repo.reference(PREVIOUS_REF, oid, true, "kudo: last fetched target");
+        }
         let mut last = None;
         for spec in &specs {
             // A refspec whose source does not exist fetches nothing without failing, so the
@@ -511,6 +524,85 @@ mod tests {
         assert_eq!(ra, content_revision(&b).expect("hash"));
         assert_ne!(ra, content_revision(&c).expect("hash"));
         assert_ne!(ra, content_revision(&d).expect("hash"));
+    }
+
+    /// Objects in a pack, from its `.idx` (version 2: the last fanout entry).
+    fn pack_objects(idx: &Path) -> u32 {
+        let bytes = std::fs::read(idx).expect("idx");
+        assert_eq!(&bytes[..4], b"\xfftOc", "idx v2");
+        let at = 8 + 255 * 4;
+        u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    fn packs(mirror: &Path) -> std::collections::BTreeSet<PathBuf> {
+        std::fs::read_dir(mirror.join("objects/pack"))
+            .expect("pack dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+            .collect()
+    }
+
+    #[test]
+    fn a_one_file_commit_fetches_only_new_objects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = GitRepo::init_bare(dir.path().join("src.git")).expect("init");
+        let sig = git2::Signature::now("t", "t@kudo.invalid").expect("sig");
+        let commit = |files: &[(String, String)], parent: Option<Oid>| {
+            let mut b = git2::build::TreeUpdateBuilder::new();
+            for (p, c) in files {
+                let blob = src.blob(c.as_bytes()).expect("blob");
+                b.upsert(p.as_str(), blob, git2::FileMode::Blob);
+            }
+            let base = match parent {
+                Some(p) => src.find_commit(p).and_then(|c| c.tree()).expect("tree"),
+                None => {
+                    let t = src
+                        .treebuilder(None)
+                        .and_then(|t| t.write())
+                        .expect("empty");
+                    src.find_tree(t).expect("empty tree")
+                }
+            };
+            let tree = b.create_updated(&src, &base).expect("update");
+            let tree = src.find_tree(tree).expect("tree");
+            let parents: Vec<git2::Commit<'_>> = parent
+                .map(|p| src.find_commit(p).expect("parent"))
+                .into_iter()
+                .collect();
+            let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
+            src.commit(Some("refs/heads/main"), &sig, &sig, "c", &tree, &parents)
+                .expect("commit")
+        };
+        let files: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("instances/i{i}.yaml"), format!("n: {i}\n")))
+            .collect();
+        let first = commit(&files, None);
+        let repo = Repository {
+            name: "t".into(),
+            source: super::super::config::Source::Git(String::new()),
+            reference: Some("main".into()),
+            path: String::new(),
+            interval: Duration::from_secs(60),
+            credentials: Default::default(),
+            webhook_secret_file: None,
+            allowed_signers_file: None,
+        };
+        let url = format!("file://{}", dir.path().join("src.git").display());
+        let g = GitSource::new(&repo, &url, &dir.path().join("cache"));
+        assert_eq!(g.sync().expect("first sync"), first.to_string());
+        let before = packs(&g.mirror);
+        let second = commit(
+            &[("instances/i7.yaml".into(), "n: 700\n".into())],
+            Some(first),
+        );
+        assert_eq!(g.sync().expect("second sync"), second.to_string());
+        let new: Vec<PathBuf> = packs(&g.mirror).difference(&before).cloned().collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        // The commit, the root tree, instances/ and the blob: not the 40 files again.
+        assert_eq!(pack_objects(&new[0]), 4);
+        let tree = g.tree(&second.to_string()).expect("tree");
+        assert_eq!(tree.read("instances/i7.yaml").expect("read"), b"n: 700\n");
+        assert_eq!(tree.read("instances/i8.yaml").expect("read"), b"n: 8\n");
     }
 
     #[test]

@@ -882,9 +882,14 @@ async fn sync_once(
                         }
                     }
                     let tree = g.tree(&commit).map_err(|e| e.to_string())?;
-                    let tree =
-                        crate::repo::frameworks::overlay(&tree, &package_repos, &package_cache)?;
-                    let loaded = desired::load_cached(&tree, &commit, &clusters, &mut lock(&cache));
+                    let mut cache = lock(&cache);
+                    let tree = crate::repo::frameworks::overlay_cached(
+                        &tree,
+                        &package_repos,
+                        &package_cache,
+                        &mut cache.repository_refs,
+                    )?;
+                    let loaded = desired::load_cached(&tree, &commit, &clusters, &mut cache);
                     let time = commit_time(&g.mirror, &commit);
                     Ok(Some(((commit, loaded), time)))
                 }
@@ -899,9 +904,14 @@ async fn sync_once(
                     if seen.as_deref() == Some(rev.as_str()) {
                         return Ok(None);
                     }
-                    let tree =
-                        crate::repo::frameworks::overlay(&tree, &package_repos, &package_cache)?;
-                    let loaded = desired::load_cached(&tree, &rev, &clusters, &mut lock(&cache));
+                    let mut cache = lock(&cache);
+                    let tree = crate::repo::frameworks::overlay_cached(
+                        &tree,
+                        &package_repos,
+                        &package_cache,
+                        &mut cache.repository_refs,
+                    )?;
+                    let loaded = desired::load_cached(&tree, &rev, &clusters, &mut cache);
                     Ok(Some(((rev, loaded), None)))
                 }
                 (None, Source::Git(_)) => Err("internal: git source without a mirror".into()),

@@ -5,10 +5,11 @@
 //! `frameworks/<name>/<version>/`, so the desired-state loader treats it like any framework
 //! in Git. A revision that also holds that folder is refused.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::{HttpOptions, RepoClient, RepoEntry};
 use crate::gitops::desired::{FRAMEWORKS_DIR, INSTANCES_DIR};
@@ -33,31 +34,76 @@ type Refs = BTreeMap<(String, String, String), String>;
 /// The repository references of a tree's instance documents (documents that do not parse
 /// are left to the loader to report).
 pub fn repository_refs(tree: &dyn FileTree) -> Result<Refs, PackageError> {
+    repository_refs_cached(tree, &mut RefsCache::default())
+}
+
+/// The `(repository, framework, version)` references of instance files, by file content
+/// (a Git blob id, or a hash of the bytes when the tree has no ids): looking for them means
+/// parsing every instance document, which at thousands of files costs more than a whole
+/// incremental load. What the latest call did not use is dropped.
+#[derive(Debug, Default)]
+pub struct RefsCache {
+    by_content: HashMap<String, Vec<(String, String, String)>>,
+}
+
+/// [`repository_refs`], parsing only the files `cache` does not know by content.
+pub fn repository_refs_cached(
+    tree: &dyn FileTree,
+    cache: &mut RefsCache,
+) -> Result<Refs, PackageError> {
     let mut out = Refs::new();
+    let mut used = HashSet::new();
     for path in tree.paths()? {
         if !path.starts_with(INSTANCES_DIR) || !(path.ends_with(".yaml") || path.ends_with(".yml"))
         {
             continue;
         }
-        let Ok(text) = String::from_utf8(tree.read(&path)?) else {
-            continue;
+        let mut bytes = None;
+        let key = match tree.content_id(&path) {
+            Some(id) => id,
+            None => {
+                let b = tree.read(&path)?;
+                let key = format!("sha256:{}", hex::encode(Sha256::digest(&b)));
+                bytes = Some(b);
+                key
+            }
         };
-        for (_, doc) in split_documents(&text) {
-            if let Ok(RefDoc {
+        if !cache.by_content.contains_key(&key) {
+            let b = match bytes {
+                Some(b) => b,
+                None => tree.read(&path)?,
+            };
+            let refs = String::from_utf8(b)
+                .map(|text| file_refs(&text))
+                .unwrap_or_default();
+            cache.by_content.insert(key.clone(), refs);
+        }
+        for (repo, framework, version) in cache.by_content.get(&key).into_iter().flatten() {
+            out.entry((repo.clone(), framework.clone(), version.clone()))
+                .or_insert_with(|| path.clone());
+        }
+        used.insert(key);
+    }
+    cache.by_content.retain(|k, _| used.contains(k));
+    Ok(out)
+}
+
+/// The references of one file's documents, in order.
+fn file_refs(text: &str) -> Vec<(String, String, String)> {
+    split_documents(text)
+        .into_iter()
+        .filter_map(|(_, doc)| match serde_saphyr::from_str::<RefDoc>(doc) {
+            Ok(RefDoc {
                 spec:
                     RefSpec {
                         framework,
                         version,
                         repository: Some(repo),
                     },
-            }) = serde_saphyr::from_str::<RefDoc>(doc)
-            {
-                out.entry((repo, framework, version))
-                    .or_insert_with(|| path.clone());
-            }
-        }
-    }
-    Ok(out)
+            }) => Some((repo, framework, version)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A tree with extra files laid over it.
@@ -98,7 +144,18 @@ pub fn overlay<'a>(
     repos: &[RepoEntry],
     cache: &Path,
 ) -> Result<Overlay<'a>, String> {
-    let refs = repository_refs(tree).map_err(|e| e.to_string())?;
+    overlay_cached(tree, repos, cache, &mut RefsCache::default())
+}
+
+/// [`overlay`], finding the references through `refs` (kept across revisions by
+/// `kudo serve`, so an unchanged instance file is not parsed again).
+pub fn overlay_cached<'a>(
+    tree: &'a dyn FileTree,
+    repos: &[RepoEntry],
+    cache: &Path,
+    refs: &mut RefsCache,
+) -> Result<Overlay<'a>, String> {
+    let refs = repository_refs_cached(tree, refs).map_err(|e| e.to_string())?;
     let mut extra = BTreeMap::new();
     if refs.is_empty() {
         return Ok(Overlay { inner: tree, extra });
@@ -189,6 +246,37 @@ mod tests {
             refs[&("community".into(), "kafka".into(), "1.0.0".into())],
             "instances/a.yaml"
         );
+    }
+
+    #[test]
+    fn references_are_parsed_again_only_for_changed_files() {
+        let a = "spec: {framework: kafka, version: 1.0.0, repository: community}\n";
+        let b = "spec: {framework: zk, version: 0.1.0}\n";
+        let mut cache = RefsCache::default();
+        let refs = repository_refs_cached(
+            &mem([("instances/a.yaml", a), ("instances/b.yaml", b)]),
+            &mut cache,
+        )
+        .expect("refs");
+        assert_eq!(refs.len(), 1);
+        assert_eq!(cache.by_content.len(), 2);
+        // b.yaml now names a repository too; a.yaml is taken from the cache.
+        let b2 = "spec: {framework: zk, version: 0.1.0, repository: community}\n";
+        let refs = repository_refs_cached(
+            &mem([("instances/a.yaml", a), ("instances/b.yaml", b2)]),
+            &mut cache,
+        )
+        .expect("refs");
+        assert_eq!(refs.len(), 2);
+        assert_eq!(
+            refs[&("community".into(), "zk".into(), "0.1.0".into())],
+            "instances/b.yaml"
+        );
+        assert_eq!(cache.by_content.len(), 2, "the old b.yaml is dropped");
+        // a.yaml loses its reference: the cached one must not linger.
+        let refs =
+            repository_refs_cached(&mem([("instances/a.yaml", b)]), &mut cache).expect("refs");
+        assert!(refs.is_empty(), "{refs:?}");
     }
 
     #[test]
