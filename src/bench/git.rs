@@ -583,7 +583,7 @@ fn measure(opts: &GitOptions) -> Result<Figures, BenchError> {
         interval: Duration::from_secs(60),
         credentials: Default::default(),
         webhook_secret_file: None,
-        allowed_signers_file: None,
+        verify: None,
     };
     let git = GitSource::new(&repository, &src.url, &dir.path().join("cache"));
     let clusters = clusters(opts.clusters);

@@ -585,7 +585,7 @@ mod tests {
             interval: Duration::from_secs(60),
             credentials: Default::default(),
             webhook_secret_file: None,
-            allowed_signers_file: None,
+            verify: None,
         };
         let url = format!("file://{}", dir.path().join("src.git").display());
         let g = GitSource::new(&repo, &url, &dir.path().join("cache"));
