@@ -177,7 +177,9 @@ pub fn observe(
         .as_ref()
         .and_then(|a| a.get(LAST_APPLIED_ANNOTATION))
         .and_then(|s| serde_json::from_str(s).ok());
-    let status = live.status.clone().unwrap_or_default();
+    // Borrowed: the planner observes every instance × cluster on every pass.
+    let empty = crate::api::InstanceStatus::default();
+    let status = live.status.as_ref().unwrap_or(&empty);
     let acted_on = snapshot
         .as_ref()
         .filter(|s| s.operator_version == operator_version && &s.parameters == parameters);

@@ -1096,7 +1096,18 @@ async fn planner(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<boo
             _ = shared.plan_wake.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        let started = Instant::now();
         shared.plan();
+        // A pass over a large fleet takes milliseconds and requests keep arriving while it
+        // runs: resting as long as the pass took caps the planner at half a core, and the
+        // requests of the rest coalesce into the next pass.
+        let took = started.elapsed();
+        if took > Duration::from_millis(1) {
+            tokio::select! {
+                _ = tokio::time::sleep(took) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
     }
 }
 
@@ -1182,22 +1193,30 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
             }
         }
         // Deletions only ever concern Instances this control plane manages.
-        let seen = lock(&slot.seen).clone().unwrap_or_default();
-        for (key, s) in &seen {
-            let wanted = d
-                .instances
-                .get(key)
-                .is_some_and(|i| i.targets.contains(&slot.info.name));
-            if !wanted && s.instance.metadata.deletion_timestamp.is_none() {
-                info!(cluster = %slot.info.name, instance = %key, "instance no longer desired here; deleting");
+        // Picked under the lock without copying every observed Instance.
+        let unwanted: Vec<(String, ObjectRef)> = lock(&slot.seen)
+            .iter()
+            .flatten()
+            .filter(|(key, s)| {
+                let wanted = d
+                    .instances
+                    .get(*key)
+                    .is_some_and(|i| i.targets.contains(&slot.info.name));
+                !wanted && s.instance.metadata.deletion_timestamp.is_none()
+            })
+            .map(|(key, s)| {
                 let r = ObjectRef::new(
                     crate::api::API_VERSION,
                     "Instance",
                     s.instance.metadata.namespace.as_deref(),
                     s.instance.metadata.name.clone().unwrap_or_default(),
                 );
-                cluster.delete(&r).await?;
-            }
+                (key.clone(), r)
+            })
+            .collect();
+        for (key, r) in &unwanted {
+            info!(cluster = %slot.info.name, instance = %key, "instance no longer desired here; deleting");
+            cluster.delete(r).await?;
         }
     }
     let live = cluster
