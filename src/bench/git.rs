@@ -583,6 +583,7 @@ fn measure(opts: &GitOptions) -> Result<Figures, BenchError> {
         interval: Duration::from_secs(60),
         credentials: Default::default(),
         webhook_secret_file: None,
+        max_deletions: crate::gitops::config::DEFAULT_MAX_DELETIONS,
         verify: None,
     };
     let git = GitSource::new(&repository, &src.url, &dir.path().join("cache"));

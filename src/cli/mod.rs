@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod bench;
 pub mod crds;
+pub mod deletions;
 pub mod diff;
 pub mod get;
 pub mod init;
@@ -56,6 +57,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Every instance × cluster of a running `kudo serve` with its plan status.
     Status(status::Args),
+    /// GitOps deletions held over `maxDeletions`: `kudo deletions confirm REPO --revision R`.
+    Deletions(deletions::Args),
     /// Scale measurements: fan-out to many simulated clusters, rollouts, restarts, Git sync,
     /// rendering (prints tables, writes JSON).
     Bench(bench::Args),
@@ -131,6 +134,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Get(args) => get::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Deletions(args) => deletions::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Workloads(args) => workloads::run(args).await,
         Command::Repo(args) => repo::run(args).await,

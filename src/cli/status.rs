@@ -58,8 +58,24 @@ pub fn use_colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// GETs `path` of the server and parses the JSON answer. Errors name the URL.
+/// GETs `path` of the server and parses the JSON answer. Errors name the URL. A token is
+/// sent when `KUDO_TOKEN_FILE` names a file holding one.
 pub async fn get_json(server: &str, path: &str) -> Result<Value, ServerError> {
+    let token = std::env::var_os("KUDO_TOKEN_FILE")
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .map(|t| t.trim().to_string());
+    request_json(server, http::Method::GET, path, token.as_deref(), None).await
+}
+
+/// Sends a request (a JSON body for writes, a bearer token when given) and parses the JSON
+/// answer; any status but 200 is an error carrying the server's reason.
+pub async fn request_json(
+    server: &str,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Result<Value, ServerError> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     let uri: http::Uri = url
         .parse()
@@ -75,15 +91,33 @@ pub async fn get_json(server: &str, path: &str) -> Result<Value, ServerError> {
     }
     use http_body_util::BodyExt;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
     let unreachable = |reason: String| ServerError::Unreachable {
         url: url.clone(),
         reason,
     };
-    let response = tokio::time::timeout(std::time::Duration::from_secs(10), client.get(uri))
-        .await
-        .map_err(|_| unreachable("no answer within 10s".into()))?
-        .map_err(|e| unreachable(error_chain(&e)))?;
+    let mut builder = http::Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let payload = match body {
+        Some(b) => {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+            bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default())
+        }
+        None => bytes::Bytes::new(),
+    };
+    let request = builder
+        .body(http_body_util::Full::new(payload))
+        .map_err(|e| ServerError::BadUrl {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    let response =
+        tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+            .await
+            .map_err(|_| unreachable("no answer within 10s".into()))?
+            .map_err(|e| unreachable(error_chain(&e)))?;
     let code = response.status().as_u16();
     let body = response
         .into_body()

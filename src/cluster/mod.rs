@@ -499,6 +499,26 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::delete`] of exactly the object with `uid` (when given): an object deleted
+    /// and re-created meanwhile under the same name is left alone (`Ok(None)`).
+    pub async fn delete_uid(&self, r: &ObjectRef, uid: Option<&str>) -> Result<Option<String>> {
+        let Some(uid) = uid else {
+            return self.delete(r).await;
+        };
+        let served = self.resolve("delete", r).await?;
+        let api = self.api(&served, r.namespace.as_deref());
+        let mut params = DeleteParams::foreground();
+        params.preconditions = Some(kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        });
+        match self.call("delete", r, api.delete(&r.name, &params)).await {
+            Ok(either) => Ok(either.left().and_then(|o| o.metadata.uid)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Conflict) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Delete (foreground) and wait until the object is gone (or replaced by a new one with
     /// another uid); [`ErrorKind::Timeout`] when `timeout` passes first.
     pub async fn delete_and_wait(&self, r: &ObjectRef, timeout: Duration) -> Result<()> {

@@ -14,6 +14,75 @@ pub const PLAN_ANNOTATION: &str = "kudo.dev/plan";
 pub const PHASE_ANNOTATION: &str = "kudo.dev/phase";
 pub const STEP_ANNOTATION: &str = "kudo.dev/step";
 pub const OPERATOR_VERSION_ANNOTATION: &str = "kudo.dev/operator-version";
+/// The control plane (`controlPlane` in kudo.yaml, or `kudo manager`'s) that owns an Instance
+/// and its objects; an engine never touches what another control plane owns.
+pub const CONTROL_PLANE_LABEL: &str = "kudo.dev/control-plane";
+/// The GitOps repository that declares an Instance (absent under `kudo manager`).
+pub const REPOSITORY_LABEL: &str = "kudo.dev/repository";
+/// The owning Instance's uid: two instances of one name in different namespaces (or a deleted
+/// and re-created one) never claim each other's objects.
+pub const INSTANCE_UID_LABEL: &str = "kudo.dev/instance-uid";
+/// A hash of the owning instance's `namespace/name` (label values cannot hold a `/`), for
+/// selectors; the readable form is in the two annotations below.
+pub const INSTANCE_KEY_LABEL: &str = "kudo.dev/instance-key";
+pub const INSTANCE_NAMESPACE_ANNOTATION: &str = "kudo.dev/instance-namespace";
+pub const INSTANCE_NAME_ANNOTATION: &str = "kudo.dev/instance-name";
+/// Set on objects that existed before kudo first applied them: they get no owner reference
+/// and are never deleted by pruning, instance deletion or garbage collection.
+pub const ADOPTED_ANNOTATION: &str = "kudo.dev/adopted";
+/// `keep` (or Helm's `helm.sh/resource-policy: keep`): never deleted, no owner reference.
+/// `delete` on a PersistentVolumeClaim: pruned and garbage-collected like anything else.
+pub const RESOURCE_POLICY_ANNOTATION: &str = "kudo.dev/resource-policy";
+pub const HELM_RESOURCE_POLICY_ANNOTATION: &str = "helm.sh/resource-policy";
+/// On an Instance: the objects kudo adopted for it (a JSON list of inventory entries),
+/// recorded before their first apply so a restarted engine still knows them.
+pub const ADOPTED_OBJECTS_ANNOTATION: &str = "kudo.dev/adopted-objects";
+
+/// The adopted objects an Instance's annotations list (an unreadable list is empty: the
+/// objects themselves still carry [`ADOPTED_ANNOTATION`], which pruning checks).
+pub fn adopted_objects(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeSet<crate::api::AppliedObject> {
+    annotations
+        .get(ADOPTED_OBJECTS_ANNOTATION)
+        .and_then(|text| serde_json::from_str::<Vec<crate::api::AppliedObject>>(text).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// The control plane name when none is configured.
+pub const DEFAULT_CONTROL_PLANE: &str = "kudo";
+
+/// The value of [`INSTANCE_KEY_LABEL`]: 32 hex characters of sha256(`namespace/name`).
+pub fn instance_key_hash(namespace: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// Why kudo must never delete an object (nor let Kubernetes garbage-collect it through an
+/// owner reference), from its annotations and kind; `None` when it may.
+pub fn retained(
+    kind: &str,
+    annotations: Option<&serde_json::Map<String, Value>>,
+) -> Option<String> {
+    let get = |k: &str| annotations.and_then(|a| a.get(k)).and_then(Value::as_str);
+    if get(ADOPTED_ANNOTATION) == Some("true") {
+        return Some("it existed before kudo applied it (adopted)".into());
+    }
+    for key in [RESOURCE_POLICY_ANNOTATION, HELM_RESOURCE_POLICY_ANNOTATION] {
+        if get(key) == Some("keep") {
+            return Some(format!("it is marked {key}: keep"));
+        }
+    }
+    if kind == "PersistentVolumeClaim" && get(RESOURCE_POLICY_ANNOTATION) != Some("delete") {
+        return Some(format!(
+            "PersistentVolumeClaims are kept unless marked {RESOURCE_POLICY_ANNOTATION}: delete"
+        ));
+    }
+    None
+}
 
 /// The owning instance and where in its plan an object is applied.
 #[derive(Debug, Clone)]
@@ -23,6 +92,10 @@ pub struct Owner<'a> {
     pub instance: &'a str,
     pub instance_uid: &'a str,
     pub namespace: &'a str,
+    /// The owning control plane (never empty: [`DEFAULT_CONTROL_PLANE`] at least).
+    pub control_plane: &'a str,
+    /// The declaring repository; empty when the Instance has none (`kudo manager`).
+    pub repository: &'a str,
     pub plan: &'a str,
     pub phase: &'a str,
     pub step: &'a str,
@@ -50,16 +123,35 @@ const POD_TEMPLATE_KINDS: &[&str] = &[
 
 /// Adds kudo's labels, annotations, namespace and owner reference to a rendered object.
 /// `namespaced` comes from discovery; cluster-scoped objects get no namespace and no owner
-/// reference (a namespaced owner cannot own them; kudo deletes them itself).
+/// reference (a namespaced owner cannot own them; kudo deletes them itself). Objects that
+/// must outlive the instance ([`retained`]: adopted, `resource-policy: keep`, PVCs) get no
+/// owner reference either, so garbage collection cannot take them.
 pub fn decorate(obj: &mut DynamicObject, owner: &Owner<'_>, namespaced: bool) {
     let labels = obj.metadata.labels.get_or_insert_with(Default::default);
     labels.insert(HERITAGE_LABEL.into(), HERITAGE_VALUE.into());
     labels.insert(OPERATOR_LABEL.into(), owner.operator.into());
     labels.insert(INSTANCE_LABEL.into(), owner.instance.into());
+    labels.insert(CONTROL_PLANE_LABEL.into(), owner.control_plane.into());
+    if owner.repository.is_empty() {
+        labels.remove(REPOSITORY_LABEL);
+    } else {
+        labels.insert(REPOSITORY_LABEL.into(), owner.repository.into());
+    }
+    if owner.instance_uid.is_empty() {
+        labels.remove(INSTANCE_UID_LABEL);
+    } else {
+        labels.insert(INSTANCE_UID_LABEL.into(), owner.instance_uid.into());
+    }
+    labels.insert(
+        INSTANCE_KEY_LABEL.into(),
+        instance_key_hash(owner.namespace, owner.instance),
+    );
     let annotations = obj
         .metadata
         .annotations
         .get_or_insert_with(Default::default);
+    annotations.insert(INSTANCE_NAMESPACE_ANNOTATION.into(), owner.namespace.into());
+    annotations.insert(INSTANCE_NAME_ANNOTATION.into(), owner.instance.into());
     annotations.insert(PLAN_ANNOTATION.into(), owner.plan.into());
     annotations.insert(PHASE_ANNOTATION.into(), owner.phase.into());
     annotations.insert(STEP_ANNOTATION.into(), owner.step.into());
@@ -68,9 +160,26 @@ pub fn decorate(obj: &mut DynamicObject, owner: &Owner<'_>, namespaced: bool) {
         owner.operator_version.into(),
     );
 
+    let kind = obj
+        .types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .unwrap_or_default();
+    let annotation_map: serde_json::Map<String, Value> = obj
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let kept = retained(&kind, Some(&annotation_map)).is_some();
     if namespaced {
         obj.metadata.namespace = Some(owner.namespace.to_string());
-        if !owner.instance_uid.is_empty() {
+        if kept {
+            if let Some(refs) = obj.metadata.owner_references.as_mut() {
+                refs.retain(|r| r.uid != owner.instance_uid);
+            }
+        } else if !owner.instance_uid.is_empty() {
             let reference = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
                 api_version: crate::api::API_VERSION.into(),
                 kind: "Instance".into(),
@@ -87,11 +196,7 @@ pub fn decorate(obj: &mut DynamicObject, owner: &Owner<'_>, namespaced: bool) {
         obj.metadata.namespace = None;
     }
 
-    let kind = obj
-        .types
-        .as_ref()
-        .map(|t| t.kind.as_str())
-        .unwrap_or_default();
+    let kind = kind.as_str();
     if POD_TEMPLATE_KINDS.contains(&kind) {
         label_pod_template(&mut obj.data, &["spec", "template"], owner);
     } else if kind == "CronJob" {
@@ -143,6 +248,8 @@ mod tests {
             instance: "zk",
             instance_uid: "uid-1",
             namespace: "team-a",
+            control_plane: "kudo",
+            repository: "platform",
             plan: "deploy",
             phase: "zookeeper",
             step: "deploy",
@@ -213,6 +320,48 @@ mod tests {
             v["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]["heritage"],
             "kudo"
         );
+    }
+
+    #[test]
+    fn ownership_is_recorded_as_bounded_labels_and_readable_annotations() {
+        let mut o =
+            obj(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}));
+        decorate(&mut o, &owner(), true);
+        let v = serde_json::to_value(&o).expect("ser");
+        let labels = &v["metadata"]["labels"];
+        assert_eq!(labels["kudo.dev/control-plane"], "kudo");
+        assert_eq!(labels["kudo.dev/repository"], "platform");
+        assert_eq!(labels["kudo.dev/instance-uid"], "uid-1");
+        let key = labels["kudo.dev/instance-key"].as_str().expect("key");
+        assert_eq!(key, instance_key_hash("team-a", "zk"));
+        assert_ne!(key, instance_key_hash("team-b", "zk"));
+        for (_, value) in labels.as_object().expect("labels") {
+            assert!(value.as_str().expect("string").len() <= 63, "{value}");
+        }
+        assert_eq!(
+            v["metadata"]["annotations"]["kudo.dev/instance-namespace"],
+            "team-a"
+        );
+        assert_eq!(v["metadata"]["annotations"]["kudo.dev/instance-name"], "zk");
+    }
+
+    #[test]
+    fn kept_objects_and_claims_get_no_owner_reference() {
+        for (kind, annotations) in [
+            ("PersistentVolumeClaim", json!({})),
+            ("ConfigMap", json!({"kudo.dev/resource-policy": "keep"})),
+            ("Secret", json!({"helm.sh/resource-policy": "keep"})),
+            ("Namespace", json!({"kudo.dev/adopted": "true"})),
+        ] {
+            let mut o = obj(json!({"apiVersion": "v1", "kind": kind,
+                "metadata": {"name": "x", "annotations": annotations}}));
+            decorate(&mut o, &owner(), true);
+            assert_eq!(o.metadata.owner_references, None, "{kind}");
+        }
+        let mut o = obj(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "x", "annotations": {"kudo.dev/resource-policy": "delete"}}}));
+        decorate(&mut o, &owner(), true);
+        assert_eq!(o.metadata.owner_references.as_ref().map(Vec::len), Some(1));
     }
 
     #[test]

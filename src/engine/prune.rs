@@ -10,7 +10,19 @@ use serde_json::Value;
 use crate::api::AppliedObject;
 use crate::cluster::{Cluster, FIELD_MANAGER, ObjectRef};
 
-use super::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL, OPERATOR_LABEL};
+use super::objects::{
+    HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL, INSTANCE_UID_LABEL, OPERATOR_LABEL,
+};
+
+/// The instance on whose behalf objects are deleted.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub operator: &'a str,
+    pub instance: &'a str,
+    pub namespace: &'a str,
+    /// The Instance's uid (empty when unknown).
+    pub uid: &'a str,
+}
 
 /// Annotation on an Instance that turns pruning off when `"false"`.
 pub const PRUNE_ANNOTATION: &str = "kudo.dev/prune";
@@ -24,20 +36,36 @@ pub fn stale(inventory: &[AppliedObject], desired: &BTreeSet<AppliedObject>) -> 
         .collect()
 }
 
-/// Whether a live object may be deleted on behalf of the instance; the reason when not.
-pub fn prunable(live: &Value, operator: &str, instance: &str) -> Result<(), String> {
+/// Whether a live object carries this instance's labels: heritage, operator and name, and
+/// (when the object has one, which objects from before ownership labels do not) this
+/// instance's uid.
+pub fn labelled_for(live: &Value, operator: &str, instance: &str, uid: &str) -> bool {
     let label = |k: &str| {
         live.pointer("/metadata/labels")
             .and_then(|l| l.get(k))
             .and_then(Value::as_str)
     };
-    if label(HERITAGE_LABEL) != Some(HERITAGE_VALUE)
-        || label(OPERATOR_LABEL) != Some(operator)
-        || label(INSTANCE_LABEL) != Some(instance)
-    {
+    label(HERITAGE_LABEL) == Some(HERITAGE_VALUE)
+        && label(OPERATOR_LABEL) == Some(operator)
+        && label(INSTANCE_LABEL) == Some(instance)
+        && (uid.is_empty() || label(INSTANCE_UID_LABEL).is_none_or(|u| u == uid))
+}
+
+/// Whether a live object may be deleted on behalf of the instance (`uid` empty when
+/// unknown); the reason when not. Objects kudo adopted, objects marked to be kept and
+/// PersistentVolumeClaims are never deleted ([`super::objects::retained`]).
+pub fn prunable(live: &Value, operator: &str, instance: &str, uid: &str) -> Result<(), String> {
+    if !labelled_for(live, operator, instance, uid) {
         return Err(format!(
             "no longer labelled for instance {instance} of operator {operator}; left in place"
         ));
+    }
+    let kind = live.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let annotations = live
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
+    if let Some(why) = super::objects::retained(kind, annotations) {
+        return Err(format!("{why}; left in place"));
     }
     let managed = live
         .pointer("/metadata/managedFields")
@@ -54,16 +82,64 @@ pub fn prunable(live: &Value, operator: &str, instance: &str) -> Result<(), Stri
     Ok(())
 }
 
+/// The other Instances on the cluster whose inventory lists `entry` (`namespace/name`);
+/// only cluster-scoped objects can be shared, and one stays while anyone lists it.
+pub fn listed_elsewhere(
+    instances: &[Value],
+    own_uid: &str,
+    own_key: &str,
+    entry: &AppliedObject,
+) -> Vec<String> {
+    instances
+        .iter()
+        .filter(|i| {
+            let uid = i
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let key = format!(
+                "{}/{}",
+                i.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                i.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            );
+            (own_uid.is_empty() || uid != own_uid) && key != own_key
+        })
+        .filter(|i| {
+            i.pointer("/status/applied")
+                .and_then(|a| serde_json::from_value::<Vec<AppliedObject>>(a.clone()).ok())
+                .is_some_and(|applied| applied.contains(entry))
+        })
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                i.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            )
+        })
+        .collect()
+}
+
 /// Deletes inventory objects, newest first, that are still labelled for the instance and
-/// managed by kudo; anything else is reported, not deleted. Returns (deleted, reported).
+/// managed by kudo, and (cluster-scoped ones) listed in no other Instance's inventory;
+/// anything else is reported, not deleted. Returns (deleted, reported).
 pub async fn delete_owned(
     cluster: &Cluster,
-    operator: &str,
-    instance: &str,
+    owner: &Claim<'_>,
     entries: &[AppliedObject],
 ) -> Result<(Vec<AppliedObject>, Vec<String>), String> {
+    let (operator, instance) = (owner.operator, owner.instance);
     let mut deleted = Vec::new();
     let mut reported = Vec::new();
+    // Listed once, only when a cluster-scoped object is among the entries.
+    let mut instances: Option<Vec<Value>> = None;
     for entry in entries.iter().rev() {
         let r = ObjectRef::new(
             entry.api_version.clone(),
@@ -76,7 +152,30 @@ pub async fn delete_owned(
             Ok(None) => continue,
             Err(e) => return Err(e.to_string()),
         };
-        match prunable(&live, operator, instance) {
+        if entry.namespace.is_empty() {
+            if instances.is_none() {
+                instances = Some(
+                    cluster
+                        .list(&[(crate::api::API_VERSION, "Instance")], None, "")
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let others = listed_elsewhere(
+                instances.as_deref().unwrap_or_default(),
+                owner.uid,
+                &format!("{}/{}", owner.namespace, instance),
+                entry,
+            );
+            if !others.is_empty() {
+                reported.push(format!(
+                    "{r}: also applied by instance {}; left in place",
+                    others.join(", ")
+                ));
+                continue;
+            }
+        }
+        match prunable(&live, operator, instance, owner.uid) {
             Ok(()) => {
                 cluster.delete(&r).await.map_err(|e| e.to_string())?;
                 deleted.push(entry.clone());
@@ -165,15 +264,71 @@ mod tests {
         let mine = json!({"metadata": {
             "labels": {"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "i"},
             "managedFields": [{"manager": "kudo", "operation": "Apply"}]}});
-        assert_eq!(prunable(&mine, "op", "i"), Ok(()));
+        assert_eq!(prunable(&mine, "op", "i", ""), Ok(()));
+        assert_eq!(
+            prunable(&mine, "op", "i", "uid-1"),
+            Ok(()),
+            "old objects have no uid label"
+        );
         let other_instance = json!({"metadata": {
             "labels": {"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "j"},
             "managedFields": [{"manager": "kudo"}]}});
-        assert!(prunable(&other_instance, "op", "i").is_err());
+        assert!(prunable(&other_instance, "op", "i", "").is_err());
         let handmade = json!({"metadata": {
             "labels": {"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "i"},
             "managedFields": [{"manager": "kubectl-client-side-apply"}]}});
-        let why = prunable(&handmade, "op", "i").expect_err("not kudo's");
+        let why = prunable(&handmade, "op", "i", "").expect_err("not kudo's");
         assert!(why.contains("field manager kudo"), "{why}");
+    }
+
+    #[test]
+    fn another_instance_of_the_same_name_cannot_prune_an_object() {
+        let theirs = json!({"kind": "ClusterRole", "metadata": {
+            "labels": {"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "i",
+                       "kudo.dev/instance-uid": "uid-b"},
+            "managedFields": [{"manager": "kudo"}]}});
+        assert!(prunable(&theirs, "op", "i", "uid-a").is_err());
+        assert_eq!(prunable(&theirs, "op", "i", "uid-b"), Ok(()));
+    }
+
+    #[test]
+    fn adopted_kept_and_claims_are_never_prunable() {
+        let labels =
+            json!({"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "i"});
+        let managed = json!([{"manager": "kudo"}]);
+        for (kind, annotations) in [
+            ("Namespace", json!({"kudo.dev/adopted": "true"})),
+            ("ConfigMap", json!({"kudo.dev/resource-policy": "keep"})),
+            ("ConfigMap", json!({"helm.sh/resource-policy": "keep"})),
+            ("PersistentVolumeClaim", json!({})),
+        ] {
+            let live = json!({"kind": kind, "metadata": {"labels": labels, "annotations": annotations,
+                "managedFields": managed}});
+            let why = prunable(&live, "op", "i", "").expect_err(kind);
+            assert!(why.contains("left in place"), "{why}");
+        }
+        let pvc = json!({"kind": "PersistentVolumeClaim", "metadata": {"labels": labels,
+            "annotations": {"kudo.dev/resource-policy": "delete"}, "managedFields": managed}});
+        assert_eq!(prunable(&pvc, "op", "i", ""), Ok(()));
+    }
+
+    #[test]
+    fn a_cluster_scoped_object_another_instance_lists_is_shared() {
+        let entry = AppliedObject {
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: "ClusterRole".into(),
+            namespace: String::new(),
+            name: "shared".into(),
+        };
+        let instances = vec![
+            json!({"metadata": {"namespace": "a", "name": "db", "uid": "ua"},
+                   "status": {"applied": [entry]}}),
+            json!({"metadata": {"namespace": "b", "name": "db", "uid": "ub"},
+                   "status": {"applied": [entry]}}),
+            json!({"metadata": {"namespace": "c", "name": "other", "uid": "uc"},
+                   "status": {"applied": []}}),
+        ];
+        assert_eq!(listed_elsewhere(&instances, "ua", "a/db", &entry), ["b/db"]);
+        assert!(listed_elsewhere(&instances[..1], "ua", "a/db", &entry).is_empty());
     }
 }

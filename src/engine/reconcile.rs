@@ -58,6 +58,8 @@ pub struct Context {
     running: Mutex<std::collections::BTreeSet<String>>,
     /// How often an instance whose plan is complete is checked for drift without an event.
     pub drift_interval: Duration,
+    /// This engine's control plane: Instances labelled for another one are never touched.
+    pub control_plane: String,
 }
 
 impl Context {
@@ -78,7 +80,14 @@ impl Context {
             metrics,
             running: Mutex::new(Default::default()),
             drift_interval: super::drift::DEFAULT_INTERVAL,
+            control_plane: super::objects::DEFAULT_CONTROL_PLANE.to_string(),
         }
+    }
+
+    /// Sets the control plane this engine acts for (`controlPlane` in kudo.yaml).
+    pub fn with_control_plane(mut self, name: &str) -> Self {
+        self.control_plane = name.to_string();
+        self
     }
 
     /// Sets the periodic full drift check's interval.
@@ -175,6 +184,12 @@ impl Names {
 
 /// Reconciles one Instance. Returns when to look again.
 pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if let Some(other) = inst.labels().get(super::objects::CONTROL_PLANE_LABEL)
+        && *other != ctx.control_plane
+    {
+        // Another control plane's Instance: not ours to run, write or delete.
+        return Ok(Action::await_change());
+    }
     let names = Names {
         cluster: ctx.cluster.name().to_string(),
         namespace: inst.namespace().unwrap_or_default(),
@@ -319,9 +334,14 @@ async fn reconcile_instance(
                 .cloned()
                 .unwrap_or_default(),
         };
-        match super::prune::delete_owned(&ctx.cluster, &operator, &names.name, &cluster_scoped)
-            .await
-        {
+        let uid = inst.uid().unwrap_or_default();
+        let claim = super::prune::Claim {
+            operator: &operator,
+            instance: &names.name,
+            namespace: &names.namespace,
+            uid: &uid,
+        };
+        match super::prune::delete_owned(&ctx.cluster, &claim, &cluster_scoped).await {
             Ok((deleted, reported)) => {
                 for entry in &deleted {
                     info!(kind = %entry.kind, name = %entry.name, "deleted cluster-scoped object");
@@ -484,7 +504,7 @@ async fn run_active(
         if !tree.status.is_some_and(ExecutionStatus::is_terminal) {
             match params_value(&ov.spec.parameters, &values) {
                 Ok(params) => {
-                    let info = instance_info(inst, ov, names);
+                    let info = instance_info(inst, ov, names, ctx);
                     let mut runner = ClusterRunner {
                         cluster: &ctx.cluster,
                         ov: &ov.spec,
@@ -492,6 +512,7 @@ async fn run_active(
                         params: &params,
                         values: &values,
                         applied: Default::default(),
+                        newly_adopted: Default::default(),
                     };
                     report = execute(plan, &ov.spec.tasks, tree, &mut runner).await;
                     let applied = std::mem::take(
@@ -744,8 +765,28 @@ fn report_unpruned(status: &mut InstanceStatus, left: &[String]) {
     }
 }
 
-fn instance_info(inst: &Instance, ov: &OperatorVersion, names: &Names) -> InstanceInfo {
+fn instance_info(
+    inst: &Instance,
+    ov: &OperatorVersion,
+    names: &Names,
+    ctx: &Context,
+) -> InstanceInfo {
+    let labels = inst.labels();
     InstanceInfo {
+        control_plane: labels
+            .get(super::objects::CONTROL_PLANE_LABEL)
+            .cloned()
+            .unwrap_or_else(|| ctx.control_plane.clone()),
+        repository: labels
+            .get(super::objects::REPOSITORY_LABEL)
+            .cloned()
+            .unwrap_or_default(),
+        inventory: inst
+            .status
+            .as_ref()
+            .map(|s| s.applied.iter().cloned().collect())
+            .unwrap_or_default(),
+        adopted: super::objects::adopted_objects(inst.annotations()),
         operator: operator_name(inst, ov),
         operator_version: ov.name_any(),
         app_version: ov.spec.app_version.clone(),
@@ -775,7 +816,7 @@ async fn check_drift(
         Ok(p) => p,
         Err(error) => return warn!(%error, "drift check skipped: parameters do not resolve"),
     };
-    let info = instance_info(inst, ov, names);
+    let info = instance_info(inst, ov, names, ctx);
     let runner = ClusterRunner {
         cluster: &ctx.cluster,
         ov: &ov.spec,
@@ -783,6 +824,7 @@ async fn check_drift(
         params: &params,
         values: &values,
         applied: Default::default(),
+        newly_adopted: Default::default(),
     };
     let heal = super::drift::self_heal(inst.annotations());
     let check = match super::drift::check(&runner, &status.applied, &active.plan, heal).await {

@@ -23,6 +23,15 @@ pub struct InstanceInfo {
     pub instance: String,
     pub instance_uid: String,
     pub namespace: String,
+    /// The control plane owning the Instance (its label, else the engine's own).
+    pub control_plane: String,
+    /// The declaring repository (the Instance's label); empty under `kudo manager`.
+    pub repository: String,
+    /// The Instance's inventory (`status.applied`): objects kudo applied before.
+    pub inventory: std::collections::BTreeSet<AppliedObject>,
+    /// Objects that existed before kudo's first apply (the Instance's
+    /// [`super::objects::ADOPTED_OBJECTS_ANNOTATION`]).
+    pub adopted: std::collections::BTreeSet<AppliedObject>,
 }
 
 /// Runs tasks against one cluster for one instance.
@@ -36,6 +45,32 @@ pub struct ClusterRunner<'a> {
     pub values: &'a BTreeMap<String, Option<String>>,
     /// Objects applied in this pass, in order (the instance's inventory grows from these).
     pub applied: std::sync::Mutex<Vec<AppliedObject>>,
+    /// Objects outside the inventory looked up in this pass: whether each was adopted.
+    pub newly_adopted: std::sync::Mutex<BTreeMap<AppliedObject, bool>>,
+}
+
+/// Marks an object adopted: the annotation, and no owner reference to the instance.
+fn mark_adopted(obj: &mut Value, instance_uid: &str) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(
+                super::objects::ADOPTED_ANNOTATION.into(),
+                Value::String("true".into()),
+            );
+        }
+        if let Some(refs) = meta
+            .get_mut("ownerReferences")
+            .and_then(Value::as_array_mut)
+        {
+            refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(instance_uid));
+            if refs.is_empty() {
+                meta.remove("ownerReferences");
+            }
+        }
+    }
 }
 
 impl ClusterRunner<'_> {
@@ -69,10 +104,12 @@ impl ClusterRunner<'_> {
                 .await
                 .map_err(|e| outcome_of(&e))?;
             decorate(&mut r.object, &owner, namespaced);
-            out.push(
-                serde_json::to_value(&r.object)
-                    .map_err(|e| TaskOutcome::Fatal(format!("{}: {e}", r.template)))?,
-            );
+            let mut value = serde_json::to_value(&r.object)
+                .map_err(|e| TaskOutcome::Fatal(format!("{}: {e}", r.template)))?;
+            if applied_object(&value).is_some_and(|e| self.info.adopted.contains(&e)) {
+                mark_adopted(&mut value, &self.info.instance_uid);
+            }
+            out.push(value);
         }
         Ok(out)
     }
@@ -84,6 +121,11 @@ impl ClusterRunner<'_> {
         };
         let mut waiting = Vec::new();
         for obj in &objects {
+            let obj = match self.adopt_if_preexisting(obj).await {
+                Ok(obj) => obj,
+                Err(e) => return outcome_of(&e),
+            };
+            let obj = &obj;
             let live = match self.cluster.apply(obj).await {
                 Ok(live) => live,
                 Err(e) => return outcome_of(&e),
@@ -139,6 +181,92 @@ impl ClusterRunner<'_> {
 }
 
 impl ClusterRunner<'_> {
+    /// An object kudo is about to apply for the first time that already exists and is not
+    /// labelled for this instance was made by someone else (a Namespace, a CRD, a person's
+    /// ConfigMap): kudo still applies its fields, but the object is recorded as adopted on
+    /// the Instance first (so a crash cannot forget it), marked `kudo.dev/adopted`, and gets
+    /// no owner reference, so neither pruning, instance deletion nor garbage collection
+    /// ever removes it. Objects in the inventory cost no request.
+    async fn adopt_if_preexisting(&self, obj: &Value) -> Result<Value, ClusterError> {
+        let Some(entry) = applied_object(obj) else {
+            return Ok(obj.clone());
+        };
+        // Already marked by `objects` when the Instance lists it as adopted.
+        let adopted = if self.info.adopted.contains(&entry) {
+            false
+        } else if self.info.inventory.contains(&entry)
+            || self.newly_adopted_contains(&entry) == Some(false)
+        {
+            false
+        } else {
+            let r = ObjectRef::from_object(obj).map_err(|reason| ClusterError::BadObject {
+                cluster: self.cluster.name().to_string(),
+                object: entry.name.clone(),
+                reason,
+            })?;
+            let preexisting = match self.cluster.get_opt(&r).await? {
+                None => false,
+                Some(live) => !super::prune::labelled_for(
+                    &live,
+                    &self.info.operator,
+                    &self.info.instance,
+                    &self.info.instance_uid,
+                ),
+            };
+            if preexisting {
+                self.record_adoption(&entry).await?;
+            }
+            self.newly_adopted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(entry.clone(), preexisting);
+            preexisting
+        };
+        let mut obj = obj.clone();
+        if adopted {
+            mark_adopted(&mut obj, &self.info.instance_uid);
+        }
+        Ok(obj)
+    }
+
+    fn newly_adopted_contains(&self, entry: &AppliedObject) -> Option<bool> {
+        self.newly_adopted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(entry)
+            .copied()
+    }
+
+    /// Adds an object to the Instance's adopted list (a merge patch of one annotation).
+    async fn record_adoption(&self, entry: &AppliedObject) -> Result<(), ClusterError> {
+        let mut all = self.info.adopted.clone();
+        all.extend(
+            self.newly_adopted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(_, adopted)| **adopted)
+                .map(|(e, _)| e.clone()),
+        );
+        all.insert(entry.clone());
+        let list: Vec<&AppliedObject> = all.iter().collect();
+        let text = serde_json::to_string(&list).unwrap_or_default();
+        tracing::info!(kind = %entry.kind, name = %entry.name, namespace = %entry.namespace,
+            "object existed before kudo applied it: adopted (no owner reference, never deleted)");
+        self.cluster
+            .merge_patch(&serde_json::json!({
+                "apiVersion": crate::api::API_VERSION,
+                "kind": "Instance",
+                "metadata": {
+                    "name": self.info.instance,
+                    "namespace": self.info.namespace,
+                    "annotations": {super::objects::ADOPTED_OBJECTS_ANNOTATION: text},
+                },
+            }))
+            .await
+            .map(|_| ())
+    }
+
     /// Adds an applied object to this pass's inventory.
     fn record(&self, live: &Value) {
         if let Some(entry) = applied_object(live) {
@@ -221,13 +349,13 @@ impl ClusterRunner<'_> {
         &self,
         stale: &[AppliedObject],
     ) -> Result<(Vec<AppliedObject>, Vec<String>), String> {
-        super::prune::delete_owned(
-            self.cluster,
-            &self.info.operator,
-            &self.info.instance,
-            stale,
-        )
-        .await
+        let claim = super::prune::Claim {
+            operator: &self.info.operator,
+            instance: &self.info.instance,
+            namespace: &self.info.namespace,
+            uid: &self.info.instance_uid,
+        };
+        super::prune::delete_owned(self.cluster, &claim, stale).await
     }
 
     /// A `KudoOperator` task: a child Instance of another operator (installed beside the
@@ -491,6 +619,8 @@ impl ClusterRunner<'_> {
             instance: &self.info.instance,
             instance_uid: &self.info.instance_uid,
             namespace: &self.info.namespace,
+            control_plane: &self.info.control_plane,
+            repository: &self.info.repository,
             plan: at.plan,
             phase: at.phase,
             step: at.step,

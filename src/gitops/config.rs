@@ -35,6 +35,9 @@ clusters:
     labels: {env: prod}
 "#;
 
+/// `repositories[].maxDeletions` when not given.
+pub const DEFAULT_MAX_DELETIONS: u32 = 5;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -48,8 +51,46 @@ pub struct Config {
     pub notifications: crate::notify::NotifyConfig,
     /// When set, only the replica holding the Lease writes to clusters (off: always writes).
     pub leader_election: Option<LeaderElectionConfig>,
-    /// When set, `/api/v1/*` (except the webhook) requires `Authorization: Bearer <token>`.
+    /// When set, `/api/v1/*` (except the webhook) requires `Authorization: Bearer <token>`;
+    /// kept as one write token named `default` (see [`Config::api_tokens`]).
     pub api_token_file: Option<PathBuf>,
+    /// Named API tokens with a role (`apiTokens:`); writes need a `write` token, and with no
+    /// token at all, writes are allowed only on a loopback listener.
+    pub api_tokens: Vec<ApiToken>,
+    /// The name this control plane records on every Instance and object it creates
+    /// (`controlPlane:`, default `kudo`): two control planes sharing a cluster must differ,
+    /// and neither ever touches the other's.
+    pub control_plane: String,
+}
+
+/// One `apiTokens[]` entry: the token is read from `file` on every request (rotation needs
+/// no restart), and `name` is what audit logs record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiToken {
+    pub name: String,
+    pub file: PathBuf,
+    pub role: TokenRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRole {
+    Read,
+    Write,
+}
+
+impl Config {
+    /// Every API token, the legacy `apiTokenFile` included (as the write token `default`).
+    pub fn all_api_tokens(&self) -> Vec<ApiToken> {
+        let mut all = self.api_tokens.clone();
+        if let Some(file) = &self.api_token_file {
+            all.push(ApiToken {
+                name: "default".into(),
+                file: file.clone(),
+                role: TokenRole::Write,
+            });
+        }
+        all
+    }
 }
 
 /// `leaderElection:` where the Lease lives and its timing (see `gitops::leader`).
@@ -69,6 +110,9 @@ pub struct LeaderElectionConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Repository {
     pub name: String,
+    /// Instance×cluster deletions one revision may cause before they wait for confirmation
+    /// (`maxDeletions`, default [`DEFAULT_MAX_DELETIONS`]).
+    pub max_deletions: u32,
     pub source: Source,
     /// Branch, tag or commit; `None` for a local directory, `HEAD` of the remote otherwise.
     pub reference: Option<String>,
@@ -232,7 +276,10 @@ const TOP_KEYS: &[&str] = &[
     "notifications",
     "leaderElection",
     "apiTokenFile",
+    "apiTokens",
+    "controlPlane",
 ];
+const TOKEN_KEYS: &[&str] = &["name", "file", "role"];
 const LEADER_KEYS: &[&str] = &[
     "kubeconfig",
     "context",
@@ -253,6 +300,7 @@ const REPO_KEYS: &[&str] = &[
     "credentials",
     "webhookSecretFile",
     "verify",
+    "maxDeletions",
 ];
 const VERIFY_KEYS: &[&str] = &["allowedSignersFile", "openpgpKeysFile"];
 const CRED_KEYS: &[&str] = &[
@@ -437,6 +485,18 @@ impl Validator {
             Some(v) => self.leader_election(v),
         };
         let api_token_file = self.file("", top, "apiTokenFile");
+        let api_tokens = self.api_tokens(top.get("apiTokens"));
+        let control_plane = self
+            .string("", top, "controlPlane")
+            .unwrap_or_else(|| crate::engine::objects::DEFAULT_CONTROL_PLANE.to_string());
+        if !is_dns_label(&control_plane) {
+            self.problem(
+                "controlPlane",
+                format!(
+                    "{control_plane:?} must be a DNS label (lowercase letters, digits and '-', at most 63): it becomes a label value"
+                ),
+            );
+        }
         Config {
             listen,
             cache_dir,
@@ -446,7 +506,57 @@ impl Validator {
             notifications,
             leader_election,
             api_token_file,
+            api_tokens,
+            control_plane,
         }
+    }
+
+    fn api_tokens(&mut self, value: Option<&Value>) -> Vec<ApiToken> {
+        let items = match value {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.problem(
+                    "apiTokens",
+                    format!("expected a list, found {}", kind(other)),
+                );
+                return Vec::new();
+            }
+        };
+        let mut tokens = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("apiTokens[{i}]");
+            let Some(map) = self.map(&at, item, TOKEN_KEYS) else {
+                continue;
+            };
+            let name = self.name("apiTokens", &at, map);
+            let file = self.file(&at, map, "file");
+            if file.is_none() {
+                self.problem(
+                    &join(&at, "file"),
+                    "is required (the token is read from it)",
+                );
+            }
+            let role = match self.string(&at, map, "role").as_deref() {
+                Some("read") => Some(TokenRole::Read),
+                Some("write") => Some(TokenRole::Write),
+                None => {
+                    self.problem(&join(&at, "role"), "is required: read or write");
+                    None
+                }
+                Some(other) => {
+                    self.problem(
+                        &join(&at, "role"),
+                        format!("{other:?} is not a role (expected read or write)"),
+                    );
+                    None
+                }
+            };
+            if let (Some(name), Some(file), Some(role)) = (name, file, role) {
+                tokens.push(ApiToken { name, file, role });
+            }
+        }
+        tokens
     }
 
     fn leader_election(&mut self, value: &Value) -> Option<LeaderElectionConfig> {
@@ -577,6 +687,19 @@ impl Validator {
             }
         };
         let webhook_secret_file = self.file(at, map, "webhookSecretFile");
+        let max_deletions = match map.get("maxDeletions") {
+            None | Some(Value::Null) => DEFAULT_MAX_DELETIONS,
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)) => {
+                n.as_u64().unwrap_or_default() as u32
+            }
+            Some(other) => {
+                self.problem(
+                    &join(at, "maxDeletions"),
+                    format!("{other} is not a whole number ≥ 0"),
+                );
+                DEFAULT_MAX_DELETIONS
+            }
+        };
         let verify = match map.get("verify") {
             None | Some(Value::Null) => None,
             Some(v) => {
@@ -609,6 +732,7 @@ impl Validator {
             credentials,
             webhook_secret_file,
             verify,
+            max_deletions,
         })
     }
 

@@ -90,6 +90,11 @@ pub struct DesiredInstance {
     /// Whether drift is repaired (`spec.selfHeal`, default true); applied to the Instance
     /// as the `kudo.dev/self-heal` annotation.
     pub self_heal: bool,
+    /// `spec.deletionProtection`: recorded on the Instance (`kudo.dev/deletion-protection`)
+    /// so that removing the document later only reports, never deletes.
+    pub deletion_protection: bool,
+    /// The repository declaring it (set when repositories are combined; empty before).
+    pub repository: String,
 }
 
 impl DesiredInstance {
@@ -142,6 +147,8 @@ struct DocSpec {
     placement: DocPlacement,
     #[serde(default, rename = "selfHeal")]
     self_heal: Option<bool>,
+    #[serde(default, rename = "deletionProtection")]
+    deletion_protection: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -939,6 +946,8 @@ fn instance(
         canary: doc.spec.placement.canary,
         targets: targets(&doc.spec.placement.cluster_selector, clusters),
         self_heal: doc.spec.self_heal.unwrap_or(true),
+        deletion_protection: doc.spec.deletion_protection.unwrap_or(false),
+        repository: String::new(),
     })
 }
 

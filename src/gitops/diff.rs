@@ -522,6 +522,23 @@ async fn object_diffs(
             .and_then(|l| l.metadata.uid.clone())
             .unwrap_or_default(),
         namespace: inst.namespace.clone(),
+        control_plane: live
+            .and_then(|l| {
+                l.metadata
+                    .labels
+                    .as_ref()?
+                    .get(crate::engine::objects::CONTROL_PLANE_LABEL)
+                    .cloned()
+            })
+            .unwrap_or_else(|| crate::engine::objects::DEFAULT_CONTROL_PLANE.to_string()),
+        repository: inst.repository.clone(),
+        inventory: live
+            .and_then(|l| l.status.as_ref())
+            .map(|s| s.applied.iter().cloned().collect())
+            .unwrap_or_default(),
+        adopted: live
+            .map(|l| crate::engine::objects::adopted_objects(kube::ResourceExt::annotations(l)))
+            .unwrap_or_default(),
     };
     let runner = ClusterRunner {
         cluster,
@@ -530,6 +547,7 @@ async fn object_diffs(
         params: &params,
         values: &values,
         applied: Default::default(),
+        newly_adopted: Default::default(),
     };
     let plan = match &diff.change {
         InstanceChange::Added {
@@ -734,6 +752,8 @@ mod tests {
             canary: vec![],
             targets: targets.iter().map(|t| t.to_string()).collect(),
             self_heal: true,
+            deletion_protection: false,
+            repository: String::new(),
         };
         DesiredState {
             revision: "abc".into(),

@@ -585,6 +585,7 @@ mod tests {
             interval: Duration::from_secs(60),
             credentials: Default::default(),
             webhook_secret_file: None,
+            max_deletions: crate::gitops::config::DEFAULT_MAX_DELETIONS,
             verify: None,
         };
         let url = format!("file://{}", dir.path().join("src.git").display());

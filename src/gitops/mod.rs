@@ -7,6 +7,7 @@ pub mod desired;
 pub mod diff;
 pub mod git;
 pub mod leader;
+pub mod ownership;
 pub mod placement;
 pub mod rollout;
 pub mod serve;

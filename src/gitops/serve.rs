@@ -37,8 +37,8 @@ use crate::sim::workload::{WorkloadConfig, Workloads};
 pub const FIELD_MANAGER: &str = "kudo-gitops";
 /// Annotation recording the revision that last applied an object.
 pub const REVISION_ANNOTATION: &str = "kudo.dev/git-revision";
-/// Label marking Instances the control plane owns (only those are ever deleted by it).
-pub const MANAGED_LABEL: &str = "kudo.dev/managed-by";
+/// Label marking Instances `kudo serve` applies (see [`super::ownership`] for whose).
+pub const MANAGED_LABEL: &str = super::ownership::MANAGED_LABEL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -93,6 +93,9 @@ pub struct RepoStatus {
     /// Problems of `revision` (or of the sync itself); empty when it is applied.
     pub errors: Vec<String>,
     pub consecutive_failures: u32,
+    /// Deletions of the applied revision waiting for confirmation (over `maxDeletions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_deletions: Option<super::ownership::HeldDeletions>,
     #[serde(skip)]
     pub good: Option<Arc<DesiredState>>,
 }
@@ -108,6 +111,12 @@ pub struct ClusterStatus {
     /// Under `--dry-run`: what would be changed on this cluster (nothing is written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_changes: Vec<String>,
+    /// Instances no longer declared here that are kept, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_instances: Vec<String>,
+    /// Instances of the desired state that another control plane owns here (not applied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,6 +157,35 @@ pub struct StatusDoc {
 #[derive(Debug, Clone)]
 struct Seen {
     instance: Instance,
+    owner: super::ownership::Owner,
+}
+
+impl Seen {
+    fn new(instance: Instance, control_plane: &str) -> Seen {
+        let owner = super::ownership::owner_of(
+            instance
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap_or(&BTreeMap::new()),
+            control_plane,
+        );
+        Seen { instance, owner }
+    }
+
+    fn live(&self) -> super::ownership::Live {
+        super::ownership::Live {
+            owner: self.owner.clone(),
+            protected: self
+                .instance
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(super::ownership::DELETION_PROTECTION_ANNOTATION))
+                .is_some_and(|v| v == "true"),
+            deleting: self.instance.metadata.deletion_timestamp.is_some(),
+        }
+    }
 }
 
 struct ClusterSlot {
@@ -159,6 +197,10 @@ struct ClusterSlot {
     seen: Mutex<Option<BTreeMap<String, Seen>>>,
     /// Instance keys to apply the desired spec to now (from the planner).
     apply: Mutex<BTreeSet<String>>,
+    /// Instance keys to delete now (from the planner's [`super::ownership::decide`]).
+    delete: Mutex<BTreeSet<String>>,
+    /// Instance keys whose ownership labels to rewrite (legacy or moved instances).
+    relabel: Mutex<BTreeSet<String>>,
 }
 
 pub struct Shared {
@@ -192,6 +234,10 @@ pub struct Shared {
     dry_run: bool,
     /// With leader election: whether this replica leads (only then do workers write).
     leading: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Repository → (revision, deletions confirmed for it), from the API or a trailer.
+    confirmations: Mutex<BTreeMap<String, (String, u32)>>,
+    /// Whether the HTTP listener is a loopback address (writes without tokens need it).
+    loopback: std::sync::atomic::AtomicBool,
 }
 
 /// The last planner pass in numbers: rollouts of the desired revision by state.
@@ -295,10 +341,12 @@ impl Daemon {
                     labels: c.labels.clone(),
                     up: false,
                     reason: Some("not probed yet".into()),
-                    pending_changes: Vec::new(),
+                    ..Default::default()
                 }),
                 seen: Mutex::new(None),
                 apply: Mutex::new(BTreeSet::new()),
+                delete: Mutex::new(BTreeSet::new()),
+                relabel: Mutex::new(BTreeSet::new()),
             }));
         }
         let repo_wake = config
@@ -347,6 +395,8 @@ impl Daemon {
             notifier,
             dry_run,
             leading: leading.clone(),
+            confirmations: Mutex::new(BTreeMap::new()),
+            loopback: std::sync::atomic::AtomicBool::new(config.listen.ip().is_loopback()),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(planner(shared.clone(), stop_rx.clone())));
@@ -410,6 +460,11 @@ impl Shared {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether the HTTP listener is a loopback address.
+    pub fn loopback_listener(&self) -> bool {
+        self.loopback.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn notifier(&self) -> &crate::notify::Notifier {
@@ -628,8 +683,13 @@ impl Shared {
         let mut combined: Option<DesiredState> = None;
         for r in repos.values() {
             let Some(good) = &r.good else { continue };
+            let mut good = (**good).clone();
+            for inst in good.instances.values_mut() {
+                inst.repository = r.name.clone();
+            }
+            let good = &good;
             match &mut combined {
-                None => combined = Some((**good).clone()),
+                None => combined = Some(good.clone()),
                 Some(c) => {
                     c.revision = format!("{},{}", c.revision, good.revision);
                     c.frameworks.extend(good.frameworks.clone());
@@ -685,17 +745,28 @@ impl Shared {
                 // A cluster never observed is unknown: it is not applied to until it answers.
                 let progress = match seen.as_ref() {
                     None => Progress::Pending,
-                    Some(s) => rollout::observe(
-                        s.get(key).map(|s| &s.instance),
-                        &inst.operator_version,
-                        &inst.parameters,
-                    ),
+                    Some(s) => match s.get(key) {
+                        Some(Seen {
+                            owner: super::ownership::Owner::Foreign(other),
+                            ..
+                        }) => Progress::Failed(format!(
+                            "Instance {key} on cluster {name} belongs to control plane {other:?}; not touched"
+                        )),
+                        live => rollout::observe(
+                            live.map(|s| &s.instance),
+                            &inst.operator_version,
+                            &inst.parameters,
+                        ),
+                    },
                 };
                 observed.insert(name.clone(), progress);
             }
             let waves = rollout::waves(inst.strategy, &inst.targets, &inst.canary);
             let p = rollout::plan(&waves, &observed);
-            for c in &p.apply_now {
+            for c in p.apply_now.iter().filter(|c| {
+                // Never applied over another control plane's Instance.
+                !matches!(observed.get(*c), Some(Progress::Failed(why)) if why.contains("belongs to control plane"))
+            }) {
                 apply.entry(c.clone()).or_default().insert(key.clone());
             }
             self.record_rollout(key, inst, &desired.revision, &observed, &p);
@@ -742,6 +813,34 @@ impl Shared {
         };
         *rollouts = states;
         drop(rollouts);
+        let ownership = self.decide_ownership(&desired);
+        for slot in &self.clusters {
+            let name = &slot.info.name;
+            let delete = ownership.delete.get(name).cloned().unwrap_or_default();
+            let relabel = ownership.relabel.get(name).cloned().unwrap_or_default();
+            let work = !delete.is_empty() || !relabel.is_empty();
+            {
+                let mut st = lock(&slot.status);
+                st.kept_instances = ownership.kept.get(name).cloned().unwrap_or_default();
+                st.conflicts = lock(&slot.seen)
+                    .iter()
+                    .flatten()
+                    .filter(|(key, _)| desired.instances.contains_key(*key))
+                    .filter_map(|(key, s)| match &s.owner {
+                        super::ownership::Owner::Foreign(other) => {
+                            Some(format!("{key}: owned by control plane {other:?}"))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+            }
+            *lock(&slot.delete) = delete;
+            *lock(&slot.relabel) = relabel;
+            if work {
+                slot.wake.notify_one();
+            }
+        }
+        self.record_held(&desired.revision, ownership.held);
         for slot in &self.clusters {
             let new = apply.remove(&slot.info.name).unwrap_or_default();
             let mut current = lock(&slot.apply);
@@ -757,6 +856,108 @@ impl Shared {
 }
 
 impl Shared {
+    /// The ownership decision over every observed cluster (see [`super::ownership`]).
+    fn decide_ownership(&self, desired: &DesiredState) -> super::ownership::Decision {
+        let confirmations = lock(&self.confirmations).clone();
+        let repos: BTreeMap<String, super::ownership::RepoState> = {
+            let statuses = lock(&self.repos);
+            self.config
+                .repositories
+                .iter()
+                .map(|r| {
+                    let loaded = statuses
+                        .get(&r.name)
+                        .and_then(|s| s.good.as_ref())
+                        .map(|g| g.revision.clone());
+                    (
+                        r.name.clone(),
+                        super::ownership::RepoState {
+                            loaded,
+                            max_deletions: r.max_deletions,
+                            confirmed: confirmations.get(&r.name).cloned(),
+                        },
+                    )
+                })
+                .collect()
+        };
+        let mut observed = BTreeMap::new();
+        for slot in &self.clusters {
+            if let Some(seen) = lock(&slot.seen).as_ref() {
+                observed.insert(
+                    slot.info.name.clone(),
+                    seen.iter().map(|(k, s)| (k.clone(), s.live())).collect(),
+                );
+            }
+        }
+        super::ownership::decide(&desired.instances, &repos, &observed)
+    }
+
+    /// Shows held deletions in each repository's status, and logs and notifies them once.
+    fn record_held(&self, revision: &str, held: BTreeMap<String, super::ownership::HeldDeletions>) {
+        let mut repos = lock(&self.repos);
+        for (name, status) in repos.iter_mut() {
+            let now = held.get(name).cloned();
+            if now != status.held_deletions
+                && let Some(h) = &now
+            {
+                let message = h.message(name);
+                warn!(repository = %name, revision = short(&h.revision), count = h.count, "{message}");
+                self.notifier.emit(
+                    crate::notify::Event::new(
+                        crate::notify::EventKind::DeletionsHeld,
+                        "held",
+                        message,
+                    )
+                    .revision(revision),
+                );
+            }
+            status.held_deletions = now;
+        }
+    }
+
+    /// Confirms the held deletions of `repository`'s `revision` (the API's write action).
+    /// Errors say why nothing was confirmed.
+    pub fn confirm_deletions(
+        &self,
+        repository: &str,
+        revision: &str,
+        by: &str,
+    ) -> Result<usize, String> {
+        let repos = lock(&self.repos);
+        let Some(status) = repos.get(repository) else {
+            let known: Vec<&str> = repos.keys().map(String::as_str).collect();
+            return Err(format!(
+                "no repository {repository:?} (repositories: {})",
+                known.join(", ")
+            ));
+        };
+        let Some(held) = &status.held_deletions else {
+            return Err(format!(
+                "repository {repository} has no deletions waiting for confirmation"
+            ));
+        };
+        if held.revision != revision && !held.revision.starts_with(revision) || revision.len() < 7 {
+            return Err(format!(
+                "repository {repository}: the held deletions belong to revision {}, not {revision:?}; nothing confirmed",
+                held.revision
+            ));
+        }
+        let (full, count) = (held.revision.clone(), held.count);
+        drop(repos);
+        info!(target: "audit", repository, revision = %full, count, token = by, "deletions confirmed");
+        self.notifier.emit(
+            crate::notify::Event::new(
+                crate::notify::EventKind::ApiWrite,
+                "deletionsConfirmed",
+                format!("{count} deletions of repository {repository} confirmed by {by}"),
+            )
+            .revision(&full),
+        );
+        lock(&self.confirmations).insert(repository.to_string(), (full, u32::MAX));
+        self.request_plan();
+        Ok(count)
+    }
+
     /// Rollout gauges of one instance, and the commit-to-converged time when a rollout the
     /// planner started completes.
     fn record_rollout(
@@ -848,6 +1049,7 @@ async fn sync_once(
 ) -> u32 {
     let cache = cache.clone();
     let clusters: Vec<ClusterInfo> = shared.clusters.iter().map(|c| c.info.clone()).collect();
+    let mirror = git.map(|g| g.mirror.clone());
     let git = git.cloned();
     let source = repo.source.clone();
     let subpath = repo.path.clone();
@@ -937,6 +1139,15 @@ async fn sync_once(
                 .entry(rev.clone())
                 .or_insert(seen_at);
             info!(repository = %repo.name, revision = short(&rev), instances = state.instances.len(), took_ms = started.elapsed().as_millis() as u64, "new revision applied");
+            // Deletions confirmed by the commit itself: only where commits are verified.
+            if let (Some(mirror), Some(_)) = (&mirror, &repo.verify)
+                && let Some(up_to) = commit_message(mirror, &rev)
+                    .as_deref()
+                    .and_then(super::ownership::confirm_trailer)
+            {
+                info!(target: "audit", repository = %repo.name, revision = short(&rev), up_to, "deletions confirmed by a verified commit's trailer");
+                lock(&shared.confirmations).insert(repo.name.clone(), (rev.clone(), up_to));
+            }
             *last_seen = Some(rev.clone());
             status.revision = Some(rev.clone());
             status.applied_revision = Some(rev);
@@ -972,6 +1183,13 @@ async fn sync_once(
             status.consecutive_failures
         }
     }
+}
+
+/// A commit's message in a mirror (None when unreadable).
+fn commit_message(mirror: &Path, commit: &str) -> Option<String> {
+    let repo = git2::Repository::open_bare(mirror).ok()?;
+    let oid = git2::Oid::from_str(commit).ok()?;
+    Some(repo.find_commit(oid).ok()?.message()?.to_string())
 }
 
 /// Unix time of a commit in a mirror (None when unreadable: the first-seen time is used).
@@ -1020,11 +1238,14 @@ async fn cluster_worker(
             if !engine_started {
                 install_crds(&slot.cluster).await?;
                 let mut rx = stop.clone();
-                let ctx = Arc::new(crate::engine::reconcile::Context::with_metrics(
-                    slot.cluster.clone(),
-                    shared.options.engine_poll,
-                    shared.engine_metrics.clone(),
-                ));
+                let ctx = Arc::new(
+                    crate::engine::reconcile::Context::with_metrics(
+                        slot.cluster.clone(),
+                        shared.options.engine_poll,
+                        shared.engine_metrics.clone(),
+                    )
+                    .with_control_plane(&shared.config.control_plane),
+                );
                 tokio::spawn(crate::engine::controller::run_with(ctx, None, async move {
                     let _ = rx.wait_for(|s| *s).await;
                 }));
@@ -1186,37 +1407,61 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
         .clone();
     let cluster = &slot.cluster;
     if let Some(d) = &desired {
+        let control_plane = &shared.config.control_plane;
         let assigned = lock(&slot.apply).clone();
         for key in &assigned {
             if let Some(inst) = d.instances.get(key) {
-                apply_instance(cluster, d, inst).await?;
+                apply_instance_as(cluster, d, inst, control_plane).await?;
             }
         }
-        // Deletions only ever concern Instances this control plane manages.
-        // Picked under the lock without copying every observed Instance.
-        let unwanted: Vec<(String, ObjectRef)> = lock(&slot.seen)
-            .iter()
-            .flatten()
-            .filter(|(key, s)| {
-                let wanted = d
-                    .instances
-                    .get(*key)
-                    .is_some_and(|i| i.targets.contains(&slot.info.name));
-                !wanted && s.instance.metadata.deletion_timestamp.is_none()
-            })
-            .map(|(key, s)| {
-                let r = ObjectRef::new(
-                    crate::api::API_VERSION,
-                    "Instance",
-                    s.instance.metadata.namespace.as_deref(),
-                    s.instance.metadata.name.clone().unwrap_or_default(),
-                );
-                (key.clone(), r)
-            })
-            .collect();
-        for (key, r) in &unwanted {
-            info!(cluster = %slot.info.name, instance = %key, "instance no longer desired here; deleting");
-            cluster.delete(r).await?;
+        // Ownership labels of legacy or moved Instances: labels only, never the spec (a
+        // wave not yet due must not get the new spec early).
+        let relabel = lock(&slot.relabel).clone();
+        for key in &relabel {
+            if let Some(inst) = d.instances.get(key) {
+                info!(cluster = %slot.info.name, instance = %key, repository = %inst.repository, "taking over ownership labels");
+                cluster
+                    .merge_patch(&json!({
+                        "apiVersion": crate::api::API_VERSION,
+                        "kind": "Instance",
+                        "metadata": {
+                            "name": inst.name,
+                            "namespace": inst.namespace,
+                            "labels": ownership_labels(inst, control_plane),
+                        },
+                    }))
+                    .await?;
+            }
+        }
+        // Only what the planner's ownership decision picked, and only while the Instance we
+        // observed is still ours (re-checked under the lock).
+        let unwanted: Vec<(String, ObjectRef, Option<String>)> = {
+            let picked = lock(&slot.delete).clone();
+            lock(&slot.seen)
+                .iter()
+                .flatten()
+                .filter(|(key, s)| {
+                    picked.contains(*key)
+                        && matches!(s.owner, super::ownership::Owner::Ours { .. })
+                        && s.instance.metadata.deletion_timestamp.is_none()
+                })
+                .map(|(key, s)| {
+                    let r = ObjectRef::new(
+                        crate::api::API_VERSION,
+                        "Instance",
+                        s.instance.metadata.namespace.as_deref(),
+                        s.instance.metadata.name.clone().unwrap_or_default(),
+                    );
+                    (key.clone(), r, s.instance.metadata.uid.clone())
+                })
+                .collect()
+        };
+        for (key, r, uid) in &unwanted {
+            if !shared.is_leader() {
+                break;
+            }
+            info!(cluster = %slot.info.name, instance = %key, "instance no longer declared here by its repository; deleting");
+            cluster.delete_uid(r, uid.as_deref()).await?;
         }
     }
     let live = cluster
@@ -1234,7 +1479,7 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
                 instance.metadata.namespace.clone().unwrap_or_default(),
                 instance.metadata.name.clone().unwrap_or_default()
             );
-            seen.insert(key, Seen { instance });
+            seen.insert(key, Seen::new(instance, &shared.config.control_plane));
         }
     }
     {
@@ -1254,12 +1499,42 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
     Ok(())
 }
 
-/// Server-side applies what one desired instance needs on a cluster: its namespace, its
-/// framework's Operator and OperatorVersion, and the Instance spec (labelled as managed).
+/// The labels recording who owns a GitOps Instance.
+fn ownership_labels(inst: &DesiredInstance, control_plane: &str) -> Value {
+    let mut labels = json!({
+        MANAGED_LABEL: FIELD_MANAGER,
+        crate::engine::objects::CONTROL_PLANE_LABEL: control_plane,
+        "kudo.dev/operator": inst.framework,
+    });
+    if !inst.repository.is_empty() {
+        labels[crate::engine::objects::REPOSITORY_LABEL] = json!(inst.repository);
+    }
+    labels
+}
+
+/// [`apply_instance_as`] for the default control plane.
 pub async fn apply_instance(
     cluster: &Cluster,
     d: &DesiredState,
     inst: &DesiredInstance,
+) -> Result<(), ClusterError> {
+    apply_instance_as(
+        cluster,
+        d,
+        inst,
+        crate::engine::objects::DEFAULT_CONTROL_PLANE,
+    )
+    .await
+}
+
+/// Server-side applies what one desired instance needs on a cluster: its namespace, its
+/// framework's Operator and OperatorVersion, and the Instance spec, labelled with its
+/// owners (control plane, repository).
+pub async fn apply_instance_as(
+    cluster: &Cluster,
+    d: &DesiredState,
+    inst: &DesiredInstance,
+    control_plane: &str,
 ) -> Result<(), ClusterError> {
     let rev = &d.revision;
     cluster
@@ -1289,13 +1564,11 @@ pub async fn apply_instance(
         "metadata": {
             "name": inst.name,
             "namespace": inst.namespace,
-            "labels": {
-                MANAGED_LABEL: FIELD_MANAGER,
-                "kudo.dev/operator": inst.framework,
-            },
+            "labels": ownership_labels(inst, control_plane),
             "annotations": {
                 REVISION_ANNOTATION: rev,
                 crate::engine::drift::SELF_HEAL_ANNOTATION: inst.self_heal.to_string(),
+                super::ownership::DELETION_PROTECTION_ANNOTATION: inst.deletion_protection.to_string(),
             },
         },
         "spec": {
@@ -1359,7 +1632,7 @@ async fn dry_run_work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), Cl
     }
     let seen = live
         .into_iter()
-        .map(|(k, instance)| (k, Seen { instance }))
+        .map(|(k, instance)| (k, Seen::new(instance, &shared.config.control_plane)))
         .collect();
     *lock(&slot.seen) = Some(seen);
     shared.request_plan();
@@ -1401,6 +1674,10 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         )
         .route("/api/v1/instances/{name}", get(instance_detail))
         .route(
+            "/api/v1/repositories/{name}/confirm-deletions",
+            post(confirm_deletions),
+        )
+        .route(
             "/api/v1/hooks/git",
             post(hook).layer(axum::extract::DefaultBodyLimit::max(
                 super::webhook::MAX_BODY_BYTES,
@@ -1431,41 +1708,144 @@ async fn instance_detail(
     }
 }
 
-/// With `apiTokenFile`, `/api/v1/*` answers only requests carrying that bearer token; the
-/// webhook has its own signature check, and health and metrics stay open for probes and
-/// scrapers.
+/// Who made an API request: the token's name (`anonymous` without tokens).
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+#[derive(serde::Deserialize)]
+struct ConfirmBody {
+    revision: String,
+}
+
+/// `POST /api/v1/repositories/{name}/confirm-deletions` with `{"revision": "<commit>"}`:
+/// releases the deletions held for that revision (a write: see [`require_api_token`]).
+async fn confirm_deletions(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body: ConfirmBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("expected a JSON body {{\"revision\": \"<commit>\"}}: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    match s.confirm_deletions(&name, &body.revision, &caller.0) {
+        Ok(count) => axum::Json(json!({"repository": name, "confirmed": count})).into_response(),
+        Err(reason) => (axum::http::StatusCode::CONFLICT, format!("{reason}\n")).into_response(),
+    }
+}
+
+/// The API's access rule, one for every endpoint:
+/// - health, readiness and metrics are open (probes and scrapers); the webhook checks its
+///   own signature;
+/// - with tokens configured (`apiTokens`, or `apiTokenFile` as the write token `default`),
+///   every `/api/v1/*` request needs `Authorization: Bearer <token>`, and writes (any method
+///   but GET and HEAD) need a `write` token;
+/// - with no token configured, reads are open and writes are allowed only when the listener
+///   is a loopback address (the embedded demo).
+///
+/// Every write is logged (target `audit`) and notified with the token's name. Token files
+/// are read per request, so rotating one needs no restart; an unreadable one counts as absent
+/// and is logged.
 async fn require_api_token(
     axum::extract::State(s): axum::extract::State<Arc<Shared>>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let path = request.uri().path();
+    let path = request.uri().path().to_string();
     let protected = path.starts_with("/api/v1/") && !path.starts_with("/api/v1/hooks/");
-    if let (true, Some(file)) = (protected, &s.config.api_token_file) {
-        let Ok(expected) = std::fs::read_to_string(file) else {
-            warn!(file = %file.display(), "API token file unreadable; refusing API requests");
+    if !protected {
+        return next.run(request).await;
+    }
+    let write = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let tokens = s.config.all_api_tokens();
+    let caller = if tokens.is_empty() {
+        if write && !s.loopback_listener() {
             return (
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "API token unavailable\n",
+                axum::http::StatusCode::FORBIDDEN,
+                "writes need a write token (apiTokens) unless kudo listens on loopback only\n",
             )
                 .into_response();
-        };
+        }
+        "anonymous".to_string()
+    } else {
         let given = request
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !super::webhook::same_secret(given.trim(), expected.trim()) {
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let mut readable = 0;
+        let mut matched = None;
+        for token in &tokens {
+            match std::fs::read_to_string(&token.file) {
+                Ok(expected) if !expected.trim().is_empty() => {
+                    readable += 1;
+                    if !given.is_empty()
+                        && super::webhook::same_secret(&given, expected.trim())
+                        && matched.is_none()
+                    {
+                        matched = Some(token);
+                    }
+                }
+                Ok(_) => {
+                    warn!(token = %token.name, file = %token.file.display(), "API token file is empty; that token is refused")
+                }
+                Err(e) => {
+                    warn!(token = %token.name, file = %token.file.display(), error = %e, "API token file unreadable; that token is refused")
+                }
+            }
+        }
+        if readable == 0 {
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "API tokens unavailable (every token file is unreadable or empty)\n",
+            )
+                .into_response();
+        }
+        let Some(token) = matched else {
             return (
                 axum::http::StatusCode::UNAUTHORIZED,
                 [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
                 "a valid bearer token is required\n",
             )
                 .into_response();
+        };
+        if write && token.role != super::config::TokenRole::Write {
+            warn!(target: "audit", token = %token.name, method = %request.method(), %path, "write refused: read-only token");
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                format!(
+                    "token {:?} is read-only; this needs a write token\n",
+                    token.name
+                ),
+            )
+                .into_response();
         }
+        token.name.clone()
+    };
+    if write {
+        info!(target: "audit", token = %caller, method = %request.method(), %path, "API write");
+        s.notifier.emit(crate::notify::Event::new(
+            crate::notify::EventKind::ApiWrite,
+            "write",
+            format!("{} {path} by token {caller}", request.method()),
+        ));
     }
+    request.extensions_mut().insert(Caller(caller));
     next.run(request).await
 }
 
@@ -1519,6 +1899,7 @@ pub async fn serve_http(
         addr: addr.to_string(),
         source,
     })?;
+    s_set_loopback(&shared, bound);
     let app = router(shared);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
@@ -1529,6 +1910,13 @@ pub async fn serve_http(
         }
     });
     Ok((bound, task))
+}
+
+fn s_set_loopback(shared: &Shared, bound: std::net::SocketAddr) {
+    shared.loopback.store(
+        bound.ip().is_loopback(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
 }
 
 /// Resolves the embedded default's relative paths against `dir` (the current directory).

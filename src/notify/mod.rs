@@ -28,10 +28,14 @@ pub enum EventKind {
     RevisionRefused,
     ClusterDown,
     ClusterUp,
+    /// More GitOps deletions than `maxDeletions` wait for confirmation.
+    DeletionsHeld,
+    /// A write through the API (confirming deletions, ...), with the token's name.
+    ApiWrite,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::PlanStarted,
         EventKind::PlanComplete,
         EventKind::PlanFatalError,
@@ -39,6 +43,8 @@ impl EventKind {
         EventKind::RevisionRefused,
         EventKind::ClusterDown,
         EventKind::ClusterUp,
+        EventKind::DeletionsHeld,
+        EventKind::ApiWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +56,8 @@ impl EventKind {
             EventKind::RevisionRefused => "revisionRefused",
             EventKind::ClusterDown => "clusterDown",
             EventKind::ClusterUp => "clusterUp",
+            EventKind::DeletionsHeld => "deletionsHeld",
+            EventKind::ApiWrite => "apiWrite",
         }
     }
 }

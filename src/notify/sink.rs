@@ -27,7 +27,10 @@ pub fn request(kind: &SinkKind, token: Option<&str>, event: &Event) -> Option<Re
                 EventKind::PlanComplete => "success",
                 EventKind::PlanFatalError | EventKind::RolloutHalted => "failure",
                 EventKind::RevisionRefused => "error",
-                EventKind::ClusterDown | EventKind::ClusterUp => return None,
+                EventKind::ClusterDown
+                | EventKind::ClusterUp
+                | EventKind::DeletionsHeld
+                | EventKind::ApiWrite => return None,
             };
             let url = format!(
                 "{}/repos/{owner}/{repo}/statuses/{sha}",
@@ -56,7 +59,10 @@ pub fn request(kind: &SinkKind, token: Option<&str>, event: &Event) -> Option<Re
                 EventKind::PlanFatalError
                 | EventKind::RolloutHalted
                 | EventKind::RevisionRefused => "failed",
-                EventKind::ClusterDown | EventKind::ClusterUp => return None,
+                EventKind::ClusterDown
+                | EventKind::ClusterUp
+                | EventKind::DeletionsHeld
+                | EventKind::ApiWrite => return None,
             };
             let id: String = form_urlencoded::byte_serialize(project.as_bytes()).collect();
             let url = format!(
