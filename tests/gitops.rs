@@ -201,6 +201,7 @@ fn repository(name: &str, reference: Option<&str>) -> kudo::gitops::config::Repo
         interval: Duration::from_secs(60),
         credentials: Default::default(),
         webhook_secret_file: None,
+        max_deletions: kudo::gitops::config::DEFAULT_MAX_DELETIONS,
         verify: None,
     }
 }

@@ -10,9 +10,7 @@ use serde_json::Value;
 use crate::api::AppliedObject;
 use crate::cluster::{Cluster, FIELD_MANAGER, ObjectRef};
 
-use super::objects::{
-    HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL, INSTANCE_UID_LABEL, OPERATOR_LABEL,
-};
+use super::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL, OPERATOR_LABEL};
 
 /// The instance on whose behalf objects are deleted.
 #[derive(Debug, Clone, Copy)]
@@ -36,10 +34,8 @@ pub fn stale(inventory: &[AppliedObject], desired: &BTreeSet<AppliedObject>) -> 
         .collect()
 }
 
-/// Whether a live object carries this instance's labels: heritage, operator and name, and
-/// (when the object has one, which objects from before ownership labels do not) this
-/// instance's uid.
-pub fn labelled_for(live: &Value, operator: &str, instance: &str, uid: &str) -> bool {
+/// Whether a live object carries this instance's labels (heritage, operator, name).
+pub fn labelled_for(live: &Value, operator: &str, instance: &str) -> bool {
     let label = |k: &str| {
         live.pointer("/metadata/labels")
             .and_then(|l| l.get(k))
@@ -48,14 +44,35 @@ pub fn labelled_for(live: &Value, operator: &str, instance: &str, uid: &str) -> 
     label(HERITAGE_LABEL) == Some(HERITAGE_VALUE)
         && label(OPERATOR_LABEL) == Some(operator)
         && label(INSTANCE_LABEL) == Some(instance)
-        && (uid.is_empty() || label(INSTANCE_UID_LABEL).is_none_or(|u| u == uid))
 }
 
-/// Whether a live object may be deleted on behalf of the instance (`uid` empty when
-/// unknown); the reason when not. Objects kudo adopted, objects marked to be kept and
-/// PersistentVolumeClaims are never deleted ([`super::objects::retained`]).
-pub fn prunable(live: &Value, operator: &str, instance: &str, uid: &str) -> Result<(), String> {
-    if !labelled_for(live, operator, instance, uid) {
+/// Whether kudo made a live object (for this or another instance): labelled `heritage:
+/// kudo` and applied by kudo's field manager. Anything else that exists before kudo's first
+/// apply is adopted.
+pub fn made_by_kudo(live: &Value) -> bool {
+    let heritage = live
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(HERITAGE_LABEL))
+        .and_then(Value::as_str);
+    heritage == Some(HERITAGE_VALUE) && managed_by_kudo(live)
+}
+
+fn managed_by_kudo(live: &Value) -> bool {
+    live.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|m| {
+            m.iter()
+                .any(|e| e.get("manager").and_then(Value::as_str) == Some(FIELD_MANAGER))
+        })
+}
+
+/// Whether a live object may be deleted on behalf of the instance; the reason when not.
+/// Objects kudo adopted, objects marked to be kept and PersistentVolumeClaims are never
+/// deleted ([`super::objects::retained`]). Whether another instance still lists a
+/// cluster-scoped object is [`listed_elsewhere`]'s question (the uid label of a shared
+/// object names whichever instance applied it last, so it decides nothing).
+pub fn prunable(live: &Value, operator: &str, instance: &str) -> Result<(), String> {
+    if !labelled_for(live, operator, instance) {
         return Err(format!(
             "no longer labelled for instance {instance} of operator {operator}; left in place"
         ));
@@ -67,14 +84,7 @@ pub fn prunable(live: &Value, operator: &str, instance: &str, uid: &str) -> Resu
     if let Some(why) = super::objects::retained(kind, annotations) {
         return Err(format!("{why}; left in place"));
     }
-    let managed = live
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .is_some_and(|m| {
-            m.iter()
-                .any(|e| e.get("manager").and_then(Value::as_str) == Some(FIELD_MANAGER))
-        });
-    if !managed {
+    if !managed_by_kudo(live) {
         return Err(format!(
             "not managed by field manager {FIELD_MANAGER}; left in place"
         ));
@@ -175,7 +185,7 @@ pub async fn delete_owned(
                 continue;
             }
         }
-        match prunable(&live, operator, instance, owner.uid) {
+        match prunable(&live, operator, instance) {
             Ok(()) => {
                 cluster.delete(&r).await.map_err(|e| e.to_string())?;
                 deleted.push(entry.clone());
@@ -273,22 +283,13 @@ mod tests {
         let other_instance = json!({"metadata": {
             "labels": {"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "j"},
             "managedFields": [{"manager": "kudo"}]}});
-        assert!(prunable(&other_instance, "op", "i", "").is_err());
+        assert!(prunable(&other_instance, "op", "i").is_err());
         let handmade = json!({"metadata": {
             "labels": {"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "i"},
             "managedFields": [{"manager": "kubectl-client-side-apply"}]}});
-        let why = prunable(&handmade, "op", "i", "").expect_err("not kudo's");
+        assert!(!made_by_kudo(&handmade));
+        let why = prunable(&handmade, "op", "i").expect_err("not kudo's");
         assert!(why.contains("field manager kudo"), "{why}");
-    }
-
-    #[test]
-    fn another_instance_of_the_same_name_cannot_prune_an_object() {
-        let theirs = json!({"kind": "ClusterRole", "metadata": {
-            "labels": {"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "i",
-                       "kudo.dev/instance-uid": "uid-b"},
-            "managedFields": [{"manager": "kudo"}]}});
-        assert!(prunable(&theirs, "op", "i", "uid-a").is_err());
-        assert_eq!(prunable(&theirs, "op", "i", "uid-b"), Ok(()));
     }
 
     #[test]
@@ -304,12 +305,12 @@ mod tests {
         ] {
             let live = json!({"kind": kind, "metadata": {"labels": labels, "annotations": annotations,
                 "managedFields": managed}});
-            let why = prunable(&live, "op", "i", "").expect_err(kind);
+            let why = prunable(&live, "op", "i").expect_err(kind);
             assert!(why.contains("left in place"), "{why}");
         }
         let pvc = json!({"kind": "PersistentVolumeClaim", "metadata": {"labels": labels,
             "annotations": {"kudo.dev/resource-policy": "delete"}, "managedFields": managed}});
-        assert_eq!(prunable(&pvc, "op", "i", ""), Ok(()));
+        assert_eq!(prunable(&pvc, "op", "i"), Ok(()));
     }
 
     #[test]

@@ -181,8 +181,8 @@ impl ClusterRunner<'_> {
 }
 
 impl ClusterRunner<'_> {
-    /// An object kudo is about to apply for the first time that already exists and is not
-    /// labelled for this instance was made by someone else (a Namespace, a CRD, a person's
+    /// An object kudo is about to apply for the first time that already exists and that
+    /// kudo did not make was made by someone else (a Namespace, a CRD, a person's
     /// ConfigMap): kudo still applies its fields, but the object is recorded as adopted on
     /// the Instance first (so a crash cannot forget it), marked `kudo.dev/adopted`, and gets
     /// no owner reference, so neither pruning, instance deletion nor garbage collection
@@ -204,14 +204,11 @@ impl ClusterRunner<'_> {
                 object: entry.name.clone(),
                 reason,
             })?;
+            // Made by kudo for another instance (a shared cluster-scoped object) is not
+            // adopted: it goes when the last instance listing it goes.
             let preexisting = match self.cluster.get_opt(&r).await? {
                 None => false,
-                Some(live) => !super::prune::labelled_for(
-                    &live,
-                    &self.info.operator,
-                    &self.info.instance,
-                    &self.info.instance_uid,
-                ),
+                Some(live) => !super::prune::made_by_kudo(&live),
             };
             if preexisting {
                 self.record_adoption(&entry).await?;

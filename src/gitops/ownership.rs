@@ -71,6 +71,9 @@ pub struct RepoState {
     pub max_deletions: u32,
     /// Deletions of this revision confirmed: up to this many (`u32::MAX`: all).
     pub confirmed: Option<(String, u32)>,
+    /// Other repositories not synced since this revision was loaded: an instance it dropped
+    /// may have moved to one of them, so its deletions wait for them.
+    pub waiting_for: Vec<String>,
 }
 
 /// Deletions of one repository's revision waiting for confirmation.
@@ -111,6 +114,8 @@ pub struct Decision {
     pub held: BTreeMap<String, HeldDeletions>,
     /// Cluster → `namespace/name: why it is kept` (not declared, but not deleted).
     pub kept: BTreeMap<String, Vec<String>>,
+    /// Repositories to sync now, so that waiting deletions can be decided.
+    pub resync: BTreeSet<String>,
 }
 
 /// Decides deletions and takeovers over every observed cluster. `observed` maps a cluster
@@ -193,6 +198,14 @@ pub fn decide(
                         keep(format!(
                             "nothing is deleted until every repository has loaded once (waiting for {})",
                             waiting.join(", ")
+                        ));
+                        continue;
+                    }
+                    if !state.waiting_for.is_empty() {
+                        d.resync.extend(state.waiting_for.iter().cloned());
+                        keep(format!(
+                            "dropped by {owner}; waiting for {} to sync first (it may have moved there)",
+                            state.waiting_for.join(", ")
                         ));
                         continue;
                     }
@@ -304,6 +317,7 @@ mod tests {
             loaded: loaded.map(str::to_string),
             max_deletions: 5,
             confirmed: None,
+            waiting_for: Vec::new(),
         }
     }
 
@@ -410,6 +424,21 @@ mod tests {
         let d = decide(&decl, &repos, &obs);
         assert!(d.delete.is_empty());
         assert_eq!(d.relabel["c1"], ["ns/db".to_string()].into());
+    }
+
+    #[test]
+    fn a_dropped_instance_waits_until_every_other_repository_synced_after_the_drop() {
+        let mut a = repo(Some("r1"));
+        a.waiting_for = vec!["b".into()];
+        let repos = [("a".to_string(), a), ("b".to_string(), repo(Some("r2")))].into();
+        let d = decide(
+            &BTreeMap::new(),
+            &repos,
+            &observed("c1", &[("ns/db", ours("a"))]),
+        );
+        assert!(d.delete.is_empty());
+        assert_eq!(d.resync, ["b".to_string()].into());
+        assert!(d.kept["c1"][0].contains("waiting for b to sync first"));
     }
 
     #[test]

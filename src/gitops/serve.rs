@@ -98,6 +98,12 @@ pub struct RepoStatus {
     pub held_deletions: Option<super::ownership::HeldDeletions>,
     #[serde(skip)]
     pub good: Option<Arc<DesiredState>>,
+    /// The sync epoch (see `Shared::sync_epoch`) of the last sync that reached the source,
+    /// and of the one that loaded `good`.
+    #[serde(skip)]
+    pub synced_epoch: u64,
+    #[serde(skip)]
+    pub loaded_epoch: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -238,6 +244,8 @@ pub struct Shared {
     confirmations: Mutex<BTreeMap<String, (String, u32)>>,
     /// Whether the HTTP listener is a loopback address (writes without tokens need it).
     loopback: std::sync::atomic::AtomicBool,
+    /// Counts finished syncs, to order them across repositories (see `RepoStatus`).
+    sync_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// The last planner pass in numbers: rollouts of the desired revision by state.
@@ -397,6 +405,7 @@ impl Daemon {
             leading: leading.clone(),
             confirmations: Mutex::new(BTreeMap::new()),
             loopback: std::sync::atomic::AtomicBool::new(config.listen.ip().is_loopback()),
+            sync_epoch: std::sync::atomic::AtomicU64::new(0),
         });
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(planner(shared.clone(), stop_rx.clone())));
@@ -841,6 +850,10 @@ impl Shared {
             }
         }
         self.record_held(&desired.revision, ownership.held);
+        if !ownership.resync.is_empty() {
+            let names: Vec<String> = ownership.resync.into_iter().collect();
+            self.sync_now(Some(&names));
+        }
         for slot in &self.clusters {
             let new = apply.remove(&slot.info.name).unwrap_or_default();
             let mut current = lock(&slot.apply);
@@ -865,16 +878,23 @@ impl Shared {
                 .repositories
                 .iter()
                 .map(|r| {
-                    let loaded = statuses
-                        .get(&r.name)
+                    let status = statuses.get(&r.name);
+                    let loaded = status
                         .and_then(|s| s.good.as_ref())
                         .map(|g| g.revision.clone());
+                    let loaded_epoch = status.map(|s| s.loaded_epoch).unwrap_or_default();
+                    let waiting_for = statuses
+                        .iter()
+                        .filter(|(name, s)| **name != r.name && s.synced_epoch <= loaded_epoch)
+                        .map(|(name, _)| name.clone())
+                        .collect();
                     (
                         r.name.clone(),
                         super::ownership::RepoState {
                             loaded,
                             max_deletions: r.max_deletions,
                             confirmed: confirmations.get(&r.name).cloned(),
+                            waiting_for,
                         },
                     )
                 })
@@ -1125,6 +1145,16 @@ async fn sync_once(
     let gm = &shared.metrics.gitops;
     let mut repos = lock(&shared.repos);
     let status = repos.entry(repo.name.clone()).or_default();
+    if result.is_ok() {
+        let epoch = shared
+            .sync_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        status.synced_epoch = epoch;
+        if matches!(result, Ok(Some(((_, Ok(_)), _)))) {
+            status.loaded_epoch = epoch;
+        }
+    }
     match result {
         Ok(None) => {
             gm.record_sync(&repo.name, SyncResult::unchanged, took, None);

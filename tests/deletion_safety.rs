@@ -1,0 +1,832 @@
+//! Issue 18, deletion safety: `kudo serve` never deletes what Git still declares, never
+//! touches another control plane's Instances, never deletes an object another instance
+//! lists or one that existed before kudo, and holds mass deletions for confirmation.
+//! Real Git repositories (git CLI), the real daemon and HTTP API, simulated clusters that
+//! outlive each daemon (so a restart is a restart).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kudo::cluster::{Cluster, ObjectRef};
+use kudo::gitops::config::Config;
+use kudo::gitops::serve::{Daemon, Options, Shared, serve_http};
+use kudo::sim::SimCluster;
+use kudo::sim::workload::{WorkloadConfig, Workloads};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---- real Git repositories ----
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=kudo-test",
+            "-c",
+            "user.email=test@kudo.invalid",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Repo {
+    path: PathBuf,
+}
+
+impl Repo {
+    fn new(root: &Path, name: &str) -> Repo {
+        let path = root.join(name);
+        std::fs::create_dir_all(&path).expect("mkdir");
+        git(&path, &["init", "-q", "-b", "main"]);
+        let repo = Repo { path };
+        write_store(&repo);
+        repo
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        let p = self.path.join(file);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.path.join(file)).expect("rm");
+    }
+
+    fn commit(&self, msg: &str) -> String {
+        git(&self.path, &["add", "-A"]);
+        git(&self.path, &["commit", "-q", "--allow-empty", "-m", msg]);
+        git(&self.path, &["rev-parse", "HEAD"])
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.path.display())
+    }
+}
+
+/// A framework whose objects exercise ownership: a ConfigMap of its own, a ClusterRole whose
+/// name is a parameter (two instances can share it), an optional pre-existing ConfigMap, a
+/// PersistentVolumeClaim and a ConfigMap marked `resource-policy: keep`.
+fn write_store(repo: &Repo) {
+    let base = "frameworks/store/1.0.0";
+    repo.write(
+        &format!("{base}/operator.yaml"),
+        "apiVersion: kudo.dev/v1beta1\nname: store\noperatorVersion: 1.0.0\nkubernetesVersion: 1.20.0\ntasks:\n  - {name: main, kind: Apply, spec: {resources: [config.yaml, role.yaml, adopt.yaml, data.yaml, keep.yaml]}}\nplans:\n  deploy:\n    strategy: serial\n    phases:\n      - name: main\n        strategy: serial\n        steps:\n          - {name: main, tasks: [main]}\n",
+    );
+    repo.write(
+        &format!("{base}/params.yaml"),
+        "apiVersion: kudo.dev/v1beta1\nparameters:\n  - {name: ROLE, default: \"\"}\n  - {name: ADOPT, default: \"false\"}\n  - {name: DATA, default: \"false\"}\n",
+    );
+    repo.write(
+        &format!("{base}/templates/config.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Name }}-config\ndata:\n  owner: {{ .Namespace }}\n",
+    );
+    repo.write(
+        &format!("{base}/templates/role.yaml"),
+        "{{ if ne .Params.ROLE \"\" }}apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {{ .Params.ROLE }}\nrules: []\n{{ end }}",
+    );
+    repo.write(
+        &format!("{base}/templates/adopt.yaml"),
+        "{{ if eq .Params.ADOPT \"true\" }}apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: preexisting\ndata:\n  from: kudo\n{{ end }}",
+    );
+    repo.write(
+        &format!("{base}/templates/data.yaml"),
+        "{{ if eq .Params.DATA \"true\" }}apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {{ .Name }}-data\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n{{ end }}",
+    );
+    repo.write(
+        &format!("{base}/templates/keep.yaml"),
+        "{{ if eq .Params.DATA \"true\" }}apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Name }}-keep\n  annotations: {kudo.dev/resource-policy: keep}\n{{ end }}",
+    );
+}
+
+fn instance_doc(name: &str, namespace: &str, params: &[(&str, &str)], extra: &str) -> String {
+    let mut p = String::new();
+    for (k, v) in params {
+        p.push_str(&format!("    {k}: \"{v}\"\n"));
+    }
+    let params = if p.is_empty() {
+        String::new()
+    } else {
+        format!("  parameters:\n{p}")
+    };
+    format!(
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  framework: store\n  version: 1.0.0\n{params}  placement:\n    clusterSelector:\n      matchLabels: {{fleet: test}}\n{extra}"
+    )
+}
+
+// ---- simulated clusters that outlive a daemon ----
+
+struct Fleet {
+    sims: BTreeMap<String, SimCluster>,
+    _workloads: Vec<Workloads>,
+}
+
+impl Fleet {
+    fn new(names: &[&str]) -> Fleet {
+        let mut sims = BTreeMap::new();
+        let mut workloads = Vec::new();
+        for name in names {
+            let sim = SimCluster::new(name);
+            workloads.push(sim.spawn_workloads(WorkloadConfig {
+                ready_delay: Duration::from_millis(20),
+                job_duration: Duration::from_millis(20),
+            }));
+            sims.insert(name.to_string(), sim);
+        }
+        Fleet {
+            sims,
+            _workloads: workloads,
+        }
+    }
+
+    fn cluster(&self, name: &str) -> Cluster {
+        Cluster::from_client(name, self.sims[name].client())
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            observe_interval: Duration::from_millis(200),
+            engine_poll: Duration::from_millis(200),
+            debounce: Duration::from_millis(50),
+            sims: self.sims.clone(),
+        }
+    }
+
+    /// kudo.yaml for these clusters (all labelled fleet=test) and the given repositories
+    /// (`name`, url, extra keys as YAML lines).
+    fn config(&self, dir: &Path, top: &str, repos: &[(&str, String, &str)]) -> Config {
+        let mut text = format!(
+            "cacheDir: {}\n{top}repositories:\n",
+            dir.join("cache").display()
+        );
+        for (name, url, extra) in repos {
+            text.push_str(&format!(
+                "  - name: {name}\n    url: {url}\n    interval: 1h\n{extra}"
+            ));
+        }
+        text.push_str("clusters:\n");
+        for name in self.sims.keys() {
+            text.push_str(&format!(
+                "  - name: {name}\n    sim: {{}}\n    labels: {{fleet: test}}\n"
+            ));
+        }
+        Config::parse("kudo.yaml", &text, dir).expect("config")
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match condition().await {
+            Ok(()) => return,
+            Err(state) => assert!(Instant::now() < deadline, "timed out: {what}: {state}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn instance_ref(ns: &str, name: &str) -> ObjectRef {
+    ObjectRef::new("kudo.dev/v1beta1", "Instance", Some(ns), name)
+}
+
+async fn get(cluster: &Cluster, r: &ObjectRef) -> Option<Value> {
+    match cluster.get_opt(r).await {
+        Ok(v) => v,
+        // kudo's CRDs are not installed yet.
+        Err(e) if e.kind() == kudo::cluster::ErrorKind::UnknownKind => None,
+        Err(e) => panic!("get {r}: {e}"),
+    }
+}
+
+async fn uid(cluster: &Cluster, r: &ObjectRef) -> Option<String> {
+    get(cluster, r)
+        .await
+        .and_then(|v| v.pointer("/metadata/uid")?.as_str().map(str::to_string))
+}
+
+/// Waits until the Instance's deploy plan is COMPLETE on the cluster.
+async fn wait_complete(cluster: &Cluster, ns: &str, name: &str) {
+    let r = instance_ref(ns, name);
+    wait_until(
+        &format!("{ns}/{name} COMPLETE on {}", cluster.name()),
+        || async {
+            let v = get(cluster, &r).await;
+            let status = v
+                .as_ref()
+                .and_then(|v| v.pointer("/status/planStatus/deploy/status"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if status.as_deref() == Some("COMPLETE") {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+async fn wait_gone(cluster: &Cluster, r: &ObjectRef) {
+    wait_until(&format!("{r} deleted on {}", cluster.name()), || async {
+        match get(cluster, r).await {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    })
+    .await;
+}
+
+/// Planner passes since now: the daemon has looked at least `n` more times.
+async fn wait_passes(shared: &Shared, n: u64) {
+    let target = shared.passes() + n;
+    wait_until("planner passes", || async {
+        if shared.passes() >= target {
+            Ok(())
+        } else {
+            Err(format!("{} of {target}", shared.passes()))
+        }
+    })
+    .await;
+}
+
+fn kept(shared: &Shared, cluster: &str) -> String {
+    shared
+        .status()
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)
+        .map(|c| c.kept_instances.join("\n"))
+        .unwrap_or_default()
+}
+
+// ---- defect 1: a repository down at restart deletes nothing ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_with_one_remote_down_deletes_nothing_it_declares() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Repo::new(dir.path(), "a");
+    let b = Repo::new(dir.path(), "b");
+    a.write(
+        "instances/one.yaml",
+        &instance_doc("one", "team-a", &[], ""),
+    );
+    a.commit("a");
+    b.write(
+        "instances/two.yaml",
+        &instance_doc("two", "team-b", &[], ""),
+    );
+    b.commit("b");
+    let fleet = Fleet::new(&["c1"]);
+    let c1 = fleet.cluster("c1");
+    let repos = [("a", a.url(), ""), ("b", b.url(), "")];
+    let daemon = Daemon::start(fleet.config(dir.path(), "", &repos), fleet.options())
+        .await
+        .expect("daemon");
+    wait_complete(&c1, "team-a", "one").await;
+    wait_complete(&c1, "team-b", "two").await;
+    let two = instance_ref("team-b", "two");
+    let before = uid(&c1, &two).await;
+    daemon.shutdown().await;
+
+    // Repository b's remote stops being a repository; the daemon restarts.
+    let moved = dir.path().join("b-git-away");
+    std::fs::rename(b.path.join(".git"), &moved).expect("mv");
+    let daemon = Daemon::start(fleet.config(dir.path(), "", &repos), fleet.options())
+        .await
+        .expect("daemon");
+    let shared = daemon.shared.clone();
+    wait_until("two kept while b has not loaded", || async {
+        let k = kept(&shared, "c1");
+        if k.contains("team-b/two: repository b has not loaded a good revision since start") {
+            Ok(())
+        } else {
+            Err(format!("kept: {k:?}"))
+        }
+    })
+    .await;
+    wait_passes(&shared, 5).await;
+    assert_eq!(uid(&c1, &two).await, before, "b's instance must survive");
+    let status = shared.status();
+    let b_status = status
+        .repositories
+        .iter()
+        .find(|r| r.name == "b")
+        .expect("b");
+    assert!(
+        !b_status.errors.is_empty(),
+        "b's failure is shown: {b_status:?}"
+    );
+
+    // Back online: still nothing deleted; then b removes it for real and it goes.
+    std::fs::rename(&moved, b.path.join(".git")).expect("mv back");
+    shared.sync_now(None);
+    wait_until("b loads again", || async {
+        if kept(&shared, "c1").is_empty()
+            && shared
+                .status()
+                .repositories
+                .iter()
+                .all(|r| r.errors.is_empty())
+        {
+            Ok(())
+        } else {
+            Err(kept(&shared, "c1"))
+        }
+    })
+    .await;
+    assert_eq!(uid(&c1, &two).await, before);
+    b.remove("instances/two.yaml");
+    b.commit("drop two");
+    shared.sync_now(None);
+    wait_gone(&c1, &two).await;
+    assert!(get(&c1, &instance_ref("team-a", "one")).await.is_some());
+    daemon.shutdown().await;
+}
+
+// ---- defect 2: two control planes on one cluster ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_control_planes_never_delete_each_others_instances() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blue_repo = Repo::new(dir.path(), "blue");
+    let green_repo = Repo::new(dir.path(), "green");
+    blue_repo.write("instances/b.yaml", &instance_doc("b", "blue", &[], ""));
+    blue_repo.commit("blue");
+    green_repo.write("instances/g.yaml", &instance_doc("g", "green", &[], ""));
+    green_repo.commit("green");
+    let fleet = Fleet::new(&["shared"]);
+    let cluster = fleet.cluster("shared");
+    let blue_dir = dir.path().join("blue-cp");
+    let green_dir = dir.path().join("green-cp");
+    let blue = Daemon::start(
+        fleet.config(
+            &blue_dir,
+            "controlPlane: blue\n",
+            &[("fleet", blue_repo.url(), "")],
+        ),
+        fleet.options(),
+    )
+    .await
+    .expect("blue");
+    let green = Daemon::start(
+        fleet.config(
+            &green_dir,
+            "controlPlane: green\n",
+            &[("fleet", green_repo.url(), "")],
+        ),
+        fleet.options(),
+    )
+    .await
+    .expect("green");
+    wait_complete(&cluster, "blue", "b").await;
+    wait_complete(&cluster, "green", "g").await;
+    wait_passes(&blue.shared, 5).await;
+    wait_passes(&green.shared, 5).await;
+    let b = get(&cluster, &instance_ref("blue", "b"))
+        .await
+        .expect("blue's instance");
+    let g = get(&cluster, &instance_ref("green", "g"))
+        .await
+        .expect("green's instance");
+    assert_eq!(b["metadata"]["labels"]["kudo.dev/control-plane"], "blue");
+    assert_eq!(g["metadata"]["labels"]["kudo.dev/control-plane"], "green");
+    assert_eq!(b["metadata"]["labels"]["kudo.dev/repository"], "fleet");
+    // Objects carry their control plane too.
+    let cm = get(
+        &cluster,
+        &ObjectRef::new("v1", "ConfigMap", Some("green"), "g-config"),
+    )
+    .await
+    .expect("configmap");
+    assert_eq!(cm["metadata"]["labels"]["kudo.dev/control-plane"], "green");
+    // Green now declares blue's instance too: it is reported as a conflict, not taken.
+    green_repo.write(
+        "instances/b.yaml",
+        &instance_doc("b", "blue", &[("ROLE", "x")], ""),
+    );
+    green_repo.commit("claim b");
+    green.shared.sync_now(None);
+    wait_until("green reports the conflict", || async {
+        let doc = green.shared.status();
+        let c = doc.clusters[0].conflicts.join("\n");
+        if c.contains("blue/b: owned by control plane \"blue\"") {
+            Ok(())
+        } else {
+            Err(c)
+        }
+    })
+    .await;
+    let after = get(&cluster, &instance_ref("blue", "b"))
+        .await
+        .expect("still there");
+    assert_eq!(after["metadata"]["uid"], b["metadata"]["uid"]);
+    assert_eq!(
+        after["metadata"]["labels"]["kudo.dev/control-plane"],
+        "blue"
+    );
+    assert_eq!(
+        after["spec"]["parameters"], b["spec"]["parameters"],
+        "not applied over"
+    );
+    blue.shutdown().await;
+    green.shutdown().await;
+}
+
+// ---- defect 3: a cluster-scoped object two instances render ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_scoped_object_another_instance_lists_survives_deletion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path(), "fleet");
+    let off = "  selfHeal: false\n";
+    repo.write(
+        "instances/a.yaml",
+        &instance_doc("db", "team-a", &[("ROLE", "db-shared")], ""),
+    );
+    repo.write(
+        "instances/b.yaml",
+        &instance_doc("db", "team-b", &[("ROLE", "db-shared")], off),
+    );
+    repo.commit("two instances of one name");
+    let fleet = Fleet::new(&["c1"]);
+    let c1 = fleet.cluster("c1");
+    let daemon = Daemon::start(
+        fleet.config(dir.path(), "", &[("fleet", repo.url(), "")]),
+        fleet.options(),
+    )
+    .await
+    .expect("daemon");
+    wait_complete(&c1, "team-a", "db").await;
+    wait_complete(&c1, "team-b", "db").await;
+    let role = ObjectRef::new(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        None,
+        "db-shared",
+    );
+    assert!(get(&c1, &role).await.is_some());
+    repo.remove("instances/a.yaml");
+    repo.commit("drop team-a/db");
+    daemon.shared.sync_now(None);
+    wait_gone(&c1, &instance_ref("team-a", "db")).await;
+    wait_passes(&daemon.shared, 3).await;
+    assert!(
+        get(&c1, &role).await.is_some(),
+        "team-b/db still renders the ClusterRole"
+    );
+    // The last one listing it takes it along.
+    repo.remove("instances/b.yaml");
+    repo.commit("drop team-b/db");
+    daemon.shared.sync_now(None);
+    wait_gone(&c1, &instance_ref("team-b", "db")).await;
+    wait_gone(&c1, &role).await;
+    daemon.shutdown().await;
+}
+
+// ---- defect 4: adopted objects, kept objects and claims outlive the instance ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adopted_kept_and_claim_objects_get_no_owner_and_are_never_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path(), "fleet");
+    let fleet = Fleet::new(&["c1"]);
+    let c1 = fleet.cluster("c1");
+    // Someone else's namespace and ConfigMap exist before kudo.
+    c1.apply_as(
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+        "person",
+    )
+    .await
+    .expect("namespace");
+    c1.apply_as(
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "preexisting", "namespace": "team"}, "data": {"from": "person"}}),
+        "person",
+    )
+    .await
+    .expect("configmap");
+    let params = [("ADOPT", "true"), ("DATA", "true")];
+    repo.write(
+        "instances/db.yaml",
+        &instance_doc("db", "team", &params, ""),
+    );
+    repo.commit("db");
+    let daemon = Daemon::start(
+        fleet.config(dir.path(), "", &[("fleet", repo.url(), "")]),
+        fleet.options(),
+    )
+    .await
+    .expect("daemon");
+    wait_complete(&c1, "team", "db").await;
+    let pre = ObjectRef::new("v1", "ConfigMap", Some("team"), "preexisting");
+    let pvc = ObjectRef::new("v1", "PersistentVolumeClaim", Some("team"), "db-data");
+    let keep = ObjectRef::new("v1", "ConfigMap", Some("team"), "db-keep");
+    let own = ObjectRef::new("v1", "ConfigMap", Some("team"), "db-config");
+    let adopted = get(&c1, &pre).await.expect("preexisting");
+    assert_eq!(adopted["data"]["from"], "kudo", "kudo applied its fields");
+    assert_eq!(
+        adopted["metadata"]["annotations"]["kudo.dev/adopted"],
+        "true"
+    );
+    for r in [&pre, &pvc, &keep] {
+        let v = get(&c1, r).await.expect("exists");
+        assert!(
+            v.pointer("/metadata/ownerReferences").is_none(),
+            "{r} must have no owner reference: {v}"
+        );
+    }
+    assert!(
+        get(&c1, &own)
+            .await
+            .expect("own")
+            .pointer("/metadata/ownerReferences/0")
+            .is_some()
+    );
+    let inst = get(&c1, &instance_ref("team", "db"))
+        .await
+        .expect("instance");
+    assert!(
+        inst["metadata"]["annotations"]["kudo.dev/adopted-objects"]
+            .as_str()
+            .is_some_and(|a| a.contains("preexisting")),
+        "{inst}"
+    );
+    repo.remove("instances/db.yaml");
+    repo.commit("drop db");
+    daemon.shared.sync_now(None);
+    wait_gone(&c1, &instance_ref("team", "db")).await;
+    wait_gone(&c1, &own).await;
+    for r in [&pre, &pvc, &keep] {
+        assert!(get(&c1, r).await.is_some(), "{r} must survive its instance");
+    }
+    let ns = ObjectRef::new("v1", "Namespace", None, "team");
+    assert!(get(&c1, &ns).await.is_some());
+    daemon.shutdown().await;
+}
+
+// ---- the safety valve, deletion protection, moves, and who may write ----
+
+fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mass_deletions_wait_for_a_write_token_to_confirm_that_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path(), "fleet");
+    for i in 0..3 {
+        repo.write(
+            &format!("instances/i{i}.yaml"),
+            &instance_doc(&format!("i{i}"), "apps", &[], ""),
+        );
+    }
+    repo.write(
+        "instances/guarded.yaml",
+        &instance_doc("guarded", "apps", &[], "  deletionProtection: true\n"),
+    );
+    repo.commit("four");
+    std::fs::write(dir.path().join("read.token"), "reader-secret\n").expect("token");
+    std::fs::write(dir.path().join("write.token"), "writer-secret\n").expect("token");
+    let fleet = Fleet::new(&["c1", "c2"]);
+    let top = "apiTokens:\n  - {name: viewer, file: read.token, role: read}\n  - {name: alice, file: write.token, role: write}\n";
+    let daemon = Daemon::start(
+        fleet.config(
+            dir.path(),
+            top,
+            &[("fleet", repo.url(), "    maxDeletions: 3\n")],
+        ),
+        fleet.options(),
+    )
+    .await
+    .expect("daemon");
+    let shared = daemon.shared.clone();
+    let (addr, _http) = serve_http(
+        shared.clone(),
+        "127.0.0.1:0".parse().expect("addr"),
+        async { std::future::pending::<()>().await },
+    )
+    .await
+    .expect("http");
+    for c in ["c1", "c2"] {
+        for i in ["i0", "i1", "i2", "guarded"] {
+            wait_complete(&fleet.cluster(c), "apps", i).await;
+        }
+    }
+    // Two instances × two clusters = 4 deletions > 3: all held.
+    repo.remove("instances/i0.yaml");
+    repo.remove("instances/i1.yaml");
+    repo.remove("instances/guarded.yaml");
+    let rev = repo.commit("drop three");
+    shared.sync_now(None);
+    wait_until("deletions held", || async {
+        let doc = shared.status();
+        match doc.repositories[0].held_deletions.as_ref() {
+            Some(h) if h.revision == rev && h.count == 4 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    wait_passes(&shared, 3).await;
+    for c in ["c1", "c2"] {
+        for i in ["i0", "i1", "guarded"] {
+            assert!(
+                get(&fleet.cluster(c), &instance_ref("apps", i))
+                    .await
+                    .is_some(),
+                "{c} {i}"
+            );
+        }
+        assert!(
+            kept(&shared, c).contains(
+                "apps/guarded: no longer declared by fleet, but deletionProtection is set"
+            )
+        );
+    }
+    let status_json = http(addr, "GET", "/api/v1/status", Some("reader-secret"), "");
+    assert_eq!(status_json.0, 200);
+    assert!(status_json.1.contains("heldDeletions"), "{}", status_json.1);
+
+    let path = "/api/v1/repositories/fleet/confirm-deletions";
+    let body = format!("{{\"revision\": \"{rev}\"}}");
+    assert_eq!(http(addr, "POST", path, None, &body).0, 401, "no token");
+    assert_eq!(
+        http(addr, "POST", path, Some("wrong"), &body).0,
+        401,
+        "bad token"
+    );
+    let (code, text) = http(addr, "POST", path, Some("reader-secret"), &body);
+    assert_eq!(code, 403, "a read token cannot write: {text}");
+    assert!(text.contains("read-only"), "{text}");
+    let (code, text) = http(
+        addr,
+        "POST",
+        path,
+        Some("writer-secret"),
+        "{\"revision\": \"0000000\"}",
+    );
+    assert_eq!(code, 409, "another revision confirms nothing: {text}");
+    assert!(text.contains(&rev), "the held revision is named: {text}");
+    wait_passes(&shared, 2).await;
+    assert!(
+        get(&fleet.cluster("c1"), &instance_ref("apps", "i0"))
+            .await
+            .is_some()
+    );
+
+    // The CLI, with the write token.
+    let out = Command::new(env!("CARGO_BIN_EXE_kudo"))
+        .args(["deletions", "confirm", "fleet", "--revision", &rev[..12]])
+        .arg("--server")
+        .arg(format!("http://{addr}"))
+        .arg("--token-file")
+        .arg(dir.path().join("write.token"))
+        .output()
+        .expect("kudo runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("confirmed 4 deletions"));
+    for c in ["c1", "c2"] {
+        let cluster = fleet.cluster(c);
+        wait_gone(&cluster, &instance_ref("apps", "i0")).await;
+        wait_gone(&cluster, &instance_ref("apps", "i1")).await;
+        assert!(get(&cluster, &instance_ref("apps", "i2")).await.is_some());
+        assert!(
+            get(&cluster, &instance_ref("apps", "guarded"))
+                .await
+                .is_some()
+        );
+    }
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_moved_to_another_repository_changes_owner_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Repo::new(dir.path(), "a");
+    let b = Repo::new(dir.path(), "b");
+    a.write("instances/db.yaml", &instance_doc("db", "data", &[], ""));
+    a.commit("db in a");
+    b.commit("empty b");
+    let fleet = Fleet::new(&["c1"]);
+    let c1 = fleet.cluster("c1");
+    let daemon = Daemon::start(
+        fleet.config(dir.path(), "", &[("a", a.url(), ""), ("b", b.url(), "")]),
+        fleet.options(),
+    )
+    .await
+    .expect("daemon");
+    wait_complete(&c1, "data", "db").await;
+    let r = instance_ref("data", "db");
+    let before = get(&c1, &r).await.expect("db");
+    assert_eq!(before["metadata"]["labels"]["kudo.dev/repository"], "a");
+    // Moved: b declares it, a drops it (two commits, two repositories, synced in any order).
+    b.write("instances/db.yaml", &instance_doc("db", "data", &[], ""));
+    b.commit("db moves to b");
+    a.remove("instances/db.yaml");
+    a.commit("db left a");
+    daemon.shared.sync_now(None);
+    wait_until("owner label moves to b", || async {
+        let v = get(&c1, &r).await;
+        match v
+            .as_ref()
+            .map(|v| v["metadata"]["labels"]["kudo.dev/repository"].clone())
+        {
+            Some(Value::String(s)) if s == "b" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    wait_passes(&daemon.shared, 3).await;
+    let after = get(&c1, &r).await.expect("db");
+    assert_eq!(
+        after["metadata"]["uid"], before["metadata"]["uid"],
+        "never re-created"
+    );
+    assert_eq!(
+        after["status"]["planStatus"]["deploy"]["uid"],
+        before["status"]["planStatus"]["deploy"]["uid"],
+        "no plan re-ran"
+    );
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_writes_need_a_loopback_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path(), "fleet");
+    repo.commit("empty");
+    let fleet = Fleet::new(&["c1"]);
+    let config = fleet.config(
+        dir.path(),
+        "listen: 0.0.0.0:0\n",
+        &[("fleet", repo.url(), "")],
+    );
+    let daemon = Daemon::start(config, fleet.options())
+        .await
+        .expect("daemon");
+    assert!(!daemon.shared.loopback_listener());
+    let app = kudo::gitops::serve::router(daemon.shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let body = "{\"revision\": \"0123456789\"}";
+    let path = "/api/v1/repositories/fleet/confirm-deletions";
+    let (code, text) = tokio::task::spawn_blocking(move || http(addr, "POST", path, None, body))
+        .await
+        .expect("join");
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("loopback"), "{text}");
+    let (code, _) =
+        tokio::task::spawn_blocking(move || http(addr, "GET", "/api/v1/status", None, ""))
+            .await
+            .expect("join");
+    assert_eq!(code, 200, "reads stay open");
+    daemon.shutdown().await;
+}
