@@ -174,7 +174,7 @@ async fn diff_of_a_parameter_change_against_the_live_cluster() {
   parameter MESSAGE: "one" -> "two"
 --- live/ConfigMap NS/probe-config
 +++ revision/ConfigMap NS/probe-config
-@@ -20,5 +20,5 @@
+@@ -25,5 +25,5 @@
    namespace: NS
    name: probe-config
  data:

@@ -274,12 +274,8 @@ mod tests {
         let mine = json!({"metadata": {
             "labels": {"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "i"},
             "managedFields": [{"manager": "kudo", "operation": "Apply"}]}});
-        assert_eq!(prunable(&mine, "op", "i", ""), Ok(()));
-        assert_eq!(
-            prunable(&mine, "op", "i", "uid-1"),
-            Ok(()),
-            "old objects have no uid label"
-        );
+        assert_eq!(prunable(&mine, "op", "i"), Ok(()));
+        assert!(made_by_kudo(&mine));
         let other_instance = json!({"metadata": {
             "labels": {"heritage": "kudo", "kudo.dev/operator": "op", "kudo.dev/instance": "j"},
             "managedFields": [{"manager": "kudo"}]}});
