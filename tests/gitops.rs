@@ -506,8 +506,12 @@ async fn serve_on_three_real_clusters() {
     repo.write(file, &instance_doc(name, &ns, "three", true, "serial"));
     repo.commit("a failing check");
     assert_eq!(post_hook(addr, &[("X-Gitlab-Token", "s3cret")], body), 202);
+    // (The cluster's progress is read live; the rollout state is the planner's next pass.)
     let doc = wait_serial(&shared, name, &names, "halt on c1", |d| {
         progress(d, name).get("c1").map(String::as_str) == Some("Failed")
+            && d.instances.iter().any(|i| {
+                i.name == name && matches!(i.rollout, kudo::gitops::rollout::State::Halted { .. })
+            })
     })
     .await;
     let inst = doc
