@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod controller;
 pub mod drift;
+pub mod guard;
 pub mod duration;
 pub mod objects;
 pub mod pipe;

@@ -136,9 +136,51 @@ pub fn default_identity() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "kudo".to_string());
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}", &id[..8])
+    unique_identity(&host)
 }
+
+/// `base` with a random suffix. Explicit identities get one too: two replicas configured
+/// with the same `identity` would otherwise both see themselves as the holder and both lead.
+pub fn unique_identity(base: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{base}-{}", id.get(..8).unwrap_or(&id))
+}
+
+/// Pure: how long a leader that last renewed (successfully started a renewal) at
+/// `last_renew` may still act at `now`; `None` once `renew_deadline` has passed, when it
+/// must stop writing. A standby acquires the lease no earlier than `leaseDuration` after it
+/// saw that renewal, which config validation keeps longer than `renewDeadline + retryPeriod`.
+pub fn renew_budget(last_renew: Instant, now: Instant, renew_deadline: Duration) -> Option<Duration> {
+    let left = (last_renew + renew_deadline).saturating_duration_since(now);
+    (!left.is_zero()).then_some(left)
+}
+
+/// A client that refuses every write (any method but GET, HEAD and OPTIONS) while `leading`
+/// is false, checked as each request is sent: a leader whose lease lapsed cannot write
+/// through it, whatever task holds it (workers, engines, status updates).
+pub fn leader_gated_client(client: kube::Client, leading: watch::Receiver<bool>) -> kube::Client {
+    let namespace = client.default_namespace().to_string();
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let client = client.clone();
+        let read = matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        let allowed = read || *leading.borrow();
+        async move {
+            if !allowed {
+                return Err(kube::Error::Service(Box::new(NotLeader)));
+            }
+            client.send(req).await
+        }
+    });
+    kube::Client::new(service, namespace)
+}
+
+/// The error of a write refused by [`leader_gated_client`].
+#[derive(Debug, thiserror::Error)]
+#[error("not the leader (lease not held or not renewed in time): write refused")]
+pub struct NotLeader;
 
 enum Outcome {
     Leading,
@@ -170,7 +212,11 @@ impl Elector {
         };
         Ok(Elector {
             api: Api::namespaced(cluster.client().clone(), &config.namespace),
-            identity: config.identity.clone().unwrap_or_else(default_identity),
+            identity: config
+                .identity
+                .as_deref()
+                .map(unique_identity)
+                .unwrap_or_else(default_identity),
             config: config.clone(),
         })
     }
@@ -195,10 +241,18 @@ impl Elector {
         let mut logged_holder: Option<String> = None;
         let mut error_logged = false;
         loop {
-            let attempt = tokio::time::timeout(c.renew_deadline, self.try_once(&mut last)).await;
+            let started = Instant::now();
+            // A leader's attempt may not outlast its renew deadline: leadership ends then.
+            let budget = if is_leader {
+                renew_budget(last_renew, started, c.renew_deadline).unwrap_or_default()
+            } else {
+                c.renew_deadline
+            };
+            let attempt = tokio::time::timeout(budget, self.try_once(&mut last)).await;
             match attempt {
                 Ok(Ok(Outcome::Leading)) => {
-                    last_renew = Instant::now();
+                    // Counted from before the request: the lease's renewTime is no older.
+                    last_renew = started;
                     error_logged = false;
                     if !is_leader {
                         is_leader = true;
@@ -231,15 +285,22 @@ impl Elector {
                     }
                 }
             }
-            if is_leader && last_renew.elapsed() >= c.renew_deadline {
+            let left = renew_budget(last_renew, Instant::now(), c.renew_deadline);
+            if is_leader && left.is_none() {
                 leading.send_replace(false);
+                error!(%lease, "lease not renewed within the renew deadline; stopping every write");
                 return Err(self.lost(format!(
                     "not renewed within the renew deadline of {:?}",
                     c.renew_deadline
                 )));
             }
+            // A leader never sleeps past its deadline: it wakes to try (and to give up) in time.
+            let pause = match left {
+                Some(left) if is_leader => c.retry_period.min(left),
+                _ => c.retry_period,
+            };
             let stopping = tokio::select! {
-                _ = tokio::time::sleep(c.retry_period) => false,
+                _ = tokio::time::sleep(pause) => false,
                 _ = stop.wait_for(|s| *s) => true,
             };
             if stopping {
@@ -422,6 +483,33 @@ mod tests {
         ));
         let last = observe(last, Some(&renewed), t1);
         assert_eq!(last.map(|o| o.at), Some(t1));
+    }
+
+    #[test]
+    fn explicit_identities_get_a_unique_suffix() {
+        let a = unique_identity("kudo-0");
+        let b = unique_identity("kudo-0");
+        assert!(a.starts_with("kudo-0-") && b.starts_with("kudo-0-"), "{a} {b}");
+        assert_ne!(a, b, "two replicas with one configured identity are two holders");
+        // So the second one stands by instead of renewing the first one's lease.
+        let t0 = Instant::now();
+        assert!(matches!(
+            decide(&b, Some(&held(&a, "t0")), None, t0, D),
+            Decision::Standby { .. }
+        ));
+    }
+
+    #[test]
+    fn a_leader_stops_acting_when_the_renew_deadline_passes() {
+        let t0 = Instant::now();
+        let deadline = Duration::from_secs(10);
+        assert_eq!(renew_budget(t0, t0, deadline), Some(deadline));
+        assert_eq!(
+            renew_budget(t0, t0 + Duration::from_secs(7), deadline),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(renew_budget(t0, t0 + deadline, deadline), None);
+        assert_eq!(renew_budget(t0, t0 + Duration::from_secs(60), deadline), None);
     }
 
     #[test]
