@@ -85,7 +85,10 @@ async fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>)
             Ok(v) => return v,
             Err(e) => e,
         };
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {last}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {last}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -94,7 +97,10 @@ async fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>)
 fn live(shared: &Shared, name: &str) -> Result<serde_json::Value, String> {
     let detail = shared.instance_detail(Some("apps"), name)?;
     let v = serde_json::to_value(&detail).map_err(|e| e.to_string())?;
-    let inst = v.pointer("/clusters/c/instance").cloned().unwrap_or_default();
+    let inst = v
+        .pointer("/clusters/c/instance")
+        .cloned()
+        .unwrap_or_default();
     if inst.is_null() {
         return Err(format!("apps/{name} not applied yet: {v}"));
     }
@@ -256,7 +262,11 @@ async fn a_panicking_reconcile_is_reported_and_the_engine_carries_on() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(short, Some(json!("sec...")), "the engine stopped after the panic");
+    assert_eq!(
+        short,
+        Some(json!("sec...")),
+        "the engine stopped after the panic"
+    );
     assert!(shared.ready(), "{:?}", shared.not_ready_reason());
     assert_eq!(http_get(addr, "/readyz").0, 200);
     let metrics = shared.metrics_text();
@@ -358,7 +368,11 @@ async fn instance_api_masks_sensitive_parameters() {
     let work = tempfile::tempdir().expect("tempdir");
     let repo = work.path().join("repo");
     write_framework(&repo);
-    write(&repo, "instances/db.yaml", &instance_doc("db", "t", password));
+    write(
+        &repo,
+        "instances/db.yaml",
+        &instance_doc("db", "t", password),
+    );
     let daemon = Daemon::start(config(work.path(), &repo), options(&[]))
         .await
         .expect("daemon");
@@ -429,7 +443,13 @@ async fn diff_masks_sensitive_parameters_and_secret_data() {
     let diff = kudo::gitops::diff::diff_cluster(&cluster, &desired).await;
     let text = kudo::gitops::diff::render(&[diff], &desired.revision, false);
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    for secret in [old.to_string(), new.to_string(), b64(old), b64(new), b64("app")] {
+    for secret in [
+        old.to_string(),
+        new.to_string(),
+        b64(old),
+        b64(new),
+        b64("app"),
+    ] {
         assert!(!text.contains(&secret), "{secret} shown:\n{text}");
     }
     for needle in [

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::ResourceExt;
 use serde_json::json;
 use tracing::{error, info, warn};
 
@@ -105,7 +105,11 @@ pub async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, String> {
 }
 
 fn key_of(inst: &Instance) -> String {
-    format!("{}/{}", inst.namespace().unwrap_or_default(), inst.name_any())
+    format!(
+        "{}/{}",
+        inst.namespace().unwrap_or_default(),
+        inst.name_any()
+    )
 }
 
 /// [`reconcile`], with a panic caught and reported instead of ending the controller.
@@ -233,10 +237,13 @@ async fn set_panic_condition(inst: &Instance, ctx: &Context, message: Option<&st
             "the last reconcile finished without a panic".to_string(),
         ),
     };
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::now(),
-    );
-    match status.conditions.iter_mut().find(|c| c.type_ == PANIC_CONDITION) {
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == PANIC_CONDITION)
+    {
         Some(c) => {
             if c.status == value && c.message == text {
                 return;
@@ -301,7 +308,11 @@ mod tests {
         assert_eq!(p.delay("a/x"), Duration::from_secs(1));
         assert_eq!(p.record("a/x", true), 2);
         assert_eq!(p.delay("a/x"), Duration::from_secs(2));
-        assert_eq!(p.delay("b/y"), Duration::from_secs(1), "others are not affected");
+        assert_eq!(
+            p.delay("b/y"),
+            Duration::from_secs(1),
+            "others are not affected"
+        );
         p.record("a/x", false);
         assert_eq!(p.delay("a/x"), Duration::from_secs(1));
     }

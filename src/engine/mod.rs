@@ -5,8 +5,8 @@
 pub mod backoff;
 pub mod controller;
 pub mod drift;
-pub mod guard;
 pub mod duration;
+pub mod guard;
 pub mod objects;
 pub mod pipe;
 pub mod prune;

@@ -1047,7 +1047,9 @@ clusters:
     fn retry_and_renew_that_reach_the_lease_duration_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = |lease: &str, renew: &str, retry: &str| {
-            format!("leaderElection: {{leaseDuration: {lease}, renewDeadline: {renew}, retryPeriod: {retry}}}\nrepositories: [{{name: r, url: .}}]\nclusters: [{{name: c, sim: {{}}}}]\n")
+            format!(
+                "leaderElection: {{leaseDuration: {lease}, renewDeadline: {renew}, retryPeriod: {retry}}}\nrepositories: [{{name: r, url: .}}]\nclusters: [{{name: c, sim: {{}}}}]\n"
+            )
         };
         // 10s + 5s = 15s: a standby could take over while the leader has not yet noticed.
         let all = problems(&text("15s", "10s", "5s"), dir.path()).join("\n");

@@ -228,11 +228,7 @@ pub fn all_secrets(desired: &DesiredState) -> Vec<String> {
 
 /// What must not appear in the text of one instance's diff: its sensitive parameters'
 /// values, desired and live.
-fn diff_secrets(
-    desired: &DesiredState,
-    key: &str,
-    live: Option<&Instance>,
-) -> Vec<String> {
+fn diff_secrets(desired: &DesiredState, key: &str, live: Option<&Instance>) -> Vec<String> {
     let Some(inst) = desired.instances.get(key) else {
         // Removed: nothing says which are sensitive; hide every value.
         let params = live.map(|l| l.spec.parameters.clone()).unwrap_or_default();

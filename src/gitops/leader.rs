@@ -150,7 +150,11 @@ pub fn unique_identity(base: &str) -> String {
 /// `last_renew` may still act at `now`; `None` once `renew_deadline` has passed, when it
 /// must stop writing. A standby acquires the lease no earlier than `leaseDuration` after it
 /// saw that renewal, which config validation keeps longer than `renewDeadline + retryPeriod`.
-pub fn renew_budget(last_renew: Instant, now: Instant, renew_deadline: Duration) -> Option<Duration> {
+pub fn renew_budget(
+    last_renew: Instant,
+    now: Instant,
+    renew_deadline: Duration,
+) -> Option<Duration> {
     let left = (last_renew + renew_deadline).saturating_duration_since(now);
     (!left.is_zero()).then_some(left)
 }
@@ -210,15 +214,20 @@ impl Elector {
             // Validation refuses `sim`; in-cluster is the default.
             _ => Cluster::in_cluster("leader-election").map_err(fail)?,
         };
-        Ok(Elector {
-            api: Api::namespaced(cluster.client().clone(), &config.namespace),
+        Ok(Elector::with_client(cluster.client().clone(), config))
+    }
+
+    /// An elector on the Lease `config` names, through `client`.
+    pub fn with_client(client: kube::Client, config: &LeaderElectionConfig) -> Elector {
+        Elector {
+            api: Api::namespaced(client, &config.namespace),
             identity: config
                 .identity
                 .as_deref()
                 .map(unique_identity)
                 .unwrap_or_else(default_identity),
             config: config.clone(),
-        })
+        }
     }
 
     pub fn identity(&self) -> &str {
@@ -489,8 +498,14 @@ mod tests {
     fn explicit_identities_get_a_unique_suffix() {
         let a = unique_identity("kudo-0");
         let b = unique_identity("kudo-0");
-        assert!(a.starts_with("kudo-0-") && b.starts_with("kudo-0-"), "{a} {b}");
-        assert_ne!(a, b, "two replicas with one configured identity are two holders");
+        assert!(
+            a.starts_with("kudo-0-") && b.starts_with("kudo-0-"),
+            "{a} {b}"
+        );
+        assert_ne!(
+            a, b,
+            "two replicas with one configured identity are two holders"
+        );
         // So the second one stands by instead of renewing the first one's lease.
         let t0 = Instant::now();
         assert!(matches!(
@@ -509,7 +524,86 @@ mod tests {
             Some(Duration::from_secs(3))
         );
         assert_eq!(renew_budget(t0, t0 + deadline, deadline), None);
-        assert_eq!(renew_budget(t0, t0 + Duration::from_secs(60), deadline), None);
+        assert_eq!(
+            renew_budget(t0, t0 + Duration::from_secs(60), deadline),
+            None
+        );
+    }
+
+    /// A leader whose lease API stops answering stops leading by itself once its renew
+    /// deadline passes (before a standby could take the lease), returns the loss, and from
+    /// then on a leader-gated client refuses every write while reads go through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_that_cannot_renew_stops_every_write() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let sim = crate::sim::SimCluster::new("mgmt");
+        let config = LeaderElectionConfig {
+            access: ClusterAccess::InCluster,
+            namespace: "default".into(),
+            name: "kudo".into(),
+            identity: Some("same".into()),
+            lease_duration: Duration::from_secs(3),
+            renew_deadline: Duration::from_secs(2),
+            retry_period: Duration::from_millis(200),
+        };
+        let elector = Elector::with_client(sim.client(), &config);
+        assert!(
+            elector.identity().starts_with("same-"),
+            "{}",
+            elector.identity()
+        );
+        let (tx, mut leading) = watch::channel(false);
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(elector.run(tx, stop));
+        leading.wait_for(|l| *l).await.expect("leads");
+        let gated = leader_gated_client(sim.client(), leading.clone());
+        let configmaps: Api<ConfigMap> = Api::namespaced(gated, "default");
+        let cm = |name: &str| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        configmaps
+            .create(&PostParams::default(), &cm("while-leading"))
+            .await
+            .expect("a leader writes");
+
+        sim.faults().set_partitioned(true);
+        let partitioned = Instant::now();
+        leading.wait_for(|l| !*l).await.expect("stops leading");
+        let after = partitioned.elapsed();
+        println!(
+            "stopped leading {after:?} after the lease API went away (renew deadline 2s, lease 3s)"
+        );
+        let outcome = task.await.expect("elector task");
+        assert!(
+            matches!(&outcome, Err(LeaderError::Lost { reason, .. }) if reason.contains("renew deadline")),
+            "{outcome:?}"
+        );
+        sim.faults().set_partitioned(false);
+        let refused = configmaps
+            .create(&PostParams::default(), &cm("after-the-deadline"))
+            .await
+            .expect_err("no write after the renew deadline");
+        assert!(refused.to_string().contains("not the leader"), "{refused}");
+        assert!(
+            configmaps
+                .get_opt("while-leading")
+                .await
+                .expect("reads")
+                .is_some()
+        );
+        let plain: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+        assert!(
+            plain
+                .get_opt("after-the-deadline")
+                .await
+                .expect("read")
+                .is_none(),
+            "the refused write never reached the cluster"
+        );
     }
 
     #[test]

@@ -284,11 +284,12 @@ impl Daemon {
             }
             .with_request_timeout(c.request_timeout)
             .with_api_metrics(metrics.cluster.clone());
-        // With leader election every write to the cluster checks leadership as it is sent.
-        let cluster = match &leading {
-            Some(l) => cluster.map_client(|client| super::leader::leader_gated_client(client, l.clone())),
-            None => cluster,
-        };
+            // With leader election every write to the cluster checks leadership as it is sent.
+            let cluster = match &leading {
+                Some(l) => cluster
+                    .map_client(|client| super::leader::leader_gated_client(client, l.clone())),
+                None => cluster,
+            };
             metrics.cluster.set_up(&c.name, false, None);
             slots.push(Arc::new(ClusterSlot {
                 info: ClusterInfo {
@@ -359,9 +360,11 @@ impl Daemon {
         });
         let mut tasks = Vec::new();
         let (s, rx) = (shared.clone(), stop_rx.clone());
-        shared.health.spawn("planner", "", stop_rx.clone(), move || {
-            planner(s.clone(), rx.clone())
-        });
+        shared
+            .health
+            .spawn("planner", "", stop_rx.clone(), move || {
+                planner(s.clone(), rx.clone())
+            });
         tasks.push(tokio::spawn(mirror_leader(
             leading,
             shared.metrics.leader.clone(),
@@ -371,9 +374,11 @@ impl Daemon {
         for slot in &shared.clusters {
             let (s, slot, rx) = (shared.clone(), slot.clone(), stop_rx.clone());
             let name = slot.info.name.clone();
-            shared.health.spawn("worker", &name, stop_rx.clone(), move || {
-                cluster_worker(s.clone(), slot.clone(), rx.clone())
-            });
+            shared
+                .health
+                .spawn("worker", &name, stop_rx.clone(), move || {
+                    cluster_worker(s.clone(), slot.clone(), rx.clone())
+                });
         }
         for repo in &config.repositories {
             let (tx, rx) = tokio::sync::mpsc::channel(1);

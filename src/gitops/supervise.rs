@@ -263,7 +263,11 @@ mod tests {
         );
         stop_tx.send_replace(true);
         health.join().await;
-        assert_eq!(finished.load(Ordering::SeqCst), 1, "shutdown waited for the task");
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            1,
+            "shutdown waited for the task"
+        );
     }
 
     #[tokio::test]

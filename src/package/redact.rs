@@ -248,6 +248,9 @@ mod tests {
             &names(&["PIN", "PW"]),
         );
         assert_eq!(secrets, vec!["longer-secret".to_string()]);
-        assert_eq!(scrub("a longer-secret b 12", &secrets), format!("a {MASK} b 12"));
+        assert_eq!(
+            scrub("a longer-secret b 12", &secrets),
+            format!("a {MASK} b 12")
+        );
     }
 }
