@@ -680,7 +680,9 @@ impl Shared {
         }
         drop(repos);
         if let Some(c) = &combined {
-            self.notifier.set_secrets(super::diff::all_secrets(c));
+            let secrets = super::diff::all_secrets(c);
+            crate::package::redact::set_process_secrets(secrets.clone());
+            self.notifier.set_secrets(secrets);
         }
         *self.desired.write().unwrap_or_else(|p| p.into_inner()) = combined.map(Arc::new);
         self.plan();

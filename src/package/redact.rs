@@ -185,6 +185,51 @@ fn secret_entries(v: &Value) -> BTreeMap<String, Value> {
     out
 }
 
+/// The sensitive values of the running control plane's desired state, for the panic hook.
+static PROCESS_SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Remembers the values [`install_panic_hook`] scrubs from panic messages.
+pub fn set_process_secrets(secrets: Vec<String>) {
+    *PROCESS_SECRETS.write().unwrap_or_else(|p| p.into_inner()) = secrets;
+}
+
+/// A panic message as the hook prints it: scrubbed of the process's sensitive values.
+pub fn scrub_panic_message(message: &str) -> String {
+    let secrets = PROCESS_SECRETS.read().unwrap_or_else(|p| p.into_inner());
+    scrub(message, &secrets)
+}
+
+/// Replaces the default panic hook, which prints the raw panic message to stderr (a panic
+/// in a template function quotes the text it was given, possibly a sensitive value), by one
+/// that prints it scrubbed of the values given to [`set_process_secrets`].
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "(a panic without a message)".to_string()
+        };
+        let message = scrub_panic_message(&message);
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
+            _ => String::new(),
+        };
+        eprintln!(
+            "thread '{}' panicked at {at}:\n{message}{backtrace}",
+            thread.name().unwrap_or("<unnamed>")
+        );
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +281,17 @@ mod tests {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}});
         mask_secret_pair(Some(&mut cm), None);
         assert_eq!(cm["data"]["a"], "b");
+    }
+
+    #[test]
+    fn panic_messages_are_scrubbed_of_the_process_secrets() {
+        set_process_secrets(vec!["ééé-sensitive-text".to_string()]);
+        let m = scrub_panic_message("byte index 3 is not a char boundary of `ééé-sensitive-text`");
+        assert_eq!(
+            m,
+            format!("byte index 3 is not a char boundary of `{MASK}`")
+        );
+        set_process_secrets(Vec::new());
     }
 
     #[test]
