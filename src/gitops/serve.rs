@@ -230,8 +230,8 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start`], but cluster workers (every write to clusters, the engine
-    /// included) wait until `leading` is true. Losing leadership afterwards must end the
-    /// daemon (`kudo serve` exits), as the engines already started keep running.
+    /// included) wait until `leading` is true. When it turns false every write stops: the
+    /// clusters' clients refuse writes and the engines stop; `kudo serve` then exits.
     pub async fn start_gated(
         config: Config,
         options: Options,
