@@ -198,10 +198,15 @@ fn instance_doc(name: &str, namespace: &str, fleet: &str, params: &str) -> Strin
 }
 
 async fn get_opt(cluster: &Cluster, api: &str, kind: &str, ns: &str, name: &str) -> Option<Value> {
-    cluster
+    match cluster
         .get_opt(&ObjectRef::new(api, kind, Some(ns), name))
         .await
-        .expect("read object")
+    {
+        Ok(v) => v,
+        // On a fresh environment kudo's CRDs appear only once the leader installed them.
+        Err(e) if e.kind() == kudo::cluster::ErrorKind::UnknownKind => None,
+        Err(e) => panic!("read object: {e}"),
+    }
 }
 
 async fn lease_holder(cluster: &Cluster, ns: &str) -> Option<String> {
