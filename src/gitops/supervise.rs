@@ -34,7 +34,8 @@ pub struct ComponentLabels {
 /// Whether each supervised task runs, and the restart counters.
 pub struct Health {
     components: Mutex<BTreeMap<String, bool>>,
-    handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Each supervisor's task, by component name (a finished one before shutdown is down).
+    handles: Mutex<Vec<(String, JoinHandle<()>)>>,
     restarts: Family<ComponentLabels, Counter>,
     up: Family<ComponentLabels, Gauge>,
 }
@@ -75,13 +76,20 @@ impl Health {
         Arc::new(h)
     }
 
-    /// Core tasks that are down (stopped or panicked, waiting for their restart).
+    /// Core tasks that are down (stopped or panicked, waiting for their restart), or whose
+    /// supervisor itself ended.
     pub fn down(&self) -> Vec<String> {
-        lock(&self.components)
+        let mut down: Vec<String> = lock(&self.components)
             .iter()
             .filter(|(_, up)| !**up)
             .map(|(name, _)| name.clone())
-            .collect()
+            .collect();
+        for (name, h) in lock(&self.handles).iter() {
+            if h.is_finished() && !down.contains(name) {
+                down.push(name.clone());
+            }
+        }
+        down
     }
 
     fn set(&self, labels: &ComponentLabels, up: bool) {
@@ -106,16 +114,16 @@ impl Health {
             component,
             cluster: cluster.to_string(),
         };
+        let name = display(&labels);
         {
             let mut components = lock(&self.components);
-            let name = display(&labels);
             if components.contains_key(&name) {
                 return false;
             }
-            components.insert(name, true);
+            components.insert(name.clone(), true);
         }
         let handle = tokio::spawn(supervise(self.clone(), labels, stop, make));
-        lock(&self.handles).push(handle);
+        lock(&self.handles).push((name, handle));
         true
     }
 
@@ -127,9 +135,9 @@ impl Health {
             if handles.is_empty() {
                 return;
             }
-            for h in handles {
+            for (name, h) in handles {
                 if tokio::time::timeout(JOIN_TIMEOUT, h).await.is_err() {
-                    warn!("a supervised task did not stop within {JOIN_TIMEOUT:?}");
+                    warn!(component = %name, "a supervised task did not stop within {JOIN_TIMEOUT:?}");
                 }
             }
         }
