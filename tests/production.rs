@@ -198,10 +198,15 @@ fn instance_doc(name: &str, namespace: &str, fleet: &str, params: &str) -> Strin
 }
 
 async fn get_opt(cluster: &Cluster, api: &str, kind: &str, ns: &str, name: &str) -> Option<Value> {
-    cluster
+    match cluster
         .get_opt(&ObjectRef::new(api, kind, Some(ns), name))
         .await
-        .expect("read object")
+    {
+        Ok(v) => v,
+        // On a fresh environment kudo's CRDs appear only once the leader installed them.
+        Err(e) if e.kind() == kudo::cluster::ErrorKind::UnknownKind => None,
+        Err(e) => panic!("read object: {e}"),
+    }
 }
 
 async fn lease_holder(cluster: &Cluster, ns: &str) -> Option<String> {
@@ -1499,6 +1504,62 @@ async fn a_leader_that_loses_its_lease_exits_and_a_stopped_one_releases_it() {
         )),
         "{logs}"
     );
+    let _ = mgmt
+        .delete(&ObjectRef::new("v1", "Namespace", None, &lease_ns))
+        .await;
+}
+
+/// Two replicas configured with the same explicit `identity` are still two holders: one
+/// leads, the other stands by (each identity gets a unique suffix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_the_same_identity_never_both_lead() {
+    let kubeconfig = envtest::kubeconfig();
+    let mgmt = envtest::cluster(1).await;
+    let lease_ns = envtest::unique("same-id");
+    mgmt.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lease_ns}}))
+        .await
+        .expect("lease namespace");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    write_two_step_framework(&repo, "");
+    write(
+        dir.path(),
+        "kudo.yaml",
+        &format!(
+            "repositories:\n  - {{name: r, url: {repo}}}\nclusters:\n  - {{name: sim, sim: {{}}}}\nleaderElection:\n  kubeconfig: {kc}\n  context: envtest-1\n  namespace: {lease_ns}\n  identity: kudo-0\n  leaseDuration: 4s\n  renewDeadline: 3s\n  retryPeriod: 500ms\n",
+            repo = repo.display(),
+            kc = kubeconfig.display(),
+        ),
+    );
+    let config = dir.path().join("kudo.yaml");
+    let a = Serve::start(dir.path(), "a", &config, &[]);
+    let holder = wait_for("a to lead", TIMEOUT, || async {
+        lease_holder(&mgmt, &lease_ns)
+            .await
+            .filter(|h| h.starts_with("kudo-0"))
+    })
+    .await;
+    wait_for("a's kudo_leader to be 1", TIMEOUT, || async {
+        (a.leader_gauge() == Some(1)).then_some(())
+    })
+    .await;
+    let b = Serve::start(dir.path(), "b", &config, &[]);
+    wait_for("b to stand by", TIMEOUT, || async {
+        b.logs()
+            .contains("standby: another replica holds the lease")
+            .then_some(())
+    })
+    .await;
+    wait_for("b's kudo_leader to be served", TIMEOUT, || async {
+        b.leader_gauge()
+    })
+    .await;
+    assert_eq!(b.leader_gauge(), Some(0), "b must not lead: {}", b.logs());
+    assert_eq!(a.leader_gauge(), Some(1), "a still leads: {}", a.logs());
+    assert_eq!(lease_holder(&mgmt, &lease_ns).await, Some(holder.clone()));
+    assert!(holder.starts_with("kudo-0-"), "a unique suffix: {holder}");
+    drop(b);
+    drop(a);
     let _ = mgmt
         .delete(&ObjectRef::new("v1", "Namespace", None, &lease_ns))
         .await;

@@ -32,6 +32,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> CliResult {
+    crate::package::redact::install_panic_hook();
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => {

@@ -142,6 +142,12 @@ impl Cluster {
         self
     }
 
+    /// Wraps this handle's client (e.g. in a layer that refuses writes).
+    pub fn map_client(mut self, f: impl FnOnce(kube::Client) -> kube::Client) -> Self {
+        self.client = f(self.client);
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -15,17 +15,18 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::api::Instance;
 use crate::cluster::Cluster;
 
+use super::guard::{Panics, error_action, reconcile_guarded};
 use super::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL};
-use super::reconcile::{Context, ReconcileError, reconcile};
+use super::reconcile::Context;
 
 /// Runs the engine for every Instance on `cluster` (in `namespace`, or all namespaces) until
 /// `shutdown` resolves.
@@ -48,6 +49,9 @@ pub async fn run_with(
     let client = ctx.cluster.client().clone();
     let owned = watcher::Config::default().labels(&format!("{HERITAGE_LABEL}={HERITAGE_VALUE}"));
     let ns = namespace.as_deref();
+    // A panic in one reconcile is caught there (see `super::guard`): the controller goes on.
+    let panics = Arc::new(Panics::default());
+    let backoff = panics.clone();
     Controller::new(api::<Instance>(&client, ns), watcher::Config::default())
         .watches(api::<Deployment>(&client, ns), owned.clone(), owner_of)
         .watches(api::<StatefulSet>(&client, ns), owned.clone(), owner_of)
@@ -58,7 +62,11 @@ pub async fn run_with(
         .watches(api::<Service>(&client, ns), owned.clone(), owner_of)
         .watches(api::<ServiceAccount>(&client, ns), owned, owner_of)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |inst, ctx| reconcile_guarded(inst, ctx, panics.clone()),
+            move |inst, error, _ctx| error_action(&inst, error, &backoff),
+            ctx,
+        )
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => debug!(instance = %obj.name, "reconciled"),
@@ -84,14 +92,4 @@ fn owner_of<K: Resource>(obj: K) -> Option<ObjectRef<Instance>> {
     let instance = obj.labels().get(INSTANCE_LABEL)?.clone();
     let namespace = obj.namespace()?;
     Some(ObjectRef::new(&instance).within(&namespace))
-}
-
-fn error_policy(inst: Arc<Instance>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    warn!(
-        instance = %inst.name_any(),
-        category = error.category(),
-        %error,
-        "reconcile failed"
-    );
-    Action::requeue(Duration::from_secs(5))
 }

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod controller;
 pub mod drift;
 pub mod duration;
+pub mod guard;
 pub mod objects;
 pub mod pipe;
 pub mod prune;

@@ -594,6 +594,14 @@ impl Validator {
                 "must be shorter than renewDeadline",
             );
         }
+        // A leader notices a lapsed renewal up to one retryPeriod late; a standby may take
+        // the lease leaseDuration after the last renewal it saw.
+        if retry_period + renew_deadline >= lease_duration {
+            self.problem(
+                &join(at, "retryPeriod"),
+                "retryPeriod + renewDeadline must be shorter than leaseDuration (otherwise a standby may take the lease while the old leader still writes)",
+            );
+        }
         Some(LeaderElectionConfig {
             access,
             namespace,
@@ -1157,6 +1165,23 @@ clusters:
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn retry_and_renew_that_reach_the_lease_duration_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = |lease: &str, renew: &str, retry: &str| {
+            format!(
+                "leaderElection: {{leaseDuration: {lease}, renewDeadline: {renew}, retryPeriod: {retry}}}\nrepositories: [{{name: r, url: .}}]\nclusters: [{{name: c, sim: {{}}}}]\n"
+            )
+        };
+        // 10s + 5s = 15s: a standby could take over while the leader has not yet noticed.
+        let all = problems(&text("15s", "10s", "5s"), dir.path()).join("\n");
+        assert!(
+            all.contains("leaderElection.retryPeriod: retryPeriod + renewDeadline must be shorter than leaseDuration"),
+            "{all}"
+        );
+        assert!(Config::parse("kudo.yaml", &text("15s", "10s", "2s"), dir.path()).is_ok());
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::cluster::{Cluster, ErrorKind, FIELD_MANAGER, ObjectRef};
 use crate::engine::drift::{keep_step_annotations, normalize};
 use crate::engine::runner::{ClusterRunner, InstanceInfo, applied_object};
 use crate::engine::trigger::{self, Decision, LAST_APPLIED_ANNOTATION, Snapshot};
+use crate::package::redact;
 use crate::package::{DirTree, params_value, resolve_parameters};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +38,14 @@ pub enum DiffError {
     Ref { reference: String, message: String },
 }
 
-/// One parameter's old and new value (`None`: not set).
+/// One parameter's old and new value (`None`: not set). The values of a parameter marked
+/// `sensitive: true` are never carried: both are [`redact::MASK`] (or `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamChange {
     pub name: String,
     pub old: Option<String>,
     pub new: Option<String>,
+    pub sensitive: bool,
 }
 
 /// What would run for a change: a plan, nothing, or a refusal by the engine.
@@ -128,6 +131,7 @@ pub fn instance_changes(
         let fw = desired
             .frameworks
             .get(&(inst.framework.clone(), inst.version.clone()));
+        let sensitive = sensitive_names(desired, inst);
         let decide = |last: Option<&Snapshot>, live: Option<&Instance>| match fw {
             Some(fw) => plan_outcome(trigger::decide(
                 &fw.operator_version.spec,
@@ -158,10 +162,19 @@ pub fn instance_changes(
                     .filter_map(|n| {
                         let old = l.spec.parameters.get(n).cloned();
                         let new = inst.parameters.get(n).cloned();
+                        let secret = sensitive.contains(n.as_str());
+                        let hide = |v: Option<String>| {
+                            if secret {
+                                v.map(|_| redact::MASK.to_string())
+                            } else {
+                                v
+                            }
+                        };
                         (old != new).then(|| ParamChange {
                             name: n.clone(),
-                            old,
-                            new,
+                            old: hide(old),
+                            new: hide(new),
+                            sensitive: secret,
                         })
                     })
                     .collect();
@@ -183,6 +196,52 @@ pub fn instance_changes(
             out.push(InstanceChange::Removed { key: key.clone() });
         }
     }
+    out
+}
+
+/// Parameters marked sensitive by any version of the instance's framework in the revision
+/// (a live instance may run another version than the one it moves to).
+pub fn sensitive_names(
+    desired: &DesiredState,
+    inst: &DesiredInstance,
+) -> std::collections::BTreeSet<String> {
+    desired
+        .frameworks
+        .iter()
+        .filter(|((framework, _), _)| *framework == inst.framework)
+        .flat_map(|(_, fw)| redact::sensitive_names(&fw.operator_version.spec.parameters))
+        .collect()
+}
+
+/// Every sensitive parameter value of a desired state (longest first), for scrubbing free
+/// text such as notification messages.
+pub fn all_secrets(desired: &DesiredState) -> Vec<String> {
+    let mut out: Vec<String> = desired
+        .instances
+        .values()
+        .flat_map(|i| redact::secret_values(&i.parameters, &sensitive_names(desired, i)))
+        .collect();
+    out.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    out.dedup();
+    out
+}
+
+/// What must not appear in the text of one instance's diff: its sensitive parameters'
+/// values, desired and live.
+fn diff_secrets(desired: &DesiredState, key: &str, live: Option<&Instance>) -> Vec<String> {
+    let Some(inst) = desired.instances.get(key) else {
+        // Removed: nothing says which are sensitive; hide every value.
+        let params = live.map(|l| l.spec.parameters.clone()).unwrap_or_default();
+        let all = params.keys().cloned().collect();
+        return redact::secret_values(&params, &all);
+    };
+    let sensitive = sensitive_names(desired, inst);
+    let mut out = redact::secret_values(&inst.parameters, &sensitive);
+    if let Some(l) = live {
+        out.extend(redact::secret_values(&l.spec.parameters, &sensitive));
+    }
+    out.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    out.dedup();
     out
 }
 
@@ -398,6 +457,13 @@ pub async fn diff_cluster(cluster: &Cluster, desired: &DesiredState) -> ClusterD
             }
             (_, None) => {}
         }
+        let secrets = diff_secrets(desired, &key, live_inst);
+        for o in &mut diff.objects {
+            o.unified = redact::scrub(&o.unified, &secrets);
+        }
+        for e in &mut diff.errors {
+            *e = redact::scrub(e, &secrets);
+        }
         instances.push(diff);
     }
     ClusterDiff {
@@ -472,7 +538,8 @@ pub fn unified(old: &str, new: &str, object: &str) -> String {
 async fn removed_objects(cluster: &Cluster, inventory: &[AppliedObject], diff: &mut InstanceDiff) {
     for entry in inventory.iter().rev() {
         match cluster.get_opt(&object_ref(entry)).await {
-            Ok(Some(live)) => {
+            Ok(Some(mut live)) => {
+                redact::mask_secret_pair(Some(&mut live), None);
                 let object = describe(entry);
                 diff.objects.push(ObjectDiff {
                     unified: unified(&to_yaml(&live), "", &object),
@@ -580,11 +647,19 @@ async fn object_diffs(
             None
         };
         let (old, new) = match &current {
-            None => (String::new(), to_yaml(&obj)),
+            None => {
+                let mut obj = obj.clone();
+                redact::mask_secret_pair(None, Some(&mut obj));
+                (String::new(), to_yaml(&obj))
+            }
             Some(current) => {
                 keep_step_annotations(&mut obj, current);
                 match cluster.apply_dry_run_as(&obj, FIELD_MANAGER).await {
-                    Ok(after) => (to_yaml(current), to_yaml(&after)),
+                    Ok(mut after) => {
+                        let mut current = current.clone();
+                        redact::mask_secret_pair(Some(&mut current), Some(&mut after));
+                        (to_yaml(&current), to_yaml(&after))
+                    }
                     Err(e) => {
                         diff.errors.push(e.to_string());
                         continue;
@@ -718,6 +793,15 @@ pub fn describe_change(change: &InstanceChange) -> String {
             let show =
                 |v: &Option<String>| v.as_deref().map_or("(unset)".into(), |s| format!("{s:?}"));
             for p in parameters {
+                if p.sensitive {
+                    let what = match (&p.old, &p.new) {
+                        (None, _) => "set",
+                        (_, None) => "unset",
+                        _ => "changed",
+                    };
+                    let _ = writeln!(out, "  parameter {}: {what} {}", p.name, redact::MASK);
+                    continue;
+                }
                 let _ = writeln!(
                     out,
                     "  parameter {}: {} -> {}",
@@ -801,7 +885,8 @@ mod tests {
                 &[ParamChange {
                     name: "REPLICAS".into(),
                     old: Some("1".into()),
-                    new: Some("3".into())
+                    new: Some("3".into()),
+                    sensitive: false,
                 }]
             ),
             other => panic!("{other:?}"),

@@ -136,9 +136,55 @@ pub fn default_identity() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "kudo".to_string());
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}", &id[..8])
+    unique_identity(&host)
 }
+
+/// `base` with a random suffix. Explicit identities get one too: two replicas configured
+/// with the same `identity` would otherwise both see themselves as the holder and both lead.
+pub fn unique_identity(base: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{base}-{}", id.get(..8).unwrap_or(&id))
+}
+
+/// Pure: how long a leader that last renewed (successfully started a renewal) at
+/// `last_renew` may still act at `now`; `None` once `renew_deadline` has passed, when it
+/// must stop writing. A standby acquires the lease no earlier than `leaseDuration` after it
+/// saw that renewal, which config validation keeps longer than `renewDeadline + retryPeriod`.
+pub fn renew_budget(
+    last_renew: Instant,
+    now: Instant,
+    renew_deadline: Duration,
+) -> Option<Duration> {
+    let left = (last_renew + renew_deadline).saturating_duration_since(now);
+    (!left.is_zero()).then_some(left)
+}
+
+/// A client that refuses every write (any method but GET, HEAD and OPTIONS) while `leading`
+/// is false, checked as each request is sent: a leader whose lease lapsed cannot write
+/// through it, whatever task holds it (workers, engines, status updates).
+pub fn leader_gated_client(client: kube::Client, leading: watch::Receiver<bool>) -> kube::Client {
+    let namespace = client.default_namespace().to_string();
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let client = client.clone();
+        let read = matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        let allowed = read || *leading.borrow();
+        async move {
+            if !allowed {
+                return Err(kube::Error::Service(Box::new(NotLeader)));
+            }
+            client.send(req).await
+        }
+    });
+    kube::Client::new(service, namespace)
+}
+
+/// The error of a write refused by [`leader_gated_client`].
+#[derive(Debug, thiserror::Error)]
+#[error("not the leader (lease not held or not renewed in time): write refused")]
+pub struct NotLeader;
 
 enum Outcome {
     Leading,
@@ -168,11 +214,20 @@ impl Elector {
             // Validation refuses `sim`; in-cluster is the default.
             _ => Cluster::in_cluster("leader-election").map_err(fail)?,
         };
-        Ok(Elector {
-            api: Api::namespaced(cluster.client().clone(), &config.namespace),
-            identity: config.identity.clone().unwrap_or_else(default_identity),
+        Ok(Elector::with_client(cluster.client().clone(), config))
+    }
+
+    /// An elector on the Lease `config` names, through `client`.
+    pub fn with_client(client: kube::Client, config: &LeaderElectionConfig) -> Elector {
+        Elector {
+            api: Api::namespaced(client, &config.namespace),
+            identity: config
+                .identity
+                .as_deref()
+                .map(unique_identity)
+                .unwrap_or_else(default_identity),
             config: config.clone(),
-        })
+        }
     }
 
     pub fn identity(&self) -> &str {
@@ -195,10 +250,18 @@ impl Elector {
         let mut logged_holder: Option<String> = None;
         let mut error_logged = false;
         loop {
-            let attempt = tokio::time::timeout(c.renew_deadline, self.try_once(&mut last)).await;
+            let started = Instant::now();
+            // A leader's attempt may not outlast its renew deadline: leadership ends then.
+            let budget = if is_leader {
+                renew_budget(last_renew, started, c.renew_deadline).unwrap_or_default()
+            } else {
+                c.renew_deadline
+            };
+            let attempt = tokio::time::timeout(budget, self.try_once(&mut last)).await;
             match attempt {
                 Ok(Ok(Outcome::Leading)) => {
-                    last_renew = Instant::now();
+                    // Counted from before the request: the lease's renewTime is no older.
+                    last_renew = started;
                     error_logged = false;
                     if !is_leader {
                         is_leader = true;
@@ -231,15 +294,22 @@ impl Elector {
                     }
                 }
             }
-            if is_leader && last_renew.elapsed() >= c.renew_deadline {
+            let left = renew_budget(last_renew, Instant::now(), c.renew_deadline);
+            if is_leader && left.is_none() {
                 leading.send_replace(false);
+                error!(%lease, "lease not renewed within the renew deadline; stopping every write");
                 return Err(self.lost(format!(
                     "not renewed within the renew deadline of {:?}",
                     c.renew_deadline
                 )));
             }
+            // A leader never sleeps past its deadline: it wakes to try (and to give up) in time.
+            let pause = match left {
+                Some(left) if is_leader => c.retry_period.min(left),
+                _ => c.retry_period,
+            };
             let stopping = tokio::select! {
-                _ = tokio::time::sleep(c.retry_period) => false,
+                _ = tokio::time::sleep(pause) => false,
                 _ = stop.wait_for(|s| *s) => true,
             };
             if stopping {
@@ -422,6 +492,118 @@ mod tests {
         ));
         let last = observe(last, Some(&renewed), t1);
         assert_eq!(last.map(|o| o.at), Some(t1));
+    }
+
+    #[test]
+    fn explicit_identities_get_a_unique_suffix() {
+        let a = unique_identity("kudo-0");
+        let b = unique_identity("kudo-0");
+        assert!(
+            a.starts_with("kudo-0-") && b.starts_with("kudo-0-"),
+            "{a} {b}"
+        );
+        assert_ne!(
+            a, b,
+            "two replicas with one configured identity are two holders"
+        );
+        // So the second one stands by instead of renewing the first one's lease.
+        let t0 = Instant::now();
+        assert!(matches!(
+            decide(&b, Some(&held(&a, "t0")), None, t0, D),
+            Decision::Standby { .. }
+        ));
+    }
+
+    #[test]
+    fn a_leader_stops_acting_when_the_renew_deadline_passes() {
+        let t0 = Instant::now();
+        let deadline = Duration::from_secs(10);
+        assert_eq!(renew_budget(t0, t0, deadline), Some(deadline));
+        assert_eq!(
+            renew_budget(t0, t0 + Duration::from_secs(7), deadline),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(renew_budget(t0, t0 + deadline, deadline), None);
+        assert_eq!(
+            renew_budget(t0, t0 + Duration::from_secs(60), deadline),
+            None
+        );
+    }
+
+    /// A leader whose lease API stops answering stops leading by itself once its renew
+    /// deadline passes (before a standby could take the lease), returns the loss, and from
+    /// then on a leader-gated client refuses every write while reads go through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_that_cannot_renew_stops_every_write() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let sim = crate::sim::SimCluster::new("mgmt");
+        let config = LeaderElectionConfig {
+            access: ClusterAccess::InCluster,
+            namespace: "default".into(),
+            name: "kudo".into(),
+            identity: Some("same".into()),
+            lease_duration: Duration::from_secs(3),
+            renew_deadline: Duration::from_secs(2),
+            retry_period: Duration::from_millis(200),
+        };
+        let elector = Elector::with_client(sim.client(), &config);
+        assert!(
+            elector.identity().starts_with("same-"),
+            "{}",
+            elector.identity()
+        );
+        let (tx, mut leading) = watch::channel(false);
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(elector.run(tx, stop));
+        leading.wait_for(|l| *l).await.expect("leads");
+        let gated = leader_gated_client(sim.client(), leading.clone());
+        let configmaps: Api<ConfigMap> = Api::namespaced(gated, "default");
+        let cm = |name: &str| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        configmaps
+            .create(&PostParams::default(), &cm("while-leading"))
+            .await
+            .expect("a leader writes");
+
+        sim.faults().set_partitioned(true);
+        let partitioned = Instant::now();
+        leading.wait_for(|l| !*l).await.expect("stops leading");
+        let after = partitioned.elapsed();
+        println!(
+            "stopped leading {after:?} after the lease API went away (renew deadline 2s, lease 3s)"
+        );
+        let outcome = task.await.expect("elector task");
+        assert!(
+            matches!(&outcome, Err(LeaderError::Lost { reason, .. }) if reason.contains("renew deadline")),
+            "{outcome:?}"
+        );
+        sim.faults().set_partitioned(false);
+        let refused = configmaps
+            .create(&PostParams::default(), &cm("after-the-deadline"))
+            .await
+            .expect_err("no write after the renew deadline");
+        assert!(refused.to_string().contains("not the leader"), "{refused}");
+        assert!(
+            configmaps
+                .get_opt("while-leading")
+                .await
+                .expect("reads")
+                .is_some()
+        );
+        let plain: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+        assert!(
+            plain
+                .get_opt("after-the-deadline")
+                .await
+                .expect("read")
+                .is_none(),
+            "the refused write never reached the cluster"
+        );
     }
 
     #[test]

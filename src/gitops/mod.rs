@@ -13,4 +13,5 @@ pub mod rollout;
 pub mod serve;
 pub mod signing;
 pub mod status;
+pub mod supervise;
 pub mod webhook;

@@ -246,6 +246,8 @@ pub struct Shared {
     loopback: std::sync::atomic::AtomicBool,
     /// Counts finished syncs, to order them across repositories (see `RepoStatus`).
     sync_epoch: std::sync::atomic::AtomicU64,
+    /// The supervised core tasks (planner, workers, engines): restarts and readiness.
+    health: Arc<super::supervise::Health>,
 }
 
 /// The last planner pass in numbers: rollouts of the desired revision by state.
@@ -282,8 +284,8 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start`], but cluster workers (every write to clusters, the engine
-    /// included) wait until `leading` is true. Losing leadership afterwards must end the
-    /// daemon (`kudo serve` exits), as the engines already started keep running.
+    /// included) wait until `leading` is true. When it turns false every write stops: the
+    /// clusters' clients refuse writes and the engines stop; `kudo serve` then exits.
     pub async fn start_gated(
         config: Config,
         options: Options,
@@ -336,6 +338,12 @@ impl Daemon {
             }
             .with_request_timeout(c.request_timeout)
             .with_api_metrics(metrics.cluster.clone());
+            // With leader election every write to the cluster checks leadership as it is sent.
+            let cluster = match &leading {
+                Some(l) => cluster
+                    .map_client(|client| super::leader::leader_gated_client(client, l.clone())),
+                None => cluster,
+            };
             metrics.cluster.set_up(&c.name, false, None);
             slots.push(Arc::new(ClusterSlot {
                 info: ClusterInfo {
@@ -379,6 +387,7 @@ impl Daemon {
             metrics.gitops.init_repository(&r.name);
         }
         let notifier = crate::notify::Notifier::start(&config.notifications, &mut registry);
+        let health = super::supervise::Health::register(&mut registry);
         let shared = Arc::new(Shared {
             config: config.clone(),
             options,
@@ -406,9 +415,15 @@ impl Daemon {
             confirmations: Mutex::new(BTreeMap::new()),
             loopback: std::sync::atomic::AtomicBool::new(config.listen.ip().is_loopback()),
             sync_epoch: std::sync::atomic::AtomicU64::new(0),
+            health,
         });
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(planner(shared.clone(), stop_rx.clone())));
+        let (s, rx) = (shared.clone(), stop_rx.clone());
+        shared
+            .health
+            .spawn("planner", "", stop_rx.clone(), move || {
+                planner(s.clone(), rx.clone())
+            });
         tasks.push(tokio::spawn(mirror_leader(
             leading,
             shared.metrics.leader.clone(),
@@ -416,11 +431,13 @@ impl Daemon {
         )));
         let mut watchers = Vec::new();
         for slot in &shared.clusters {
-            tasks.push(tokio::spawn(cluster_worker(
-                shared.clone(),
-                slot.clone(),
-                stop_rx.clone(),
-            )));
+            let (s, slot, rx) = (shared.clone(), slot.clone(), stop_rx.clone());
+            let name = slot.info.name.clone();
+            shared
+                .health
+                .spawn("worker", &name, stop_rx.clone(), move || {
+                    cluster_worker(s.clone(), slot.clone(), rx.clone())
+                });
         }
         for repo in &config.repositories {
             let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -448,12 +465,13 @@ impl Daemon {
         })
     }
 
-    /// Stops every task and waits for them.
+    /// Stops every task and waits for them, the engines included (none writes after this).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+        self.shared.health.join().await;
     }
 }
 
@@ -499,21 +517,25 @@ impl Shared {
         self.passes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Ready once every repository was synced (a revision was read, good or refused) and
-    /// every cluster was probed (up or down).
+    /// "This process can do its job": a desired state was loaded and no core task (planner,
+    /// a cluster's worker or engine) is down. A stuck repository or a down cluster shows in
+    /// status and metrics, not here: restarting the process would not fix either.
     pub fn ready(&self) -> bool {
-        let repos_ok = lock(&self.repos)
-            .values()
-            .all(|r| r.revision.is_some() || r.good.is_some());
-        if !self.is_leader() {
-            // A standby is ready to take over once it has the desired state.
-            return repos_ok;
+        self.not_ready_reason().is_none()
+    }
+
+    /// Why [`Shared::ready`] is false.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let has_desired = self
+            .desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !has_desired {
+            return Some("no desired state loaded yet".to_string());
         }
-        let probed = self
-            .clusters
-            .iter()
-            .all(|c| lock(&c.status).reason.as_deref() != Some("not probed yet"));
-        repos_ok && probed
+        let down = self.health.down();
+        (!down.is_empty()).then(|| format!("core tasks down: {}", down.join(", ")))
     }
 
     pub fn status(&self) -> StatusDoc {
@@ -638,6 +660,7 @@ impl Shared {
         };
         let key = inst.key();
         let mut clusters = BTreeMap::new();
+        let sensitive = super::diff::sensitive_names(&desired, inst);
         for target in &inst.targets {
             let Some(slot) = self.slot(target) else {
                 continue;
@@ -650,11 +673,23 @@ impl Shared {
                 .as_ref()
                 .and_then(|i| i.spec.operator_version.name.clone())
                 .unwrap_or_else(|| inst.operator_version.clone());
-            let operator_version = desired
+            let mut operator_version = desired
                 .frameworks
                 .values()
                 .find(|f| f.operator_version.metadata.name.as_deref() == Some(ov_name.as_str()))
                 .map(|f| f.operator_version.clone());
+            // Sensitive parameters never leave the process in an answer.
+            let mut shown = live.clone();
+            if let Some(i) = shown.as_mut() {
+                let mut names = sensitive.clone();
+                if let Some(ov) = &operator_version {
+                    names.extend(crate::package::redact::sensitive_names(&ov.spec.parameters));
+                }
+                crate::package::redact::mask_instance(i, &names);
+            }
+            if let Some(ov) = operator_version.as_mut() {
+                crate::package::redact::mask_operator_version(ov);
+            }
             clusters.insert(
                 target.clone(),
                 super::status::ClusterInstance {
@@ -665,7 +700,7 @@ impl Shared {
                     )
                     .as_str()
                     .to_string(),
-                    instance: live,
+                    instance: shown,
                     operator_version,
                     up: lock(&slot.status).up,
                 },
@@ -713,6 +748,11 @@ impl Shared {
             }
         }
         drop(repos);
+        if let Some(c) = &combined {
+            let secrets = super::diff::all_secrets(c);
+            crate::package::redact::set_process_secrets(secrets.clone());
+            self.notifier.set_secrets(secrets);
+        }
         *self.desired.write().unwrap_or_else(|p| p.into_inner()) = combined.map(Arc::new);
         self.plan();
     }
@@ -1267,7 +1307,6 @@ async fn cluster_worker(
             }
             if !engine_started {
                 install_crds(&slot.cluster).await?;
-                let mut rx = stop.clone();
                 let ctx = Arc::new(
                     crate::engine::reconcile::Context::with_metrics(
                         slot.cluster.clone(),
@@ -1276,12 +1315,17 @@ async fn cluster_worker(
                     )
                     .with_control_plane(&shared.config.control_plane),
                 );
-                tokio::spawn(crate::engine::controller::run_with(ctx, None, async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                }));
+                let (rx, leading) = (stop.clone(), shared.leading.clone());
+                // Supervised (restarted if it ever ends) and joined on shutdown; a restarted
+                // worker finds it running.
+                let started = shared.health.spawn("engine", &name, stop.clone(), move || {
+                    super::supervise::engine(ctx.clone(), rx.clone(), leading.clone())
+                });
                 engine_started = true;
-                tokio::spawn(wake_on_instance_changes(slot.clone(), stop.clone()));
-                info!(cluster = %name, "CRDs installed, engine started");
+                if started {
+                    tokio::spawn(wake_on_instance_changes(slot.clone(), stop.clone()));
+                    info!(cluster = %name, "CRDs installed, engine started");
+                }
             }
             work(&shared, &slot).await
         }
@@ -1440,6 +1484,10 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
         let control_plane = &shared.config.control_plane;
         let assigned = lock(&slot.apply).clone();
         for key in &assigned {
+            // A lapsed lease stops writes here (and in the cluster's client).
+            if !shared.is_leader() {
+                return Ok(());
+            }
             if let Some(inst) = d.instances.get(key) {
                 apply_instance_as(cluster, d, inst, control_plane).await?;
             }
@@ -1488,7 +1536,7 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
         };
         for (key, r, uid) in &unwanted {
             if !shared.is_leader() {
-                break;
+                return Ok(());
             }
             info!(cluster = %slot.info.name, instance = %key, "instance no longer declared here by its repository; deleting");
             cluster.delete_uid(r, uid.as_deref()).await?;

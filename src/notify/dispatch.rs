@@ -17,6 +17,8 @@ use crate::repo::http::{HttpClient, HttpError, HttpOptions};
 pub struct Notifier {
     sinks: Arc<Vec<SinkHandle>>,
     metrics: Arc<NotifyMetrics>,
+    /// Values of sensitive parameters, scrubbed from every event (see [`Notifier::set_secrets`]).
+    secrets: Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 struct SinkHandle {
@@ -71,6 +73,7 @@ impl Notifier {
         Notifier {
             sinks: Arc::new(sinks),
             metrics,
+            secrets: Default::default(),
         }
     }
 
@@ -78,8 +81,20 @@ impl Notifier {
         &self.metrics
     }
 
+    /// The sensitive values no event may carry (the daemon sets them per desired state):
+    /// a plan message quoting an API server's error may hold one.
+    pub fn set_secrets(&self, secrets: Vec<String>) {
+        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = secrets;
+    }
+
     /// Queues the event for every sink that wants it; never waits.
-    pub fn emit(&self, event: Event) {
+    pub fn emit(&self, mut event: Event) {
+        {
+            let secrets = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+            if !secrets.is_empty() {
+                event.message = crate::package::redact::scrub(&event.message, &secrets);
+            }
+        }
         for s in self.sinks.iter() {
             if !s.config.wants(&event) {
                 continue;

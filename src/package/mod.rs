@@ -6,6 +6,7 @@ mod convert;
 pub mod dependencies;
 mod files;
 mod params;
+pub mod redact;
 mod render;
 mod tree;
 mod verify;
