@@ -202,6 +202,8 @@ fn repository(name: &str, reference: Option<&str>) -> kudo::gitops::config::Repo
         credentials: Default::default(),
         webhook_secret_file: None,
         verify: None,
+        timeout: Duration::from_secs(120),
+        allow_rollback: false,
     }
 }
 

@@ -584,6 +584,8 @@ fn measure(opts: &GitOptions) -> Result<Figures, BenchError> {
         credentials: Default::default(),
         webhook_secret_file: None,
         verify: None,
+        timeout: Duration::from_secs(120),
+        allow_rollback: false,
     };
     let git = GitSource::new(&repository, &src.url, &dir.path().join("cache"));
     let clusters = clusters(opts.clusters);

@@ -12,4 +12,5 @@ pub mod rollout;
 pub mod serve;
 pub mod signing;
 pub mod status;
+pub mod sync;
 pub mod webhook;
