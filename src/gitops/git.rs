@@ -32,6 +32,15 @@ pub enum GitError {
         message: String,
     },
     #[error(
+        "repository {repo}: fetching {reference} from {url} failed: the remote stopped answering ({message})"
+    )]
+    Stalled {
+        repo: String,
+        url: String,
+        reference: String,
+        message: String,
+    },
+    #[error(
         "repository {repo}: ref {reference:?} does not exist in {url} (no such branch, tag or commit)"
     )]
     RefNotFound {
@@ -70,7 +79,9 @@ pub struct GitSource {
 /// [`set_network_timeout`] wins, else [`DEFAULT_NETWORK_TIMEOUT`].
 static NETWORK_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 static APPLY_TIMEOUTS: std::sync::Once = std::sync::Once::new();
-pub const DEFAULT_NETWORK_TIMEOUT: Duration = Duration::from_secs(120);
+/// At most this long without a byte from a remote (a server preparing a large pack sends
+/// progress meanwhile); the daemon lowers it to its shortest repository `timeout`.
+pub const DEFAULT_NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sets libgit2's connect and read/write timeouts for every later fetch of this process (the
 /// first call wins: they are one C global). A remote that accepts and never answers then fails
@@ -285,7 +296,8 @@ impl GitSource {
     }
 
     /// Only the tip is needed to read a branch or tag, so fetch depth 1; a remote or transport
-    /// that refuses shallow fetches gets a full one instead.
+    /// that refuses shallow fetches gets a full one instead (not one that stopped answering:
+    /// that would only wait as long again).
     fn fetch_shallow_first(&self, repo: &GitRepo, spec: &str) -> Result<(), GitError> {
         match self.fetch(repo, &[spec], Depth::Shallow) {
             Err(e @ GitError::Fetch { .. }) => {
@@ -344,7 +356,16 @@ impl GitSource {
                 let missing = message.contains("couldn't find remote ref")
                     || message.contains("not found")
                     || e.code() == git2::ErrorCode::NotFound;
-                if missing
+                // libgit2 reports a socket timeout as GIT_TIMEOUT over http(s), as a plain
+                // error over git:// and ssh.
+                if e.code() == git2::ErrorCode::Timeout || message.ends_with("timed out") {
+                    GitError::Stalled {
+                        repo: self.name.clone(),
+                        url: self.url.clone(),
+                        reference: self.describe_ref(),
+                        message,
+                    }
+                } else if missing
                     && e.class() != git2::ErrorClass::Net
                     && e.class() != git2::ErrorClass::Os
                 {

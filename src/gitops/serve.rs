@@ -833,7 +833,7 @@ async fn repo_task(
     let cache = Arc::new(Mutex::new(desired::DesiredCache::new()));
     // libgit2's timeouts are process-wide: the shortest sync deadline of all repositories.
     if let Some(t) = shared.config.repositories.iter().map(|r| r.timeout).min() {
-        super::git::set_network_timeout(t);
+        super::git::set_network_timeout(t.min(super::git::DEFAULT_NETWORK_TIMEOUT));
     }
     let mut deadline = super::sync::Deadline::new(&repo.name, repo.timeout);
     loop {
