@@ -225,7 +225,13 @@ async fn wait_repo(
 }
 
 /// One HTTP/1.1 request; returns the status code and the whole response text.
-fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -255,7 +261,10 @@ fn hook(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> (u16, String)
 fn syncs(addr: SocketAddr, repo: &str, result: &str) -> u64 {
     let (code, text) = http(addr, "GET", "/metrics", &[], "");
     assert_eq!(code, 200, "{text}");
-    let labels = [format!("repository=\"{repo}\""), format!("result=\"{result}\"")];
+    let labels = [
+        format!("repository=\"{repo}\""),
+        format!("result=\"{result}\""),
+    ];
     text.lines()
         .filter(|l| l.starts_with("kudo_git_syncs_total{"))
         .filter(|l| labels.iter().all(|x| l.contains(x.as_str())))
@@ -279,7 +288,11 @@ fn a_fetch_from_a_silent_remote_fails_instead_of_hanging() {
         format!("git://127.0.0.1:{}/fleet", silent.port),
     ] {
         let repo = repository("silent", &url);
-        let src = GitSource::new(&repo, &url, &cache.path().join(url.replace([':', '/'], "_")));
+        let src = GitSource::new(
+            &repo,
+            &url,
+            &cache.path().join(url.replace([':', '/'], "_")),
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(src.sync());
@@ -333,7 +346,10 @@ async fn a_remote_that_never_answers_fails_each_sync_within_its_timeout() {
             r.consecutive_failures >= 2
         })
         .await;
-        assert!(r.revision.is_none() && r.applied_revision.is_none(), "{r:?}");
+        assert!(
+            r.revision.is_none() && r.applied_revision.is_none(),
+            "{r:?}"
+        );
         let errors = r.errors.join("\n");
         assert!(
             errors.contains(&format!("repository {name}")) || errors.contains("127.0.0.1"),
@@ -343,7 +359,10 @@ async fn a_remote_that_never_answers_fails_each_sync_within_its_timeout() {
         println!("{name}: {errors}");
     }
     let (code, body) = http(addr, "GET", "/readyz", &[], "");
-    assert_eq!(code, 200, "a stuck repository is not a readiness failure: {body}");
+    assert_eq!(
+        code, 200,
+        "a stuck repository is not a readiness failure: {body}"
+    );
     daemon.shutdown().await;
     drop(silent);
 }
@@ -385,7 +404,10 @@ async fn an_unreadable_or_blank_webhook_secret_refuses_every_hook() {
     }
     let (code, text) = hook(addr, &[("X-Gitlab-Token", "")], body);
     assert_eq!(code, 503, "{text}");
-    assert!(text.contains("the webhook secret of fleet is unavailable"), "{text}");
+    assert!(
+        text.contains("the webhook secret of fleet is unavailable"),
+        "{text}"
+    );
     let r = repo_status(&shared, "fleet");
     let why = r.webhook_error.unwrap_or_default();
     assert!(
@@ -398,13 +420,18 @@ async fn an_unreadable_or_blank_webhook_secret_refuses_every_hook() {
         let (code, text) = hook(addr, headers, body);
         assert!(code == 401 || code == 503, "{headers:?} accepted: {text}");
     }
-    let why = repo_status(&shared, "fleet").webhook_error.unwrap_or_default();
+    let why = repo_status(&shared, "fleet")
+        .webhook_error
+        .unwrap_or_default();
     assert!(why.contains("is empty"), "{why}");
 
     std::fs::write(&secret, "s3cret\n").expect("restore");
     let (code, text) = hook(
         addr,
-        &[("X-Hub-Signature-256", &github_signature("s3cret", body.as_bytes()))],
+        &[(
+            "X-Hub-Signature-256",
+            &github_signature("s3cret", body.as_bytes()),
+        )],
         body,
     );
     assert_eq!(code, 202, "{text}");
@@ -436,7 +463,10 @@ async fn webhook_requests_past_the_rate_limit_get_429() {
     }
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     let allowed = 3 + minutes.ceil() as usize;
-    assert!(accepted <= allowed, "{accepted} accepted, at most {allowed}");
+    assert!(
+        accepted <= allowed,
+        "{accepted} accepted, at most {allowed}"
+    );
     assert!(accepted >= 1);
     assert_eq!(accepted + limited.len(), 20);
     let first = limited.first().expect("some requests are limited");
@@ -464,7 +494,10 @@ async fn a_hook_storm_does_not_skip_the_failure_backoff() {
         let (code, text) = hook(addr, &[], "{}");
         assert_eq!(code, 202, "{text}");
     }
-    let r = wait_repo(&daemon.shared, "down", "a failed sync", |r| r.consecutive_failures >= 1).await;
+    let r = wait_repo(&daemon.shared, "down", "a failed sync", |r| {
+        r.consecutive_failures >= 1
+    })
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     let attempts = syncs(addr, "down", "failed");
     // Backoff after the n-th failure is at least 0.9 × 2^(n-1) s: in `elapsed` seconds at
@@ -499,7 +532,11 @@ async fn applied_two(shared: &Arc<Shared>, repo: &Path, first: &str) -> String {
         r.revision.as_deref() == Some(second.as_str())
     })
     .await;
-    assert_eq!(r.applied_revision.as_deref(), Some(second.as_str()), "{r:?}");
+    assert_eq!(
+        r.applied_revision.as_deref(),
+        Some(second.as_str()),
+        "{r:?}"
+    );
     assert!(r.errors.is_empty(), "{r:?}");
     second
 }
@@ -521,16 +558,28 @@ async fn a_branch_moved_back_is_refused_even_after_a_restart() {
     let refused = |r: &RepoStatus| {
         let errors = r.errors.join("\n");
         r.revision.as_deref() == Some(first.as_str())
-            && errors.contains(&format!("commit {first} does not descend from commit {second}"))
+            && errors.contains(&format!(
+                "commit {first} does not descend from commit {second}"
+            ))
             && errors.contains("allowRollback")
     };
     let r = wait_repo(&shared, "fleet", "the rollback refused", refused).await;
-    assert_eq!(r.applied_revision.as_deref(), Some(second.as_str()), "last good keeps running");
+    assert_eq!(
+        r.applied_revision.as_deref(),
+        Some(second.as_str()),
+        "last good keeps running"
+    );
     daemon.shutdown().await;
 
     let (daemon, _) = start(&text, work.path()).await;
     let shared = daemon.shared.clone();
-    let r = wait_repo(&shared, "fleet", "the rollback refused after a restart", refused).await;
+    let r = wait_repo(
+        &shared,
+        "fleet",
+        "the rollback refused after a restart",
+        refused,
+    )
+    .await;
     assert_eq!(r.applied_revision, None, "{r:?}");
     // History rewritten past the last applied commit: refused as well.
     let rewritten = commit(&repo, "rewritten", None);
@@ -539,7 +588,9 @@ async fn a_branch_moved_back_is_refused_even_after_a_restart() {
     })
     .await;
     assert!(
-        r.errors.join("\n").contains(&format!("commit {rewritten} does not descend from commit {second}")),
+        r.errors.join("\n").contains(&format!(
+            "commit {rewritten} does not descend from commit {second}"
+        )),
         "{r:?}"
     );
     // Back on top of the last applied commit: applied.
@@ -580,10 +631,18 @@ async fn a_changed_ref_starts_afresh() {
     let (repo, first) = fleet(work.path());
     git(&repo, &["branch", "release", &first]);
     let remote = git_daemon(work.path());
-    let (daemon, _) = start(&rollback_config(work.path(), remote.port, "main", false), work.path()).await;
+    let (daemon, _) = start(
+        &rollback_config(work.path(), remote.port, "main", false),
+        work.path(),
+    )
+    .await;
     applied_two(&daemon.shared, &repo, &first).await;
     daemon.shutdown().await;
-    let (daemon, _) = start(&rollback_config(work.path(), remote.port, "release", false), work.path()).await;
+    let (daemon, _) = start(
+        &rollback_config(work.path(), remote.port, "release", false),
+        work.path(),
+    )
+    .await;
     let r = wait_repo(&daemon.shared, "fleet", "the release branch", |r| {
         r.revision.as_deref() == Some(first.as_str())
     })
@@ -637,7 +696,10 @@ async fn an_unreadable_allowed_signers_file_is_retried_not_held_against_the_comm
     let away = work.path().join("allowed_signers.away");
     std::fs::rename(&signers, &away).expect("move away");
     let second = commit(&repo, "second", Some(&key));
-    let r = wait_repo(&shared, "fleet", "a failed sync", |r| r.consecutive_failures >= 1).await;
+    let r = wait_repo(&shared, "fleet", "a failed sync", |r| {
+        r.consecutive_failures >= 1
+    })
+    .await;
     let errors = r.errors.join("\n");
     assert!(
         errors.contains("allowed signers file") && errors.contains("allowed_signers"),
@@ -646,9 +708,12 @@ async fn an_unreadable_allowed_signers_file_is_retried_not_held_against_the_comm
     assert_eq!(r.applied_revision.as_deref(), Some(first.as_str()));
 
     std::fs::rename(&away, &signers).expect("restore");
-    let r = wait_repo(&shared, "fleet", "the second commit applied without a push", |r| {
-        r.applied_revision.as_deref() == Some(second.as_str())
-    })
+    let r = wait_repo(
+        &shared,
+        "fleet",
+        "the second commit applied without a push",
+        |r| r.applied_revision.as_deref() == Some(second.as_str()),
+    )
     .await;
     assert!(r.errors.is_empty(), "{r:?}");
     daemon.shutdown().await;

@@ -493,8 +493,13 @@ impl Validator {
         ] {
             match map.get(key) {
                 None | Some(Value::Null) => {}
-                Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=1_000_000).contains(&n)) => {
-                    *slot = n.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(*slot);
+                Some(Value::Number(n))
+                    if n.as_u64().is_some_and(|n| (1..=1_000_000).contains(&n)) =>
+                {
+                    *slot = n
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(*slot);
                 }
                 Some(other) => self.problem(
                     &join("webhook", key),

@@ -252,9 +252,7 @@ impl GitSource {
         let repo = self.open()?;
         let known = |repo: &GitRepo| {
             repo.find_commit(old_oid).is_ok()
-                && repo
-                    .graph_descendant_of(new_oid, old_oid)
-                    .unwrap_or(false)
+                && repo.graph_descendant_of(new_oid, old_oid).unwrap_or(false)
         };
         if known(&repo) {
             return Ok(true);
@@ -866,7 +864,10 @@ mod tests {
         let err = known_host(&plain, "git.example.com", 2222, &key).expect_err("other port");
         assert!(err.contains("[git.example.com]:2222"), "{err}");
         let bracketed = format!("[git.example.com]:2222 ssh-ed25519 {HOST_KEY}\n");
-        assert_eq!(known_host(&bracketed, "git.example.com", 2222, &key), Ok(()));
+        assert_eq!(
+            known_host(&bracketed, "git.example.com", 2222, &key),
+            Ok(())
+        );
         assert!(known_host(&bracketed, "git.example.com", 22, &key).is_err());
         assert!(known_host(&bracketed, "git.example.com", 22222, &key).is_err());
         assert!(known_host(&bracketed, "git.example.co", 2222, &key).is_err());
@@ -903,7 +904,11 @@ mod tests {
             .arg(&file)
             .output()
             .expect("ssh-keygen -H runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let hashed = std::fs::read_to_string(&file).expect("read");
         assert!(hashed.starts_with("|1|"), "{hashed}");
         assert_eq!(known_host(&hashed, "git.example.com", 2222, &key), Ok(()));

@@ -1520,9 +1520,9 @@ async fn hook(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
+    use super::webhook::{HookError, HookSecret};
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    use super::webhook::{HookError, HookSecret};
     if let Err(wait) = s.hook_limiter.take() {
         let refusal = s.hook_limiter.refusal();
         warn!(reason = %refusal, "webhook refused");

@@ -250,7 +250,9 @@ fn dequote<'a>(name: &str, value: &'a str) -> Result<&'a str, String> {
 /// a trailing `Z`, else the local time zone. Unix seconds.
 fn parse_signer_time(name: &str, text: &str) -> Result<i64, String> {
     let bad = || {
-        format!("option {name}: {text:?} is not a time like 20250131, 202501311200 or 20250131120000Z")
+        format!(
+            "option {name}: {text:?} is not a time like 20250131, 202501311200 or 20250131120000Z"
+        )
     };
     let (digits, utc) = match text.strip_suffix(['Z', 'z']) {
         Some(d) => (d, true),
@@ -410,9 +412,8 @@ impl AllowedSigners {
                 file: file.to_string(),
                 reason: format!("line {}: {reason}", n + 1),
             };
-            let is_key_type = |f: &str| {
-                f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-")
-            };
+            let is_key_type =
+                |f: &str| f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-");
             let (principals, rest) = split_field(line);
             if is_key_type(principals) {
                 return Err(bad("no principal before the key".into()));
@@ -966,7 +967,13 @@ mod tests {
             "{err}"
         );
         let err = pgp_only
-            .verify("abc123", "A <a@x>", "-----BEGIN SIGNED MESSAGE-----", b"x", 0)
+            .verify(
+                "abc123",
+                "A <a@x>",
+                "-----BEGIN SIGNED MESSAGE-----",
+                b"x",
+                0,
+            )
             .expect_err("refused")
             .to_string();
         assert!(
@@ -1127,7 +1134,15 @@ mod tests {
         run(&["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", &key_path]);
         let data = dir.join(format!("{name}.payload"));
         std::fs::write(&data, payload).expect("payload");
-        run(&["-Y", "sign", "-n", "git", "-f", &key_path, &data.display().to_string()]);
+        run(&[
+            "-Y",
+            "sign",
+            "-n",
+            "git",
+            "-f",
+            &key_path,
+            &data.display().to_string(),
+        ]);
         let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
         let sig = std::fs::read_to_string(dir.join(format!("{name}.payload.sig"))).expect("sig");
         (public.trim().to_string(), sig)
@@ -1147,7 +1162,9 @@ mod tests {
         for ok in ["git", "file,git", "*", "g?t", "*,!file"] {
             let line = format!("alice namespaces=\"{ok}\" {key}");
             assert_eq!(
-                check(&line, &sig, AT).as_deref().map(|s| s.starts_with("alice (key SHA256:")),
+                check(&line, &sig, AT)
+                    .as_deref()
+                    .map(|s| s.starts_with("alice (key SHA256:")),
                 Ok(true),
                 "{line}"
             );
@@ -1171,7 +1188,9 @@ mod tests {
         let (key, sig) = ssh_signed(dir.path(), "alice", b"payload");
         let after = format!("alice valid-after=\"20250601Z\" {key}");
         assert!(check(&after, &sig, AT).is_ok());
-        let err = check(&after, &sig, AT - 30 * 86_400).expect_err("not yet").to_string();
+        let err = check(&after, &sig, AT - 30 * 86_400)
+            .expect_err("not yet")
+            .to_string();
         assert!(
             err.contains("is not yet valid (line 1: valid-after 2025-06-01T00:00:00Z) at the commit's committer time 2025-05-16"),
             "{err}"
@@ -1183,17 +1202,23 @@ mod tests {
             err.contains("expired (line 1: valid-before 2025-06-15T15:06:00Z) before the commit's committer time 2025-06-15T15:06:40Z"),
             "{err}"
         );
-        let window = format!("alice valid-after=\"20250101000000Z\",valid-before=\"20251231Z\" {key}");
+        let window =
+            format!("alice valid-after=\"20250101000000Z\",valid-before=\"20251231Z\" {key}");
         assert!(check(&window, &sig, AT).is_ok());
         assert!(check(&window, &sig, AT + 365 * 86_400).is_err());
         // As ssh-keygen: any line of the key that allows it will do.
         let two = format!("{before}\nalice@new valid-after=\"20250615Z\" {key}\n");
         assert_eq!(
-            check(&two, &sig, AT).as_deref().map(|s| s.starts_with("alice@new ")),
+            check(&two, &sig, AT)
+                .as_deref()
+                .map(|s| s.starts_with("alice@new ")),
             Ok(true)
         );
         // Local time without Z parses (the zone is the machine's).
-        assert!(AllowedSigners::parse("a", &format!("alice valid-after=\"202506011200\" {key}")).is_ok());
+        assert!(
+            AllowedSigners::parse("a", &format!("alice valid-after=\"202506011200\" {key}"))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -1218,7 +1243,14 @@ mod tests {
                 && err.contains("cert-authority lines (line 2) are not supported"),
             "{err}"
         );
-        assert!(check(&format!("alice {alice}\n*@x cert-authority {ca}\n"), &sig, AT).is_ok());
+        assert!(
+            check(
+                &format!("alice {alice}\n*@x cert-authority {ca}\n"),
+                &sig,
+                AT
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1229,10 +1261,22 @@ mod tests {
                 .to_string()
         };
         for (line, needle) in [
-            (format!("a no-touch-required {KEY}"), "line 2: unsupported option \"no-touch-required\""),
-            (format!("a namespaces=git {KEY}"), "line 2: option namespaces: the value must be in double quotes"),
-            (format!("a valid-after=\"2025\" {KEY}"), "line 2: option valid-after: \"2025\" is not a time"),
-            (format!("a valid-before=\"20251301Z\" {KEY}"), "is not a time"),
+            (
+                format!("a no-touch-required {KEY}"),
+                "line 2: unsupported option \"no-touch-required\"",
+            ),
+            (
+                format!("a namespaces=git {KEY}"),
+                "line 2: option namespaces: the value must be in double quotes",
+            ),
+            (
+                format!("a valid-after=\"2025\" {KEY}"),
+                "line 2: option valid-after: \"2025\" is not a time",
+            ),
+            (
+                format!("a valid-before=\"20251301Z\" {KEY}"),
+                "is not a time",
+            ),
             (
                 format!("a valid-after=\"20250102Z\",valid-before=\"20250101Z\" {KEY}"),
                 "line 2: valid-before is not after valid-after",
@@ -1250,7 +1294,9 @@ mod tests {
         // Quoted values may hold commas and spaces.
         let ok = AllowedSigners::parse(
             "a",
-            &format!("\"alice smith\" namespaces=\"file, git\",valid-after=\"20200101Z\" {KEY} comment"),
+            &format!(
+                "\"alice smith\" namespaces=\"file, git\",valid-after=\"20200101Z\" {KEY} comment"
+            ),
         )
         .expect("valid");
         assert_eq!(ok.keys[0].principal, "alice smith");

@@ -245,8 +245,11 @@ mod tests {
         ] {
             assert_eq!(other.load(), Ok(None), "{}", other.path().display());
         }
-        std::fs::write(main.path(), r#"{"repository":"r","url":"u","ref":"main","commit":"../x"}"#)
-            .expect("write");
+        std::fs::write(
+            main.path(),
+            r#"{"repository":"r","url":"u","ref":"main","commit":"../x"}"#,
+        )
+        .expect("write");
         let err = main.load().expect_err("refused").to_string();
         assert!(
             err.contains("repository r: the last applied commit file")

@@ -275,7 +275,9 @@ mod tests {
         let blank_secret = HookSecret::load(Some(&blank));
         let missing_secret = HookSecret::load(Some(&missing));
         assert!(
-            blank_secret.problem().is_some_and(|p| p.contains("is empty")),
+            blank_secret
+                .problem()
+                .is_some_and(|p| p.contains("is empty")),
             "{blank_secret:?}"
         );
         assert!(
