@@ -1285,7 +1285,7 @@ mod tests {
                 format!("a namespaces=\"git\",namespaces=\"file\" {KEY}"),
                 "line 2: more than one namespaces= option",
             ),
-            (format!("a namespaces=\"git\""), "line 2: no key"),
+            ("a namespaces=\"git\"".to_string(), "line 2: no key"),
             (KEY.to_string(), "line 2: no principal before the key"),
         ] {
             let err = refused(&line);
