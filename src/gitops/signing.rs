@@ -1307,6 +1307,14 @@ mod tests {
     fn trust_file_failures_are_not_verdicts() {
         let missing = AllowedSigners::load(Path::new("/nonexistent/allowed")).expect_err("missing");
         assert!(!missing.is_verdict());
+        let keyring = OpenPgpKeys::load(Path::new("/nonexistent/keys.asc")).expect_err("missing");
+        assert!(!keyring.is_verdict());
+        let garbled = AllowedSigners::parse("allowed", "a ssh-ed25519 bm90LWEta2V5\n")
+            .expect_err("not a key");
+        assert!(
+            !garbled.is_verdict(),
+            "a broken trust file is retried, not held against a commit"
+        );
         let unsigned = SigningError::Unsigned {
             commit: "c".into(),
             committer: "x".into(),

@@ -295,6 +295,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn many_wakes_during_a_sync_coalesce_into_one_more_sync() {
+        let wake = Notify::new();
+        let (_tx, mut changes) = tokio::sync::mpsc::channel(1);
+        let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+        // 100 hooks while a sync runs...
+        for _ in 0..100 {
+            wake.notify_one();
+        }
+        let interval = Duration::from_millis(300);
+        // ...start one more sync at once,
+        let t0 = tokio::time::Instant::now();
+        assert!(!wait_next(Duration::from_secs(3600), 0, &wake, &mut changes, &mut stop).await);
+        assert!(t0.elapsed() < Duration::from_secs(3600));
+        // and no other: the next waits for its interval.
+        let t0 = tokio::time::Instant::now();
+        assert!(!wait_next(interval, 0, &wake, &mut changes, &mut stop).await);
+        assert!(t0.elapsed() >= interval, "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test]
     async fn a_wake_does_not_skip_the_failure_backoff() {
         let wake = Notify::new();
         let (_tx, mut changes) = tokio::sync::mpsc::channel(1);
