@@ -286,6 +286,7 @@ fn a_fetch_from_a_silent_remote_fails_instead_of_hanging() {
     for url in [
         format!("http://127.0.0.1:{}/fleet.git", silent.port),
         format!("git://127.0.0.1:{}/fleet", silent.port),
+        format!("ssh://git@127.0.0.1:{}/fleet.git", silent.port),
     ] {
         let repo = repository("silent", &url);
         let src = GitSource::new(
@@ -309,7 +310,7 @@ fn a_fetch_from_a_silent_remote_fails_instead_of_hanging() {
         results.push(err.to_string());
     }
     println!("silent remotes: {results:?}");
-    assert!(silent.accepted.load(Ordering::SeqCst) >= 2);
+    assert!(silent.accepted.load(Ordering::SeqCst) >= 3);
 }
 
 fn repository(name: &str, url: &str) -> kudo::gitops::config::Repository {

@@ -2,6 +2,11 @@
 //! the configured ref, and the tree at the resolved commit read straight from the object
 //! database (no checkout) through the package loader's [`FileTree`].
 //!
+//! A new mirror is fetched at depth 1; checking that a new revision descends from the last
+//! applied one deepens it to full history once, after which fetches stay incremental. Every
+//! fetch runs under libgit2's connect and idle timeouts ([`set_network_timeout`]); SSH host
+//! keys are checked against `knownHostsFile` with OpenSSH's host and port rules.
+//!
 //! Also here: the revision of a plain local directory (a hash of its content), the poll
 //! delay with jitter and failure backoff, and the debounced directory watcher.
 
@@ -355,8 +360,10 @@ impl GitSource {
                     || message.contains("not found")
                     || e.code() == git2::ErrorCode::NotFound;
                 // libgit2 reports a socket timeout as GIT_TIMEOUT over http(s), as a plain
-                // error over git:// and ssh.
-                if e.code() == git2::ErrorCode::Timeout || message.ends_with("timed out") {
+                // error over git:// ("timed out") and ssh ("Timed out waiting on socket").
+                if e.code() == git2::ErrorCode::Timeout
+                    || message.to_ascii_lowercase().contains("timed out")
+                {
                     GitError::Stalled {
                         repo: self.name.clone(),
                         url: self.url.clone(),
