@@ -563,6 +563,7 @@ async fn a_branch_moved_back_is_refused_even_after_a_restart() {
                 "commit {first} does not descend from commit {second}"
             ))
             && errors.contains("allowRollback")
+            && errors.contains("/applied/fleet-")
     };
     let r = wait_repo(&shared, "fleet", "the rollback refused", refused).await;
     assert_eq!(

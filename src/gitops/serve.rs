@@ -911,14 +911,16 @@ async fn sync_once(
                         }
                     }
                     let store = applied_store.as_ref();
-                    let last_applied = match store {
-                        Some(s) => s.load().map_err(|e| e.to_string())?,
-                        None => None,
-                    };
-                    if let Some(old) = last_applied.filter(|_| !allow_rollback)
+                    if let Some(store) = store.filter(|_| !allow_rollback)
+                        && let Some(old) = store.load().map_err(|e| e.to_string())?
                         && !g.descends_from(&commit, &old).map_err(|e| e.to_string())?
                     {
-                        return refused(super::sync::rollback_refused(&name, &commit, &old));
+                        return refused(super::sync::rollback_refused(
+                            &name,
+                            &commit,
+                            &old,
+                            store.path(),
+                        ));
                     }
                     let tree = g.tree(&commit).map_err(|e| e.to_string())?;
                     let mut cache = lock(&cache);

@@ -42,13 +42,14 @@ pub enum SyncError {
 
 /// The refusal of a revision that does not descend from the last applied one, as a revision
 /// error: the last good revision keeps running and the status names both commits.
-pub fn rollback_refused(repo: &str, new: &str, old: &str) -> desired::RevisionErrors {
+pub fn rollback_refused(repo: &str, new: &str, old: &str, store: &Path) -> desired::RevisionErrors {
     desired::RevisionErrors(vec![desired::DesiredError {
         revision: new.to_string(),
         file: "(history)".to_string(),
         line: None,
         reason: format!(
-            "commit {new} does not descend from commit {old}, the last one applied from repository {repo} (the ref moved back or its history was rewritten); refused: set allowRollback: true on the repository to apply it"
+            "commit {new} does not descend from commit {old}, the last one applied from repository {repo} (the ref moved back or its history was rewritten); refused: set allowRollback: true on the repository to apply it, or remove {} to accept the current revision once",
+            store.display()
         ),
     }])
 }
