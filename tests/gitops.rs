@@ -203,6 +203,8 @@ fn repository(name: &str, reference: Option<&str>) -> kudo::gitops::config::Repo
         webhook_secret_file: None,
         max_deletions: kudo::gitops::config::DEFAULT_MAX_DELETIONS,
         verify: None,
+        timeout: Duration::from_secs(120),
+        allow_rollback: false,
     }
 }
 

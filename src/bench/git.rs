@@ -585,6 +585,8 @@ fn measure(opts: &GitOptions) -> Result<Figures, BenchError> {
         webhook_secret_file: None,
         max_deletions: crate::gitops::config::DEFAULT_MAX_DELETIONS,
         verify: None,
+        timeout: Duration::from_secs(120),
+        allow_rollback: false,
     };
     let git = GitSource::new(&repository, &src.url, &dir.path().join("cache"));
     let clusters = clusters(opts.clusters);

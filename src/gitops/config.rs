@@ -61,6 +61,8 @@ pub struct Config {
     /// (`controlPlane:`, default `kudo`): two control planes sharing a cluster must differ,
     /// and neither ever touches the other's.
     pub control_plane: String,
+    /// `webhook:` limits of the Git webhook endpoint.
+    pub webhook: WebhookConfig,
 }
 
 /// One `apiTokens[]` entry: the token is read from `file` on every request (rotation needs
@@ -90,6 +92,23 @@ impl Config {
             });
         }
         all
+    }
+}
+
+/// `webhook: {ratePerMinute, burst}`: a token bucket over every request to the webhook
+/// endpoint (authenticated or not), so a flood is answered 429 before any HMAC is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub rate_per_minute: u32,
+    pub burst: u32,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            rate_per_minute: 60,
+            burst: 10,
+        }
     }
 }
 
@@ -124,6 +143,11 @@ pub struct Repository {
     pub webhook_secret_file: Option<PathBuf>,
     /// When set, only commits signed by a trusted key are applied.
     pub verify: Option<Verification>,
+    /// Deadline of one sync (fetch, verify, load); a sync past it is abandoned as failed.
+    pub timeout: Duration,
+    /// Apply a revision that does not descend from the last applied one (a branch moved
+    /// back, history rewritten); off: such a revision is refused.
+    pub allow_rollback: bool,
 }
 
 /// The keys a repository trusts to sign commits (`verify:`); at least one file is set.
@@ -278,8 +302,10 @@ const TOP_KEYS: &[&str] = &[
     "apiTokenFile",
     "apiTokens",
     "controlPlane",
+    "webhook",
 ];
 const TOKEN_KEYS: &[&str] = &["name", "file", "role"];
+const WEBHOOK_KEYS: &[&str] = &["ratePerMinute", "burst"];
 const LEADER_KEYS: &[&str] = &[
     "kubeconfig",
     "context",
@@ -301,6 +327,8 @@ const REPO_KEYS: &[&str] = &[
     "webhookSecretFile",
     "verify",
     "maxDeletions",
+    "timeout",
+    "allowRollback",
 ];
 const VERIFY_KEYS: &[&str] = &["allowedSignersFile", "openpgpKeysFile"];
 const CRED_KEYS: &[&str] = &[
@@ -497,6 +525,7 @@ impl Validator {
                 ),
             );
         }
+        let webhook = self.webhook(top.get("webhook"));
         Config {
             listen,
             cache_dir,
@@ -508,6 +537,7 @@ impl Validator {
             api_token_file,
             api_tokens,
             control_plane,
+            webhook,
         }
     }
 
@@ -557,6 +587,37 @@ impl Validator {
             }
         }
         tokens
+    }
+
+    fn webhook(&mut self, value: Option<&Value>) -> WebhookConfig {
+        let mut config = WebhookConfig::default();
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            return config;
+        };
+        let Some(map) = self.map("webhook", value, WEBHOOK_KEYS) else {
+            return config;
+        };
+        for (key, slot) in [
+            ("ratePerMinute", &mut config.rate_per_minute),
+            ("burst", &mut config.burst),
+        ] {
+            match map.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n))
+                    if n.as_u64().is_some_and(|n| (1..=1_000_000).contains(&n)) =>
+                {
+                    *slot = n
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(*slot);
+                }
+                Some(other) => self.problem(
+                    &join("webhook", key),
+                    format!("expected a whole number from 1 to 1000000, found {other}"),
+                ),
+            }
+        }
+        config
     }
 
     fn leader_election(&mut self, value: &Value) -> Option<LeaderElectionConfig> {
@@ -731,6 +792,21 @@ impl Validator {
                 Some(verification)
             }
         };
+        let timeout = self.duration(at, map, "timeout", Duration::from_secs(120));
+        if timeout.is_zero() {
+            self.problem(&join(at, "timeout"), "must be longer than 0s");
+        }
+        let allow_rollback = match map.get("allowRollback") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.problem(
+                    &join(at, "allowRollback"),
+                    format!("expected true or false, found {}", kind(other)),
+                );
+                false
+            }
+        };
         Some(Repository {
             name: name?,
             source: source?,
@@ -741,6 +817,8 @@ impl Validator {
             webhook_secret_file,
             verify,
             max_deletions,
+            timeout,
+            allow_rollback,
         })
     }
 
@@ -1189,5 +1267,41 @@ clusters:
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn sync_timeout_rollback_and_webhook_limits_are_read_with_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = "clusters:\n  - {name: c, sim: {}}\nrepositories:\n  - name: r\n    url: https://h/x.git\n";
+        let c = Config::parse("kudo.yaml", base, dir.path()).expect("valid");
+        assert_eq!(c.repositories[0].timeout, Duration::from_secs(120));
+        assert!(!c.repositories[0].allow_rollback);
+        assert_eq!(c.webhook, WebhookConfig::default());
+        let text = format!(
+            "{base}    timeout: 30s\n    allowRollback: true\nwebhook: {{ratePerMinute: 5, burst: 2}}\n"
+        );
+        let c = Config::parse("kudo.yaml", &text, dir.path()).expect("valid");
+        assert_eq!(c.repositories[0].timeout, Duration::from_secs(30));
+        assert!(c.repositories[0].allow_rollback);
+        assert_eq!(
+            c.webhook,
+            WebhookConfig {
+                rate_per_minute: 5,
+                burst: 2
+            }
+        );
+        let text = format!(
+            "{base}    timeout: 0s\n    allowRollback: maybe\nwebhook: {{ratePerMinute: 0, burst: x, rate: 1}}\n"
+        );
+        let all = problems(&text, dir.path()).join("\n");
+        for needle in [
+            "repositories[0].timeout: must be longer than 0s",
+            "repositories[0].allowRollback: expected true or false, found a string",
+            "webhook.ratePerMinute: expected a whole number from 1 to 1000000, found 0",
+            "webhook.burst: expected a whole number",
+            "webhook.rate: unknown key",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 }

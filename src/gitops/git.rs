@@ -2,6 +2,11 @@
 //! the configured ref, and the tree at the resolved commit read straight from the object
 //! database (no checkout) through the package loader's [`FileTree`].
 //!
+//! A new mirror is fetched at depth 1; checking that a new revision descends from the last
+//! applied one deepens it to full history once, after which fetches stay incremental. Every
+//! fetch runs under libgit2's connect and idle timeouts ([`set_network_timeout`]); SSH host
+//! keys are checked against `knownHostsFile` with OpenSSH's host and port rules.
+//!
 //! Also here: the revision of a plain local directory (a hash of its content), the poll
 //! delay with jitter and failure backoff, and the debounced directory watcher.
 
@@ -26,6 +31,15 @@ pub enum GitError {
     },
     #[error("repository {repo}: fetching {reference} from {url} failed: {message}")]
     Fetch {
+        repo: String,
+        url: String,
+        reference: String,
+        message: String,
+    },
+    #[error(
+        "repository {repo}: fetching {reference} from {url} failed: the remote stopped answering ({message})"
+    )]
+    Stalled {
         repo: String,
         url: String,
         reference: String,
@@ -66,12 +80,46 @@ pub struct GitSource {
     credentials: Credentials,
 }
 
+/// libgit2's network timeouts (connect, and each read or write), process-wide: the first
+/// [`set_network_timeout`] wins, else [`DEFAULT_NETWORK_TIMEOUT`].
+static NETWORK_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+static APPLY_TIMEOUTS: std::sync::Once = std::sync::Once::new();
+/// At most this long without a byte from a remote (a server preparing a large pack sends
+/// progress meanwhile); the daemon lowers it to its shortest repository `timeout`.
+pub const DEFAULT_NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sets libgit2's connect and read/write timeouts for every later fetch of this process (the
+/// first call wins: they are one C global). A remote that accepts and never answers then fails
+/// the fetch instead of holding its thread forever; the daemon also abandons a sync past its
+/// repository's `timeout`, so this only bounds how long an abandoned thread lingers.
+pub fn set_network_timeout(timeout: Duration) {
+    let _ = NETWORK_TIMEOUT.set(timeout);
+}
+
+fn apply_network_timeouts() {
+    APPLY_TIMEOUTS.call_once(|| {
+        let t = *NETWORK_TIMEOUT.get_or_init(|| DEFAULT_NETWORK_TIMEOUT);
+        let ms = i32::try_from(t.as_millis()).unwrap_or(i32::MAX).max(1);
+        // SAFETY: libgit2 keeps these as plain ints, read when a fetch opens a connection.
+        // Every fetch of this process goes through `GitSource::fetch`, which runs this once
+        // before it (the `Once` orders the write before any read), so no fetch reads them while
+        // they are written.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(ms);
+        }
+    });
+}
+
 const TARGET_REF: &str = "refs/kudo/target";
 /// The commit fetched last, kept referenced while [`TARGET_REF`] is cleared for a fetch: the
 /// fetch then negotiates from it (a "have"), so a one-file commit transfers the new objects
 /// rather than the whole tree (libgit2 sends haves, and the local transport hides commits,
 /// only for existing refs).
 const PREVIOUS_REF: &str = "refs/kudo/previous";
+/// Where the configured ref is fetched with full history to check ancestry (kept: it is one
+/// more "have" for later fetches).
+const DEEPEN_REF: &str = "refs/kudo/deepen";
 
 #[derive(Debug, Clone, Copy)]
 enum Depth {
@@ -137,22 +185,19 @@ impl GitSource {
                 Err(_) => Err(self.not_found()),
             };
         }
-        let specs: Vec<String> = match &self.reference {
-            None => vec![format!("+HEAD:{TARGET_REF}")],
-            Some(r) if r.starts_with("refs/") => vec![format!("+{r}:{TARGET_REF}")],
-            Some(r) => vec![
-                format!("+refs/heads/{r}:{TARGET_REF}"),
-                format!("+refs/tags/{r}:{TARGET_REF}"),
-            ],
-        };
-        if let Some(oid) = repo
+        let specs = self.target_specs(TARGET_REF);
+        let previous = repo
             .find_reference(TARGET_REF)
             .ok()
-            .and_then(|r| r.target())
-        {
+            .and_then(|r| r.target());
+        if let Some(oid) = previous {
             // Best effort: without it the fetch is only bigger.
             let _ = repo.reference(PREVIOUS_REF, oid, true, "kudo: last fetched target");
         }
+        // Depth 1 into a new or still shallow mirror (a cold start reads only the tip); a mirror
+        // with full history (deepened to check ancestry, see `descends_from`) gets ordinary
+        // incremental fetches, which keep it whole.
+        let shallow = previous.is_none() || repo.is_shallow();
         let mut last = None;
         for spec in &specs {
             // A refspec whose source does not exist fetches nothing without failing, so the
@@ -160,7 +205,12 @@ impl GitSource {
             if let Ok(mut r) = repo.find_reference(TARGET_REF) {
                 let _ = r.delete();
             }
-            match self.fetch_shallow_first(&repo, spec) {
+            let fetched = if shallow {
+                self.fetch_shallow_first(&repo, spec)
+            } else {
+                self.fetch(&repo, &[spec], Depth::Full)
+            };
+            match fetched {
                 Ok(()) => {
                     let Ok(obj) = repo.revparse_single(TARGET_REF) else {
                         last = Some(self.not_found());
@@ -188,8 +238,69 @@ impl GitSource {
         }
     }
 
+    /// Whether commit `new` is `old` or descends from it. A shallow mirror cannot tell when
+    /// `old` is behind its shallow boundary: the configured ref is then fetched with full
+    /// history (once; later fetches stay incremental) and asked again. Blocking.
+    pub fn descends_from(&self, new: &str, old: &str) -> Result<bool, GitError> {
+        if new == old {
+            return Ok(true);
+        }
+        let err = |e: git2::Error| GitError::Tree {
+            repo: self.name.clone(),
+            commit: new.to_string(),
+            message: e.message().to_string(),
+        };
+        let new_oid = Oid::from_str(new).map_err(err)?;
+        let Ok(old_oid) = Oid::from_str(old) else {
+            return Ok(false);
+        };
+        let repo = self.open()?;
+        let known = |repo: &GitRepo| {
+            repo.find_commit(old_oid).is_ok()
+                && repo.graph_descendant_of(new_oid, old_oid).unwrap_or(false)
+        };
+        if known(&repo) {
+            return Ok(true);
+        }
+        if !repo.is_shallow() {
+            return Ok(false);
+        }
+        debug!(repository = %self.name, "deepening the shallow mirror to check ancestry");
+        let mut fetched = false;
+        for spec in self.target_specs(DEEPEN_REF) {
+            match self.fetch(&repo, &[spec.as_str()], Depth::Full) {
+                Ok(()) => fetched = true,
+                Err(GitError::RefNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !fetched {
+            return Err(self.not_found());
+        }
+        let repo = self.open()?;
+        Ok(known(&repo))
+    }
+
+    /// Refspecs that fetch the configured ref into `into` (a branch or a tag of that name).
+    fn target_specs(&self, into: &str) -> Vec<String> {
+        match &self.reference {
+            None => vec![format!("+HEAD:{into}")],
+            // A pinned commit may be anywhere: every branch and tag.
+            Some(r) if is_commit_id(r) => vec![
+                "+refs/heads/*:refs/heads/*".to_string(),
+                "+refs/tags/*:refs/tags/*".to_string(),
+            ],
+            Some(r) if r.starts_with("refs/") => vec![format!("+{r}:{into}")],
+            Some(r) => vec![
+                format!("+refs/heads/{r}:{into}"),
+                format!("+refs/tags/{r}:{into}"),
+            ],
+        }
+    }
+
     /// Only the tip is needed to read a branch or tag, so fetch depth 1; a remote or transport
-    /// that refuses shallow fetches gets a full one instead.
+    /// that refuses shallow fetches gets a full one instead (not one that stopped answering:
+    /// that would only wait as long again).
     fn fetch_shallow_first(&self, repo: &GitRepo, spec: &str) -> Result<(), GitError> {
         match self.fetch(repo, &[spec], Depth::Shallow) {
             Err(e @ GitError::Fetch { .. }) => {
@@ -201,6 +312,7 @@ impl GitSource {
     }
 
     fn fetch(&self, repo: &GitRepo, refspecs: &[&str], depth: Depth) -> Result<(), GitError> {
+        apply_network_timeouts();
         let mut remote = repo
             .remote_anonymous(&self.url)
             .map_err(|e| GitError::Fetch {
@@ -222,7 +334,10 @@ impl GitSource {
                 .map_err(|e| git2::Error::from_str(&e.to_string()))
         });
         if let Some(known_hosts) = self.credentials.known_hosts_file.clone() {
-            callbacks.certificate_check(move |cert, host| check_host_key(&known_hosts, cert, host));
+            let port = ssh_port(&self.url);
+            callbacks.certificate_check(move |cert, host| {
+                check_host_key(&known_hosts, cert, host, port)
+            });
         }
         let mut options = FetchOptions::new();
         options.remote_callbacks(callbacks);
@@ -244,7 +359,18 @@ impl GitSource {
                 let missing = message.contains("couldn't find remote ref")
                     || message.contains("not found")
                     || e.code() == git2::ErrorCode::NotFound;
-                if missing
+                // libgit2 reports a socket timeout as GIT_TIMEOUT over http(s), as a plain
+                // error over git:// ("timed out") and ssh ("Timed out waiting on socket").
+                if e.code() == git2::ErrorCode::Timeout
+                    || message.to_ascii_lowercase().contains("timed out")
+                {
+                    GitError::Stalled {
+                        repo: self.name.clone(),
+                        url: self.url.clone(),
+                        reference: self.describe_ref(),
+                        message,
+                    }
+                } else if missing
                     && e.class() != git2::ErrorClass::Net
                     && e.class() != git2::ErrorClass::Os
                 {
@@ -395,39 +521,153 @@ fn credential(
     git2::Cred::default().map_err(git)
 }
 
-/// Accepts an SSH host key only when `known_hosts` lists it for the host.
+/// Accepts an SSH host key only when `known_hosts` lists it for the host and port.
 fn check_host_key(
     known_hosts: &Path,
     cert: &git2::cert::Cert<'_>,
     host: &str,
+    port: u16,
 ) -> Result<git2::CertificateCheckStatus, git2::Error> {
     let Some(hostkey) = cert.as_hostkey().and_then(|h| h.hostkey()) else {
         return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
     };
-    use base64::Engine;
     let text = std::fs::read_to_string(known_hosts)
         .map_err(|e| git2::Error::from_str(&format!("{}: {e}", known_hosts.display())))?;
-    let ok = text.lines().any(|line| {
-        let mut fields = line.split_whitespace();
+    known_host(&text, host, port, hostkey)
+        .map(|()| git2::CertificateCheckStatus::CertificateOk)
+        .map_err(|reason| git2::Error::from_str(&format!("{}: {reason}", known_hosts.display())))
+}
+
+/// The port an SSH URL connects to: `ssh://[user@]host:port/...`, else 22 (scp-like URLs
+/// cannot name a port).
+fn ssh_port(url: &str) -> u16 {
+    let Some(rest) = url.strip_prefix("ssh://") else {
+        return 22;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let port = match host_port.strip_prefix('[') {
+        // [v6-address]:port
+        Some(v6) => v6.split_once("]:").map(|(_, p)| p),
+        None => host_port.rsplit_once(':').map(|(_, p)| p),
+    };
+    port.and_then(|p| p.parse().ok()).unwrap_or(22)
+}
+
+/// OpenSSH's known_hosts semantics for one host key (`key_blob`, the SSH wire encoding):
+/// a line lists comma-separated patterns (`*` and `?` wildcards, `!` negation, hashed
+/// `|1|salt|hash` entries); a plain pattern names port 22 and `[host]:port` that port only.
+/// `@revoked` lines refuse their key; `@cert-authority` lines are not supported (host
+/// certificates are not checked) and never match.
+pub fn known_host(text: &str, host: &str, port: u16, key_blob: &[u8]) -> Result<(), String> {
+    use base64::Engine;
+    let target = if port == 22 {
+        host.to_ascii_lowercase()
+    } else {
+        format!("[{}]:{port}", host.to_ascii_lowercase())
+    };
+    let mut accepted = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace().peekable();
+        let marker = fields.next_if(|f| f.starts_with('@'));
         let (Some(hosts), Some(_kind), Some(key)) = (fields.next(), fields.next(), fields.next())
         else {
-            return false;
+            continue;
         };
-        hosts
-            .split(',')
-            .any(|h| h == host || h.trim_start_matches('[').starts_with(&format!("{host}]")))
-            && base64::engine::general_purpose::STANDARD
-                .decode(key)
-                .is_ok_and(|k| k == hostkey)
-    });
-    if ok {
-        Ok(git2::CertificateCheckStatus::CertificateOk)
-    } else {
-        Err(git2::Error::from_str(&format!(
-            "host key of {host} is not in {}",
-            known_hosts.display()
-        )))
+        if !hosts_match(hosts, &target) {
+            continue;
+        }
+        let same_key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|k| k == key_blob);
+        match marker {
+            Some("@revoked") if same_key => {
+                return Err(format!("the host key of {target} is marked @revoked"));
+            }
+            None if same_key => accepted = true,
+            _ => {}
+        }
     }
+    if accepted {
+        Ok(())
+    } else {
+        Err(format!(
+            "the host key of {target} is not listed (a `host` entry is for port 22, `[host]:port` for that port)"
+        ))
+    }
+}
+
+/// One known_hosts host field against `target` (`host` or `[host]:port`, lowercase).
+fn hosts_match(field: &str, target: &str) -> bool {
+    if let Some(hashed) = field.strip_prefix("|1|") {
+        return hashed_host_matches(hashed, target);
+    }
+    let mut matched = false;
+    for pattern in field.split(',') {
+        let (negated, pattern) = match pattern.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, pattern),
+        };
+        if wildcard_match(&pattern.to_ascii_lowercase(), target) {
+            if negated {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
+}
+
+/// `|1|base64(salt)|base64(HMAC-SHA1(salt, host))`, as `HashKnownHosts yes` writes.
+fn hashed_host_matches(hashed: &str, target: &str) -> bool {
+    use base64::Engine;
+    use hmac::Mac;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some((salt, hash)) = hashed.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(target.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// OpenSSH's `match_pattern`: `*` any run, `?` any one character; the whole text must match.
+pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Iterative with one backtrack point (the last `*`): linear in practice, no recursion.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(c) if *c == '?' || *c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// The revision of a plain directory: a hash over every file's path and content, so an
@@ -587,6 +827,8 @@ mod tests {
             webhook_secret_file: None,
             max_deletions: crate::gitops::config::DEFAULT_MAX_DELETIONS,
             verify: None,
+            timeout: Duration::from_secs(120),
+            allow_rollback: false,
         };
         let url = format!("file://{}", dir.path().join("src.git").display());
         let g = GitSource::new(&repo, &url, &dir.path().join("cache"));
@@ -610,5 +852,97 @@ mod tests {
     fn commit_ids() {
         assert!(is_commit_id("0123456789abcdef0123456789abcdef01234567"));
         assert!(!is_commit_id("main"));
+    }
+
+    const HOST_KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIBkNOJ1W3eUDhdzsKqGzXeMY7pHXPD4nN2Rk0dfRgH6x";
+    const OTHER_KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIMEmjuufGTmB5KJO9XzSojwA4jgoNk1XJOUd+nYgrgi+";
+
+    fn blob(key: &str) -> Vec<u8> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .expect("base64")
+    }
+
+    #[test]
+    fn known_hosts_entries_match_their_port_only() {
+        let key = blob(HOST_KEY);
+        let plain = format!("git.example.com ssh-ed25519 {HOST_KEY}\n");
+        assert_eq!(known_host(&plain, "git.example.com", 22, &key), Ok(()));
+        let err = known_host(&plain, "git.example.com", 2222, &key).expect_err("other port");
+        assert!(err.contains("[git.example.com]:2222"), "{err}");
+        let bracketed = format!("[git.example.com]:2222 ssh-ed25519 {HOST_KEY}\n");
+        assert_eq!(
+            known_host(&bracketed, "git.example.com", 2222, &key),
+            Ok(())
+        );
+        assert!(known_host(&bracketed, "git.example.com", 22, &key).is_err());
+        assert!(known_host(&bracketed, "git.example.com", 22222, &key).is_err());
+        assert!(known_host(&bracketed, "git.example.co", 2222, &key).is_err());
+        // The key must be the listed one.
+        assert!(known_host(&plain, "git.example.com", 22, &blob(OTHER_KEY)).is_err());
+    }
+
+    #[test]
+    fn known_hosts_patterns_markers_and_hashed_entries() {
+        let key = blob(HOST_KEY);
+        let text = format!(
+            "# comment\n*.example.com,!evil.example.com ssh-ed25519 {HOST_KEY}\n[10.0.0.?]:2200 ssh-ed25519 {HOST_KEY}\n"
+        );
+        assert_eq!(known_host(&text, "git.example.com", 22, &key), Ok(()));
+        assert!(known_host(&text, "evil.example.com", 22, &key).is_err());
+        assert_eq!(known_host(&text, "10.0.0.7", 2200, &key), Ok(()));
+        assert!(known_host(&text, "10.0.0.17", 2200, &key).is_err());
+        let revoked = format!("{text}@revoked * ssh-ed25519 {HOST_KEY}\n");
+        let err = known_host(&revoked, "git.example.com", 22, &key).expect_err("revoked");
+        assert!(err.contains("@revoked"), "{err}");
+        let ca = format!("@cert-authority * ssh-ed25519 {HOST_KEY}\n");
+        assert!(known_host(&ca, "git.example.com", 22, &key).is_err());
+        // Hashed by ssh-keygen itself.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("known_hosts");
+        std::fs::write(
+            &file,
+            format!("[git.example.com]:2222 ssh-ed25519 {HOST_KEY}\ngit.example.com ssh-ed25519 {OTHER_KEY}\n"),
+        )
+        .expect("write");
+        let out = std::process::Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .expect("ssh-keygen -H runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hashed = std::fs::read_to_string(&file).expect("read");
+        assert!(hashed.starts_with("|1|"), "{hashed}");
+        assert_eq!(known_host(&hashed, "git.example.com", 2222, &key), Ok(()));
+        assert!(known_host(&hashed, "git.example.com", 22, &key).is_err());
+        assert_eq!(
+            known_host(&hashed, "git.example.com", 22, &blob(OTHER_KEY)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn ssh_ports_come_from_the_url() {
+        assert_eq!(ssh_port("ssh://git@host:2222/repo.git"), 2222);
+        assert_eq!(ssh_port("ssh://host/repo.git"), 22);
+        assert_eq!(ssh_port("ssh://git@[::1]:2200/repo.git"), 2200);
+        assert_eq!(ssh_port("git@host:org/repo.git"), 22);
+        assert_eq!(ssh_port("ssh://host:notaport/x"), 22);
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("g?t", "git"));
+        assert!(wildcard_match("*.example.com", "a.b.example.com"));
+        assert!(!wildcard_match("*.example.com", "example.com"));
+        assert!(wildcard_match("a*b*c", "aXbYbc"));
+        assert!(!wildcard_match("git", "gitx"));
     }
 }

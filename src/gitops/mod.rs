@@ -14,4 +14,5 @@ pub mod serve;
 pub mod signing;
 pub mod status;
 pub mod supervise;
+pub mod sync;
 pub mod webhook;

@@ -96,6 +96,9 @@ pub struct RepoStatus {
     /// Deletions of the applied revision waiting for confirmation (over `maxDeletions`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_deletions: Option<super::ownership::HeldDeletions>,
+    /// Why the webhook refuses this repository (its secret file unreadable or empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_error: Option<String>,
     #[serde(skip)]
     pub good: Option<Arc<DesiredState>>,
     /// The sync epoch (see `Shared::sync_epoch`) of the last sync that reached the source,
@@ -248,6 +251,8 @@ pub struct Shared {
     sync_epoch: std::sync::atomic::AtomicU64,
     /// The supervised core tasks (planner, workers, engines): restarts and readiness.
     health: Arc<super::supervise::Health>,
+    /// The webhook endpoint's token bucket (`webhook:` in kudo.yaml).
+    hook_limiter: super::webhook::RateLimiter,
 }
 
 /// The last planner pass in numbers: rollouts of the desired revision by state.
@@ -416,6 +421,7 @@ impl Daemon {
             loopback: std::sync::atomic::AtomicBool::new(config.listen.ip().is_loopback()),
             sync_epoch: std::sync::atomic::AtomicU64::new(0),
             health,
+            hook_limiter: super::webhook::RateLimiter::new(config.webhook),
         });
         let mut tasks = Vec::new();
         let (s, rx) = (shared.clone(), stop_rx.clone());
@@ -1086,26 +1092,41 @@ async fn repo_task(
     };
     let mut last_seen: Option<String> = None;
     let cache = Arc::new(Mutex::new(desired::DesiredCache::new()));
+    // libgit2's timeouts are process-wide: the shortest sync deadline of all repositories.
+    if let Some(t) = shared.config.repositories.iter().map(|r| r.timeout).min() {
+        super::git::set_network_timeout(t.min(super::git::DEFAULT_NETWORK_TIMEOUT));
+    }
+    let mut deadline = super::sync::Deadline::new(&repo.name, repo.timeout);
     loop {
-        let failures = sync_once(&shared, &repo, git.as_ref(), &cache, &mut last_seen).await;
+        let failures = sync_once(
+            &shared,
+            &repo,
+            git.as_ref(),
+            &cache,
+            &mut last_seen,
+            &mut deadline,
+        )
+        .await;
         let delay = next_poll(repo.interval, failures, fastrand::f64());
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = wake.notified() => {}
-            Some(()) = changes.recv() => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if super::sync::wait_next(delay, failures, &wake, &mut changes, &mut stop).await {
+            return;
         }
     }
 }
 
-/// One sync: new revision → load (blocking thread) → keep if good. Returns the number of
-/// consecutive failures (for backoff).
+/// The blocking part of one sync: `None` when the revision did not change.
+type SyncWork = Result<Option<(Loaded, Option<i64>)>, String>;
+
+/// One sync: new revision → verify (signature, ancestry) → load (blocking thread, under the
+/// repository's deadline) → keep if good. Returns the number of consecutive failures (for
+/// backoff).
 async fn sync_once(
     shared: &Arc<Shared>,
     repo: &Repository,
     git: Option<&GitSource>,
     cache: &Arc<Mutex<desired::DesiredCache>>,
     last_seen: &mut Option<String>,
+    deadline: &mut super::sync::Deadline<SyncWork>,
 ) -> u32 {
     let cache = cache.clone();
     let clusters: Vec<ClusterInfo> = shared.clusters.iter().map(|c| c.info.clone()).collect();
@@ -1118,30 +1139,50 @@ async fn sync_once(
     let package_cache = shared.config.cache_dir.join("package-repositories");
     let verify = repo.verify.clone();
     let name = repo.name.clone();
+    let allow_rollback = repo.allow_rollback;
+    let applied_store = git
+        .as_ref()
+        .map(|g| super::sync::AppliedStore::new(&shared.config.cache_dir, repo, &g.url));
+    let persist = !shared.dry_run;
     let started = Instant::now();
-    let result =
-        tokio::task::spawn_blocking(move || -> Result<Option<(Loaded, Option<i64>)>, String> {
+    let result = deadline
+        .run(move || -> SyncWork {
             match (&git, &source) {
                 (Some(g), _) => {
                     let commit = g.sync().map_err(|e| e.to_string())?;
                     if seen.as_deref() == Some(commit.as_str()) {
                         return Ok(None);
                     }
+                    let refused = |errors| {
+                        let time = commit_time(&g.mirror, &commit);
+                        Ok(Some(((commit.clone(), Err(errors)), time)))
+                    };
                     if let Some(verify) = &verify {
-                        match super::signing::Trust::load(verify)
-                            .and_then(|t| super::signing::verify_commit(&g.mirror, &commit, &t))
-                        {
+                        // A trust file that cannot be read is a failure (retried), not a
+                        // verdict about this commit.
+                        let trust =
+                            super::signing::Trust::load(verify).map_err(|e| e.to_string())?;
+                        match super::signing::verify_commit(&g.mirror, &commit, &trust) {
                             Ok(signer) => {
                                 info!(repository = %name, revision = short(&commit), %signer, "commit signature verified");
                             }
-                            Err(refusal) => {
-                                let time = commit_time(&g.mirror, &commit);
-                                return Ok(Some((
-                                    (commit.clone(), Err(unsigned(&commit, refusal))),
-                                    time,
-                                )));
+                            Err(refusal) if refusal.is_verdict() => {
+                                return refused(unsigned(&commit, refusal));
                             }
+                            Err(e) => return Err(e.to_string()),
                         }
+                    }
+                    let store = applied_store.as_ref();
+                    if let Some(store) = store.filter(|_| !allow_rollback)
+                        && let Some(old) = store.load().map_err(|e| e.to_string())?
+                        && !g.descends_from(&commit, &old).map_err(|e| e.to_string())?
+                    {
+                        return refused(super::sync::rollback_refused(
+                            &name,
+                            &commit,
+                            &old,
+                            store.path(),
+                        ));
                     }
                     let tree = g.tree(&commit).map_err(|e| e.to_string())?;
                     let mut cache = lock(&cache);
@@ -1152,6 +1193,9 @@ async fn sync_once(
                         &mut cache.repository_refs,
                     )?;
                     let loaded = desired::load_cached(&tree, &commit, &clusters, &mut cache);
+                    if let (true, Ok(_), Some(store)) = (persist, &loaded, store) {
+                        store.save(&commit).map_err(|e| e.to_string())?;
+                    }
                     let time = commit_time(&g.mirror, &commit);
                     Ok(Some(((commit, loaded), time)))
                 }
@@ -1180,9 +1224,12 @@ async fn sync_once(
             }
         })
         .await
-        .unwrap_or_else(|e| Err(format!("sync task failed: {e}")));
+        .unwrap_or_else(|e| Err(e.to_string()));
     let took = started.elapsed().as_secs_f64();
     let gm = &shared.metrics.gitops;
+    let webhook_error = super::webhook::HookSecret::load(repo.webhook_secret_file.as_deref())
+        .problem()
+        .map(str::to_string);
     let mut repos = lock(&shared.repos);
     let status = repos.entry(repo.name.clone()).or_default();
     if result.is_ok() {
@@ -1195,6 +1242,7 @@ async fn sync_once(
             status.loaded_epoch = epoch;
         }
     }
+    status.webhook_error = webhook_error;
     match result {
         Ok(None) => {
             gm.record_sync(&repo.name, SyncResult::unchanged, took, None);
@@ -1931,32 +1979,61 @@ async fn hook(
     axum::extract::State(s): axum::extract::State<Arc<Shared>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
-) -> (axum::http::StatusCode, String) {
-    let secrets: Vec<(String, Option<String>)> = s
+) -> axum::response::Response {
+    use super::webhook::{HookError, HookSecret};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    if let Err(wait) = s.hook_limiter.take() {
+        let refusal = s.hook_limiter.refusal();
+        warn!(reason = %refusal, "webhook refused");
+        let retry = wait.as_secs().max(1).to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, retry)],
+            format!("{refusal}\n"),
+        )
+            .into_response();
+    }
+    let secrets: Vec<(String, HookSecret)> = s
         .config
         .repositories
         .iter()
         .map(|r| {
-            let secret = r
-                .webhook_secret_file
-                .as_deref()
-                .and_then(|f| std::fs::read_to_string(f).ok())
-                .map(|t| t.trim().to_string());
-            (r.name.clone(), secret)
+            (
+                r.name.clone(),
+                HookSecret::load(r.webhook_secret_file.as_deref()),
+            )
         })
         .collect();
+    {
+        let mut repos = lock(&s.repos);
+        for (name, secret) in &secrets {
+            let problem = secret.problem().map(str::to_string);
+            if let Some(p) = &problem {
+                warn!(repository = %name, problem = %p, "webhook secret unavailable; refusing its webhooks");
+            }
+            if let Some(status) = repos.get_mut(name) {
+                status.webhook_error = problem;
+            }
+        }
+    }
     match super::webhook::authorize(&headers, &body, &secrets) {
         Ok(repos) => {
             info!(repositories = ?repos, "webhook: syncing now");
             s.sync_now(Some(&repos));
             (
-                axum::http::StatusCode::ACCEPTED,
+                StatusCode::ACCEPTED,
                 format!("syncing {}\n", repos.join(", ")),
             )
+                .into_response()
         }
         Err(reason) => {
             warn!(%reason, "webhook refused");
-            (axum::http::StatusCode::UNAUTHORIZED, format!("{reason}\n"))
+            let code = match reason {
+                HookError::SecretUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            (code, format!("{reason}\n")).into_response()
         }
     }
 }

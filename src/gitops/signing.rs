@@ -82,8 +82,31 @@ pub enum SigningError {
         kind: &'static str,
         trusted: &'static str,
     },
+    #[error(
+        "commit {commit} (committer {committer}) is signed by {signer}, which is not listed as a key; the allowed signers file's cert-authority lines ({lines}) are not supported: kudo does not verify SSH certificates"
+    )]
+    CertificateAuthority {
+        commit: String,
+        committer: String,
+        signer: String,
+        lines: String,
+    },
     #[error("commit {commit}: {reason}")]
     Git { commit: String, reason: String },
+}
+
+impl SigningError {
+    /// Whether this is a verdict about the commit's signature (remembered: the commit stays
+    /// refused until the ref moves), not a failure to read the trust files or the mirror
+    /// (a sync failure, retried with backoff).
+    pub fn is_verdict(&self) -> bool {
+        !matches!(
+            self,
+            SigningError::SignersFile { .. }
+                | SigningError::KeyringFile { .. }
+                | SigningError::Git { .. }
+        )
+    }
 }
 
 /// The keys a repository trusts: SSH allowed signers, OpenPGP keys, or both.
@@ -111,13 +134,16 @@ impl Trust {
     }
 
     /// Pure: checks an armored signature over `signed` (the commit without its signature) with
-    /// the trusted keys of its kind. Returns who signed.
+    /// the trusted keys of its kind. `at` (Unix seconds) is the commit's committer time, which
+    /// SSH `valid-after`/`valid-before` are compared with (as `git verify-commit` does through
+    /// `ssh-keygen -Overify-time`). Returns who signed.
     pub fn verify(
         &self,
         commit: &str,
         committer: &str,
         signature: &str,
         signed: &[u8],
+        at: i64,
     ) -> Result<String, SigningError> {
         let trusted = match (&self.ssh, &self.openpgp) {
             (Some(_), None) => SSH_TRUST,
@@ -139,7 +165,7 @@ impl Trust {
             keys.verify(commit, committer, signature, signed)
         } else if signature.contains(SSH_SIGNATURE) {
             let signers = self.ssh.as_ref().ok_or_else(|| other_kind("an SSH"))?;
-            signers.verify(commit, committer, signature, signed)
+            signers.verify(commit, committer, signature, signed, at)
         } else {
             Err(SigningError::BadSignature {
                 commit: commit.to_string(),
@@ -151,10 +177,216 @@ impl Trust {
     }
 }
 
-/// Keys allowed to sign, with the principal (usually an e-mail) each is listed under.
+/// Keys allowed to sign, with the principal (usually an e-mail) each is listed under and the
+/// options of its line, with ssh-keygen's ALLOWED SIGNERS semantics: `namespaces="..."` (a
+/// pattern list that must match `git`), `valid-after="..."` and `valid-before="..."`
+/// (`YYYYMMDD[HHMM[SS]]`, a trailing `Z` for UTC, else the local time zone, compared with the
+/// commit's committer time). `cert-authority` lines are read but trust nothing: SSH
+/// certificates are not verified, and a refusal says so.
 #[derive(Debug, Clone)]
 pub struct AllowedSigners {
-    keys: Vec<(String, PublicKey)>,
+    keys: Vec<Signer>,
+    /// Line numbers of `cert-authority` lines.
+    ca_lines: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Signer {
+    line: usize,
+    principal: String,
+    key: PublicKey,
+    namespaces: Option<String>,
+    valid_after: Option<i64>,
+    valid_before: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct SignerOptions {
+    cert_authority: bool,
+    namespaces: Option<String>,
+    valid_after: Option<i64>,
+    valid_before: Option<i64>,
+}
+
+/// The first field of `s` (ended by whitespace outside double quotes) and the rest.
+fn split_field(s: &str) -> (&str, &str) {
+    let mut quoted = false;
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c.is_whitespace() && !quoted {
+            return (&s[..i], s[i..].trim_start());
+        }
+    }
+    (s, "")
+}
+
+/// `option[,option...]` split on commas outside double quotes.
+fn split_options(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut quoted = false;
+    let mut from = 0;
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == ',' && !quoted {
+            out.push(&s[from..i]);
+            from = i + 1;
+        }
+    }
+    out.push(&s[from..]);
+    out
+}
+
+fn dequote<'a>(name: &str, value: &'a str) -> Result<&'a str, String> {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .filter(|v| !v.contains('"'))
+        .ok_or_else(|| format!("option {name}: the value must be in double quotes"))
+}
+
+/// ssh-keygen's `parse_absolute_time`: `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, UTC with
+/// a trailing `Z`, else the local time zone. Unix seconds.
+fn parse_signer_time(name: &str, text: &str) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "option {name}: {text:?} is not a time like 20250131, 202501311200 or 20250131120000Z"
+        )
+    };
+    let (digits, utc) = match text.strip_suffix(['Z', 'z']) {
+        Some(d) => (d, true),
+        None => (text, false),
+    };
+    if !matches!(digits.len(), 8 | 12 | 14) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let num = |from: usize, to: usize| -> Result<i32, String> {
+        digits
+            .get(from..to)
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(bad)
+    };
+    let part = |from: usize| -> Result<i8, String> {
+        if digits.len() > from {
+            i8::try_from(num(from, from + 2)?).map_err(|_| bad())
+        } else {
+            Ok(0)
+        }
+    };
+    let year = i16::try_from(num(0, 4)?).map_err(|_| bad())?;
+    let month = i8::try_from(num(4, 6)?).map_err(|_| bad())?;
+    let day = i8::try_from(num(6, 8)?).map_err(|_| bad())?;
+    let civil = jiff::civil::DateTime::new(year, month, day, part(8)?, part(10)?, part(12)?, 0)
+        .map_err(|_| bad())?;
+    let zone = if utc {
+        jiff::tz::TimeZone::UTC
+    } else {
+        jiff::tz::TimeZone::system()
+    };
+    civil
+        .to_zoned(zone)
+        .map(|z| z.timestamp().as_second())
+        .map_err(|_| bad())
+}
+
+fn parse_signer_options(opts: &str) -> Result<SignerOptions, String> {
+    let mut o = SignerOptions::default();
+    for opt in split_options(opts) {
+        let (name, value) = match opt.split_once('=') {
+            Some((n, v)) => (n.to_ascii_lowercase(), Some(v)),
+            None => (opt.to_ascii_lowercase(), None),
+        };
+        match (name.as_str(), value) {
+            ("cert-authority", None) => o.cert_authority = true,
+            ("namespaces", Some(v)) => {
+                if o.namespaces.is_some() {
+                    return Err("more than one namespaces= option".into());
+                }
+                o.namespaces = Some(dequote("namespaces", v)?.to_string());
+            }
+            ("valid-after" | "valid-before", Some(v)) => {
+                let t = parse_signer_time(&name, dequote(&name, v)?)?;
+                let slot = if name == "valid-after" {
+                    &mut o.valid_after
+                } else {
+                    &mut o.valid_before
+                };
+                if slot.replace(t).is_some() {
+                    return Err(format!("more than one {name}= option"));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unsupported option {opt:?} (ssh-keygen knows cert-authority, namespaces=\"...\", valid-after=\"...\", valid-before=\"...\")"
+                ));
+            }
+        }
+    }
+    if let (Some(after), Some(before)) = (o.valid_after, o.valid_before)
+        && before <= after
+    {
+        return Err("valid-before is not after valid-after".into());
+    }
+    Ok(o)
+}
+
+/// ssh-keygen's `match_pattern_list`: comma-separated wildcard patterns, `!` negates; the
+/// text must match a positive pattern and no negated one.
+fn matches_pattern_list(text: &str, list: &str) -> bool {
+    let mut matched = false;
+    for pattern in list.split(',') {
+        let (negated, pattern) = match pattern.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, pattern),
+        };
+        if super::git::wildcard_match(pattern, text) {
+            if negated {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
+}
+
+fn utc(t: i64) -> String {
+    jiff::Timestamp::from_second(t)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
+impl Signer {
+    /// Why this line does not allow a git signature at committer time `at`, if it does not.
+    fn refuses(&self, at: i64) -> Option<String> {
+        let line = self.line;
+        if let Some(ns) = &self.namespaces
+            && !matches_pattern_list(GIT_NAMESPACE, ns)
+        {
+            return Some(format!(
+                "is allowed (line {line}) only for namespaces=\"{ns}\", which does not include git"
+            ));
+        }
+        if let Some(after) = self.valid_after
+            && at < after
+        {
+            return Some(format!(
+                "is not yet valid (line {line}: valid-after {}) at the commit's committer time {}",
+                utc(after),
+                utc(at)
+            ));
+        }
+        if let Some(before) = self.valid_before
+            && at > before
+        {
+            return Some(format!(
+                "expired (line {line}: valid-before {}) before the commit's committer time {}",
+                utc(before),
+                utc(at)
+            ));
+        }
+        None
+    }
 }
 
 impl AllowedSigners {
@@ -166,54 +398,88 @@ impl AllowedSigners {
         AllowedSigners::parse(&path.display().to_string(), &text)
     }
 
-    /// Parses git's allowed-signers format; a bad line is an error naming its number.
+    /// Parses git's allowed-signers format (`<principals> [options] <key-type> <base64>
+    /// [comment]`); a bad line is an error naming its number.
     pub fn parse(file: &str, text: &str) -> Result<AllowedSigners, SigningError> {
         let mut keys = Vec::new();
+        let mut ca_lines = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let fields: Vec<&str> = line.split_whitespace().collect();
             let bad = |reason: String| SigningError::SignersFile {
                 file: file.to_string(),
                 reason: format!("line {}: {reason}", n + 1),
             };
-            // principals, optional options, then the key type and its base64.
-            let Some(at) = fields.iter().position(|f| {
-                f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-")
-            }) else {
-                return Err(bad(
-                    "no key (expected `<principals> <key-type> <base64>`)".into()
-                ));
-            };
-            let (Some(kind), Some(data)) = (fields.get(at), fields.get(at + 1)) else {
-                return Err(bad("key type without key data".into()));
-            };
-            if at == 0 {
+            let is_key_type =
+                |f: &str| f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-");
+            let (principals, rest) = split_field(line);
+            if is_key_type(principals) {
                 return Err(bad("no principal before the key".into()));
+            }
+            let (first, _) = split_field(rest);
+            let (options, key_text) = if is_key_type(first) {
+                (SignerOptions::default(), rest)
+            } else if first.is_empty() {
+                return Err(bad(
+                    "no key (expected `<principals> [options] <key-type> <base64>`)".into(),
+                ));
+            } else {
+                let (opts, key_text) = split_field(rest);
+                (parse_signer_options(opts).map_err(bad)?, key_text)
+            };
+            let (kind, after) = split_field(key_text);
+            let (data, _comment) = split_field(after);
+            if !is_key_type(kind) {
+                return Err(bad(
+                    "no key (expected `<principals> [options] <key-type> <base64>`)".into(),
+                ));
+            }
+            if data.is_empty() {
+                return Err(bad("key type without key data".into()));
             }
             let key = PublicKey::from_openssh(&format!("{kind} {data}"))
                 .map_err(|e| bad(format!("not a public key: {e}")))?;
-            keys.push((fields[0].to_string(), key));
-        }
-        if keys.is_empty() {
-            return Err(SigningError::SignersFile {
-                file: file.to_string(),
-                reason: "lists no key".into(),
+            if options.cert_authority {
+                ca_lines.push(n + 1);
+                continue;
+            }
+            keys.push(Signer {
+                line: n + 1,
+                principal: principals.trim_matches('"').to_string(),
+                key,
+                namespaces: options.namespaces,
+                valid_after: options.valid_after,
+                valid_before: options.valid_before,
             });
         }
-        Ok(AllowedSigners { keys })
+        if keys.is_empty() {
+            let reason = if ca_lines.is_empty() {
+                "lists no key".to_string()
+            } else {
+                format!(
+                    "lists only cert-authority lines ({}), which kudo does not support (it does not verify SSH certificates): list the signers' keys",
+                    join_lines(&ca_lines)
+                )
+            };
+            return Err(SigningError::SignersFile {
+                file: file.to_string(),
+                reason,
+            });
+        }
+        Ok(AllowedSigners { keys, ca_lines })
     }
 
-    /// Pure: checks an armored SSH signature over `signed` (the commit without its signature).
-    /// Returns who signed (principal and key fingerprint).
+    /// Pure: checks an armored SSH signature over `signed` (the commit without its signature)
+    /// made at committer time `at`. Returns who signed (principal and key fingerprint).
     pub fn verify(
         &self,
         commit: &str,
         committer: &str,
         signature: &str,
         signed: &[u8],
+        at: i64,
     ) -> Result<String, SigningError> {
         let sig = SshSig::from_pem(signature.trim()).map_err(|e| SigningError::BadSignature {
             commit: commit.to_string(),
@@ -222,27 +488,56 @@ impl AllowedSigners {
             reason: e.to_string(),
         })?;
         let signer = format!("key {}", sig.public_key().fingerprint(HashAlg::Sha256));
-        let Some((principal, key)) = self
+        let listed: Vec<&Signer> = self
             .keys
             .iter()
-            .find(|(_, k)| k.key_data() == sig.public_key())
-        else {
-            return Err(SigningError::NotAllowed {
-                commit: commit.to_string(),
-                committer: committer.to_string(),
-                signer,
+            .filter(|s| s.key.key_data() == sig.public_key())
+            .collect();
+        let Some(first) = listed.first() else {
+            return Err(if self.ca_lines.is_empty() {
+                SigningError::NotAllowed {
+                    commit: commit.to_string(),
+                    committer: committer.to_string(),
+                    signer,
+                }
+            } else {
+                SigningError::CertificateAuthority {
+                    commit: commit.to_string(),
+                    committer: committer.to_string(),
+                    signer,
+                    lines: join_lines(&self.ca_lines),
+                }
             });
         };
-        let signer = format!("{principal} ({signer})");
-        key.verify(GIT_NAMESPACE, signed, &sig)
+        first
+            .key
+            .verify(GIT_NAMESPACE, signed, &sig)
             .map_err(|e| SigningError::BadSignature {
                 commit: commit.to_string(),
                 committer: committer.to_string(),
-                signer: signer.clone(),
+                signer: format!("{} ({signer})", first.principal),
                 reason: e.to_string(),
             })?;
-        Ok(signer)
+        // As ssh-keygen: any line listing the key whose options allow it.
+        let mut refusals = Vec::new();
+        for line in &listed {
+            match line.refuses(at) {
+                None => return Ok(format!("{} ({signer})", line.principal)),
+                Some(why) => refusals.push(why),
+            }
+        }
+        Err(SigningError::UnusableKey {
+            commit: commit.to_string(),
+            committer: committer.to_string(),
+            signer: format!("{} ({signer})", first.principal),
+            reason: refusals.join("; and "),
+        })
     }
+}
+
+fn join_lines(lines: &[usize]) -> String {
+    let lines: Vec<String> = lines.iter().map(|l| format!("line {l}")).collect();
+    lines.join(", ")
 }
 
 /// OpenPGP public keys trusted to sign (each with its subkeys).
@@ -571,12 +866,14 @@ pub fn verify_commit(repo: &Path, commit: &str, trust: &Trust) -> Result<String,
             who.email().unwrap_or_default()
         )
     };
+    let at = c.committer().when().seconds();
     match repo.extract_signature(&oid, None) {
         Ok((signature, signed)) => trust.verify(
             commit,
             &committer,
             &String::from_utf8_lossy(&signature),
             &signed,
+            at,
         ),
         Err(e) if e.code() == git2::ErrorCode::NotFound => Err(SigningError::Unsigned {
             commit: commit.to_string(),
@@ -603,7 +900,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(ok.keys.len(), 2);
-        assert_eq!(ok.keys[1].0, "bob@example.com");
+        assert_eq!(ok.keys[1].principal, "bob@example.com");
         let err = AllowedSigners::parse("allowed", "alice@example.com\n")
             .expect_err("refused")
             .to_string();
@@ -628,7 +925,7 @@ mod tests {
             openpgp: None,
         };
         let err = ssh_only
-            .verify("abc123", "A <a@x>", ALICE_SIG, PAYLOAD.as_bytes())
+            .verify("abc123", "A <a@x>", ALICE_SIG, PAYLOAD.as_bytes(), 0)
             .expect_err("refused")
             .to_string();
         assert!(
@@ -642,6 +939,7 @@ mod tests {
                 "A <a@x>",
                 "-----BEGIN SSH SIGNATURE-----\nnope\n-----END SSH SIGNATURE-----",
                 b"x",
+                0,
             )
             .expect_err("refused")
             .to_string();
@@ -659,6 +957,7 @@ mod tests {
                 "A <a@x>",
                 "-----BEGIN SSH SIGNATURE-----\nnope\n-----END SSH SIGNATURE-----",
                 b"x",
+                0,
             )
             .expect_err("refused")
             .to_string();
@@ -668,7 +967,13 @@ mod tests {
             "{err}"
         );
         let err = pgp_only
-            .verify("abc123", "A <a@x>", "-----BEGIN SIGNED MESSAGE-----", b"x")
+            .verify(
+                "abc123",
+                "A <a@x>",
+                "-----BEGIN SIGNED MESSAGE-----",
+                b"x",
+                0,
+            )
             .expect_err("refused")
             .to_string();
         assert!(
@@ -808,5 +1113,212 @@ mod tests {
                 && err.contains("(unreadable OpenPGP signature) does not verify"),
             "{err}"
         );
+    }
+
+    /// A real ed25519 key and an SSH signature over `payload` in git's namespace, made by
+    /// ssh-keygen. Returns the public key line and the armored signature.
+    fn ssh_signed(dir: &Path, name: &str, payload: &[u8]) -> (String, String) {
+        let key = dir.join(name);
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("ssh-keygen")
+                .args(args)
+                .output()
+                .expect("ssh-keygen runs");
+            assert!(
+                out.status.success(),
+                "ssh-keygen {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let key_path = key.display().to_string();
+        run(&["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", &key_path]);
+        let data = dir.join(format!("{name}.payload"));
+        std::fs::write(&data, payload).expect("payload");
+        run(&[
+            "-Y",
+            "sign",
+            "-n",
+            "git",
+            "-f",
+            &key_path,
+            &data.display().to_string(),
+        ]);
+        let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+        let sig = std::fs::read_to_string(dir.join(format!("{name}.payload.sig"))).expect("sig");
+        (public.trim().to_string(), sig)
+    }
+
+    const AT: i64 = 1_750_000_000; // 2025-06-15T15:06:40Z
+
+    fn check(allowed: &str, sig: &str, at: i64) -> Result<String, SigningError> {
+        AllowedSigners::parse("allowed", allowed)?.verify("c1", "A <a@x>", sig, b"payload", at)
+    }
+
+    #[test]
+    fn allowed_signers_namespaces_must_include_git() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (key, sig) = ssh_signed(dir.path(), "alice", b"payload");
+        assert!(check(&format!("alice {key}"), &sig, AT).is_ok());
+        for ok in ["git", "file,git", "*", "g?t", "*,!file"] {
+            let line = format!("alice namespaces=\"{ok}\" {key}");
+            assert_eq!(
+                check(&line, &sig, AT)
+                    .as_deref()
+                    .map(|s| s.starts_with("alice (key SHA256:")),
+                Ok(true),
+                "{line}"
+            );
+        }
+        for refused in ["file", "gitx", "*,!git", "!git,git"] {
+            let line = format!("alice namespaces=\"{refused}\" {key}");
+            let err = check(&line, &sig, AT).expect_err(&line).to_string();
+            assert!(
+                err.contains("commit c1")
+                    && err.contains(&format!(
+                        "is allowed (line 1) only for namespaces=\"{refused}\", which does not include git"
+                    )),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn allowed_signers_validity_is_compared_with_the_committer_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (key, sig) = ssh_signed(dir.path(), "alice", b"payload");
+        let after = format!("alice valid-after=\"20250601Z\" {key}");
+        assert!(check(&after, &sig, AT).is_ok());
+        let err = check(&after, &sig, AT - 30 * 86_400)
+            .expect_err("not yet")
+            .to_string();
+        assert!(
+            err.contains("is not yet valid (line 1: valid-after 2025-06-01T00:00:00Z) at the commit's committer time 2025-05-16"),
+            "{err}"
+        );
+        let before = format!("alice valid-before=\"202506151506Z\" {key}");
+        assert!(check(&before, &sig, AT - 40).is_ok());
+        let err = check(&before, &sig, AT).expect_err("expired").to_string();
+        assert!(
+            err.contains("expired (line 1: valid-before 2025-06-15T15:06:00Z) before the commit's committer time 2025-06-15T15:06:40Z"),
+            "{err}"
+        );
+        let window =
+            format!("alice valid-after=\"20250101000000Z\",valid-before=\"20251231Z\" {key}");
+        assert!(check(&window, &sig, AT).is_ok());
+        assert!(check(&window, &sig, AT + 365 * 86_400).is_err());
+        // As ssh-keygen: any line of the key that allows it will do.
+        let two = format!("{before}\nalice@new valid-after=\"20250615Z\" {key}\n");
+        assert_eq!(
+            check(&two, &sig, AT)
+                .as_deref()
+                .map(|s| s.starts_with("alice@new ")),
+            Ok(true)
+        );
+        // Local time without Z parses (the zone is the machine's).
+        assert!(
+            AllowedSigners::parse("a", &format!("alice valid-after=\"202506011200\" {key}"))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn cert_authority_lines_trust_nothing_and_say_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (alice, sig) = ssh_signed(dir.path(), "alice", b"payload");
+        let (ca, _) = ssh_signed(dir.path(), "ca", b"payload");
+        let err = AllowedSigners::parse("allowed", &format!("*@example.com cert-authority {ca}\n"))
+            .expect_err("only a CA")
+            .to_string();
+        assert!(
+            err.contains("allowed signers file allowed: lists only cert-authority lines (line 1)")
+                && err.contains("does not verify SSH certificates"),
+            "{err}"
+        );
+        // The CA's own key as a signer is not trusted either; the refusal names the CA lines.
+        let (bob, _) = ssh_signed(dir.path(), "bob", b"payload");
+        let file = format!("bob {bob}\n*@example.com cert-authority {alice}\n");
+        let err = check(&file, &sig, AT).expect_err("CA only").to_string();
+        assert!(
+            err.contains("commit c1 (committer A <a@x>) is signed by key SHA256:")
+                && err.contains("cert-authority lines (line 2) are not supported"),
+            "{err}"
+        );
+        assert!(
+            check(
+                &format!("alice {alice}\n*@x cert-authority {ca}\n"),
+                &sig,
+                AT
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn allowed_signers_options_are_checked_per_line() {
+        let refused = |line: &str| {
+            AllowedSigners::parse("allowed", &format!("# x\n{line}\n"))
+                .expect_err(line)
+                .to_string()
+        };
+        for (line, needle) in [
+            (
+                format!("a no-touch-required {KEY}"),
+                "line 2: unsupported option \"no-touch-required\"",
+            ),
+            (
+                format!("a namespaces=git {KEY}"),
+                "line 2: option namespaces: the value must be in double quotes",
+            ),
+            (
+                format!("a valid-after=\"2025\" {KEY}"),
+                "line 2: option valid-after: \"2025\" is not a time",
+            ),
+            (
+                format!("a valid-before=\"20251301Z\" {KEY}"),
+                "is not a time",
+            ),
+            (
+                format!("a valid-after=\"20250102Z\",valid-before=\"20250101Z\" {KEY}"),
+                "line 2: valid-before is not after valid-after",
+            ),
+            (
+                format!("a namespaces=\"git\",namespaces=\"file\" {KEY}"),
+                "line 2: more than one namespaces= option",
+            ),
+            ("a namespaces=\"git\"".to_string(), "line 2: no key"),
+            (KEY.to_string(), "line 2: no principal before the key"),
+        ] {
+            let err = refused(&line);
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+        // Quoted values may hold commas and spaces.
+        let ok = AllowedSigners::parse(
+            "a",
+            &format!(
+                "\"alice smith\" namespaces=\"file, git\",valid-after=\"20200101Z\" {KEY} comment"
+            ),
+        )
+        .expect("valid");
+        assert_eq!(ok.keys[0].principal, "alice smith");
+        assert_eq!(ok.keys[0].namespaces.as_deref(), Some("file, git"));
+    }
+
+    #[test]
+    fn trust_file_failures_are_not_verdicts() {
+        let missing = AllowedSigners::load(Path::new("/nonexistent/allowed")).expect_err("missing");
+        assert!(!missing.is_verdict());
+        let keyring = OpenPgpKeys::load(Path::new("/nonexistent/keys.asc")).expect_err("missing");
+        assert!(!keyring.is_verdict());
+        let garbled = AllowedSigners::parse("allowed", "a ssh-ed25519 bm90LWEta2V5\n")
+            .expect_err("not a key");
+        assert!(
+            !garbled.is_verdict(),
+            "a broken trust file is retried, not held against a commit"
+        );
+        let unsigned = SigningError::Unsigned {
+            commit: "c".into(),
+            committer: "x".into(),
+        };
+        assert!(unsigned.is_verdict());
     }
 }
