@@ -322,6 +322,7 @@ fn repository(name: &str, url: &str) -> kudo::gitops::config::Repository {
         interval: Duration::from_secs(60),
         credentials: Default::default(),
         webhook_secret_file: None,
+        max_deletions: kudo::gitops::config::DEFAULT_MAX_DELETIONS,
         verify: None,
         timeout: Duration::from_secs(1),
         allow_rollback: false,

@@ -223,6 +223,7 @@ mod tests {
             interval: Duration::from_secs(60),
             credentials: Default::default(),
             webhook_secret_file: None,
+            max_deletions: crate::gitops::config::DEFAULT_MAX_DELETIONS,
             verify: None,
             timeout: Duration::from_secs(120),
             allow_rollback: false,
