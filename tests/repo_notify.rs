@@ -787,3 +787,63 @@ async fn a_hanging_sink_does_not_delay_plans() {
     assert_eq!(daemon.shared.notifier().metrics().delivered("hang"), 0);
     daemon.shutdown().await;
 }
+
+// ---- hostile package repositories ----
+
+/// An index whose digest is a path (64 characters, so it passes a length check) pointing at
+/// a `.tgz` outside the cache: fetching must refuse the index and delete nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_that_is_a_path_is_refused() {
+    use kudo::repo::{HttpOptions, RepoClient, RepoEntry};
+    let work = tempfile::tempdir().expect("tmp");
+    let cache = work.path().join("home/cache");
+    std::fs::create_dir_all(cache.join("packages")).expect("mkdir");
+    let victim = work.path().join("victim.tgz");
+    std::fs::write(&victim, b"precious").expect("victim");
+    // cache/packages/<digest>.tgz with <digest> = ././…/../../../victim
+    let tail = "../../../victim";
+    let pad = 64 - tail.len();
+    let digest = format!("{}{}{tail}", "./".repeat(pad / 2), "/".repeat(pad % 2));
+    assert_eq!(digest.len(), 64);
+    let served = work.path().join("served");
+    std::fs::create_dir_all(&served).expect("mkdir");
+    std::fs::write(served.join("hello-0.1.0.tgz"), b"not the victim").expect("tgz");
+    std::fs::write(
+        served.join("index.yaml"),
+        format!(
+            "apiVersion: v1\nentries:\n  hello:\n  - name: hello\n    operatorVersion: 0.1.0\n    urls: [hello-0.1.0.tgz]\n    digest: '{digest}'\n"
+        ),
+    )
+    .expect("index");
+    let (addr, _) = file_server(served).await;
+    let entry = RepoEntry {
+        name: "hostile".into(),
+        url: format!("http://{addr}"),
+        ca_file: None,
+    };
+    let client = RepoClient::new(
+        &entry,
+        &cache,
+        HttpOptions {
+            retries: 0,
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    let result = async {
+        let index = client.index().await?;
+        let pv = index.resolve("hostile", "hello", None, None)?.clone();
+        client.download(&pv).await
+    }
+    .await;
+    let e = result.expect_err("a path digest is refused").to_string();
+    assert_eq!(
+        std::fs::read(&victim).ok().as_deref(),
+        Some(&b"precious"[..]),
+        "the file outside the cache survives ({e})"
+    );
+    assert!(
+        e.contains(&format!("http://{addr}/index.yaml")) && e.contains("digest"),
+        "{e}"
+    );
+}
