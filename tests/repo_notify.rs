@@ -847,3 +847,92 @@ async fn digest_that_is_a_path_is_refused() {
         "{e}"
     );
 }
+
+/// Log lines of this thread, for tests that check what is (not) logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// A Slack webhook URL is a secret: a delivery failing with 500 is logged with the sink's
+/// name, the status and `scheme://host/…` only.
+#[tokio::test]
+async fn slack_url_is_not_logged_when_delivery_fails() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    // The current-thread runtime runs the sink worker on this thread, under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (addr, seen) = recorder(vec![500]).await;
+    let secret = "T000SECRET/B000SECRET/XXXXSECRET";
+    let text = format!(
+        "sinks:\n- name: chat\n  slack: {{url: 'http://{addr}/services/{secret}'}}\n  backoff: 10ms\n  retries: 1\n"
+    );
+    let value: Value = serde_saphyr::from_str(&text).expect("yaml");
+    let config: NotifyConfig =
+        kudo::notify::config::parse(Some(&value), Path::new("/")).expect("config");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let notifier = Notifier::start(&config, &mut registry);
+    notifier.emit(Event::new(EventKind::PlanFatalError, "FATAL_ERROR", "boom").cluster("c1"));
+    eventually("the failed delivery to be counted", || {
+        (notifier.metrics().dropped("chat", DropReason::gave_up) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(seen.lock().expect("seen").len(), 2, "tried twice");
+    let logged = String::from_utf8_lossy(&logs.0.lock().expect("log")).to_string();
+    assert!(
+        logged.contains("chat") && logged.contains("500"),
+        "the failure is logged: {logged}"
+    );
+    assert!(
+        !logged.contains("SECRET") && !logged.contains("/services"),
+        "the sink URL's path is not logged: {logged}"
+    );
+    assert!(logged.contains(&format!("http://{addr}/…")), "{logged}");
+
+    // The error of the HTTP client used for sinks says the same.
+    let client = kudo::repo::http::HttpClient::new(kudo::repo::http::HttpOptions {
+        retries: 0,
+        redact_urls: true,
+        ..Default::default()
+    })
+    .expect("client");
+    let url = format!("http://{addr}/services/{secret}");
+    let e = client
+        .send(&kudo::repo::http::Request::post_json(&url, &Value::Null))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("500") && !e.contains("SECRET"), "{e}");
+    // Nothing listening: the transport error hides the path too.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/services/{secret}");
+    let e = client
+        .send(&kudo::repo::http::Request::post_json(&url, &Value::Null))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("SECRET"), "{e}");
+}

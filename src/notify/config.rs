@@ -202,10 +202,17 @@ pub fn parse(value: Option<&Value>, base: &Path) -> Result<NotifyConfig, Vec<Str
         }
         Some(p)
     };
-    let url_ok = |problems: &mut Vec<String>, at: &str, u: &str| {
-        if let Err(e) = reqwest::Url::parse(u) {
-            problems.push(format!("{at}: {u:?} is not a URL: {e}"));
-        }
+    // A sink URL may itself be a secret (a Slack webhook's path): never echoed.
+    let url_ok = |problems: &mut Vec<String>, at: &str, u: &str| match reqwest::Url::parse(u) {
+        Err(e) => problems.push(format!("{at}: not a URL: {e}")),
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => problems.push(
+            format!("{at}: credentials in the URL are refused (they would show in logs)"),
+        ),
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => problems.push(format!(
+            "{at}: scheme {:?} is not http or https",
+            url.scheme()
+        )),
+        Ok(_) => {}
     };
     for (i, s) in raw.sinks.into_iter().enumerate() {
         let at = format!("notifications.sinks[{i}]");
