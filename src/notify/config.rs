@@ -98,17 +98,19 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     if parts.len() == 1 {
         return pattern == text;
     }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() {
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+        return false;
+    };
+    if !text.starts_with(first) || !text.ends_with(last) {
         return false;
     }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    if !text.ends_with(last) {
+    // Both ends match on character boundaries; `get` refuses an overlap of the two.
+    let Some(mut rest) = text.get(first.len()..text.len().saturating_sub(last.len())) else {
         return false;
-    }
-    for mid in &parts[1..parts.len() - 1] {
+    };
+    for mid in parts.iter().skip(1).take(parts.len().saturating_sub(2)) {
         match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
+            Some(i) => rest = rest.get(i + mid.len()..).unwrap_or_default(),
             None => return false,
         }
     }
@@ -366,5 +368,14 @@ mod tests {
         assert!(!glob("*/zk-*", "ns/kafka"));
         assert!(glob("a/b", "a/b"));
         assert!(!glob("a*b*c", "abx"));
+    }
+
+    #[test]
+    fn globs_on_multibyte_text_do_not_panic() {
+        assert!(!glob("*a", "é"));
+        assert!(glob("*é", "ns/é"));
+        assert!(!glob("é*é", "é"));
+        assert!(glob("é*é", "éé"));
+        assert!(!glob("ab*ba", "aba"));
     }
 }
