@@ -37,7 +37,9 @@ fn write_bomb(path: &Path, entries: u64) {
         .expect("write");
     for i in 0..entries {
         let mut header = tar::Header::new_gnu();
-        header.set_path(format!("templates/z{i}.yaml")).expect("path");
+        header
+            .set_path(format!("templates/z{i}.yaml"))
+            .expect("path");
         header.set_size(PER_ENTRY_MIB * MIB as u64);
         header.set_mode(0o644);
         header.set_entry_type(tar::EntryType::Regular);
@@ -148,7 +150,10 @@ fn symlink_out_of_a_directory_source_is_refused_and_named() {
     std::fs::write(outside.join("secret.yaml"), "password: hunter2\n").expect("write");
     let root = dir.path().join("repo");
     write_package(&root);
-    symlink(outside.join("secret.yaml"), root.join("templates/leak.yaml"));
+    symlink(
+        outside.join("secret.yaml"),
+        root.join("templates/leak.yaml"),
+    );
     let e = walk(&root).expect_err("a link leaving the tree is refused");
     assert!(
         e.contains("templates/leak.yaml") && e.contains("outside"),
@@ -240,10 +245,12 @@ async fn watching_a_directory_source_stays_inside_it() {
     symlink(&outside, root.join("instances/out"));
     symlink("..", root.join("instances/loop"));
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
-    let _watcher = kudo::gitops::git::watch_dir(&root, Duration::from_millis(50), tx)
-        .expect("watching works");
+    let _watcher =
+        kudo::gitops::git::watch_dir(&root, Duration::from_millis(50), tx).expect("watching works");
     let inodes = watched_inodes();
-    let own = std::fs::metadata(root.join("instances")).expect("meta").ino();
+    let own = std::fs::metadata(root.join("instances"))
+        .expect("meta")
+        .ino();
     assert!(inodes.contains(&own), "the tree is watched: {inodes:?}");
     for d in [outside.clone(), outside.join("deep")] {
         let ino = std::fs::metadata(&d).expect("meta").ino();

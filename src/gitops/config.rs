@@ -1018,7 +1018,10 @@ clusters:
             assert!(e.contains("credentials"), "{e}");
         }
         // An ssh user is not a credential.
-        for url in ["git@github.com:acme/x.git", "ssh://git@github.com/acme/x.git"] {
+        for url in [
+            "git@github.com:acme/x.git",
+            "ssh://git@github.com/acme/x.git",
+        ] {
             let text = format!(
                 "repositories:\n  - name: platform\n    url: '{url}'\nclusters: [{{name: c, sim: {{}}}}]\n"
             );

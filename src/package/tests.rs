@@ -272,14 +272,20 @@ fn tgz_with_too_many_entries_is_refused_naming_the_limit() {
     let e = MemTree::from_tgz_reader("many.tgz", bytes.as_slice(), small_limits())
         .expect_err("6 entries > 5")
         .to_string();
-    assert!(e.contains("many.tgz") && e.contains("more than 5 entries"), "{e}");
+    assert!(
+        e.contains("many.tgz") && e.contains("more than 5 entries"),
+        "{e}"
+    );
     assert!(MemTree::from_tgz_reader("ok.tgz", bytes.as_slice(), TreeLimits::PACKAGE).is_ok());
 }
 
 #[test]
 fn tgz_with_a_file_past_the_file_limit_is_refused() {
     let big = vec![b'a'; 8 * 1024 + 1];
-    let bytes = tgz(&[("operator.yaml", OPERATOR.as_bytes()), ("templates/big.yaml", &big)]);
+    let bytes = tgz(&[
+        ("operator.yaml", OPERATOR.as_bytes()),
+        ("templates/big.yaml", &big),
+    ]);
     let e = MemTree::from_tgz_reader("big.tgz", bytes.as_slice(), small_limits())
         .expect_err("file > 8 KiB")
         .to_string();
@@ -322,5 +328,8 @@ fn directory_package_file_past_the_file_limit_is_refused() {
     std::fs::write(dir.path().join("templates-big"), vec![b'a'; 9000]).expect("write");
     let tree = DirTree::with_limits(dir.path(), small_limits());
     let e = tree.paths().expect_err("9000 > 8192").to_string();
-    assert!(e.contains("templates-big") && e.contains("8192 bytes"), "{e}");
+    assert!(
+        e.contains("templates-big") && e.contains("8192 bytes"),
+        "{e}"
+    );
 }

@@ -243,10 +243,7 @@ impl FileTree for DirTree {
         let file = std::fs::File::open(&real).map_err(|e| Self::io(&full, e))?;
         let meta = file.metadata().map_err(|e| Self::io(&full, e))?;
         if !meta.is_file() {
-            return Err(Self::io(
-                &full,
-                std::io::Error::other("not a regular file"),
-            ));
+            return Err(Self::io(&full, std::io::Error::other("not a regular file")));
         }
         let max = self.limits.max_file_bytes;
         let mut content = Vec::new();
@@ -403,7 +400,9 @@ impl<R: Read> Read for Counted<R> {
                 }
             };
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)

@@ -304,7 +304,10 @@ mod tests {
             let e = overlay(&tree, &repos, Path::new("/nonexistent"))
                 .err()
                 .expect("refused");
-            assert!(e.contains("instances/a.yaml") && e.contains("plain name"), "{e}");
+            assert!(
+                e.contains("instances/a.yaml") && e.contains("plain name"),
+                "{e}"
+            );
         }
     }
 

@@ -75,7 +75,9 @@ impl RepoError {
 /// Whether `s` is a sha256 digest as indexes hold them: exactly 64 lower-case hex digits.
 /// Digests name cache files, so nothing else may pass.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Whether remote or user text is safe as one path segment (a cache folder, a framework
