@@ -232,6 +232,19 @@ pub fn build_index(dir: &Path, base_url: Option<&str>) -> Result<Index, RepoErro
     files.sort();
     let mut index = Index::new();
     for file in files {
+        // A package past the download limit could never be fetched from the index.
+        let size = std::fs::metadata(&file)
+            .map_err(|e| RepoError::file(&file, e))?
+            .len();
+        if size > MAX_PACKAGE_BYTES {
+            return Err(RepoError::file(
+                &file,
+                format!(
+                    "{size} bytes, larger than the {} MiB a package may be",
+                    MAX_PACKAGE_BYTES / (1024 * 1024)
+                ),
+            ));
+        }
         let bytes = std::fs::read(&file).map_err(|e| RepoError::file(&file, e))?;
         let package = Package::load_path(&file)?;
         let name = file
@@ -301,6 +314,15 @@ mod tests {
         );
         assert_eq!(redact_url("https://h/"), "https://h");
         assert!(!redact_url("not a url with s3cret").contains("s3cret"));
+    }
+
+    #[test]
+    fn indexing_a_package_past_the_download_limit_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let big = std::fs::File::create(dir.path().join("big.tgz")).expect("create");
+        big.set_len(MAX_PACKAGE_BYTES + 1).expect("sparse file");
+        let e = build_index(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("big.tgz") && e.contains("20 MiB"), "{e}");
     }
 
     #[test]
