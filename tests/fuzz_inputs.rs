@@ -349,7 +349,7 @@ fn mutated_config() -> impl Strategy<Value = String> {
         .prop_map(|(edits, truncate)| {
             let mut text = CONFIG.to_string();
             let mut edits = edits;
-            edits.sort_by(|a, b| b.0.cmp(&a.0));
+            edits.sort_by_key(|e| std::cmp::Reverse(e.0));
             edits.dedup_by_key(|e| e.0);
             for (at, v) in edits {
                 let start = at + 2;
@@ -360,7 +360,11 @@ fn mutated_config() -> impl Strategy<Value = String> {
                 text.replace_range(start..end, v);
             }
             if truncate {
-                text.truncate(text.len() / 2);
+                let mut cut = text.len() / 2;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
             }
             text
         })

@@ -59,7 +59,7 @@ const MIB: u64 = 1024 * 1024;
 
 /// Bytes for messages: whole MiB where it divides, bytes otherwise.
 fn bytes_text(n: u64) -> String {
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
     } else {
         format!("{n} bytes")

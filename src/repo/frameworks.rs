@@ -28,6 +28,10 @@ struct RefSpec {
     repository: Option<String>,
 }
 
+/// Unpacked bytes of all repository packages one revision may lay over its tree (each
+/// package is also capped, see `crate::package::TreeLimits::PACKAGE`).
+pub const MAX_OVERLAY_BYTES: u64 = 256 * 1024 * 1024;
+
 /// (repository, framework, version) → the first file naming it.
 type Refs = BTreeMap<(String, String, String), String>;
 
@@ -167,6 +171,7 @@ pub fn overlay_cached<'a>(
         .collect();
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| "internal: package repositories need a Tokio runtime".to_string())?;
+    let mut overlaid: u64 = 0;
     for ((repo, name, version), file) in refs {
         let fail = |reason: String| format!("{file}: spec.repository {repo}: {reason}");
         // Both become folders of the overlaid tree.
@@ -214,6 +219,13 @@ pub fn overlay_cached<'a>(
         let pkg = open(&path).map_err(|e| fail(e.to_string()))?;
         for p in pkg.paths().map_err(|e| fail(e.to_string()))? {
             let bytes = pkg.read(&p).map_err(|e| fail(e.to_string()))?;
+            overlaid += bytes.len() as u64;
+            if overlaid > MAX_OVERLAY_BYTES {
+                return Err(fail(format!(
+                    "the packages of this revision's repositories hold more than {} MiB together",
+                    MAX_OVERLAY_BYTES / (1024 * 1024)
+                )));
+            }
             extra.insert(format!("{prefix}{p}"), bytes);
         }
     }
