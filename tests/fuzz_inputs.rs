@@ -607,3 +607,34 @@ fn fuzz_webhook_authorize() {
         Ok(())
     });
 }
+
+// ---- notification filters and URL redaction (from kudo.yaml) ----
+
+#[test]
+fn fuzz_sink_globs_and_url_redaction() {
+    let pattern = prop::collection::vec(
+        prop::sample::select(vec!["*", "a", "é", "/", "ns", "-", "**", "ab"]),
+        0..6,
+    )
+    .prop_map(|p| p.concat());
+    let text = prop_oneof![".{0,12}", "[aé/ns*-]{0,12}"];
+    fuzz(
+        "sink globs and URL redaction",
+        10000,
+        (pattern, text, ".{0,80}"),
+        |(pattern, text, url)| {
+            let matched = kudo::notify::config::glob(&pattern, &text);
+            if !pattern.contains('*') {
+                prop_assert_eq!(matched, pattern == text);
+            }
+            if pattern == "*" {
+                prop_assert!(matched);
+            }
+            let shown = kudo::repo::client::redact_url(&url);
+            // Only scheme, host and port survive: no path, query or userinfo.
+            prop_assert!(!shown.contains('@') && !shown.contains('?'), "{shown}");
+            prop_assert!(shown.len() <= url.len() + 32, "{shown}");
+            Ok(())
+        },
+    );
+}
