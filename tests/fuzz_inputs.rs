@@ -254,7 +254,7 @@ fn raw_entry() -> impl Strategy<Value = RawEntry> {
 fn fuzz_package_from_random_bytes() {
     fuzz(
         "package from random bytes",
-        3000,
+        5000,
         prop_oneof![
             prop::collection::vec(any::<u8>(), 0..2048),
             // Past the gzip layer: random tar streams.
@@ -287,7 +287,7 @@ fn fuzz_package_from_structured_archives() {
         });
     fuzz(
         "package from structured archives",
-        4000,
+        6000,
         with_package,
         |(entries, end)| check_package(&gzip(&tar_bytes(&entries, end))),
     );
@@ -377,7 +377,7 @@ fn fuzz_kudo_yaml() {
         1 => yaml_text().prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
         1 => ".{0,300}",
     ];
-    fuzz("kudo.yaml", 4000, text, |text| {
+    fuzz("kudo.yaml", 6000, text, |text| {
         if let Err(e) = Config::parse("kudo.yaml", &text, config_base()) {
             bounded("config error", &e.to_string(), text.len())?;
         }
@@ -501,7 +501,7 @@ fn fuzz_instance_documents() {
         4 => (prop::collection::vec(instance_doc(), 1..3)).prop_map(|d| d.join("\n---\n")),
         1 => yaml_text().prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
     ];
-    fuzz("instance documents", 2000, text, |text| {
+    fuzz("instance documents", 3500, text, |text| {
         let mut files = base.clone();
         files.insert("instances/fuzz.yaml".into(), text.clone().into_bytes());
         let tree = MemTree::new("fuzz", files);
@@ -553,7 +553,7 @@ fn hook() -> impl Strategy<Value = Hook> {
 fn fuzz_webhook_authorize() {
     use axum::http::{HeaderMap, HeaderValue};
     use kudo::gitops::webhook::{authorize, github_signature};
-    fuzz("webhook authorize", 10000, hook(), |h| {
+    fuzz("webhook authorize", 15000, hook(), |h| {
         let repos: Vec<(String, Option<String>)> = h
             .secrets
             .iter()
@@ -620,7 +620,7 @@ fn fuzz_sink_globs_and_url_redaction() {
     let text = prop_oneof![".{0,12}", "[aé/ns*-]{0,12}"];
     fuzz(
         "sink globs and URL redaction",
-        10000,
+        15000,
         (pattern, text, ".{0,80}"),
         |(pattern, text, url)| {
             let matched = kudo::notify::config::glob(&pattern, &text);
