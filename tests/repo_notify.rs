@@ -787,3 +787,152 @@ async fn a_hanging_sink_does_not_delay_plans() {
     assert_eq!(daemon.shared.notifier().metrics().delivered("hang"), 0);
     daemon.shutdown().await;
 }
+
+// ---- hostile package repositories ----
+
+/// An index whose digest is a path (64 characters, so it passes a length check) pointing at
+/// a `.tgz` outside the cache: fetching must refuse the index and delete nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_that_is_a_path_is_refused() {
+    use kudo::repo::{HttpOptions, RepoClient, RepoEntry};
+    let work = tempfile::tempdir().expect("tmp");
+    let cache = work.path().join("home/cache");
+    std::fs::create_dir_all(cache.join("packages")).expect("mkdir");
+    let victim = work.path().join("victim.tgz");
+    std::fs::write(&victim, b"precious").expect("victim");
+    // cache/packages/<digest>.tgz with <digest> = ././…/../../../victim
+    let tail = "../../../victim";
+    let pad = 64 - tail.len();
+    let digest = format!("{}{}{tail}", "./".repeat(pad / 2), "/".repeat(pad % 2));
+    assert_eq!(digest.len(), 64);
+    let served = work.path().join("served");
+    std::fs::create_dir_all(&served).expect("mkdir");
+    std::fs::write(served.join("hello-0.1.0.tgz"), b"not the victim").expect("tgz");
+    std::fs::write(
+        served.join("index.yaml"),
+        format!(
+            "apiVersion: v1\nentries:\n  hello:\n  - name: hello\n    operatorVersion: 0.1.0\n    urls: [hello-0.1.0.tgz]\n    digest: '{digest}'\n"
+        ),
+    )
+    .expect("index");
+    let (addr, _) = file_server(served).await;
+    let entry = RepoEntry {
+        name: "hostile".into(),
+        url: format!("http://{addr}"),
+        ca_file: None,
+    };
+    let client = RepoClient::new(
+        &entry,
+        &cache,
+        HttpOptions {
+            retries: 0,
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    let result = async {
+        let index = client.index().await?;
+        let pv = index.resolve("hostile", "hello", None, None)?.clone();
+        client.download(&pv).await
+    }
+    .await;
+    let e = result.expect_err("a path digest is refused").to_string();
+    assert_eq!(
+        std::fs::read(&victim).ok().as_deref(),
+        Some(&b"precious"[..]),
+        "the file outside the cache survives ({e})"
+    );
+    assert!(
+        e.contains(&format!("http://{addr}/index.yaml")) && e.contains("digest"),
+        "{e}"
+    );
+}
+
+/// Log lines of this thread, for tests that check what is (not) logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// A Slack webhook URL is a secret: a delivery failing with 500 is logged with the sink's
+/// name, the status and `scheme://host/…` only.
+#[tokio::test]
+async fn slack_url_is_not_logged_when_delivery_fails() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    // The current-thread runtime runs the sink worker on this thread, under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (addr, seen) = recorder(vec![500]).await;
+    let secret = "T000SECRET/B000SECRET/XXXXSECRET";
+    let text = format!(
+        "sinks:\n- name: chat\n  slack: {{url: 'http://{addr}/services/{secret}'}}\n  backoff: 10ms\n  retries: 1\n"
+    );
+    let value: Value = serde_saphyr::from_str(&text).expect("yaml");
+    let config: NotifyConfig =
+        kudo::notify::config::parse(Some(&value), Path::new("/")).expect("config");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let notifier = Notifier::start(&config, &mut registry);
+    notifier.emit(Event::new(EventKind::PlanFatalError, "FATAL_ERROR", "boom").cluster("c1"));
+    eventually("the failed delivery to be counted", || {
+        (notifier.metrics().dropped("chat", DropReason::gave_up) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(seen.lock().expect("seen").len(), 2, "tried twice");
+    let logged = String::from_utf8_lossy(&logs.0.lock().expect("log")).to_string();
+    assert!(
+        logged.contains("chat") && logged.contains("500"),
+        "the failure is logged: {logged}"
+    );
+    assert!(
+        !logged.contains("SECRET") && !logged.contains("/services"),
+        "the sink URL's path is not logged: {logged}"
+    );
+    assert!(logged.contains(&format!("http://{addr}/…")), "{logged}");
+
+    // The error of the HTTP client used for sinks says the same.
+    let client = kudo::repo::http::HttpClient::new(kudo::repo::http::HttpOptions {
+        retries: 0,
+        redact_urls: true,
+        ..Default::default()
+    })
+    .expect("client");
+    let url = format!("http://{addr}/services/{secret}");
+    let e = client
+        .send(&kudo::repo::http::Request::post_json(&url, &Value::Null))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("500") && !e.contains("SECRET"), "{e}");
+    // Nothing listening: the transport error hides the path too.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/services/{secret}");
+    let e = client
+        .send(&kudo::repo::http::Request::post_json(&url, &Value::Null))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("SECRET"), "{e}");
+}

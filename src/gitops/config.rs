@@ -709,6 +709,11 @@ impl Validator {
             Some(u) => match classify_url(u, &self.base) {
                 Ok(s) => Some(s),
                 Err(reason) => {
+                    // A refused credential names the repository too, never the secret.
+                    let reason = match &name {
+                        Some(n) if url_has_credentials(u) => format!("repository {n}: {reason}"),
+                        _ => reason,
+                    };
                     self.problem(&join(at, "url"), reason);
                     None
                 }
@@ -952,7 +957,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too long a duration"))
+}
+
+/// Whether a `scheme://` URL carries a secret in its userinfo: any userinfo over https,
+/// http and git (`https://TOKEN@host`, `https://user:pass@host`); over ssh only a password
+/// (`ssh://git@host/...` names a user, not a secret).
+fn url_has_credentials(url: &str) -> bool {
+    let Some((scheme, rest)) = url.trim().split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        None => false,
+        Some((user, _)) => scheme != "ssh" || user.contains(':'),
+    }
 }
 
 /// Decides what a repository `url` is. Local paths must exist; a local path holding a Git
@@ -966,21 +985,29 @@ pub fn classify_url(url: &str, base: &Path) -> Result<Source, String> {
     if let Some((scheme, rest)) = url.split_once("://") {
         return match scheme {
             "https" | "http" | "ssh" | "git" => {
-                let host = rest.split(['/', ':']).next().unwrap_or_default();
-                let host = host.rsplit('@').next().unwrap_or_default();
-                let userinfo = rest.split('/').next().unwrap_or_default();
-                if let Some((user, _)) = userinfo.split_once('@')
-                    && user.contains(':')
-                {
-                    // Not echoing the URL: it holds the secret.
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                let (userinfo, host_port) = match authority.rsplit_once('@') {
+                    Some((user, host)) => (Some(user), host),
+                    None => (None, authority),
+                };
+                // Messages show the URL without its userinfo, which may be a secret.
+                let shown = match userinfo {
+                    Some(_) => format!(
+                        "{scheme}://{host_port}{}",
+                        rest.get(authority.len()..).unwrap_or_default()
+                    ),
+                    None => url.to_string(),
+                };
+                if url_has_credentials(url) {
                     return Err(format!(
-                        "a {scheme}:// URL with a password in it is refused (it would show in logs and status); put the secret in credentials.tokenFile or passwordFile"
+                        "{shown:?}: credentials in the URL are refused (they would show in logs and status); put the secret in credentials.tokenFile or usernameFile/passwordFile"
                     ));
                 }
+                let host = host_port.split(':').next().unwrap_or_default();
                 if host.is_empty() {
-                    Err(format!("{url:?} has no host"))
+                    Err(format!("{shown:?} has no host"))
                 } else if rest.split_once('/').is_none_or(|(_, p)| p.is_empty()) {
-                    Err(format!("{url:?} names no repository path"))
+                    Err(format!("{shown:?} names no repository path"))
                 } else {
                     Ok(Source::Git(url.to_string()))
                 }
@@ -1169,12 +1196,60 @@ clusters:
         assert!(classify_url("file:///does/not/exist", base).is_err());
         let err = classify_url("https://bot:ghp-secret@github.com/acme/x.git", base)
             .expect_err("refused");
-        assert!(err.contains("password in it is refused"), "{err}");
+        assert!(err.contains("credentials"), "{err}");
         assert!(!err.contains("ghp-secret"), "{err}");
         assert!(matches!(
-            classify_url("https://bot@github.com/acme/x.git", base),
+            classify_url("ssh://git@github.com/acme/x.git", base),
             Ok(Source::Git(_))
         ));
+    }
+
+    #[test]
+    fn repository_url_with_a_token_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for url in [
+            "https://ghp_T0KEN@github.com/acme/x.git",
+            "https://bot:T0KEN@github.com/acme/x.git",
+            "http://T0KEN@127.0.0.1:1/x.git",
+            "https://T0KEN@/x.git",
+            "git://T0KEN:x@h/x.git",
+        ] {
+            let text = format!(
+                "repositories:\n  - name: platform\n    url: {url}\nclusters: [{{name: c, sim: {{}}}}]\n"
+            );
+            let e = Config::parse("kudo.yaml", &text, dir.path())
+                .expect_err("refused")
+                .to_string();
+            assert!(!e.contains("T0KEN"), "{e}");
+            assert!(
+                e.contains("repositories[0].url") && e.contains("platform"),
+                "names the repository and the field: {e}"
+            );
+            assert!(e.contains("credentials"), "{e}");
+        }
+        // An ssh user is not a credential.
+        for url in [
+            "git@github.com:acme/x.git",
+            "ssh://git@github.com/acme/x.git",
+        ] {
+            let text = format!(
+                "repositories:\n  - name: platform\n    url: '{url}'\nclusters: [{{name: c, sim: {{}}}}]\n"
+            );
+            Config::parse("kudo.yaml", &text, dir.path()).expect("ssh user is fine");
+        }
+    }
+
+    #[test]
+    fn sink_and_package_repository_urls_with_credentials_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "repositories: [{name: r, url: .}]\nclusters: [{name: c, sim: {}}]\npackageRepositories:\n  - {name: community, url: 'https://T0KEN@example.com/repo'}\nnotifications:\n  sinks:\n    - {name: w, webhook: {url: 'https://u:T0KEN@example.com/h'}}\n    - {name: s, slack: {url: 'hooks.slack.com/services/T0KEN'}}\n";
+        let e = Config::parse("kudo.yaml", text, dir.path())
+            .expect_err("refused")
+            .to_string();
+        assert!(!e.contains("T0KEN"), "{e}");
+        assert!(e.contains("packageRepositories[0]"), "{e}");
+        assert!(e.contains("notifications.sinks[0].webhook.url"), "{e}");
+        assert!(e.contains("notifications.sinks[1].slack.url"), "{e}");
     }
 
     #[test]
@@ -1267,6 +1342,8 @@ clusters:
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5 parsecs").is_err());
+        let e = parse_duration("99999999999999999999999h").unwrap_err();
+        assert!(e.contains("too long"), "{e}");
     }
 
     #[test]

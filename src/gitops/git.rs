@@ -698,7 +698,9 @@ pub fn next_poll(interval: Duration, failures: u32, jitter: f64) -> Duration {
 }
 
 /// Watches a directory (recursively) and sends one message per settled burst of changes.
-/// The returned watcher must be kept alive.
+/// The returned watcher must be kept alive. Symlinks are not followed: a link out of the
+/// tree would watch (and exhaust inotify watches on) what lies outside it, and the sync
+/// reads only inside the root anyway (see `DirTree`).
 pub fn watch_dir(
     path: &Path,
     debounce: Duration,
@@ -706,11 +708,14 @@ pub fn watch_dir(
 ) -> Result<notify::RecommendedWatcher, GitError> {
     use notify::Watcher;
     let (raw_tx, mut raw_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = raw_tx.send(());
-        }
-    })
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |res: notify::Result<notify::Event>| {
+            if res.is_ok_and(|e| !e.kind.is_access()) {
+                let _ = raw_tx.send(());
+            }
+        },
+        notify::Config::default().with_follow_symlinks(false),
+    )
     .map_err(|e| GitError::Dir {
         path: path.display().to_string(),
         message: e.to_string(),

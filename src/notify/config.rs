@@ -98,17 +98,19 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     if parts.len() == 1 {
         return pattern == text;
     }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() {
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+        return false;
+    };
+    if !text.starts_with(first) || !text.ends_with(last) {
         return false;
     }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    if !text.ends_with(last) {
+    // Both ends match on character boundaries; `get` refuses an overlap of the two.
+    let Some(mut rest) = text.get(first.len()..text.len().saturating_sub(last.len())) else {
         return false;
-    }
-    for mid in &parts[1..parts.len() - 1] {
+    };
+    for mid in parts.iter().skip(1).take(parts.len().saturating_sub(2)) {
         match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
+            Some(i) => rest = rest.get(i + mid.len()..).unwrap_or_default(),
             None => return false,
         }
     }
@@ -202,10 +204,17 @@ pub fn parse(value: Option<&Value>, base: &Path) -> Result<NotifyConfig, Vec<Str
         }
         Some(p)
     };
-    let url_ok = |problems: &mut Vec<String>, at: &str, u: &str| {
-        if let Err(e) = reqwest::Url::parse(u) {
-            problems.push(format!("{at}: {u:?} is not a URL: {e}"));
-        }
+    // A sink URL may itself be a secret (a Slack webhook's path): never echoed.
+    let url_ok = |problems: &mut Vec<String>, at: &str, u: &str| match reqwest::Url::parse(u) {
+        Err(e) => problems.push(format!("{at}: not a URL: {e}")),
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => problems.push(
+            format!("{at}: credentials in the URL are refused (they would show in logs)"),
+        ),
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => problems.push(format!(
+            "{at}: scheme {:?} is not http or https",
+            url.scheme()
+        )),
+        Ok(_) => {}
     };
     for (i, s) in raw.sinks.into_iter().enumerate() {
         let at = format!("notifications.sinks[{i}]");
@@ -359,5 +368,14 @@ mod tests {
         assert!(!glob("*/zk-*", "ns/kafka"));
         assert!(glob("a/b", "a/b"));
         assert!(!glob("a*b*c", "abx"));
+    }
+
+    #[test]
+    fn globs_on_multibyte_text_do_not_panic() {
+        assert!(!glob("*a", "é"));
+        assert!(glob("*é", "ns/é"));
+        assert!(!glob("é*é", "é"));
+        assert!(glob("é*é", "éé"));
+        assert!(!glob("ab*ba", "aba"));
     }
 }

@@ -54,6 +54,9 @@ impl Notifier {
                 max_backoff: s.backoff.saturating_mul(16),
                 max_bytes: 1024 * 1024,
                 ca_file: s.ca_file.clone(),
+                // Webhook and Slack URLs may be secrets themselves (a Slack webhook's path
+                // is its key); commit-status APIs hold their token in a header instead.
+                redact_urls: matches!(s.kind, SinkKind::Webhook { .. } | SinkKind::Slack { .. }),
             }) {
                 Ok(c) => c,
                 Err(e) => {

@@ -22,7 +22,7 @@ pub use render::{
     RenderError, RenderedObject, TemplateOutcome, parse_documents, plan_tasks, render_plan,
     render_task, render_templates, split_documents,
 };
-pub use tree::{DirTree, FileTree, MemTree, open};
+pub use tree::{DirTree, FileTree, MemTree, TreeLimits, open};
 pub use verify::{VerifyReport, param_references, verify};
 
 /// The files KUDO looks for at a package root.
@@ -43,6 +43,18 @@ pub enum PackageError {
     Archive { archive: String, message: String },
     #[error("{archive}: entry {entry:?} escapes the package root; the package is refused")]
     EscapingEntry { archive: String, entry: String },
+    #[error("{package}: refused, {what}")]
+    TooLarge { package: String, what: String },
+    #[error(
+        "{package}: symlink {link} points outside the tree (to {target}); nothing outside the root is read"
+    )]
+    EscapingLink {
+        package: String,
+        link: String,
+        target: String,
+    },
+    #[error("{package}: symlink {link} makes a cycle (it leads back to a folder containing it)")]
+    LinkCycle { package: String, link: String },
     #[error("{package}: no file {file}")]
     MissingFile { package: String, file: String },
     #[error("{package}: not a KUDO package: operator.yaml is missing at the package root")]

@@ -254,3 +254,82 @@ fn bad_wrong_field_type_is_located() {
     let msg = err.expect_err("refused").to_string();
     assert!(msg.contains("params.yaml:4:"), "{msg}");
 }
+
+fn small_limits() -> TreeLimits {
+    TreeLimits {
+        max_files: 5,
+        max_bytes: 64 * 1024,
+        max_file_bytes: 8 * 1024,
+        max_depth: 4,
+    }
+}
+
+#[test]
+fn tgz_with_too_many_entries_is_refused_naming_the_limit() {
+    let names: Vec<String> = (0..6).map(|i| format!("templates/t{i}.yaml")).collect();
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+    let bytes = tgz(&entries);
+    let e = MemTree::from_tgz_reader("many.tgz", bytes.as_slice(), small_limits())
+        .expect_err("6 entries > 5")
+        .to_string();
+    assert!(
+        e.contains("many.tgz") && e.contains("more than 5 entries"),
+        "{e}"
+    );
+    assert!(MemTree::from_tgz_reader("ok.tgz", bytes.as_slice(), TreeLimits::PACKAGE).is_ok());
+}
+
+#[test]
+fn tgz_with_a_file_past_the_file_limit_is_refused() {
+    let big = vec![b'a'; 8 * 1024 + 1];
+    let bytes = tgz(&[
+        ("operator.yaml", OPERATOR.as_bytes()),
+        ("templates/big.yaml", &big),
+    ]);
+    let e = MemTree::from_tgz_reader("big.tgz", bytes.as_slice(), small_limits())
+        .expect_err("file > 8 KiB")
+        .to_string();
+    assert!(
+        e.contains("big.tgz") && e.contains("templates/big.yaml") && e.contains("8192 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tgz_past_the_uncompressed_limit_is_refused_while_decompressing() {
+    // Eight files of 8 KiB (each within the file limit) are past 64 KiB with the headers.
+    let content = vec![0u8; 8 * 1024];
+    let names: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    let entries: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(|n| (n.as_str(), content.as_slice()))
+        .collect();
+    let bytes = tgz(&entries);
+    let limits = TreeLimits {
+        max_files: 100,
+        ..small_limits()
+    };
+    let e = MemTree::from_tgz_reader("zeros.tgz", bytes.as_slice(), limits)
+        .expect_err("past 64 KiB")
+        .to_string();
+    assert!(
+        e.contains("zeros.tgz") && e.contains("uncompressed content is larger than 65536 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn directory_package_file_past_the_file_limit_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_package(
+        dir.path(),
+        &[("operator.yaml", OPERATOR), ("params.yaml", PARAMS)],
+    );
+    std::fs::write(dir.path().join("templates-big"), vec![b'a'; 9000]).expect("write");
+    let tree = DirTree::with_limits(dir.path(), small_limits());
+    let e = tree.paths().expect_err("9000 > 8192").to_string();
+    assert!(
+        e.contains("templates-big") && e.contains("8192 bytes"),
+        "{e}"
+    );
+}

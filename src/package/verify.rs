@@ -41,6 +41,19 @@ pub fn verify(package: &Package) -> VerifyReport {
         .map(|p| p.name.as_str())
         .collect();
 
+    // They name files (`kudo package create` writes `<name>-<version>.tgz`) and folders.
+    for (field, value) in [
+        ("name", &op.name),
+        ("operatorVersion", &op.operator_version),
+        ("appVersion", &op.app_version),
+    ] {
+        if !value.is_empty() && !crate::repo::is_safe_segment(value) {
+            report.errors.push(format!(
+                "operator.yaml: {field} {value:?} must not contain '/', '\\', control characters or be '..'"
+            ));
+        }
+    }
+
     let mut seen = BTreeSet::new();
     for p in &package.params.parameters {
         if p.name.is_empty() {
@@ -252,6 +265,15 @@ plans:
             all.contains("step \"slow\" has an invalid timeout"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn names_and_versions_that_are_paths_are_errors() {
+        let op = "name: ../../evil\noperatorVersion: 0.1.0/../x\ntasks: []\nplans: {}\n";
+        let report = verify(&package(op, "parameters: []\n", &[]));
+        let all = report.errors.join("\n");
+        assert!(all.contains("name \"../../evil\""), "{all}");
+        assert!(all.contains("operatorVersion \"0.1.0/../x\""), "{all}");
     }
 
     #[test]

@@ -39,15 +39,35 @@ impl RepoClient {
         })
     }
 
-    fn index_dir(&self) -> PathBuf {
-        self.cache.join("index").join(&self.repo.name)
+    fn index_dir(&self) -> Result<PathBuf, RepoError> {
+        if !super::is_safe_segment(&self.repo.name) {
+            return Err(RepoError::Unsafe {
+                what: "repository name".into(),
+                value: self.repo.name.clone(),
+                reason: "it names a cache folder: no '/', '..' or control characters".into(),
+            });
+        }
+        Ok(self.cache.join("index").join(&self.repo.name))
+    }
+
+    /// The cache file of a package: only a sha256 digest may name it (checked again here,
+    /// whatever built the `PackageVersion`), so it is always inside `cache/packages/`.
+    fn package_path(&self, digest: &str) -> Result<PathBuf, RepoError> {
+        if !super::is_sha256_hex(digest) {
+            return Err(RepoError::Unsafe {
+                what: format!("digest of a package of repository {}", self.repo.name),
+                value: digest.to_string(),
+                reason: "not 64 lower-case hex digits".into(),
+            });
+        }
+        Ok(self.cache.join("packages").join(format!("{digest}.tgz")))
     }
 
     /// The repository's index: a 304 to `If-None-Match` with the cached ETag reuses the
     /// cached copy; when the repository cannot be reached a cached copy is used with a warning.
     pub async fn index(&self) -> Result<Index, RepoError> {
         let url = self.repo.index_url();
-        let dir = self.index_dir();
+        let dir = self.index_dir()?;
         let body_path = dir.join("index.yaml");
         let etag_path = dir.join("etag");
         // Cached entries are only trusted for the URL they were fetched from.
@@ -90,10 +110,12 @@ impl RepoClient {
         let index = Index::parse(&url, &text)?;
         write_atomic(&body_path, text.as_bytes())?;
         write_atomic(&url_path, url.as_bytes())?;
+        // Only a plausible ETag is kept: it is sent back as a header.
         match resp
             .headers
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
+            .filter(|t| t.len() <= 1024 && t.bytes().all(|b| b.is_ascii_graphic()))
         {
             Some(tag) => write_atomic(&etag_path, tag.as_bytes())?,
             None => {
@@ -106,8 +128,8 @@ impl RepoClient {
     /// The package file, downloaded unless the cache holds it; its sha256 must equal the
     /// index digest, else it is refused and nothing is kept.
     pub async fn download(&self, pv: &PackageVersion) -> Result<PathBuf, RepoError> {
-        let digest = pv.digest.to_ascii_lowercase();
-        let path = self.cache.join("packages").join(format!("{digest}.tgz"));
+        let digest = pv.digest.clone();
+        let path = self.package_path(&digest)?;
         if let Ok(bytes) = std::fs::read(&path) {
             if sha256_hex(&bytes) == digest {
                 return Ok(path);
@@ -156,14 +178,47 @@ pub fn resolve_url(repo_url: &str, u: &str) -> Result<String, RepoError> {
         url: u.to_string(),
         reason,
     };
-    if let Ok(abs) = reqwest::Url::parse(u) {
-        return Ok(abs.to_string());
+    let url = match reqwest::Url::parse(u) {
+        Ok(abs) => abs,
+        Err(_) => {
+            let base = reqwest::Url::parse(&format!("{}/", repo_url.trim_end_matches('/')))
+                .map_err(|e| bad(format!("repository URL {}: {e}", redact_url(repo_url))))?;
+            base.join(u).map_err(|e| bad(e.to_string()))?
+        }
+    };
+    // An index may point anywhere over HTTP(S), but not at local files or other schemes,
+    // and never with credentials in the URL.
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
     }
-    let base = reqwest::Url::parse(&format!("{}/", repo_url.trim_end_matches('/')))
-        .map_err(|e| bad(format!("repository URL {repo_url}: {e}")))?;
-    base.join(u)
-        .map(|x| x.to_string())
-        .map_err(|e| bad(e.to_string()))
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(RepoError::BadUrl {
+            url: redact_url(u),
+            reason: "credentials in a package URL are refused".into(),
+        });
+    }
+    Ok(url.to_string())
+}
+
+/// A URL for messages and logs: scheme, host and port only, with `/…` when there was more.
+/// Sink URLs (a Slack webhook's path is its secret) and URLs with credentials are shown so.
+pub fn redact_url(u: &str) -> String {
+    match reqwest::Url::parse(u) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or_default();
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let more = url.path() != "/" || url.query().is_some() || url.fragment().is_some();
+            format!(
+                "{}://{host}{port}{}",
+                url.scheme(),
+                if more { "/…" } else { "" }
+            )
+        }
+        Err(_) => "(a URL that does not parse)".to_string(),
+    }
 }
 
 /// The index of every `.tgz` package in `dir` (sorted by file name). URLs are the file name
@@ -177,6 +232,19 @@ pub fn build_index(dir: &Path, base_url: Option<&str>) -> Result<Index, RepoErro
     files.sort();
     let mut index = Index::new();
     for file in files {
+        // A package past the download limit could never be fetched from the index.
+        let size = std::fs::metadata(&file)
+            .map_err(|e| RepoError::file(&file, e))?
+            .len();
+        if size > MAX_PACKAGE_BYTES {
+            return Err(RepoError::file(
+                &file,
+                format!(
+                    "{size} bytes, larger than the {} MiB a package may be",
+                    MAX_PACKAGE_BYTES / (1024 * 1024)
+                ),
+            ));
+        }
         let bytes = std::fs::read(&file).map_err(|e| RepoError::file(&file, e))?;
         let package = Package::load_path(&file)?;
         let name = file
@@ -199,6 +267,63 @@ pub fn build_index(dir: &Path, base_url: Option<&str>) -> Result<Index, RepoErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_urls_must_be_http_without_credentials() {
+        for bad in [
+            "file:///etc/passwd",
+            "ftp://h/x.tgz",
+            "https://user:s3cret@h/x.tgz",
+            "https://t0ken@h/x.tgz",
+        ] {
+            let e = resolve_url("http://h:1/repo", bad).unwrap_err().to_string();
+            assert!(!e.contains("s3cret") && !e.contains("t0ken"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cache_paths_are_built_only_from_digests_and_plain_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut entry = RepoEntry {
+            name: "../../x".into(),
+            url: "http://127.0.0.1:1".into(),
+            ca_file: None,
+        };
+        let client = RepoClient::new(&entry, dir.path(), HttpOptions::default()).expect("client");
+        assert!(client.index_dir().is_err());
+        entry.name = "ok".into();
+        let client = RepoClient::new(&entry, dir.path(), HttpOptions::default()).expect("client");
+        assert!(client.package_path(&"../".repeat(21)).is_err());
+        assert!(client.package_path(&"A".repeat(64)).is_err());
+        let good = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            client.package_path(&good).expect("digest"),
+            dir.path().join("packages").join(format!("{good}.tgz"))
+        );
+    }
+
+    #[test]
+    fn sink_urls_are_redacted_to_scheme_and_host() {
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T0/B0/XYZ"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact_url("http://u:p@127.0.0.1:8080/?token=x"),
+            "http://127.0.0.1:8080/…"
+        );
+        assert_eq!(redact_url("https://h/"), "https://h");
+        assert!(!redact_url("not a url with s3cret").contains("s3cret"));
+    }
+
+    #[test]
+    fn indexing_a_package_past_the_download_limit_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let big = std::fs::File::create(dir.path().join("big.tgz")).expect("create");
+        big.set_len(MAX_PACKAGE_BYTES + 1).expect("sparse file");
+        let e = build_index(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("big.tgz") && e.contains("20 MiB"), "{e}");
+    }
 
     #[test]
     fn relative_urls_resolve_below_the_repository() {

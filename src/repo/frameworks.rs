@@ -28,6 +28,10 @@ struct RefSpec {
     repository: Option<String>,
 }
 
+/// Unpacked bytes of all repository packages one revision may lay over its tree (each
+/// package is also capped, see `crate::package::TreeLimits::PACKAGE`).
+pub const MAX_OVERLAY_BYTES: u64 = 256 * 1024 * 1024;
+
 /// (repository, framework, version) → the first file naming it.
 type Refs = BTreeMap<(String, String, String), String>;
 
@@ -167,9 +171,18 @@ pub fn overlay_cached<'a>(
         .collect();
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| "internal: package repositories need a Tokio runtime".to_string())?;
+    let mut overlaid: u64 = 0;
     for ((repo, name, version), file) in refs {
-        let prefix = format!("{FRAMEWORKS_DIR}{name}/{version}/");
         let fail = |reason: String| format!("{file}: spec.repository {repo}: {reason}");
+        // Both become folders of the overlaid tree.
+        for (field, value) in [("spec.framework", &name), ("spec.version", &version)] {
+            if !super::is_safe_segment(value) {
+                return Err(fail(format!(
+                    "{field} {value:?} must be a plain name (no '/', '..' or control characters)"
+                )));
+            }
+        }
+        let prefix = format!("{FRAMEWORKS_DIR}{name}/{version}/");
         if existing.iter().any(|p| p.starts_with(&prefix)) {
             return Err(fail(format!(
                 "{prefix} exists in the revision too; use one or the other"
@@ -206,6 +219,13 @@ pub fn overlay_cached<'a>(
         let pkg = open(&path).map_err(|e| fail(e.to_string()))?;
         for p in pkg.paths().map_err(|e| fail(e.to_string()))? {
             let bytes = pkg.read(&p).map_err(|e| fail(e.to_string()))?;
+            overlaid += bytes.len() as u64;
+            if overlaid > MAX_OVERLAY_BYTES {
+                return Err(fail(format!(
+                    "the packages of this revision's repositories hold more than {} MiB together",
+                    MAX_OVERLAY_BYTES / (1024 * 1024)
+                )));
+            }
             extra.insert(format!("{prefix}{p}"), bytes);
         }
     }
@@ -277,6 +297,30 @@ mod tests {
         let refs =
             repository_refs_cached(&mem([("instances/a.yaml", b)]), &mut cache).expect("refs");
         assert!(refs.is_empty(), "{refs:?}");
+    }
+
+    #[test]
+    fn framework_or_version_that_is_a_path_is_refused() {
+        let repos = [RepoEntry {
+            name: "community".into(),
+            url: "http://127.0.0.1:1/repo".into(),
+            ca_file: None,
+        }];
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        let _g = rt.enter();
+        for spec in [
+            "{framework: ../../x, version: 1.0.0, repository: community}",
+            "{framework: kafka, version: ../1.0.0, repository: community}",
+        ] {
+            let tree = mem([("instances/a.yaml", &format!("spec: {spec}\n"))]);
+            let e = overlay(&tree, &repos, Path::new("/nonexistent"))
+                .err()
+                .expect("refused");
+            assert!(
+                e.contains("instances/a.yaml") && e.contains("plain name"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

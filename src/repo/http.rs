@@ -61,6 +61,9 @@ pub struct HttpOptions {
     pub max_bytes: u64,
     /// PEM file of extra trusted CAs (added to the system roots).
     pub ca_file: Option<PathBuf>,
+    /// Errors and logs show request URLs as `scheme://host:port/…` (for URLs that are
+    /// secrets themselves, such as Slack webhooks).
+    pub redact_urls: bool,
 }
 
 impl Default for HttpOptions {
@@ -73,6 +76,7 @@ impl Default for HttpOptions {
             max_backoff: Duration::from_secs(10),
             max_bytes: 64 * 1024 * 1024,
             ca_file: None,
+            redact_urls: false,
         }
     }
 }
@@ -157,6 +161,15 @@ impl HttpClient {
         &self.options
     }
 
+    /// The URL as errors and logs show it.
+    fn shown(&self, url: &str) -> String {
+        if self.options.redact_urls {
+            super::client::redact_url(url)
+        } else {
+            url.to_string()
+        }
+    }
+
     /// Sends with retries. 2xx and 304 are answers; other 4xx fail at once; 5xx, 429 and
     /// connection errors are retried with backoff until the retries are spent.
     pub async fn send(&self, req: &Request) -> Result<Response, HttpError> {
@@ -182,14 +195,14 @@ impl HttpClient {
                     Ok(r) if (200..300).contains(&r.status) || r.status == 304 => Ok(r),
                     Ok(r) => Err(HttpError::Status {
                         method,
-                        url: req.url.clone(),
+                        url: self.shown(&req.url),
                         status: r.status,
                         attempts: attempt,
                         excerpt: excerpt(&r.body),
                     }),
                     Err(HttpError::Transport { reason, .. }) => Err(HttpError::Transport {
                         method,
-                        url: req.url.clone(),
+                        url: self.shown(&req.url),
                         attempts: attempt,
                         reason,
                     }),
@@ -197,18 +210,19 @@ impl HttpClient {
                 };
             }
             let delay = backoff(&self.options, attempt, fastrand::f64());
-            tracing::debug!(%method, url = %req.url, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            tracing::debug!(%method, url = %self.shown(&req.url), attempt, delay_ms = delay.as_millis() as u64, "retrying");
             tokio::time::sleep(delay).await;
         }
     }
 
     async fn attempt(&self, req: &Request, limit: u64) -> Result<Response, HttpError> {
         let method = req.method.to_string();
+        // reqwest puts the URL in its messages; it is shown once, by us, redacted if asked.
         let transport = |e: reqwest::Error| HttpError::Transport {
             method: method.clone(),
-            url: req.url.clone(),
+            url: self.shown(&req.url),
             attempts: 1,
-            reason: error_chain(&e),
+            reason: error_chain(&e.without_url()),
         };
         let mut b = self.client.request(req.method.clone(), &req.url);
         for (k, v) in &req.headers {
@@ -220,7 +234,7 @@ impl HttpClient {
         let mut resp = b.send().await.map_err(transport)?;
         let too_large = || HttpError::TooLarge {
             method: method.clone(),
-            url: req.url.clone(),
+            url: self.shown(&req.url),
             limit,
         };
         if resp.content_length().is_some_and(|n| n > limit) {

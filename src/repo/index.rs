@@ -93,16 +93,37 @@ impl Index {
                 ),
             });
         }
+        // Names, versions and digests end up in messages, lookups and cache file names:
+        // anything that is not plainly what it claims to be refuses the whole index.
+        let bad = |reason: String| RepoError::BadIndex {
+            url: url.to_string(),
+            reason,
+        };
         for (name, versions) in &index.entries {
+            if !super::is_safe_segment(name) {
+                return Err(bad(format!(
+                    "package name {name:?} is not a plain name (no '/', '..' or control characters)"
+                )));
+            }
             for v in versions {
-                if v.name != *name || v.digest.len() != 64 || v.urls.is_empty() {
-                    return Err(RepoError::BadIndex {
-                        url: url.to_string(),
-                        reason: format!(
-                            "entry {name} {}: needs name {name:?}, a sha256 digest (64 hex) and at least one url",
-                            v.operator_version
-                        ),
-                    });
+                let at = format!("entry {name} {:?}", v.operator_version);
+                if v.name != *name || v.urls.is_empty() {
+                    return Err(bad(format!(
+                        "{at}: needs name {name:?} and at least one url"
+                    )));
+                }
+                if !super::is_safe_segment(&v.operator_version)
+                    || (!v.app_version.is_empty() && !super::is_safe_segment(&v.app_version))
+                {
+                    return Err(bad(format!(
+                        "{at}: operatorVersion and appVersion must be plain versions (no '/', '..' or control characters)"
+                    )));
+                }
+                if !super::is_sha256_hex(&v.digest) {
+                    return Err(bad(format!(
+                        "{at}: digest {:?} is not a sha256 digest (exactly 64 lower-case hex digits)",
+                        v.digest
+                    )));
                 }
             }
         }
@@ -334,6 +355,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(m.contains(url) && m.contains("digest"), "{m}");
+    }
+
+    #[test]
+    fn digest_that_is_a_path_is_refused_at_parse_time() {
+        let url = "http://127.0.0.1:1/repo/index.yaml";
+        let entry = |name: &str, version: &str, digest: &str| {
+            format!(
+                "apiVersion: v1\nentries:\n  '{name}':\n  - name: '{name}'\n    operatorVersion: '{version}'\n    urls: [x.tgz]\n    digest: '{digest}'\n"
+            )
+        };
+        let good = "0123456789abcdef".repeat(4);
+        Index::parse(url, &entry("kafka", "1.0.0", &good)).expect("valid");
+        let path = format!("{}../../../victim", "./".repeat(24));
+        for (name, version, digest) in [
+            ("kafka", "1.0.0", path.as_str()),
+            ("kafka", "1.0.0", &good.to_uppercase()),
+            ("kafka", "1.0.0", &format!("{}g", &good[1..])),
+            ("../kafka", "1.0.0", &good),
+            ("kafka", "../../1.0.0", &good),
+            ("kafka", "..", &good),
+        ] {
+            let m = Index::parse(url, &entry(name, version, digest))
+                .unwrap_err()
+                .to_string();
+            assert!(m.contains(url), "{m}");
+        }
+        let m = Index::parse(url, &entry("kafka", "1.0.0", &path))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("64 lower-case hex"), "{m}");
     }
 
     #[test]

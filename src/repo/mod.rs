@@ -51,6 +51,12 @@ pub enum RepoError {
     BadUrl { url: String, reason: String },
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
+    #[error("{what} {value:?} is refused: {reason}")]
+    Unsafe {
+        what: String,
+        value: String,
+        reason: String,
+    },
     #[error(transparent)]
     Http(#[from] HttpError),
     #[error(transparent)]
@@ -64,6 +70,25 @@ impl RepoError {
             reason: reason.to_string(),
         }
     }
+}
+
+/// Whether `s` is a sha256 digest as indexes hold them: exactly 64 lower-case hex digits.
+/// Digests name cache files, so nothing else may pass.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether remote or user text is safe as one path segment (a cache folder, a framework
+/// name or version below `frameworks/`): non-empty, at most 253 bytes, no separator, no
+/// control character, not `.` or `..`.
+pub fn is_safe_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && !s.chars().any(|c| c == '/' || c == '\\' || c.is_control())
 }
 
 /// Lower-case hex sha256 of bytes.

@@ -94,10 +94,14 @@ impl RepoList {
                 url: r.url.clone(),
             });
         }
-        reqwest::Url::parse(&entry.url).map_err(|e| RepoError::BadUrl {
-            url: entry.url.clone(),
-            reason: e.to_string(),
-        })?;
+        if !super::is_safe_segment(&entry.name) {
+            return Err(RepoError::Unsafe {
+                what: "repository name".into(),
+                value: entry.name.clone(),
+                reason: "it names a cache folder: no '/', '..' or control characters".into(),
+            });
+        }
+        check_repo_url(&entry.name, &entry.url)?;
         self.repositories.push(entry);
         Ok(())
     }
@@ -113,6 +117,35 @@ impl RepoList {
             })?;
         Ok(self.repositories.remove(i))
     }
+}
+
+/// A repository URL must be http(s) and hold no credentials (they would show in messages,
+/// status and the saved list); the error never echoes a URL that holds them.
+fn check_repo_url(name: &str, url: &str) -> Result<(), RepoError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| RepoError::BadUrl {
+        // Shown as written unless it may hold credentials.
+        url: if url.contains('@') {
+            super::client::redact_url(url)
+        } else {
+            url.to_string()
+        },
+        reason: e.to_string(),
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(RepoError::BadUrl {
+            url: super::client::redact_url(url),
+            reason: format!(
+                "repository {name}: credentials in the URL are refused (they would show in logs and status)"
+            ),
+        });
+    }
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(RepoError::BadUrl {
+            url: super::client::redact_url(url),
+            reason: format!("repository {name}: only http and https are supported"),
+        });
+    }
+    Ok(())
 }
 
 /// The `packageRepositories:` list of `kudo.yaml` (same entries as `repositories.yaml`);
@@ -217,6 +250,29 @@ mod tests {
         assert!(e.contains("nope") && e.contains("community"), "{e}");
         back.remove("community").expect("remove");
         assert!(back.repositories.is_empty());
+    }
+
+    #[test]
+    fn repository_urls_with_credentials_and_path_names_are_refused() {
+        let mut list = RepoList::default();
+        for (name, url) in [
+            ("community", "https://ghp_T0KEN@example.com/repo"),
+            ("community", "https://bot:s3cret@example.com/repo"),
+            ("community", "file:///srv/repo"),
+            ("../../x", "https://example.com/repo"),
+        ] {
+            let e = list
+                .add(RepoEntry {
+                    name: name.into(),
+                    url: url.into(),
+                    ca_file: None,
+                })
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("T0KEN") && !e.contains("s3cret"), "{e}");
+            assert!(e.contains(name) || e.contains("community"), "{e}");
+        }
+        assert!(list.repositories.is_empty());
     }
 
     #[test]
