@@ -552,13 +552,21 @@ fn hook() -> impl Strategy<Value = Hook> {
 #[test]
 fn fuzz_webhook_authorize() {
     use axum::http::{HeaderMap, HeaderValue};
-    use kudo::gitops::webhook::{authorize, github_signature};
+    use kudo::gitops::webhook::{HookSecret, authorize, github_signature};
     fuzz("webhook authorize", 15000, hook(), |h| {
-        let repos: Vec<(String, Option<String>)> = h
+        // As the daemon reads secret files: blank ones are unusable (fail closed).
+        let repos: Vec<(String, HookSecret)> = h
             .secrets
             .iter()
             .enumerate()
-            .map(|(i, s)| (format!("r{i}"), s.clone()))
+            .map(|(i, s)| {
+                let secret = match s {
+                    None => HookSecret::Open,
+                    Some(s) if s.trim().is_empty() => HookSecret::Unavailable("empty".into()),
+                    Some(s) => HookSecret::Secret(s.trim().to_string()),
+                };
+                (format!("r{i}"), secret)
+            })
             .collect();
         let mut headers = HeaderMap::new();
         let signed = h
@@ -591,18 +599,21 @@ fn fuzz_webhook_authorize() {
                         headers.get("x-hub-signature-256"),
                         headers.get("x-gitlab-token"),
                     ) {
-                        (None, _, _) => true,
-                        (Some(s), Some(sig), _) => {
+                        (HookSecret::Open, _, _) => true,
+                        (HookSecret::Unavailable(_), _, _) => false,
+                        (HookSecret::Secret(s), Some(sig), _) => {
                             sig.to_str().map(|t| t.to_ascii_lowercase()).ok()
                                 == Some(github_signature(s, &h.body))
                         }
-                        (Some(s), None, Some(tok)) => tok.as_bytes() == s.as_bytes(),
+                        (HookSecret::Secret(s), None, Some(tok)) => {
+                            tok.to_str().map(str::trim).ok() == Some(s.as_str())
+                        }
                         _ => false,
                     };
                     prop_assert!(ok, "{n} accepted without its secret");
                 }
             }
-            Err(e) => bounded("webhook refusal", &e, h.body.len())?,
+            Err(e) => bounded("webhook refusal", &e.to_string(), h.body.len())?,
         }
         Ok(())
     });
