@@ -331,15 +331,21 @@ fn repository(name: &str, url: &str) -> kudo::gitops::config::Repository {
 
 /// Repositories whose remotes accept and never answer (over http://, git:// and ssh://) fail
 /// their syncs within their `timeout`, again and again with backoff, in status and metrics;
-/// the daemon is ready meanwhile (a stuck repository shows in status, not in readiness).
+/// the daemon is ready meanwhile once another repository gave it a desired state (a stuck
+/// repository shows in status, not in readiness).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_that_never_answers_fails_each_sync_within_its_timeout() {
     let silent = SilentServer::start();
     let work = tempfile::tempdir().expect("tempdir");
     let port = silent.port;
+    // One good repository gives the daemon a desired state: without any, it cannot do its
+    // job and is not ready (that is readiness's meaning, tested in tests/daemon_safety.rs).
+    let good = work.path().join("good");
+    std::fs::create_dir_all(good.join("instances")).expect("mkdir");
     let text = format!(
-        "cacheDir: {cache}\nrepositories:\n  - {{name: over-http, url: http://127.0.0.1:{port}/fleet.git, ref: main, interval: 1h, timeout: 1s}}\n  - {{name: over-git, url: git://127.0.0.1:{port}/fleet, ref: main, interval: 1h, timeout: 1s}}\n  - {{name: over-ssh, url: ssh://git@127.0.0.1:{port}/fleet.git, ref: main, interval: 1h, timeout: 1s}}\n{CLUSTERS}",
+        "cacheDir: {cache}\nrepositories:\n  - {{name: good, url: {good}}}\n  - {{name: over-http, url: http://127.0.0.1:{port}/fleet.git, ref: main, interval: 1h, timeout: 1s}}\n  - {{name: over-git, url: git://127.0.0.1:{port}/fleet, ref: main, interval: 1h, timeout: 1s}}\n  - {{name: over-ssh, url: ssh://git@127.0.0.1:{port}/fleet.git, ref: main, interval: 1h, timeout: 1s}}\n{CLUSTERS}",
         cache = work.path().join("cache").display(),
+        good = good.display(),
     );
     let (daemon, addr) = start(&text, work.path()).await;
     let shared = daemon.shared.clone();
