@@ -191,13 +191,15 @@ impl ClusterRunner<'_> {
         let Some(entry) = applied_object(obj) else {
             return Ok(obj.clone());
         };
-        // Already marked by `objects` when the Instance lists it as adopted.
-        let adopted = if self.info.adopted.contains(&entry) {
-            false
-        } else if self.info.inventory.contains(&entry)
-            || self.newly_adopted_contains(&entry) == Some(false)
-        {
-            false
+        // Objects the Instance lists as adopted are marked by `objects` already; objects in
+        // the inventory are kudo's; objects looked up earlier in this pass keep that answer.
+        let known = if self.info.adopted.contains(&entry) || self.info.inventory.contains(&entry) {
+            Some(false)
+        } else {
+            self.newly_adopted_contains(&entry)
+        };
+        let adopted = if let Some(adopted) = known {
+            adopted
         } else {
             let r = ObjectRef::from_object(obj).map_err(|reason| ClusterError::BadObject {
                 cluster: self.cluster.name().to_string(),
