@@ -1,6 +1,7 @@
 //! Go `text/template` + sprig + KUDO's `toYaml`, rendering byte-identical to KUDO's
 //! Go renderer (`missingkey=error`; `env expandenv base dir clean ext isAbs` absent).
 
+mod budget;
 mod dates;
 mod exec;
 mod funcs;
@@ -13,8 +14,11 @@ pub mod value;
 mod yaml;
 
 #[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 mod tests;
 
+pub use budget::RenderBudget;
 use std::collections::HashMap;
 
 /// Why parsing or rendering failed; `Display` is Go's message format.
@@ -68,6 +72,14 @@ impl Template {
     }
 
     pub fn render(&self, data: &serde_json::Value) -> Result<String, TemplateError> {
+        self.render_with(data, &RenderBudget::default())
+    }
+
+    pub fn render_with(
+        &self,
+        data: &serde_json::Value,
+        _budget: &RenderBudget,
+    ) -> Result<String, TemplateError> {
         exec::execute(self, value::Value::from_json(data))
     }
 
