@@ -51,7 +51,10 @@ fn deeply_nested_control_structures_are_refused_not_overflowing() {
 #[test]
 fn huge_printf_width_is_go_noverb_not_an_allocation_abort() {
     // Go's fmt refuses widths above 1e6 and consumes the rest of the verb.
-    assert_eq!(ok(r#"{{printf "%99999999999d" 1}}"#), "%!(NOVERB)");
+    assert_eq!(
+        ok(r#"{{printf "%99999999999d" 1}}"#),
+        "%!(NOVERB)%!(EXTRA int=1)"
+    );
     assert_eq!(
         ok(r#"{{printf "%*d" 99999999999 1}}"#),
         "%!(BADWIDTH)1"
@@ -223,23 +226,100 @@ fn abbrevboth_cuts_at_character_boundaries() {
 #[test]
 fn trunc_cuts_at_the_previous_character_boundary() {
     assert_eq!(ok(r#"{{trunc 3 "ééé"}}"#), "é");
-    assert_eq!(ok(r#"{{trunc -3 "ééé"}}"#), "é");
+    assert_eq!(ok(r#"{{trunc -3 "ééé"}}"#), "éé");
 }
 
 #[test]
 fn substr_cuts_at_the_previous_character_boundary() {
-    assert_eq!(ok(r#"{{substr 1 4 "ééé"}}"#), "é");
+    assert_eq!(ok(r#"{{substr 1 4 "ééé"}}"#), "éé");
     assert_eq!(ok(r#"{{substr -1 3 "ééé"}}"#), "é");
     assert_eq!(ok(r#"{{substr 3 -1 "ééé"}}"#), "éé");
-}
-
-#[test]
-fn slice_of_a_string_inside_a_character_does_not_panic() {
-    assert!(render("x.yaml", r#"{{slice "ééé" 1 2}}"#, &json!({})).is_ok());
 }
 
 #[test]
 fn wrap_of_multibyte_text_does_not_panic() {
     assert!(render("x.yaml", r#"{{wrap 1 "é é éé"}}"#, &json!({})).is_ok());
     assert!(render("x.yaml", r#"{{wrapWith 1 "\n" "ééé"}}"#, &json!({})).is_ok());
+}
+
+/// Runs `f` on a thread with a 2 MiB stack (tokio's and the test harness's default, the
+/// smallest a render runs on); an overflow aborts the test binary.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("spawn: {e}"))
+        .join()
+        .unwrap_or_else(|_| panic!("render thread panicked"))
+}
+
+/// The most stack bytes one nesting level takes, measured with the executor's probe
+/// (where a level continues on a new stack segment, the stack left goes up: skipped).
+fn stack_per_level(t: &str) -> usize {
+    let t = t.to_string();
+    on_small_stack(move || {
+        exec::STACK_PROBE.with(|p| p.borrow_mut().clear());
+        let _ = render("x.yaml", &t, &json!({}));
+        let sps = exec::STACK_PROBE.with(|p| p.borrow().clone());
+        assert!(sps.len() > 10, "probe saw {} levels", sps.len());
+        sps.windows(2)
+            .filter_map(|w| w[0].checked_sub(w[1]))
+            .max()
+            .unwrap_or(0)
+    })
+}
+
+#[test]
+fn one_nesting_level_fits_the_stack_budget() {
+    let max = RenderBudget::default().max_depth;
+    let shapes = [
+        r#"{{define "a"}}{{template "a" .}}{{end}}{{template "a" 1}}"#,
+        r#"{{define "a"}}{{if true}}{{with 1}}{{range until 1}}{{template "a" (list (list .))}}{{end}}{{end}}{{end}}{{end}}{{template "a" 1}}"#,
+        &format!("{{{{define \"a\"}}}}{}{}{{{{end}}}}{{{{template \"a\"}}}}", "{{if 1}}".repeat(150), "{{end}}".repeat(150)),
+        &format!("{{{{print {}1{}}}}}", "(print ".repeat(150), ")".repeat(150)),
+        &format!("{{{{define \"a\"}}}}{{{{template \"a\" {}1{}}}}}{{{{end}}}}{{{{template \"a\"}}}}", "(list ".repeat(50), ")".repeat(50)),
+    ];
+    let mut worst = 0;
+    for t in shapes {
+        let per = stack_per_level(t);
+        eprintln!("stack per nesting level: {per} bytes for {}", &t[..t.len().min(60)]);
+        worst = worst.max(per);
+    }
+    // Each level starts with the red zone free; one level must take far less.
+    assert!(
+        worst * 8 < budget::RED_ZONE,
+        "{worst} bytes per level leave too little of the {} byte red zone",
+        budget::RED_ZONE
+    );
+    eprintln!(
+        "worst {worst} bytes per level, {max} levels: {} KiB of stack",
+        worst * max / 1024
+    );
+}
+
+#[test]
+fn recursion_to_the_limit_fits_a_small_thread_stack() {
+    let msg = on_small_stack(|| {
+        let t = r#"{{define "a"}}{{if true}}{{with 1}}{{range until 1}}{{template "a" (list (list .))}}{{end}}{{end}}{{end}}{{end}}{{template "a" 1}}"#;
+        render("x.yaml", t, &json!({})).err().map(|e| e.to_string())
+    });
+    assert!(msg.is_some_and(|m| m.contains("render budget")));
+    // The deepest value walks at the deepest template nesting.
+    let out = on_small_stack(|| {
+        let t = r#"{{define "a"}}{{if lt (len .) 490}}{{template "a" (append . 1)}}{{else}}{{$l := list}}{{range until 99}}{{$l = list $l}}{{end}}{{toYaml $l | len}} {{toJson $l | len}} {{printf "%v" $l | len}} {{deepCopy $l | deepEqual $l}}{{end}}{{end}}{{template "a" list}}"#;
+        render("x.yaml", t, &json!({})).map_err(|e| e.to_string())
+    });
+    assert!(out.is_ok(), "{out:?}");
+    // Parsing the deepest nesting allowed.
+    let parsed = on_small_stack(|| {
+        let t = format!(
+            "{}{{{{print {}1{}}}}}{}",
+            "{{if 1}}".repeat(500),
+            "(print ".repeat(499),
+            ")".repeat(499),
+            "{{end}}".repeat(500)
+        );
+        render("x.yaml", &t, &json!({})).map_err(|e| e.to_string())
+    });
+    assert_eq!(parsed.as_deref(), Ok("1"));
 }

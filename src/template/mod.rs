@@ -38,6 +38,12 @@ pub enum TemplateError {
         col: usize,
         message: String,
     },
+    /// The execution ran into a limit of its [`RenderBudget`].
+    #[error("template {template:?}: {overrun} (render budget)")]
+    Budget {
+        template: String,
+        overrun: budget::Overrun,
+    },
 }
 
 /// A parsed template file with the templates it defines.
@@ -78,9 +84,9 @@ impl Template {
     pub fn render_with(
         &self,
         data: &serde_json::Value,
-        _budget: &RenderBudget,
+        budget: &RenderBudget,
     ) -> Result<String, TemplateError> {
-        exec::execute(self, value::Value::from_json(data))
+        exec::execute(self, data, budget)
     }
 
     /// A defined template (or the file itself, by its own name).
