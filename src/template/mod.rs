@@ -121,6 +121,14 @@ fn line_col(text: &str, pos: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Every function a template can call (Go builtins, sprig, `toYaml`), sorted; for
+/// fuzzing and documentation.
+pub fn function_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = funcs::FUNCS.keys().copied().collect();
+    names.sort_unstable();
+    names
+}
+
 /// Parses and renders in one go.
 pub fn render(name: &str, text: &str, data: &serde_json::Value) -> Result<String, TemplateError> {
     Template::parse(name, text)?.render(data)
