@@ -323,3 +323,16 @@ fn recursion_to_the_limit_fits_a_small_thread_stack() {
     });
     assert_eq!(parsed.as_deref(), Ok("1"));
 }
+
+#[test]
+fn date_modify_past_the_time_range_is_an_error_not_a_panic() {
+    let msg = match render(
+        "x.yaml",
+        r#"{{$t := now}}{{range until 1000}}{{$t = dateModify "2562047h" $t}}{{end}}{{$t}}"#,
+        &json!({}),
+    ) {
+        Ok(out) => panic!("expected an error, got {out}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("out of range"), "{msg}");
+}
