@@ -560,3 +560,54 @@ fn fuzz_parameter_single_values() {
         panic!("{e}");
     }
 }
+
+/// Every function with every combination of edge-case arguments (up to two; in longer
+/// runs, `KUDO_FUZZ_CASES` above 1000, also a third from a smaller set): deterministic,
+/// so CI covers each pair on every run.
+#[test]
+fn every_function_with_edge_arguments() {
+    let args = [
+        "0",
+        "-1",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1000000",
+        "1.5",
+        "-1e308",
+        r#""""#,
+        r#""é日""#,
+        r#""%*d%.*s%999999x""#,
+        "true",
+        "nil",
+        "(list 1 \"é\" (list))",
+        "(dict \"a\" (dict \"b\" 1))",
+        "now",
+        "$d",
+    ];
+    let thirds: &[&str] = if cases() > 1000 {
+        &["2", r#""ééé""#, "(list)"]
+    } else {
+        &[]
+    };
+    let counts = Counts::default();
+    let mut cases = Vec::new();
+    for f in FUNCS.iter() {
+        cases.push(format!("{f}"));
+        for a in args {
+            cases.push(format!("{f} {a}"));
+            for b in args {
+                cases.push(format!("{f} {a} {b}"));
+                for c in thirds.iter() {
+                    cases.push(format!("{f} {a} {b} {c}"));
+                }
+            }
+        }
+    }
+    for call in &cases {
+        let t = format!("{{{{$d := dict \"k\" (list 1)}}}}{{{{{call}}}}}");
+        if let Err(e) = exercise(&t, &counts) {
+            panic!("{t}: {e}");
+        }
+    }
+    counts.report("every function with edge arguments");
+}
