@@ -112,7 +112,10 @@ fn exercise(text: &str, counts: &Counts) -> Result<(), TestCaseError> {
         }
         Err(e) => {
             let msg = e.to_string();
-            prop_assert!(msg.contains("fuzz.yaml"), "error without the template: {msg}");
+            prop_assert!(
+                msg.contains("fuzz.yaml"),
+                "error without the template: {msg}"
+            );
             if msg.contains("render budget") {
                 bump(&counts.budget_errors);
             } else {
@@ -195,7 +198,11 @@ fn pipeline() -> impl Strategy<Value = String> {
                 .prop_map(|(f, args)| format!("{f} {}", args.join(" "))),
             (func.clone(), proptest::collection::vec(inner.clone(), 0..3))
                 .prop_map(|(f, args)| format!("({f} {})", args.join(" "))),
-            (inner.clone(), func, proptest::collection::vec(inner.clone(), 0..2))
+            (
+                inner.clone(),
+                func,
+                proptest::collection::vec(inner.clone(), 0..2)
+            )
                 .prop_map(|(p, f, args)| format!("{p} | {f} {}", args.join(" "))),
             inner.prop_map(|p| format!("({p})")),
         ]
@@ -220,10 +227,11 @@ fn body() -> impl Strategy<Value = String> {
             (pipeline(), list.clone()).prop_map(|(p, b)| format!("{{{{if {p}}}}}{b}{{{{end}}}}")),
             (pipeline(), list.clone(), list.clone())
                 .prop_map(|(p, b, e)| format!("{{{{if {p}}}}}{b}{{{{else}}}}{e}{{{{end}}}}")),
-            (pipeline(), list.clone())
-                .prop_map(|(p, b)| format!("{{{{with {p}}}}}{b}{{{{end}}}}")),
+            (pipeline(), list.clone()).prop_map(|(p, b)| format!("{{{{with {p}}}}}{b}{{{{end}}}}")),
             (pipeline(), list.clone()).prop_map(|(p, b)| {
-                format!("{{{{range $i, $e := {p}}}}}{b}{{{{if $i}}}}{{{{break}}}}{{{{end}}}}{{{{end}}}}")
+                format!(
+                    "{{{{range $i, $e := {p}}}}}{b}{{{{if $i}}}}{{{{break}}}}{{{{end}}}}{{{{end}}}}"
+                )
             }),
             (pipeline(), list.clone(), list.clone())
                 .prop_map(|(p, b, e)| format!("{{{{range {p}}}}}{b}{{{{else}}}}{e}{{{{end}}}}")),
@@ -334,7 +342,9 @@ fn fuzz_template_functions() {
         .prop_map(|(f, args, piped)| {
             let vars = "{{$x := 1}}{{$l := list 1 \"a\"}}{{$d := dict \"k\" 1}}";
             match (piped, args.split_last()) {
-                (true, Some((last, rest))) => format!("{vars}{{{{{last} | {f} {}}}}}", rest.join(" ")),
+                (true, Some((last, rest))) => {
+                    format!("{vars}{{{{{last} | {f} {}}}}}", rest.join(" "))
+                }
                 _ => format!("{vars}{{{{{f} {}}}}}", args.join(" ")),
             }
         });
@@ -405,11 +415,12 @@ fn yaml_text() -> BoxedStrategy<String> {
                     let items: Vec<String> = v.iter().map(|(k, x)| format!("{k}: {x}")).collect();
                     format!("{{{}}}", items.join(", "))
                 }),
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(|v| {
-                    v.iter().map(|x| format!("- {x}\n")).collect::<String>()
-                }),
+                proptest::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| { v.iter().map(|x| format!("- {x}\n")).collect::<String>() }),
                 proptest::collection::vec(("[a-z]{1,3}", inner), 0..4).prop_map(|v| {
-                    v.iter().map(|(k, x)| format!("{k}: {x}\n")).collect::<String>()
+                    v.iter()
+                        .map(|(k, x)| format!("{k}: {x}\n"))
+                        .collect::<String>()
                 }),
             ]
         })
@@ -534,27 +545,30 @@ fn fuzz_parameter_validation() {
 fn fuzz_parameter_single_values() {
     let mut r = runner(cases() * 4);
     let execs = Cell::new(0u64);
-    let result = r.run(&(param_type(), yaml_or_deep(), any::<bool>()), |(ty, v, sensitive)| {
-        bump(&execs);
-        let p = Parameter {
-            name: "p".into(),
-            value_type: ty,
-            sensitive: Some(sensitive),
-            ..Parameter::default()
-        };
-        let values = BTreeMap::from([("p".to_string(), v.clone())]);
-        match params::resolve_parameters(std::slice::from_ref(&p), &values, None) {
-            Ok(resolved) => {
-                let _ = params::params_value(std::slice::from_ref(&p), &resolved);
-            }
-            Err(e) => {
-                if sensitive && v.len() > 3 {
-                    prop_assert!(!e.to_string().contains(&v), "{e}");
+    let result = r.run(
+        &(param_type(), yaml_or_deep(), any::<bool>()),
+        |(ty, v, sensitive)| {
+            bump(&execs);
+            let p = Parameter {
+                name: "p".into(),
+                value_type: ty,
+                sensitive: Some(sensitive),
+                ..Parameter::default()
+            };
+            let values = BTreeMap::from([("p".to_string(), v.clone())]);
+            match params::resolve_parameters(std::slice::from_ref(&p), &values, None) {
+                Ok(resolved) => {
+                    let _ = params::params_value(std::slice::from_ref(&p), &resolved);
+                }
+                Err(e) => {
+                    if sensitive && v.len() > 3 {
+                        prop_assert!(!e.to_string().contains(&v), "{e}");
+                    }
                 }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     eprintln!("fuzz parameter single values: {} execs", execs.get());
     if let Err(e) = result {
         panic!("{e}");
@@ -592,7 +606,7 @@ fn every_function_with_edge_arguments() {
     let counts = Counts::default();
     let mut cases = Vec::new();
     for f in FUNCS.iter() {
-        cases.push(format!("{f}"));
+        cases.push(f.to_string());
         for a in args {
             cases.push(format!("{f} {a}"));
             for b in args {

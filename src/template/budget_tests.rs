@@ -44,7 +44,11 @@ fn deeply_nested_parentheses_are_refused_not_overflowing() {
 
 #[test]
 fn deeply_nested_control_structures_are_refused_not_overflowing() {
-    let t = format!("{}x{}", "{{if 1}}".repeat(100_000), "{{end}}".repeat(100_000));
+    let t = format!(
+        "{}x{}",
+        "{{if 1}}".repeat(100_000),
+        "{{end}}".repeat(100_000)
+    );
     assert!(render("x.yaml", &t, &json!({})).is_err());
 }
 
@@ -55,10 +59,7 @@ fn huge_printf_width_is_go_noverb_not_an_allocation_abort() {
         ok(r#"{{printf "%99999999999d" 1}}"#),
         "%!(NOVERB)%!(EXTRA int=1)"
     );
-    assert_eq!(
-        ok(r#"{{printf "%*d" 99999999999 1}}"#),
-        "%!(BADWIDTH)1"
-    );
+    assert_eq!(ok(r#"{{printf "%*d" 99999999999 1}}"#), "%!(BADWIDTH)1");
     assert_eq!(ok(r#"{{printf "%.*d" 99999999999 1}}"#), "%!(BADPREC)1");
 }
 
@@ -100,7 +101,10 @@ fn until_step_that_overflows_ends() {
         "[9223372036854775806]"
     );
     budget_err(r#"{{untilStep -9223372036854775807 9223372036854775807 1 | len}}"#);
-    assert_eq!(ok(r#"{{seq 9223372036854775806 9223372036854775807}}"#), "9223372036854775806 9223372036854775807");
+    assert_eq!(
+        ok(r#"{{seq 9223372036854775806 9223372036854775807}}"#),
+        "9223372036854775806 9223372036854775807"
+    );
 }
 
 #[test]
@@ -123,9 +127,7 @@ fn join_of_a_shared_big_string_is_refused() {
 
 #[test]
 fn printing_an_exponentially_shared_list_is_refused() {
-    budget_err(
-        r#"{{$l := list 1 2}}{{range until 64}}{{$l = list $l $l}}{{end}}{{$l}}"#,
-    );
+    budget_err(r#"{{$l := list 1 2}}{{range until 64}}{{$l = list $l $l}}{{end}}{{$l}}"#);
     budget_err(
         r#"{{$l := list 1 2}}{{range until 64}}{{$l = list $l $l}}{{end}}{{toJson $l | len}}"#,
     );
@@ -140,7 +142,9 @@ fn printing_an_exponentially_shared_list_is_refused() {
 #[test]
 fn deep_equal_of_shared_lists_is_polynomial() {
     assert_eq!(
-        ok(r#"{{$a := list 1 2}}{{$b := list 1 2}}{{range until 64}}{{$a = list $a $a}}{{$b = list $b $b}}{{end}}{{deepEqual $a $b}}"#),
+        ok(
+            r#"{{$a := list 1 2}}{{$b := list 1 2}}{{range until 64}}{{$a = list $a $a}}{{$b = list $b $b}}{{end}}{{deepEqual $a $b}}"#
+        ),
         "true"
     );
 }
@@ -275,14 +279,29 @@ fn one_nesting_level_fits_the_stack_budget() {
     let shapes = [
         r#"{{define "a"}}{{template "a" .}}{{end}}{{template "a" 1}}"#,
         r#"{{define "a"}}{{if true}}{{with 1}}{{range until 1}}{{template "a" (list (list .))}}{{end}}{{end}}{{end}}{{end}}{{template "a" 1}}"#,
-        &format!("{{{{define \"a\"}}}}{}{}{{{{end}}}}{{{{template \"a\"}}}}", "{{if 1}}".repeat(150), "{{end}}".repeat(150)),
-        &format!("{{{{print {}1{}}}}}", "(print ".repeat(150), ")".repeat(150)),
-        &format!("{{{{define \"a\"}}}}{{{{template \"a\" {}1{}}}}}{{{{end}}}}{{{{template \"a\"}}}}", "(list ".repeat(50), ")".repeat(50)),
+        &format!(
+            "{{{{define \"a\"}}}}{}{}{{{{end}}}}{{{{template \"a\"}}}}",
+            "{{if 1}}".repeat(150),
+            "{{end}}".repeat(150)
+        ),
+        &format!(
+            "{{{{print {}1{}}}}}",
+            "(print ".repeat(150),
+            ")".repeat(150)
+        ),
+        &format!(
+            "{{{{define \"a\"}}}}{{{{template \"a\" {}1{}}}}}{{{{end}}}}{{{{template \"a\"}}}}",
+            "(list ".repeat(50),
+            ")".repeat(50)
+        ),
     ];
     let mut worst = 0;
     for t in shapes {
         let per = stack_per_level(t);
-        eprintln!("stack per nesting level: {per} bytes for {}", &t[..t.len().min(60)]);
+        eprintln!(
+            "stack per nesting level: {per} bytes for {}",
+            &t[..t.len().min(60)]
+        );
         worst = worst.max(per);
     }
     // Each level starts with the red zone free; one level must take far less.

@@ -362,9 +362,7 @@ fn join_checked(parts: &[String], sep: &str) -> Result<String, Overrun> {
 /// sprig's untilStep, refused past the list budget before it is built. Go's loop wraps
 /// around on overflow and never ends; this one stops where the next step would overflow.
 fn until_step(start: i64, stop: i64, step: i64) -> Result<Vec<i64>, Overrun> {
-    let count = if stop < start && step < 0 {
-        (start.abs_diff(stop) - 1) / step.unsigned_abs() + 1
-    } else if stop > start && step > 0 {
+    let count = if (stop < start && step < 0) || (stop > start && step > 0) {
         (start.abs_diff(stop) - 1) / step.unsigned_abs() + 1
     } else {
         0
@@ -626,12 +624,7 @@ fn in_list(l: &[Value], v: &Value) -> bool {
 
 /// Regexp.ReplaceAllString (`expand`: `$1` references) built piece by piece within the
 /// string budget.
-fn replace_all(
-    re: &regex::Regex,
-    src: &str,
-    rep: &str,
-    expand: bool,
-) -> Result<String, Overrun> {
+fn replace_all(re: &regex::Regex, src: &str, rep: &str, expand: bool) -> Result<String, Overrun> {
     let mut out = String::new();
     let mut last = 0;
     for caps in re.captures_iter(src) {
@@ -1658,7 +1651,11 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
             let r = regex(s(a, 0)?)?;
             let c = n(a, 2)?;
             let max = budget::limits().max_list_len;
-            let take = if c < 0 { max + 1 } else { (c as usize).min(max + 1) };
+            let take = if c < 0 {
+                max + 1
+            } else {
+                (c as usize).min(max + 1)
+            };
             let v: Vec<String> = r
                 .find_iter(s(a, 1)?)
                 .map(|m| m.as_str().to_string())
@@ -1709,7 +1706,10 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
             } else if c < 0 {
                 r.split(st).map(String::from).take(max + 1).collect()
             } else {
-                r.splitn(st, c as usize).map(String::from).take(max + 1).collect()
+                r.splitn(st, c as usize)
+                    .map(String::from)
+                    .take(max + 1)
+                    .collect()
             };
             budget::list(v.len())?;
             Ok(Value::str_list(v))

@@ -216,10 +216,8 @@ fn deep_equal(
                 return false;
             };
             x.len() == y.len()
-                && x.iter().all(|(k, v)| {
-                    y.get(k)
-                        .is_some_and(|w| deep_equal(v, w, seen, depth + 1))
-                })
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| deep_equal(v, w, seen, depth + 1)))
         }
         (Value::Time(a, _), Value::Time(b, _)) => a == b,
         (Value::Duration(a), Value::Duration(b)) => a == b,
