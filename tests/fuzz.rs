@@ -2,7 +2,7 @@
 //! validation. Invariants: no panic, no abort (a stack overflow kills the test binary),
 //! every execution ends within its render budget, output within the budget.
 //!
-//! The number of cases per target comes from `KUDO_FUZZ_CASES` (default 400, about a
+//! The number of cases per target comes from `KUDO_FUZZ_CASES` (default 1000, about a
 //! minute for the whole file in a debug build on 2 cores). A longer run:
 //! `KUDO_FUZZ_CASES=200000 cargo test --release --test fuzz -- --nocapture`.
 //! Each target prints how many inputs it executed and how many rendered or failed.
@@ -22,7 +22,7 @@ fn cases() -> u32 {
     std::env::var("KUDO_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
+        .unwrap_or(1000)
 }
 
 fn runner(cases: u32) -> TestRunner {
