@@ -193,11 +193,21 @@ fn is_go_float(v: &str) -> bool {
     v.parse::<f64>().is_ok()
 }
 
+/// Events YAML aliases may replay in one parameter value. saphyr's default (1,000,000)
+/// lets a few hundred bytes of nested aliases take seconds to validate (found by
+/// `tests/fuzz.rs`); parameter values are small and rarely use aliases at all.
+pub const MAX_ALIAS_REPLAYED_EVENTS: usize = 10_000;
+
 fn parse_yaml_value(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string())
+    let options = serde_saphyr::options! {
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_ALIAS_REPLAYED_EVENTS,
+        },
+    };
+    serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| e.to_string())
 }
 
 /// A value as Go's `json.Unmarshal` into `interface{}` leaves it: every number a float64,
@@ -321,6 +331,36 @@ pub fn context_value(ctx: &RenderContext, params: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nested aliases ("billion laughs"): 10 × 10^4 elements from ~400 bytes.
+    fn alias_bomb(levels: usize) -> String {
+        let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..=levels {
+            let p = i - 1;
+            let refs = vec![format!("*a{p}"); 10].join(", ");
+            s.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn alias_amplification_in_a_value_is_refused() {
+        let p = param("cfg", ParameterType::Map, None);
+        let values = BTreeMap::from([("cfg".to_string(), alias_bomb(4))]);
+        let errors = match resolve_parameters(std::slice::from_ref(&p), &values, None) {
+            Ok(_) => panic!("an alias bomb was accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(errors.0.len(), 1);
+        assert!(
+            errors.0[0].reason.contains("alias"),
+            "{}",
+            errors.0[0].reason
+        );
+        // A few aliases stay fine.
+        let values = BTreeMap::from([("cfg".to_string(), alias_bomb(1))]);
+        assert!(resolve_parameters(std::slice::from_ref(&p), &values, None).is_ok());
+    }
 
     fn param(name: &str, ty: ParameterType, default: Option<&str>) -> Parameter {
         Parameter {

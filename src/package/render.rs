@@ -272,6 +272,49 @@ pub fn render_plan(
 mod tests {
     use super::*;
 
+    const SELF_RECURSIVE: &str = r#"{{define "a"}}{{template "a"}}{{end}}{{template "a"}}"#;
+
+    #[test]
+    fn a_template_over_the_render_budget_is_a_render_error_naming_it() {
+        let spec = OperatorVersionSpec {
+            templates: BTreeMap::from([
+                ("loop.yaml".to_string(), SELF_RECURSIVE.to_string()),
+                (
+                    "ok.yaml".to_string(),
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n".to_string(),
+                ),
+            ]),
+            ..OperatorVersionSpec::default()
+        };
+        let task = Task {
+            name: "deploy".into(),
+            kind: "Apply".into(),
+            spec: crate::api::TaskSpec {
+                resources: vec!["ok.yaml".into(), "loop.yaml".into()],
+                ..Default::default()
+            },
+        };
+        let err = match render_task(&spec, &task, &serde_json::json!({})) {
+            Ok(_) => panic!("a self-recursive template rendered"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(&err, RenderError::Template { template, .. } if template == "loop.yaml"),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("loop.yaml") && msg.contains("render budget"),
+            "{msg}"
+        );
+        // `kudo render --templates`: the other template still renders.
+        let outcomes = render_templates(&spec.templates, &serde_json::json!({}));
+        assert!(
+            matches!(&outcomes["loop.yaml"], TemplateOutcome::Err(m) if m.contains("render budget"))
+        );
+        assert!(matches!(&outcomes["ok.yaml"], TemplateOutcome::Out(_)));
+    }
+
     #[test]
     fn split_drops_empty_and_comment_only_documents() {
         let text = "# header only\n---\napiVersion: v1\nkind: A\n---\n\n---\n# c\n  # d\n---\napiVersion: v1\nkind: B\n";

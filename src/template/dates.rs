@@ -539,7 +539,7 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         let d = (Utc::now().fixed_offset() - t)
             .num_nanoseconds()
             .unwrap_or(0);
-        let rounded = ((d as f64) / 1e9).round() as i64 * 1_000_000_000;
+        let rounded = (((d as f64) / 1e9).round() as i64).saturating_mul(1_000_000_000);
         Ok(Value::str(gofmt::duration_string(rounded)))
     });
     add("duration", 1, one, |a| {
@@ -566,10 +566,15 @@ fn date_modify(a: &[Value], must: bool) -> FResult {
         });
     };
     match parse_duration(fmt) {
-        Ok(d) => Ok(Value::Time(
-            *t + chrono::Duration::nanoseconds(d),
-            z.clone(),
-        )),
+        // chrono panics past its range (±262,000 years), reachable by chaining dateModify.
+        Ok(d) => match t.checked_add_signed(chrono::Duration::nanoseconds(d)) {
+            Some(t) => Ok(Value::Time(t, z.clone())),
+            None => Err(FnErr::Msg(format!(
+                "time {} plus {} is out of range",
+                gofmt::time_string(t, z),
+                gofmt::duration_string(d)
+            ))),
+        },
         Err(e) if must => Err(FnErr::Msg(e)),
         Err(_) => Ok(a[1].clone()),
     }

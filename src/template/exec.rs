@@ -1,13 +1,12 @@
 //! Execution of a parsed template (`exec.go`): pipelines, variables, control flow,
 //! `missingkey=error`, and Go's error messages with template, line, column and context.
 
+use super::budget::{self, Overrun, RenderBudget};
 use super::funcs::{self, FnErr};
 use super::gofmt;
 use super::parse::{Arg, Command, Node, Num, Pipe};
 use super::value::Value;
 use super::{Template, TemplateError};
-
-const MAX_DEPTH: usize = 100_000;
 
 enum Flow {
     Normal,
@@ -21,21 +20,36 @@ pub struct State<'a> {
     current: &'a str,
     pub out: String,
     vars: Vec<(String, Value)>,
+    /// Nesting of template calls, blocks and parenthesised pipelines.
     depth: usize,
+    budget: RenderBudget,
 }
 
 type R<T> = Result<T, TemplateError>;
 
-pub fn execute(tmpl: &Template, data: Value) -> R<String> {
+pub fn execute(tmpl: &Template, data: &serde_json::Value, budget: &RenderBudget) -> R<String> {
+    let _meter = budget::start(budget);
+    let data = Value::from_json(data);
     let mut s = State {
         tmpl,
         current: &tmpl.name,
         out: String::new(),
         vars: vec![("$".into(), data.clone())],
         depth: 0,
+        budget: *budget,
     };
     s.walk_list(&data, &tmpl.root)?;
+    if let Some(o) = budget::overrun() {
+        return Err(s.over(o));
+    }
     Ok(s.out)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The stack left when each nesting level was entered (for measuring how much stack
+    /// one level takes).
+    pub static STACK_PROBE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The Go printed form of a node, truncated as ErrorContext does.
@@ -52,6 +66,68 @@ fn context(s: String) -> String {
 }
 
 impl<'a> State<'a> {
+    fn over(&self, o: Overrun) -> TemplateError {
+        TemplateError::Budget {
+            template: self.tmpl.name.clone(),
+            overrun: o,
+        }
+    }
+
+    /// One level deeper: a block, a template call or a parenthesised pipeline.
+    fn enter(&mut self) -> R<()> {
+        self.depth += 1;
+        if self.depth > self.budget.max_depth {
+            return Err(self.over(Overrun::Depth(self.budget.max_depth)));
+        }
+        #[cfg(test)]
+        {
+            let left = stacker::remaining_stack().unwrap_or(0);
+            STACK_PROBE.with(|p| {
+                let mut p = p.borrow_mut();
+                p.resize(self.depth, 0);
+                p[self.depth - 1] = left;
+            });
+        }
+        budget::tick().map_err(|o| self.over(o))
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    /// Runs one nesting level: counted against the depth budget, with enough stack.
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
+        self.enter()?;
+        let r = budget::with_stack(|| f(self));
+        self.leave();
+        r
+    }
+
+    fn check_output(&self) -> R<()> {
+        if self.out.len() > self.budget.max_output_bytes {
+            return Err(self.over(Overrun::Output(self.budget.max_output_bytes)));
+        }
+        if let Some(o) = budget::overrun() {
+            return Err(self.over(o));
+        }
+        Ok(())
+    }
+
+    /// A function's result: within the string and list limits.
+    fn check_value(&self, v: &Value) -> R<()> {
+        let r = match v {
+            Value::Str(s) => budget::string(s.len()),
+            Value::List(l, _) => budget::list(l.len()),
+            Value::Map(m) => budget::list(m.borrow().len()),
+            _ => Ok(()),
+        };
+        r.map_err(|o| self.over(o))?;
+        match budget::overrun() {
+            Some(o) => Err(self.over(o)),
+            None => Ok(()),
+        }
+    }
+
     fn errorf(
         &self,
         pos: usize,
@@ -83,8 +159,12 @@ impl<'a> State<'a> {
     }
 
     fn walk(&mut self, dot: &Value, node: &Node) -> R<Flow> {
+        budget::tick().map_err(|o| self.over(o))?;
         match node {
-            Node::Text(t) => self.out.push_str(t),
+            Node::Text(t) => {
+                self.out.push_str(t);
+                self.check_output()?;
+            }
             Node::Action { pipe, .. } => {
                 let v = self.eval_pipeline(dot, pipe)?;
                 if pipe.decl.is_empty() {
@@ -92,6 +172,7 @@ impl<'a> State<'a> {
                         Value::Nil => self.out.push_str("<no value>"),
                         v => self.out.push_str(&gofmt::value_v(&v)),
                     }
+                    self.check_output()?;
                 }
             }
             Node::If {
@@ -106,21 +187,23 @@ impl<'a> State<'a> {
                 else_list,
                 ..
             } => {
-                let mark = self.vars.len();
-                let v = self.eval_pipeline(dot, pipe)?;
-                let flow = if v.truthy() {
-                    if matches!(node, Node::With { .. }) {
-                        self.walk_list(&v, list)?
+                return self.nested(|s| {
+                    let mark = s.vars.len();
+                    let v = s.eval_pipeline(dot, pipe)?;
+                    let flow = if v.truthy() {
+                        if matches!(node, Node::With { .. }) {
+                            s.walk_list(&v, list)?
+                        } else {
+                            s.walk_list(dot, list)?
+                        }
+                    } else if let Some(el) = else_list {
+                        s.walk_list(dot, el)?
                     } else {
-                        self.walk_list(dot, list)?
-                    }
-                } else if let Some(el) = else_list {
-                    self.walk_list(dot, el)?
-                } else {
-                    Flow::Normal
-                };
-                self.vars.truncate(mark);
-                return Ok(flow);
+                        Flow::Normal
+                    };
+                    s.vars.truncate(mark);
+                    Ok(flow)
+                });
             }
             Node::Range {
                 pipe,
@@ -128,10 +211,12 @@ impl<'a> State<'a> {
                 else_list,
                 ..
             } => {
-                let mark = self.vars.len();
-                let r = self.walk_range(dot, pipe, list, else_list.as_deref());
-                self.vars.truncate(mark);
-                r?;
+                self.nested(|s| {
+                    let mark = s.vars.len();
+                    let r = s.walk_range(dot, pipe, list, else_list.as_deref());
+                    s.vars.truncate(mark);
+                    r
+                })?;
             }
             Node::Template { pos, name, pipe } => {
                 let Some(body) = self.tmpl.lookup(name) else {
@@ -146,23 +231,16 @@ impl<'a> State<'a> {
                     Some(p) => self.eval_pipeline(dot, p)?,
                     None => Value::Nil,
                 };
-                if self.depth >= MAX_DEPTH {
-                    return Err(self.errorf(
-                        *pos,
-                        &name,
-                        format!("exceeded maximum template depth ({MAX_DEPTH})"),
-                    ));
-                }
-                let saved_vars =
-                    std::mem::replace(&mut self.vars, vec![("$".into(), new_dot.clone())]);
-                let saved_name = self.current;
-                self.current = self.tmpl.define_name(name);
-                self.depth += 1;
-                let r = self.walk_list(&new_dot, body);
-                self.depth -= 1;
-                self.current = saved_name;
-                self.vars = saved_vars;
-                r?;
+                self.nested(|s| {
+                    let saved_vars =
+                        std::mem::replace(&mut s.vars, vec![("$".into(), new_dot.clone())]);
+                    let saved_name = s.current;
+                    s.current = s.tmpl.define_name(name);
+                    let r = s.walk_list(&new_dot, body);
+                    s.current = saved_name;
+                    s.vars = saved_vars;
+                    r
+                })?;
             }
             Node::Break { .. } => return Ok(Flow::Break),
             Node::Continue { .. } => return Ok(Flow::Continue),
@@ -183,6 +261,7 @@ impl<'a> State<'a> {
         index: Value,
         elem: Value,
     ) -> R<Flow> {
+        budget::tick().map_err(|o| self.over(o))?;
         if !pipe.decl.is_empty() {
             if pipe.is_assign {
                 let target = if pipe.decl.len() > 1 {
@@ -341,7 +420,7 @@ impl<'a> State<'a> {
             Arg::Ident { pos, name } => self.eval_function(dot, *pos, name, cmd, final_),
             Arg::Pipe { pipe, .. } => {
                 self.not_a_function(cmd, &final_)?;
-                self.eval_pipeline(dot, pipe)
+                self.nested(|s| s.eval_pipeline(dot, pipe))
             }
             Arg::Variable { pos, name, fields } => {
                 let v = self.var_value(*pos, name)?;
@@ -432,7 +511,7 @@ impl<'a> State<'a> {
                 let v = self.var_value(*pos, name)?;
                 self.eval_field_chain(*pos, arg, v, fields, false)
             }
-            Arg::Pipe { pipe, .. } => self.eval_pipeline(dot, pipe),
+            Arg::Pipe { pipe, .. } => self.nested(|s| s.eval_pipeline(dot, pipe)),
             Arg::Ident { pos, name } => {
                 let cmd = Command {
                     pos: *pos,
@@ -512,8 +591,17 @@ impl<'a> State<'a> {
         if let Some(f) = final_ {
             vals.push(f);
         }
-        match (def.f)(&vals) {
-            Ok(v) => Ok(v),
+        budget::tick().map_err(|o| self.over(o))?;
+        let r = (def.f)(&vals);
+        if let Some(o) = budget::overrun() {
+            return Err(self.over(o));
+        }
+        match r {
+            Ok(v) => {
+                self.check_value(&v)?;
+                Ok(v)
+            }
+            Err(FnErr::Budget(o)) => Err(self.over(o)),
             Err(FnErr::Msg(m)) => {
                 Err(self.errorf(cmd.pos, cmd, format!("error calling {name}: {m}")))
             }

@@ -13,6 +13,14 @@ pub enum FnErr {
     Msg(String),
     /// Argument `idx` has the wrong Go type.
     Type { idx: usize, expected: &'static str },
+    /// The call would exceed the render budget.
+    Budget(super::budget::Overrun),
+}
+
+impl From<super::budget::Overrun> for FnErr {
+    fn from(o: super::budget::Overrun) -> Self {
+        FnErr::Budget(o)
+    }
 }
 
 pub type FResult = Result<Value, FnErr>;

@@ -1,6 +1,7 @@
 //! Go's `fmt` formatting (`%v` of every value kind, the printf verbs) and `strconv`
 //! helpers, so rendered text matches what Go prints byte for byte.
 
+use super::budget;
 use super::value::Value;
 use std::fmt::Write;
 
@@ -252,14 +253,23 @@ pub fn time_string(t: &chrono::DateTime<chrono::FixedOffset>, zone: &str) -> Str
     s
 }
 
-/// fmt's %v (also what `print` and `{{ . }}` use inside containers).
+/// fmt's %v (also what `print` and `{{ . }}` use inside containers). Stops early past
+/// the string or value depth budget, which records the overrun for the executor.
 pub fn value_v(v: &Value) -> String {
     let mut out = String::new();
-    write_v(&mut out, v);
+    write_v(&mut out, v, 0);
     out
 }
 
-fn write_v(out: &mut String, v: &Value) {
+/// Whether a walk printing into `out` must stop (a budget overrun is recorded).
+fn walk_stop(out: &str, depth: usize) -> bool {
+    budget::stop() || budget::string_full(out.len()) || budget::value_depth(depth).is_err()
+}
+
+fn write_v(out: &mut String, v: &Value, depth: usize) {
+    if matches!(v, Value::List(..) | Value::Map(_)) && walk_stop(out, depth + 1) {
+        return;
+    }
     match v {
         Value::Nil => out.push_str("<nil>"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -273,8 +283,11 @@ fn write_v(out: &mut String, v: &Value) {
             for (i, e) in l.iter().enumerate() {
                 if i > 0 {
                     out.push(' ');
+                    if walk_stop(out, depth + 1) {
+                        return;
+                    }
                 }
-                write_v(out, e);
+                write_v(out, e, depth + 1);
             }
             out.push(']');
         }
@@ -284,9 +297,12 @@ fn write_v(out: &mut String, v: &Value) {
                 if i > 0 {
                     out.push(' ');
                 }
+                if walk_stop(out, depth + 1) {
+                    return;
+                }
                 out.push_str(k);
                 out.push(':');
-                write_v(out, e);
+                write_v(out, e, depth + 1);
             }
             out.push(']');
         }
@@ -359,8 +375,8 @@ fn fmt_int(out: &mut String, i: i64, verb: char, f: &Flags) {
         if p == 0 && u == 0 {
             digits.clear();
         }
-        while digits.len() < p {
-            digits.insert(0, '0');
+        if digits.len() < p {
+            digits = format!("{}{digits}", "0".repeat(p - digits.len()));
         }
     }
     let prefix = match verb {
@@ -449,7 +465,10 @@ fn unreachable_str() -> String {
 }
 
 /// Formats one operand with one verb, Go-style, appending to `out`.
-fn fmt_arg(out: &mut String, v: &Value, verb: char, f: &Flags) {
+fn fmt_arg(out: &mut String, v: &Value, verb: char, f: &Flags, depth: usize) {
+    if matches!(v, Value::List(..) | Value::Map(_)) && walk_stop(out, depth + 1) {
+        return;
+    }
     if verb == 'T' {
         pad(out, v.type_name(), f);
         return;
@@ -502,7 +521,10 @@ fn fmt_arg(out: &mut String, v: &Value, verb: char, f: &Flags) {
                 if i > 0 {
                     out.push(' ');
                 }
-                fmt_arg(out, e, verb, f);
+                if walk_stop(out, depth + 1) {
+                    return;
+                }
+                fmt_arg(out, e, verb, f, depth + 1);
             }
             out.push(']');
         }
@@ -512,13 +534,21 @@ fn fmt_arg(out: &mut String, v: &Value, verb: char, f: &Flags) {
                 if i > 0 {
                     out.push(' ');
                 }
+                if walk_stop(out, depth + 1) {
+                    return;
+                }
                 fmt_str(out, k, if verb == 'd' { 'v' } else { verb }, f);
                 out.push(':');
-                fmt_arg(out, e, verb, f);
+                fmt_arg(out, e, verb, f, depth + 1);
             }
             out.push(']');
         }
     }
+}
+
+/// Go's fmt refuses widths and precisions past a million (`tooLarge`).
+fn too_large(x: i64) -> bool {
+    !(-1_000_000..=1_000_000).contains(&x)
 }
 
 /// fmt.Sprintf with Go's verbs, flags, width and precision, and Go's error notations
@@ -555,7 +585,7 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
         if i < chars.len() && chars[i] == '*' {
             i += 1;
             match args.get(argi) {
-                Some(Value::Int(w)) => {
+                Some(Value::Int(w)) if !too_large(*w) => {
                     if *w < 0 {
                         f.minus = true;
                         f.zero = false;
@@ -568,6 +598,12 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
         } else {
             let mut w = None;
             while i < chars.len() && chars[i].is_ascii_digit() {
+                if too_large(w.unwrap_or(0) as i64) {
+                    // Go's parsenum gives up and consumes the rest of the format.
+                    i = chars.len();
+                    w = None;
+                    break;
+                }
                 w = Some(w.unwrap_or(0) * 10 + chars[i].to_digit(10).unwrap_or(0) as usize);
                 i += 1;
             }
@@ -578,13 +614,17 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
             if i < chars.len() && chars[i] == '*' {
                 i += 1;
                 match args.get(argi) {
-                    Some(Value::Int(p)) if *p >= 0 => f.prec = Some(*p as usize),
+                    Some(Value::Int(p)) if *p >= 0 && !too_large(*p) => f.prec = Some(*p as usize),
                     _ => out.push_str("%!(BADPREC)"),
                 }
                 argi += 1;
             } else {
                 let mut p = 0;
                 while i < chars.len() && chars[i].is_ascii_digit() {
+                    if too_large(p as i64) {
+                        i = chars.len();
+                        break;
+                    }
                     p = p * 10 + chars[i].to_digit(10).unwrap_or(0) as usize;
                     i += 1;
                 }
@@ -607,10 +647,13 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
         };
         argi += 1;
         if verb == 'v' && f.sharp {
-            out.push_str(&sharp_v(arg));
+            out.push_str(&sharp_v(arg, 0));
             continue;
         }
-        fmt_arg(&mut out, arg, verb, &f);
+        fmt_arg(&mut out, arg, verb, &f, 0);
+        if budget::string_full(out.len()) {
+            break;
+        }
     }
     if argi < args.len() {
         out.push_str("%!(EXTRA ");
@@ -631,7 +674,10 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
 }
 
 /// Go's %#v (Go-syntax representation), for the kinds we model.
-pub fn sharp_v(v: &Value) -> String {
+pub fn sharp_v(v: &Value, depth: usize) -> String {
+    if matches!(v, Value::List(..) | Value::Map(_)) && walk_stop("", depth + 1) {
+        return String::new();
+    }
     match v {
         Value::Nil => "<nil>".into(),
         Value::Str(s) => quote(s),
@@ -644,15 +690,29 @@ pub fn sharp_v(v: &Value) -> String {
             }
         }
         Value::List(l, _) => {
-            let inner: Vec<String> = l.iter().map(sharp_v).collect();
+            let mut inner: Vec<String> = Vec::new();
+            let mut total = 0usize;
+            for e in l.iter() {
+                let part = sharp_v(e, depth + 1);
+                total += part.len() + 2;
+                if budget::string_full(total) {
+                    return String::new();
+                }
+                inner.push(part);
+            }
             format!("{}{{{}}}", v.type_name(), inner.join(", "))
         }
         Value::Map(m) => {
-            let inner: Vec<String> = m
-                .borrow()
-                .iter()
-                .map(|(k, e)| format!("{}:{}", quote(k), sharp_v(e)))
-                .collect();
+            let mut inner: Vec<String> = Vec::new();
+            let mut total = 0usize;
+            for (k, e) in m.borrow().iter() {
+                let part = format!("{}:{}", quote(k), sharp_v(e, depth + 1));
+                total += part.len() + 2;
+                if budget::string_full(total) {
+                    return String::new();
+                }
+                inner.push(part);
+            }
             format!("map[string]interface {{}}{{{}}}", inner.join(", "))
         }
         other => value_v(other),
@@ -666,17 +726,28 @@ pub fn sprint(args: &[Value]) -> String {
         if i > 0 && !matches!(a, Value::Str(_)) && !matches!(args[i - 1], Value::Str(_)) {
             out.push(' ');
         }
-        out.push_str(&value_v(a));
+        write_v(&mut out, a, 0);
+        if budget::string_full(out.len()) {
+            break;
+        }
     }
     out
 }
 
 /// fmt.Sprintln: always spaces, trailing newline.
 pub fn sprintln(args: &[Value]) -> String {
-    let parts: Vec<String> = args.iter().map(value_v).collect();
-    let mut s = parts.join(" ");
-    s.push('\n');
-    s
+    let mut out = String::new();
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        write_v(&mut out, a, 0);
+        if budget::string_full(out.len()) {
+            break;
+        }
+    }
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Go `text/template` + sprig + KUDO's `toYaml`, rendering byte-identical to KUDO's
 //! Go renderer (`missingkey=error`; `env expandenv base dir clean ext isAbs` absent).
 
+mod budget;
 mod dates;
 mod exec;
 mod funcs;
@@ -13,8 +14,11 @@ pub mod value;
 mod yaml;
 
 #[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 mod tests;
 
+pub use budget::RenderBudget;
 use std::collections::HashMap;
 
 /// Why parsing or rendering failed; `Display` is Go's message format.
@@ -33,6 +37,12 @@ pub enum TemplateError {
         line: usize,
         col: usize,
         message: String,
+    },
+    /// The execution ran into a limit of its [`RenderBudget`].
+    #[error("template {template:?}: {overrun} (render budget)")]
+    Budget {
+        template: String,
+        overrun: budget::Overrun,
     },
 }
 
@@ -68,7 +78,15 @@ impl Template {
     }
 
     pub fn render(&self, data: &serde_json::Value) -> Result<String, TemplateError> {
-        exec::execute(self, value::Value::from_json(data))
+        self.render_with(data, &RenderBudget::default())
+    }
+
+    pub fn render_with(
+        &self,
+        data: &serde_json::Value,
+        budget: &RenderBudget,
+    ) -> Result<String, TemplateError> {
+        exec::execute(self, data, budget)
     }
 
     /// A defined template (or the file itself, by its own name).
@@ -101,6 +119,14 @@ fn line_col(text: &str, pos: usize) -> (usize, usize) {
         None => pos,
     };
     (line, col)
+}
+
+/// Every function a template can call (Go builtins, sprig, `toYaml`), sorted; for
+/// fuzzing and documentation.
+pub fn function_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = funcs::FUNCS.keys().copied().collect();
+    names.sort_unstable();
+    names
 }
 
 /// Parses and renders in one go.

@@ -210,6 +210,7 @@ pub fn parse(items: Vec<Item>, has_func: &dyn Fn(&str) -> bool) -> PResult<Parse
         i: 0,
         vars: vec!["$".into()],
         range_depth: 0,
+        nesting: 0,
         defines: HashMap::new(),
         has_func,
     };
@@ -257,6 +258,9 @@ struct Parser<'a> {
     i: usize,
     vars: Vec<String>,
     range_depth: usize,
+    /// Nesting of blocks and parentheses: the parser, the executor and dropping the tree
+    /// recurse once per level, so it is capped like execution nesting.
+    nesting: usize,
     defines: HashMap<String, Vec<Node>>,
     has_func: &'a dyn Fn(&str) -> bool,
 }
@@ -438,7 +442,27 @@ impl Parser<'_> {
         Ok(Parsed1::Node(Node::Action { pos, pipe }))
     }
 
+    fn deeper(&mut self, pos: usize) -> PResult<()> {
+        self.nesting += 1;
+        let max = super::RenderBudget::default().max_depth;
+        if self.nesting > max {
+            return self.err(
+                pos,
+                format!("blocks and parentheses nest deeper than {max} levels (render budget)"),
+            );
+        }
+        Ok(())
+    }
+
     fn control(&mut self, context: &str) -> PResult<Node> {
+        let pos = self.peek().pos;
+        self.deeper(pos)?;
+        let r = super::budget::with_stack(|| self.control_body(context));
+        self.nesting -= 1;
+        r
+    }
+
+    fn control_body(&mut self, context: &str) -> PResult<Node> {
         let mark = self.vars.len();
         let pipe = self.pipeline(context, Tok::RightDelim)?;
         if context == "range" {
@@ -523,11 +547,13 @@ impl Parser<'_> {
         let context = "block clause";
         let (it, name) = self.template_name(context)?;
         let pipe = self.pipeline(context, Tok::RightDelim)?;
+        self.deeper(it.pos)?;
         let saved = std::mem::replace(&mut self.vars, vec!["$".into()]);
         let saved_depth = std::mem::replace(&mut self.range_depth, 0);
-        let (list, end) = self.item_list()?;
+        let (list, end) = super::budget::with_stack(|| self.item_list())?;
         self.vars = saved;
         self.range_depth = saved_depth;
+        self.nesting -= 1;
         if let Parsed1::Else(pos) = end {
             return self.err(pos, format!("unexpected {{{{else}}}} in {context}"));
         }
@@ -757,7 +783,11 @@ impl Parser<'_> {
                 }
             }
             Tok::LeftParen => {
-                let pipe = self.pipeline("parenthesized pipeline", Tok::RightParen)?;
+                self.deeper(pos)?;
+                let pipe = super::budget::with_stack(|| {
+                    self.pipeline("parenthesized pipeline", Tok::RightParen)
+                })?;
+                self.nesting -= 1;
                 Arg::Pipe {
                     pos,
                     pipe: Box::new(pipe),

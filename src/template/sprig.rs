@@ -2,6 +2,7 @@
 //! behaviours: loose numeric casts (spf13/cast), `must*` variants returning errors,
 //! maps sorted by key.
 
+use super::budget::{self, Overrun};
 use super::funcs::{F, FResult, FnErr, b, err, int_list, m, n, s};
 use super::gofmt;
 use super::value::{ListKind, Value};
@@ -83,16 +84,22 @@ fn vlist(v: Vec<Value>) -> Value {
     Value::list(v)
 }
 
-/// sprig's strslice.
-fn strslice(v: &Value) -> Vec<String> {
+/// sprig's strslice, refused once the strings add up past the string budget.
+fn strslice(v: &Value) -> Result<Vec<String>, Overrun> {
     match v {
-        Value::List(l, _) => l
-            .iter()
-            .filter(|x| !matches!(x, Value::Nil))
-            .map(strval)
-            .collect(),
-        Value::Nil => vec![],
-        v => vec![strval(v)],
+        Value::List(l, _) => {
+            let mut total = 0usize;
+            let mut out = Vec::with_capacity(l.len());
+            for x in l.iter().filter(|x| !matches!(x, Value::Nil)) {
+                let sv = strval(x);
+                total = total.saturating_add(sv.len());
+                budget::string(total)?;
+                out.push(sv);
+            }
+            Ok(out)
+        }
+        Value::Nil => Ok(vec![]),
+        v => Ok(vec![strval(v)]),
     }
 }
 
@@ -276,13 +283,32 @@ fn wrap_custom(s: &str, width: i64, nl: &str, wrap_long: bool) -> String {
     out
 }
 
+/// The character boundary at or before byte `i` (clamped to the length). Go's `trunc`,
+/// `substr`, `abbrev` and `abbrevboth` cut bytes and may split a character; ours move a
+/// cut that lands inside a character back to where that character starts.
+fn floor_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// `s[from..to]` with both cuts moved back to character boundaries.
+fn cut(s: &str, from: usize, to: usize) -> &str {
+    let (from, to) = (floor_boundary(s, from), floor_boundary(s, to));
+    s.get(from..to.max(from)).unwrap_or("")
+}
+
+/// goutils.Abbreviate; cuts inside a character move back to its start.
 fn abbrev(width: i64, s: &str) -> String {
     if width < 4 || s.len() as i64 <= width {
         return s.to_string();
     }
-    format!("{}...", &s[..(width - 3) as usize])
+    format!("{}...", cut(s, 0, (width - 3) as usize))
 }
 
+/// goutils.AbbreviateFull; cuts inside a character move back to its start.
 fn abbrevboth(left: i64, right: i64, s: &str) -> String {
     if right < 4 || (left > 0 && right < 7) {
         return s.to_string();
@@ -299,73 +325,102 @@ fn abbrevboth(left: i64, right: i64, s: &str) -> String {
         off = len - (right - 3);
     }
     if off <= 4 {
-        return format!("{}...", &s[..(right - 3) as usize]);
+        return format!("{}...", cut(s, 0, (right - 3) as usize));
     }
     if off + right - 3 < len {
-        return format!("...{}", abbrev(right - 3, &s[off as usize..]));
+        return format!("...{}", abbrev(right - 3, cut(s, off as usize, s.len())));
     }
-    format!("...{}", &s[(len - (right - 3)) as usize..])
+    format!("...{}", cut(s, (len - (right - 3)) as usize, s.len()))
 }
 
-fn rand_string(count: i64, charset: &[u8]) -> String {
-    (0..count.max(0))
+fn rand_string(count: i64, charset: &[u8]) -> Result<String, Overrun> {
+    budget::string(count.max(0) as usize)?;
+    Ok((0..count.max(0))
         .map(|_| charset[fastrand::usize(..charset.len())] as char)
-        .collect()
+        .collect())
 }
 
-fn until_step(start: i64, stop: i64, step: i64) -> Vec<i64> {
-    let mut v = Vec::new();
-    if stop < start {
-        if step >= 0 {
-            return v;
-        }
-        let mut i = start;
-        while i > stop {
-            v.push(i);
-            i += step;
-        }
-        return v;
-    }
-    if step <= 0 {
-        return v;
-    }
+/// sprig's indent: `width` spaces before every line, within the string budget.
+fn indent(width: i64, s: &str) -> Result<String, Overrun> {
+    let w = width.max(0) as usize;
+    let lines = s.bytes().filter(|&b| b == b'\n').count() + 1;
+    budget::string(lines.saturating_mul(w).saturating_add(s.len() + 1))?;
+    let pad = " ".repeat(w);
+    Ok(format!("{pad}{}", s.replace('\n', &format!("\n{pad}"))))
+}
+
+/// Strings joined by `sep`, refused past the string budget before it is built.
+fn join_checked(parts: &[String], sep: &str) -> Result<String, Overrun> {
+    let total = parts
+        .iter()
+        .fold(0usize, |acc, p| acc.saturating_add(p.len()))
+        .saturating_add(sep.len().saturating_mul(parts.len()));
+    budget::string(total)?;
+    Ok(parts.join(sep))
+}
+
+/// sprig's untilStep, refused past the list budget before it is built. Go's loop wraps
+/// around on overflow and never ends; this one stops where the next step would overflow.
+fn until_step(start: i64, stop: i64, step: i64) -> Result<Vec<i64>, Overrun> {
+    let count = if (stop < start && step < 0) || (stop > start && step > 0) {
+        (start.abs_diff(stop) - 1) / step.unsigned_abs() + 1
+    } else {
+        0
+    };
+    budget::list(usize::try_from(count).unwrap_or(usize::MAX))?;
+    let mut v = Vec::with_capacity(count as usize);
     let mut i = start;
-    while i < stop {
+    while (step > 0 && i < stop) || (step < 0 && i > stop) {
         v.push(i);
-        i += step;
+        match i.checked_add(step) {
+            Some(next) => i = next,
+            None => break,
+        }
     }
-    v
+    Ok(v)
 }
 
-fn seq(p: &[i64]) -> String {
+/// sprig's seq (inclusive ranges). Where `end ± 1` would overflow, the range stops at
+/// `end` without the overflow.
+fn seq(p: &[i64]) -> Result<String, Overrun> {
+    let inclusive = |start: i64, end: i64, step: i64| -> Result<Vec<i64>, Overrun> {
+        match end.checked_add(if end < start { -1 } else { 1 }) {
+            Some(stop) => until_step(start, stop, step),
+            None => {
+                let mut v = until_step(start, end, step)?;
+                if (i128::from(end) - i128::from(start)) % i128::from(step) == 0 {
+                    v.push(end);
+                }
+                Ok(v)
+            }
+        }
+    };
     let v = match p.len() {
         1 => {
             let (start, end) = (1, p[0]);
-            let inc = if end < start { -1 } else { 1 };
-            until_step(start, end + inc, inc)
+            inclusive(start, end, if end < start { -1 } else { 1 })?
         }
         2 => {
             let (start, end) = (p[0], p[1]);
-            let step = if end < start { -1 } else { 1 };
-            until_step(start, end + step, step)
+            inclusive(start, end, if end < start { -1 } else { 1 })?
         }
         3 => {
             let (start, step, end) = (p[0], p[1], p[2]);
-            let mut inc = 1;
-            if end < start {
-                inc = -1;
-                if step > 0 {
-                    return String::new();
-                }
+            if end < start && step > 0 {
+                return Ok(String::new());
             }
-            until_step(start, end + inc, step)
+            if step == 0 {
+                return Ok(String::new());
+            }
+            inclusive(start, end, step)?
         }
         _ => vec![],
     };
-    v.iter()
+    budget::string(v.len().saturating_mul(21))?;
+    Ok(v.iter()
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" "))
 }
 
 fn round(x: f64, p: i64, r_opt: f64) -> f64 {
@@ -425,6 +480,13 @@ pub fn to_json(v: &Value, html: bool, indent: Option<usize>) -> String {
 }
 
 fn json_write(out: &mut String, v: &Value, html: bool, indent: Option<usize>, level: usize) {
+    if matches!(v, Value::List(..) | Value::Map(_))
+        && (budget::stop()
+            || budget::string_full(out.len())
+            || budget::value_depth(level + 1).is_err())
+    {
+        return;
+    }
     let nl = |out: &mut String, lvl: usize| {
         if let Some(w) = indent {
             out.push('\n');
@@ -451,6 +513,9 @@ fn json_write(out: &mut String, v: &Value, html: bool, indent: Option<usize>, le
             for (i, e) in l.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
+                    if budget::string_full(out.len()) {
+                        return;
+                    }
                 }
                 nl(out, level + 1);
                 json_write(out, e, html, indent, level + 1);
@@ -468,6 +533,9 @@ fn json_write(out: &mut String, v: &Value, html: bool, indent: Option<usize>, le
             for (i, (k, e)) in m.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
+                    if budget::string_full(out.len()) {
+                        return;
+                    }
                 }
                 nl(out, level + 1);
                 json_str(out, k, html);
@@ -500,31 +568,80 @@ fn from_json(s: &str) -> Result<Value, FnErr> {
 }
 
 /// mergo.Merge / mergo.Merge(WithOverride) for map[string]interface{}.
-fn merge_into(dst: &mut BTreeMap<String, Value>, src: &BTreeMap<String, Value>, overwrite: bool) {
+fn merge_into(
+    dst: &mut BTreeMap<String, Value>,
+    src: &BTreeMap<String, Value>,
+    overwrite: bool,
+    depth: usize,
+) -> Result<(), Overrun> {
+    budget::value_depth(depth + 1)?;
+    budget::tick()?;
+    // A value that reaches a map being merged into would make that map contain itself.
+    let insert = |dst: &mut BTreeMap<String, Value>, k: &String, sv: &Value| {
+        if sv.reaches_borrowed_map() {
+            return Err(budget::trip(Overrun::Cycle));
+        }
+        dst.insert(k.clone(), sv.clone());
+        Ok(())
+    };
     for (k, sv) in src {
         match dst.get(k) {
-            None => {
-                dst.insert(k.clone(), sv.clone());
-            }
+            None => insert(dst, k, sv)?,
             Some(Value::Map(dm)) if matches!(sv, Value::Map(_)) => {
                 if let Value::Map(sm) = sv
                     && !Rc::ptr_eq(dm, sm)
                 {
-                    let sm = sm.borrow().clone();
-                    merge_into(&mut dm.borrow_mut(), &sm, overwrite);
+                    let (Ok(sm), Ok(mut dm)) = (sm.try_borrow(), dm.try_borrow_mut()) else {
+                        return Err(budget::trip(Overrun::Cycle));
+                    };
+                    let sm = sm.clone();
+                    merge_into(&mut dm, &sm, overwrite, depth + 1)?;
                 }
             }
             Some(dv) => {
                 if !empty(sv) && (overwrite || empty(dv)) {
-                    dst.insert(k.clone(), sv.clone());
+                    insert(dst, k, sv)?;
                 }
             }
         }
     }
+    Ok(())
+}
+
+/// At most how many parts splitting `s` on `sep` gives (an empty separator splits
+/// between characters).
+fn parts_count(sep: &str, s: &str) -> usize {
+    if sep.is_empty() {
+        s.chars().count() + 1
+    } else {
+        s.matches(sep).count() + 1
+    }
 }
 
 fn in_list(l: &[Value], v: &Value) -> bool {
-    l.iter().any(|x| x.deep_equal(v))
+    l.iter().any(|x| !budget::stop() && x.deep_equal(v))
+}
+
+/// Regexp.ReplaceAllString (`expand`: `$1` references) built piece by piece within the
+/// string budget.
+fn replace_all(re: &regex::Regex, src: &str, rep: &str, expand: bool) -> Result<String, Overrun> {
+    let mut out = String::new();
+    let mut last = 0;
+    for caps in re.captures_iter(src) {
+        let Some(m) = caps.get(0) else { continue };
+        out.push_str(src.get(last..m.start()).unwrap_or(""));
+        if expand {
+            caps.expand(rep, &mut out);
+        } else {
+            out.push_str(rep);
+        }
+        last = m.end();
+        budget::string(out.len())?;
+        budget::tick()?;
+    }
+    out.push_str(src.get(last..).unwrap_or(""));
+    budget::string(out.len())?;
+    Ok(out)
 }
 
 fn regex(re: &str) -> Result<regex::Regex, FnErr> {
@@ -801,13 +918,14 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     add("abbrevboth", 3, three, |a| {
         Ok(Value::str(abbrevboth(n(a, 0)?, n(a, 1)?, s(a, 2)?)))
     });
+    // Byte counts as in Go; a cut inside a character moves back to its start.
     add("trunc", 2, two, |a| {
         let (c, st) = (n(a, 0)?, s(a, 1)?);
         let l = st.len() as i64;
-        let r = if c < 0 && l + c > 0 {
-            st.get((l + c) as usize..).unwrap_or(st)
+        let r = if c < 0 && l.saturating_add(c) > 0 {
+            cut(st, (l + c) as usize, st.len())
         } else if c >= 0 && l > c {
-            st.get(..c as usize).unwrap_or(st)
+            cut(st, 0, c as usize)
         } else {
             st
         };
@@ -818,34 +936,38 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     add("lower", 1, one, |a| Ok(Value::str(s(a, 0)?.to_lowercase())));
     add("title", 1, one, |a| Ok(Value::str(title(s(a, 0)?))));
     add("untitle", 1, one, |a| Ok(Value::str(untitle(s(a, 0)?))));
+    // Byte offsets as in Go (out of range is Go's runtime error); a cut inside a
+    // character moves back to its start.
     add("substr", 3, three, |a| {
         let (start, end, st) = (n(a, 0)?, n(a, 1)?, s(a, 2)?);
         let l = st.len() as i64;
-        let r = if start < 0 {
-            st.get(..end.max(0) as usize)
+        let (from, to) = if start < 0 {
+            (0, end.max(0))
         } else if end < 0 || end > l {
-            st.get(start as usize..)
+            (start, l)
         } else {
-            st.get(start as usize..end as usize)
+            (start, end)
         };
-        match r {
-            Some(x) => Ok(Value::str(x)),
-            None => err(format!(
+        if to > l || from > to {
+            return err(format!(
                 "runtime error: slice bounds out of range [{start}:{end}]"
-            )),
+            ));
         }
+        Ok(Value::str(cut(st, from as usize, to as usize)))
     });
     add("repeat", 2, two, |a| {
         let c = n(a, 0)?;
         if c < 0 {
             return err("strings: negative Repeat count");
         }
-        Ok(Value::str(s(a, 1)?.repeat(c as usize)))
+        let st = s(a, 1)?;
+        budget::string(st.len().saturating_mul(c as usize))?;
+        Ok(Value::str(st.repeat(c as usize)))
     });
     for name in ["trimall", "trimAll"] {
         add(name, 2, two, |a| {
-            let cut = s(a, 0)?;
-            Ok(Value::str(s(a, 1)?.trim_matches(|c| cut.contains(c))))
+            let set: std::collections::BTreeSet<char> = s(a, 0)?.chars().collect();
+            Ok(Value::str(s(a, 1)?.trim_matches(|c| set.contains(&c))))
         });
     }
     add("trimSuffix", 2, two, |a| {
@@ -869,20 +991,20 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         Ok(Value::str(rand_string(
             n(a, 0)?,
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-        )))
+        )?))
     });
     add("randAlpha", 1, one, |a| {
         Ok(Value::str(rand_string(
             n(a, 0)?,
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-        )))
+        )?))
     });
     add("randAscii", 1, one, |a| {
         let cs: Vec<u8> = (32u8..127).collect();
-        Ok(Value::str(rand_string(n(a, 0)?, &cs)))
+        Ok(Value::str(rand_string(n(a, 0)?, &cs)?))
     });
     add("randNumeric", 1, one, |a| {
-        Ok(Value::str(rand_string(n(a, 0)?, b"0123456789")))
+        Ok(Value::str(rand_string(n(a, 0)?, b"0123456789")?))
     });
     add("swapcase", 1, one, |a| Ok(Value::str(swapcase(s(a, 0)?))));
     add("shuffle", 1, one, |a| {
@@ -918,7 +1040,7 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
             .filter(|v| !matches!(v, Value::Nil))
             .map(|v| gofmt::quote(&strval(v)))
             .collect();
-        Ok(Value::str(parts.join(" ")))
+        Ok(Value::str(join_checked(&parts, " ")?))
     });
     add("squote", 0, None, |a| {
         let parts: Vec<String> = a
@@ -926,7 +1048,7 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
             .filter(|v| !matches!(v, Value::Nil))
             .map(|v| format!("'{}'", strval(v)))
             .collect();
-        Ok(Value::str(parts.join(" ")))
+        Ok(Value::str(join_checked(&parts, " ")?))
     });
     add("cat", 0, None, |a| {
         let parts: Vec<String> = a
@@ -934,24 +1056,23 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
             .filter(|v| !matches!(v, Value::Nil))
             .map(gofmt::value_v)
             .collect();
-        Ok(Value::str(parts.join(" ")))
+        Ok(Value::str(join_checked(&parts, " ")?))
     });
     add("indent", 2, two, |a| {
-        let pad = " ".repeat(n(a, 0)?.max(0) as usize);
-        Ok(Value::str(format!(
-            "{pad}{}",
-            s(a, 1)?.replace('\n', &format!("\n{pad}"))
-        )))
+        Ok(Value::str(indent(n(a, 0)?, s(a, 1)?)?))
     });
     add("nindent", 2, two, |a| {
-        let pad = " ".repeat(n(a, 0)?.max(0) as usize);
-        Ok(Value::str(format!(
-            "\n{pad}{}",
-            s(a, 1)?.replace('\n', &format!("\n{pad}"))
-        )))
+        Ok(Value::str(format!("\n{}", indent(n(a, 0)?, s(a, 1)?)?)))
     });
     add("replace", 3, three, |a| {
-        Ok(Value::str(s(a, 2)?.replace(s(a, 0)?, s(a, 1)?)))
+        let (old, new, st) = (s(a, 0)?, s(a, 1)?, s(a, 2)?);
+        let hits = if old.is_empty() {
+            st.chars().count() + 1
+        } else {
+            st.matches(old).count()
+        };
+        budget::string(st.len().saturating_add(hits.saturating_mul(new.len())))?;
+        Ok(Value::str(st.replace(old, new)))
     });
     add("plural", 3, three, |a| {
         Ok(Value::str(if n(a, 2)? == 1 { s(a, 0)? } else { s(a, 1)? }))
@@ -985,11 +1106,13 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         for i in 0..a.len() {
             p.push(n(a, i)?);
         }
-        Ok(Value::str(seq(&p)))
+        Ok(Value::str(seq(&p)?))
     });
     add("split", 2, two, |a| {
-        let d = s(a, 1)?
-            .split(s(a, 0)?)
+        let (sep, st) = (s(a, 0)?, s(a, 1)?);
+        budget::list(parts_count(sep, st))?;
+        let d = st
+            .split(sep)
             .enumerate()
             .map(|(i, p)| (format!("_{i}"), Value::str(p)))
             .collect();
@@ -997,6 +1120,7 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     });
     add("splitList", 2, two, |a| {
         let (sep, st) = (s(a, 0)?, s(a, 1)?);
+        budget::list(parts_count(sep, st))?;
         let parts: Vec<String> = if sep.is_empty() {
             st.chars().map(String::from).collect()
         } else {
@@ -1006,6 +1130,7 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     });
     add("splitn", 3, three, |a| {
         let (sep, c, st) = (s(a, 0)?, n(a, 1)?, s(a, 2)?);
+        budget::list(parts_count(sep, st).min(c.max(0) as usize))?;
         let parts: Vec<&str> = if c < 0 {
             st.split(sep).collect()
         } else {
@@ -1020,14 +1145,14 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         ))
     });
     add("toStrings", 1, one, |a| {
-        Ok(Value::str_list(strslice(&a[0])))
+        Ok(Value::str_list(strslice(&a[0])?))
     });
     add("until", 1, one, |a| {
         let c = n(a, 0)?;
-        Ok(int_list(until_step(0, c, if c < 0 { -1 } else { 1 })))
+        Ok(int_list(until_step(0, c, if c < 0 { -1 } else { 1 })?))
     });
     add("untilStep", 3, three, |a| {
-        Ok(int_list(until_step(n(a, 0)?, n(a, 1)?, n(a, 2)?)))
+        Ok(int_list(until_step(n(a, 0)?, n(a, 1)?, n(a, 2)?)?))
     });
     // math
     add("add1", 1, one, |a| {
@@ -1112,11 +1237,11 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     });
     // lists of strings
     add("join", 2, two, |a| {
-        Ok(Value::str(strslice(&a[1]).join(s(a, 0)?)))
+        Ok(Value::str(join_checked(&strslice(&a[1])?, s(a, 0)?)?))
     });
     add("sortAlpha", 1, one, |a| match &a[0] {
         Value::List(..) => {
-            let mut v = strslice(&a[0]);
+            let mut v = strslice(&a[0])?;
             v.sort();
             Ok(Value::str_list(v))
         }
@@ -1185,8 +1310,8 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     add("ternary", 3, three, |a| {
         Ok(if b(a, 2)? { a[0].clone() } else { a[1].clone() })
     });
-    add("deepCopy", 1, one, |a| Ok(a[0].deep_copy()));
-    add("mustDeepCopy", 1, one, |a| Ok(a[0].deep_copy()));
+    add("deepCopy", 1, one, |a| Ok(a[0].deep_copy()?));
+    add("mustDeepCopy", 1, one, |a| Ok(a[0].deep_copy()?));
     // reflection
     add("typeOf", 1, one, |a| Ok(Value::str(a[0].type_name())));
     add("typeIs", 2, two, |a| {
@@ -1314,6 +1439,7 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         add(name, 1, one, |a| {
             let mut out: Vec<Value> = Vec::new();
             for v in list_of(&a[0], "find uniq")?.iter() {
+                budget::tick()?;
                 if !in_list(&out, v) {
                     out.push(v.clone());
                 }
@@ -1364,7 +1490,9 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     add("concat", 0, None, |a| {
         let mut out = Vec::new();
         for v in a {
-            out.extend(list_of(v, "concat")?.iter().cloned());
+            let l = list_of(v, "concat")?;
+            budget::list(out.len().saturating_add(l.len()))?;
+            out.extend(l.iter().cloned());
         }
         Ok(vlist(out))
     });
@@ -1395,7 +1523,15 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     });
     add("set", 3, three, |a| {
         let d = m(a, 0)?;
-        d.borrow_mut().insert(s(a, 1)?.to_string(), a[2].clone());
+        let key = s(a, 1)?.to_string();
+        let Ok(mut map) = d.try_borrow_mut() else {
+            return Err(budget::trip(Overrun::Cycle).into());
+        };
+        if a[2].reaches_borrowed_map() {
+            return Err(budget::trip(Overrun::Cycle).into());
+        }
+        map.insert(key, a[2].clone());
+        drop(map);
         Ok(Value::Map(d))
     });
     add("unset", 2, two, |a| {
@@ -1462,7 +1598,7 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
                 let d = m(a, 0)?;
                 for i in 1..a.len() {
                     let src = m(a, i)?.borrow().clone();
-                    merge_into(&mut d.borrow_mut(), &src, true);
+                    merge_into(&mut d.borrow_mut(), &src, true, 0)?;
                 }
                 Ok(Value::Map(d))
             }
@@ -1471,7 +1607,7 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
                 let d = m(a, 0)?;
                 for i in 1..a.len() {
                     let src = m(a, i)?.borrow().clone();
-                    merge_into(&mut d.borrow_mut(), &src, false);
+                    merge_into(&mut d.borrow_mut(), &src, false, 0)?;
                 }
                 Ok(Value::Map(d))
             }
@@ -1481,7 +1617,9 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     // crypto-ish
     add("uuidv4", 0, Some(0), |_| Ok(Value::str(uuidv4())));
     add("randBytes", 1, one, |a| {
-        let bytes: Vec<u8> = (0..n(a, 0)?.max(0)).map(|_| fastrand::u8(..)).collect();
+        let count = n(a, 0)?.max(0);
+        budget::string((count as usize).saturating_mul(4) / 3)?;
+        let bytes: Vec<u8> = (0..count).map(|_| fastrand::u8(..)).collect();
         Ok(Value::str(
             base64::engine::general_purpose::STANDARD.encode(bytes),
         ))
@@ -1512,12 +1650,18 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
         add(name, 3, three, |a| {
             let r = regex(s(a, 0)?)?;
             let c = n(a, 2)?;
-            let it = r.find_iter(s(a, 1)?).map(|m| m.as_str().to_string());
-            let v: Vec<String> = if c < 0 {
-                it.collect()
+            let max = budget::limits().max_list_len;
+            let take = if c < 0 {
+                max + 1
             } else {
-                it.take(c as usize).collect()
+                (c as usize).min(max + 1)
             };
+            let v: Vec<String> = r
+                .find_iter(s(a, 1)?)
+                .map(|m| m.as_str().to_string())
+                .take(take)
+                .collect();
+            budget::list(v.len())?;
             Ok(Value::str_list(v))
         });
     }
@@ -1533,18 +1677,22 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
     }
     for name in ["regexReplaceAll", "mustRegexReplaceAll"] {
         add(name, 3, three, |a| {
-            Ok(Value::str(
-                regex(s(a, 0)?)?.replace_all(s(a, 1)?, s(a, 2)?).to_string(),
-            ))
+            Ok(Value::str(replace_all(
+                &regex(s(a, 0)?)?,
+                s(a, 1)?,
+                s(a, 2)?,
+                true,
+            )?))
         });
     }
     for name in ["regexReplaceAllLiteral", "mustRegexReplaceAllLiteral"] {
         add(name, 3, three, |a| {
-            Ok(Value::str(
-                regex(s(a, 0)?)?
-                    .replace_all(s(a, 1)?, regex::NoExpand(s(a, 2)?))
-                    .to_string(),
-            ))
+            Ok(Value::str(replace_all(
+                &regex(s(a, 0)?)?,
+                s(a, 1)?,
+                s(a, 2)?,
+                false,
+            )?))
         });
     }
     for name in ["regexSplit", "mustRegexSplit"] {
@@ -1552,13 +1700,18 @@ pub fn register(add: &mut dyn FnMut(&'static str, usize, Option<usize>, F)) {
             let r = regex(s(a, 0)?)?;
             let c = n(a, 2)?;
             let st = s(a, 1)?;
+            let max = budget::limits().max_list_len;
             let v: Vec<String> = if c == 0 {
                 vec![]
             } else if c < 0 {
-                r.split(st).map(String::from).collect()
+                r.split(st).map(String::from).take(max + 1).collect()
             } else {
-                r.splitn(st, c as usize).map(String::from).collect()
+                r.splitn(st, c as usize)
+                    .map(String::from)
+                    .take(max + 1)
+                    .collect()
             };
+            budget::list(v.len())?;
             Ok(Value::str_list(v))
         });
     }
@@ -1596,8 +1749,8 @@ mod tests {
         assert_eq!(b32enc(b"hello"), "NBSWY3DP");
         assert_eq!(b32dec("NBSWY3DP").unwrap_or_default(), b"hello");
         assert_eq!(adler32(b"Wikipedia"), 0x11E60398);
-        assert_eq!(seq(&[3]), "1 2 3");
-        assert_eq!(seq(&[0, 2, 10]), "0 2 4 6 8 10");
+        assert_eq!(seq(&[3]).ok().as_deref(), Some("1 2 3"));
+        assert_eq!(seq(&[0, 2, 10]).ok().as_deref(), Some("0 2 4 6 8 10"));
         assert_eq!(title("hello world-foo"), "Hello World-Foo");
         assert_eq!(json_float(1e21), "1e+21");
         assert_eq!(json_float(0.5), "0.5");

@@ -1,6 +1,7 @@
 //! The dynamic value model templates operate on: Go's `interface{}` as seen through
 //! `reflect`, reduced to the kinds that JSON data and sprig functions produce.
 
+use super::budget::{self, Overrun};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -153,44 +154,151 @@ impl Value {
         }
     }
 
-    /// Go's `reflect.DeepEqual` on our model.
+    /// Go's `reflect.DeepEqual` on our model. Like Go, a pair of lists or maps already
+    /// under comparison counts as equal, so values that share parts are compared in time
+    /// linear in their distinct parts. Past the value depth budget it answers false and
+    /// records the overrun.
     pub fn deep_equal(&self, other: &Value) -> bool {
-        match (self, other) {
-            (Value::Nil, Value::Nil) => true,
-            (Value::Bool(a), Value::Bool(b)) => a == b,
-            (Value::Int(a), Value::Int(b)) => a == b,
-            (Value::Float(a), Value::Float(b)) => a == b,
-            (Value::Str(a), Value::Str(b)) => a == b,
-            (Value::List(a, ka), Value::List(b, kb)) => {
-                ka == kb
-                    && a.len() == b.len()
-                    && a.iter().zip(b.iter()).all(|(x, y)| x.deep_equal(y))
-            }
-            (Value::Map(a), Value::Map(b)) => {
-                let (a, b) = (a.borrow(), b.borrow());
-                a.len() == b.len()
-                    && a.iter()
-                        .all(|(k, v)| b.get(k).is_some_and(|w| v.deep_equal(w)))
-            }
-            (Value::Time(a, _), Value::Time(b, _)) => a == b,
-            (Value::Duration(a), Value::Duration(b)) => a == b,
-            _ => false,
-        }
+        let mut seen = std::collections::HashSet::new();
+        deep_equal(self, other, &mut seen, 0)
     }
 
-    /// A deep copy (maps are shared references otherwise).
-    pub fn deep_copy(&self) -> Value {
-        match self {
-            Value::List(l, k) => {
-                Value::List(Rc::new(l.iter().map(|v| v.deep_copy()).collect()), *k)
+    /// A deep copy (maps are shared references otherwise); lists and maps share nothing
+    /// with the original. Refused past the value depth budget or when it would copy more
+    /// values than the list budget (a value that shares parts can be exponentially large).
+    pub fn deep_copy(&self) -> Result<Value, Overrun> {
+        let mut count = 0usize;
+        deep_copy(self, 0, &mut count)
+    }
+
+    /// Whether a map of this value is mutably borrowed (being modified): storing the
+    /// value in that map would make it contain itself.
+    pub fn reaches_borrowed_map(&self) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        reaches_borrowed(self, &mut seen, 0)
+    }
+}
+
+fn deep_equal(
+    a: &Value,
+    b: &Value,
+    seen: &mut std::collections::HashSet<(usize, usize)>,
+    depth: usize,
+) -> bool {
+    match (a, b) {
+        (Value::Nil, Value::Nil) => true,
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::Float(a), Value::Float(b)) => a == b,
+        (Value::Str(a), Value::Str(b)) => a == b,
+        (Value::List(x, ka), Value::List(y, kb)) => {
+            if ka != kb || x.len() != y.len() {
+                return false;
             }
-            Value::Map(m) => Value::map(
-                m.borrow()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.deep_copy()))
-                    .collect(),
-            ),
-            v => v.clone(),
+            if Rc::ptr_eq(x, y) || !seen.insert((Rc::as_ptr(x) as usize, Rc::as_ptr(y) as usize)) {
+                return true;
+            }
+            if budget::value_depth(depth + 1).is_err() || budget::stop() {
+                return false;
+            }
+            x.iter()
+                .zip(y.iter())
+                .all(|(p, q)| deep_equal(p, q, seen, depth + 1))
         }
+        (Value::Map(x), Value::Map(y)) => {
+            if Rc::ptr_eq(x, y) || !seen.insert((Rc::as_ptr(x) as usize, Rc::as_ptr(y) as usize)) {
+                return true;
+            }
+            if budget::value_depth(depth + 1).is_err() || budget::stop() {
+                return false;
+            }
+            let (Ok(x), Ok(y)) = (x.try_borrow(), y.try_borrow()) else {
+                return false;
+            };
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| deep_equal(v, w, seen, depth + 1)))
+        }
+        (Value::Time(a, _), Value::Time(b, _)) => a == b,
+        (Value::Duration(a), Value::Duration(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn deep_copy(v: &Value, depth: usize, count: &mut usize) -> Result<Value, Overrun> {
+    *count += 1;
+    budget::list(*count)?;
+    budget::tick()?;
+    Ok(match v {
+        Value::List(l, k) => {
+            budget::value_depth(depth + 1)?;
+            let mut out = Vec::with_capacity(l.len());
+            for e in l.iter() {
+                out.push(deep_copy(e, depth + 1, count)?);
+            }
+            Value::List(Rc::new(out), *k)
+        }
+        Value::Map(m) => {
+            budget::value_depth(depth + 1)?;
+            let mut out = BTreeMap::new();
+            for (k, e) in m.borrow().iter() {
+                out.insert(k.clone(), deep_copy(e, depth + 1, count)?);
+            }
+            Value::map(out)
+        }
+        v => v.clone(),
+    })
+}
+
+/// Past the value depth budget it answers true (the overrun is recorded).
+fn reaches_borrowed(v: &Value, seen: &mut std::collections::HashSet<usize>, depth: usize) -> bool {
+    if matches!(v, Value::List(..) | Value::Map(_)) && budget::value_depth(depth + 1).is_err() {
+        return true;
+    }
+    match v {
+        Value::List(l, _) => {
+            seen.insert(Rc::as_ptr(l) as usize)
+                && l.iter().any(|e| reaches_borrowed(e, seen, depth + 1))
+        }
+        Value::Map(m) => {
+            if !seen.insert(Rc::as_ptr(m) as *const u8 as usize) {
+                return false;
+            }
+            match m.try_borrow() {
+                Ok(m) => m.values().any(|e| reaches_borrowed(e, seen, depth + 1)),
+                Err(_) => true,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Dropping a value frees nested lists and maps from a heap stack, not by recursion: a
+/// template can build a value a million levels deep (`$l = list $l` in a loop), and
+/// recursive drop glue would overflow the thread stack.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut stack = Vec::new();
+        take_children(self, &mut stack);
+        while let Some(mut v) = stack.pop() {
+            take_children(&mut v, &mut stack);
+        }
+    }
+}
+
+/// Moves the children of a list or map this value alone owns onto `stack`.
+fn take_children(v: &mut Value, stack: &mut Vec<Value>) {
+    match v {
+        Value::List(l, _) => {
+            if let Some(items) = Rc::get_mut(l) {
+                stack.append(items);
+            }
+        }
+        Value::Map(m) => {
+            if let Some(cell) = Rc::get_mut(m) {
+                stack.extend(std::mem::take(cell.get_mut()).into_values());
+            }
+        }
+        _ => {}
     }
 }

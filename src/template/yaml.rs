@@ -2,6 +2,7 @@
 //! (`resolve`), libyaml's scalar analysis and style selection, block layout (indentless
 //! sequences in mappings), 80-column folding, and yaml.v2's "natural" key order.
 
+use super::budget;
 use super::gofmt;
 use super::value::Value;
 use std::cmp::Ordering;
@@ -332,6 +333,10 @@ struct Emitter {
     indent: i32,
     indents: Vec<i32>,
     flow_level: usize,
+    /// Nesting of the value being emitted.
+    depth: usize,
+    /// The budget limit the emitter ran into.
+    stopped: Option<budget::Overrun>,
 }
 
 const BEST_INDENT: i32 = 2;
@@ -379,7 +384,27 @@ impl Emitter {
         self.indention = self.indention && is_indention;
     }
 
+    /// Emits a node, stopping (with the overrun recorded) past the render budget.
     fn node(&mut self, v: &Value, mapping_ctx: bool, simple_key: bool) {
+        let nested = matches!(v, Value::List(..) | Value::Map(_));
+        let r = budget::tick()
+            .and_then(|_| budget::string(self.out.len()))
+            .and_then(|_| match nested {
+                true => budget::value_depth(self.depth + 1),
+                false => Ok(()),
+            });
+        if let Err(o) = r {
+            self.stopped.get_or_insert(o);
+        }
+        if self.stopped.is_some() {
+            return;
+        }
+        self.depth += usize::from(nested);
+        self.node_inner(v, mapping_ctx, simple_key);
+        self.depth -= usize::from(nested);
+    }
+
+    fn node_inner(&mut self, v: &Value, mapping_ctx: bool, simple_key: bool) {
         match v {
             Value::Map(m) => {
                 let m = m.borrow();
@@ -764,8 +789,13 @@ pub fn marshal(v: &Value) -> Result<String, String> {
         indent: -1,
         indents: Vec::new(),
         flow_level: 0,
+        depth: 0,
+        stopped: None,
     };
     e.node(v, false, false);
+    if let Some(o) = e.stopped {
+        return Err(o.to_string());
+    }
     // document end: write_indent at indent 0
     e.indent = -1;
     e.write_indent();
