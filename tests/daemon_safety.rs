@@ -16,6 +16,7 @@ use serde_json::json;
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// `abbrev` cuts at a byte offset: width 6 cuts after byte 3, inside the second `é`. (The
 /// sprig fix cuts at the previous character boundary; the engine must survive either way.)
+/// Multibyte text that made sprig's `abbrev` panic before it cut at character boundaries.
 const PANICKING_TEXT: &str = "ééééééééé";
 
 fn write(dir: &Path, file: &str, text: &str) {
@@ -169,12 +170,11 @@ async fn instance_on(cluster: &Cluster, name: &str) -> Result<serde_json::Value,
         .ok_or_else(|| format!("apps/{name} not there yet"))
 }
 
-/// A template function that panics (sprig `abbrev` on multibyte text) in the reconcile of
-/// an Instance created directly on a managed cluster (GitOps refuses such a revision when
-/// it loads it, so the panic reaches only the engine): that Instance gets the
-/// `ReconcilePanicked` condition and a `panic` error in the metrics, the engine goes on
-/// running the GitOps instance's next plan, the daemon stays ready, and once the text is
-/// fixed the instance is retried and completes.
+/// Text that used to panic in a template function (sprig `abbrev` on multibyte text) now
+/// renders; a reconcile that panics goes through the engine's guard on the real Instance:
+/// the `ReconcilePanicked` condition (sensitive values scrubbed) and a `panic` error in the
+/// metrics, cleared by the next clean pass; the daemon's engine runs the GitOps instance's
+/// next plan and stays ready meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_reconcile_is_reported_and_the_engine_carries_on() {
     let sim = SimCluster::new("c");
@@ -222,24 +222,58 @@ async fn a_panicking_reconcile_is_reported_and_the_engine_carries_on() {
         .apply_as(&bad(PANICKING_TEXT), "kubectl")
         .await
         .expect("bad instance");
-    let mut panicked = serde_json::Value::Null;
+    // Multibyte text that used to panic in `abbrev` (defect 6) now renders: the plan completes.
+    let mut done = String::new();
     for _ in 0..(TIMEOUT.as_millis() / 50) {
-        if let Ok(inst) = instance_on(&cluster, "bad").await
-            && let Some(c) = condition(&inst, "ReconcilePanicked")
-            && c["status"] == "True"
-        {
-            panicked = c.clone();
-            break;
+        if let Ok(inst) = instance_on(&cluster, "bad").await {
+            if plan_status(&inst) == Some("COMPLETE") {
+                done.clear();
+                break;
+            }
+            done = inst.to_string();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(done.is_empty(), "apps/bad did not complete: {done}");
+
+    // A reconcile that panics (no input is known to panic any more, so the attempt panics
+    // itself) goes through the engine's real guard on the real Instance: reported on it,
+    // sensitive values scrubbed, counted, and the engine's other work goes on.
+    let (registry, engine_metrics) = kudo::metrics::registry_with_engine();
+    let ctx = std::sync::Arc::new(kudo::engine::reconcile::Context::with_metrics(
+        std::sync::Arc::new(Cluster::from_client("c", sim.client())),
+        Duration::from_millis(200),
+        engine_metrics,
+    ));
+    let panics = std::sync::Arc::new(kudo::engine::guard::Panics::default());
+    let live: kudo::api::Instance =
+        serde_json::from_value(instance_on(&cluster, "bad").await.expect("bad")).expect("instance");
+    let live = std::sync::Arc::new(live);
+    let outcome = kudo::engine::guard::guard(live.clone(), ctx.clone(), panics.clone(), async {
+        panic!("byte index 5 is not a char boundary; text pw-bad-5678")
+    })
+    .await;
+    assert!(outcome.is_err(), "a panic is an error outcome");
+    let inst = instance_on(&cluster, "bad").await.expect("bad");
+    let panicked = condition(&inst, "ReconcilePanicked")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(panicked["status"], "True", "{inst}");
     let message = panicked["message"].as_str().unwrap_or_default();
     assert!(
         message.starts_with("reconcile panicked: ") && message.contains("char boundary"),
-        "no panic reported on apps/bad: {panicked} {:?}",
-        instance_on(&cluster, "bad").await
+        "no panic reported on apps/bad: {panicked}"
     );
     assert!(!message.contains("pw-bad-5678"), "{panicked}");
+    let metrics = kudo::metrics::encode(&registry);
+    assert!(
+        metrics.contains("kudo_reconcile_errors_total{cluster=\"c\",category=\"panic\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        kudo::metrics::suspicious_label_values(&metrics).is_empty(),
+        "{metrics}"
+    );
 
     // The engine carries on: a new revision of the GitOps instance runs its plan.
     write(
@@ -269,40 +303,20 @@ async fn a_panicking_reconcile_is_reported_and_the_engine_carries_on() {
     );
     assert!(shared.ready(), "{:?}", shared.not_ready_reason());
     assert_eq!(http_get(addr, "/readyz").0, 200);
-    let metrics = shared.metrics_text();
-    let panics = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("kudo_reconcile_errors_total{cluster=\"c\",category=\"panic\"} ")
-        })
-        .and_then(|n| n.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert!(panics >= 1.0, "{metrics}");
-    assert!(
-        kudo::metrics::suspicious_label_values(&metrics).is_empty(),
-        "{metrics}"
+    // A clean pass afterwards clears the condition.
+    let live: kudo::api::Instance =
+        serde_json::from_value(instance_on(&cluster, "bad").await.expect("bad")).expect("instance");
+    let outcome = kudo::engine::guard::guard(std::sync::Arc::new(live), ctx, panics, async {
+        Ok(kube::runtime::controller::Action::await_change())
+    })
+    .await;
+    assert!(outcome.is_ok());
+    let inst = instance_on(&cluster, "bad").await.expect("bad");
+    assert_eq!(
+        condition(&inst, "ReconcilePanicked").map(|c| c["status"].clone()),
+        Some(json!("False")),
+        "{inst}"
     );
-
-    // Fixed: retried (with backoff), completes, condition cleared.
-    cluster
-        .apply_as(&bad("now ascii"), "kubectl")
-        .await
-        .expect("fix the instance");
-    let mut last = String::new();
-    let mut recovered = false;
-    for _ in 0..(TIMEOUT.as_millis() / 50) {
-        if let Ok(inst) = instance_on(&cluster, "bad").await {
-            let cleared =
-                condition(&inst, "ReconcilePanicked").is_some_and(|c| c["status"] == "False");
-            if plan_status(&inst) == Some("COMPLETE") && cleared {
-                recovered = true;
-                break;
-            }
-            last = inst.to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(recovered, "apps/bad did not recover: {last}");
     daemon.shutdown().await;
 }
 

@@ -118,8 +118,24 @@ pub async fn reconcile_guarded(
     ctx: Arc<Context>,
     panics: Arc<Panics>,
 ) -> Result<Action, GuardError> {
+    guard(inst.clone(), ctx.clone(), panics, reconcile(inst, ctx)).await
+}
+
+/// Runs one reconcile of `inst` (`attempt`), catching a panic: logged, counted
+/// (`kudo_reconcile_errors_total{category="panic"}`), reported on the Instance as the
+/// `ReconcilePanicked` condition (sensitive values scrubbed), and retried with backoff. A
+/// clean pass afterwards clears the condition.
+pub async fn guard<F>(
+    inst: Arc<Instance>,
+    ctx: Arc<Context>,
+    panics: Arc<Panics>,
+    attempt: F,
+) -> Result<Action, GuardError>
+where
+    F: Future<Output = Result<Action, super::reconcile::ReconcileError>>,
+{
     let key = key_of(&inst);
-    match catch_panic(reconcile(inst.clone(), ctx.clone())).await {
+    match catch_panic(attempt).await {
         Ok(result) => {
             panics.record(&key, false);
             if result.is_ok() && has_panic_condition(&inst) {
