@@ -444,6 +444,26 @@ async fn two_control_planes_never_delete_each_others_instances() {
         after["spec"]["parameters"], b["spec"]["parameters"],
         "not applied over"
     );
+    // A dry run of a third control plane reports nothing about either one's Instances.
+    let probe_repo = Repo::new(dir.path(), "probe");
+    probe_repo.commit("nothing declared");
+    let dry = Daemon::start_dry_run(
+        fleet.config(
+            &dir.path().join("probe-cp"),
+            "controlPlane: probe\n",
+            &[("fleet", probe_repo.url(), "")],
+        ),
+        fleet.options(),
+    )
+    .await
+    .expect("dry run");
+    wait_passes(&dry.shared, 5).await;
+    let pending = dry.shared.status().clusters[0].pending_changes.join("\n");
+    assert!(
+        !pending.contains("blue/b") && !pending.contains("green/g"),
+        "{pending}"
+    );
+    dry.shutdown().await;
     blue.shutdown().await;
     green.shutdown().await;
 }

@@ -1727,6 +1727,11 @@ async fn dry_run_work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), Cl
     let mut live = BTreeMap::new();
     for v in values {
         if let Ok(instance) = serde_json::from_value::<Instance>(v) {
+            // Another control plane's Instances are none of this one's business.
+            let owner = Seen::new(instance.clone(), &shared.config.control_plane).owner;
+            if matches!(owner, super::ownership::Owner::Foreign(_)) {
+                continue;
+            }
             let key = format!(
                 "{}/{}",
                 instance.metadata.namespace.clone().unwrap_or_default(),
