@@ -1247,6 +1247,11 @@ async fn sync_once(
         Ok(None) => {
             gm.record_sync(&repo.name, SyncResult::unchanged, took, None);
             status.consecutive_failures = 0;
+            // The source answers again: an earlier sync failure is over (a refused
+            // revision's errors stay while that revision is the newest).
+            if status.revision.is_some() && status.revision == status.applied_revision {
+                status.errors.clear();
+            }
             0
         }
         Ok(Some(((rev, Ok(state)), time))) => {
