@@ -433,6 +433,11 @@ async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
         "kudo_commit_to_converged_seconds_count{operator=\"probe\"}",
         "kudo_cluster_errors_total{cluster=\"dead\",category=\"unreachable\"}",
         "kudo_git_revision_info{repository=\"fleet\",revision=",
+        // Known label values exist from the start: a healthy cluster's errors are 0, not absent.
+        "kudo_cluster_errors_total{cluster=\"sim-a\",category=\"unreachable\"} 0",
+        "kudo_cluster_errors_total{cluster=\"sim-a\",category=\"unknown-kind\"} 0",
+        "kudo_reconcile_errors_total{cluster=\"sim-a\",category=\"write\"} 0",
+        "kudo_reconcile_errors_total{cluster=\"sim-b\",category=\"panic\"} 0",
     ] {
         assert!(
             metrics.contains(line),
@@ -593,6 +598,16 @@ async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
         }
     })
     .await;
+    // A healthy cluster has every error category as a series at 0 from the first scrape, so
+    // panels and `increase()` show 0 rather than "No data".
+    let zeros = query(&prom, "kudo_cluster_errors_total{cluster=\"sim-a\"} == 0")
+        .await
+        .expect("query");
+    assert_eq!(
+        zeros.len(),
+        kudo::cluster::ErrorKind::ALL.len(),
+        "one zero series per error category: {zeros:?}"
+    );
     let (_, rules) = get(&format!("{prom}/api/v1/rules")).await.expect("rules");
     let rules: Value = serde_json::from_str(&rules).expect("rules JSON");
     let groups = rules["data"]["groups"]

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod bench;
+pub mod completion;
 pub mod crds;
 pub mod deletions;
 pub mod diff;
@@ -97,6 +98,9 @@ pub enum Command {
     /// Play the workload controllers a test cluster lacks (readiness, Job completion) until
     /// stopped; for envtest and kuttl suites.
     Workloads(workloads::Args),
+    /// Print a shell completion script: bash, zsh, fish or powershell
+    /// (`source <(kudo completion bash)`).
+    Completion(completion::Args),
 }
 
 /// Initialises `tracing`: RUST_LOG filters (default `info`), logs go to stderr so command
@@ -139,5 +143,6 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Workloads(args) => workloads::run(args).await,
         Command::Repo(args) => repo::run(args).await,
         Command::Diff(args) => diff::run(args).await,
+        Command::Completion(args) => completion::run(args).await,
     }
 }

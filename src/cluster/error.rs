@@ -27,6 +27,19 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, so metric families can start every category at zero.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::Unreachable,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::Invalid,
+        ErrorKind::UnknownKind,
+        ErrorKind::Timeout,
+        ErrorKind::Other,
+    ];
+
     /// Stable lowercase name, suitable as a Prometheus label value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -73,6 +73,7 @@ impl Context {
         poll: Duration,
         metrics: Arc<EngineMetrics>,
     ) -> Self {
+        metrics.init_cluster(cluster.name());
         Context {
             cluster,
             poll,
@@ -154,6 +155,9 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// Every value [`Self::category`] returns.
+    pub const CATEGORIES: [&'static str; 3] = ["dereference", "write", "invalid"];
+
     /// Bounded category for metrics and Events.
     pub fn category(&self) -> &'static str {
         match self {

@@ -350,6 +350,7 @@ impl Daemon {
                 None => cluster,
             };
             metrics.cluster.set_up(&c.name, false, None);
+            metrics.cluster.init_cluster(&c.name);
             slots.push(Arc::new(ClusterSlot {
                 info: ClusterInfo {
                     name: c.name.clone(),

@@ -88,6 +88,19 @@ impl ClusterMetrics {
         m
     }
 
+    /// Starts a cluster's error counters at zero for every category, so a healthy fleet
+    /// exports `kudo_cluster_errors_total ... 0` instead of nothing.
+    pub fn init_cluster(&self, cluster: &str) {
+        for kind in crate::cluster::ErrorKind::ALL {
+            self.errors
+                .get_or_create(&CategoryLabels {
+                    cluster: cluster.into(),
+                    category: kind.as_str(),
+                })
+                .inc_by(0);
+        }
+    }
+
     /// Records the outcome of one control-plane pass on a cluster.
     pub fn set_up(&self, cluster: &str, up: bool, category: Option<&'static str>) {
         self.up

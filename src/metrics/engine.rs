@@ -151,6 +151,36 @@ impl EngineMetrics {
         m
     }
 
+    /// Starts a cluster's series at zero (reconciles by result, errors by every category,
+    /// plans in progress), so dashboards show 0 rather than "No data" before the first
+    /// error.
+    pub fn init_cluster(&self, cluster: &str) {
+        for result in [ReconcileResult::ok, ReconcileResult::error] {
+            self.reconciles
+                .get_or_create(&ReconcileLabels {
+                    cluster: cluster.into(),
+                    result,
+                })
+                .inc_by(0);
+        }
+        let categories = crate::engine::reconcile::ReconcileError::CATEGORIES
+            .into_iter()
+            .chain([crate::engine::guard::PANIC_CATEGORY]);
+        for category in categories {
+            self.reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    cluster: cluster.into(),
+                    category,
+                })
+                .inc_by(0);
+        }
+        self.plans_in_progress
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.into(),
+            })
+            .inc_by(0);
+    }
+
     /// Records an instance plan's current status: exactly one series per (instance, plan).
     pub fn set_plan_status(
         &self,
@@ -273,5 +303,26 @@ mod tests {
             !text.contains("status=\"IN_PROGRESS\""),
             "only the current status has a series:\n{text}"
         );
+    }
+
+    /// Before anything fails, every error category of a cluster is a series at 0.
+    #[test]
+    fn a_cluster_starts_with_every_series_at_zero() {
+        let (registry, m) = crate::metrics::registry_with_engine();
+        m.init_cluster("quiet");
+        let text = crate::metrics::encode(&registry);
+        for category in ["dereference", "write", "invalid", "panic"] {
+            let line = format!(
+                "kudo_reconcile_errors_total{{cluster=\"quiet\",category=\"{category}\"}} 0"
+            );
+            assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+        }
+        for line in [
+            "kudo_reconciles_total{cluster=\"quiet\",result=\"ok\"} 0",
+            "kudo_reconciles_total{cluster=\"quiet\",result=\"error\"} 0",
+            "kudo_plans_in_progress{cluster=\"quiet\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
     }
 }

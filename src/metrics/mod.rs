@@ -14,11 +14,11 @@
 //! | per cluster | series |
 //! |---|---|
 //! | `kudo_cluster_up` | 1 |
-//! | `kudo_cluster_errors_total` | ≤ 9 (error categories seen) |
+//! | `kudo_cluster_errors_total` | 9 (every category, at 0 from the start) |
 //! | `kudo_cluster_api_requests_total` | verbs × codes seen: typically 8–12 |
 //! | `kudo_cluster_api_request_duration_seconds` | ≤ 9 verbs (histograms) |
 //! | `kudo_plans_in_progress`, `kudo_reconcile_duration_seconds` | 1 + 1 |
-//! | `kudo_reconciles_total`, `kudo_reconcile_errors_total` | 2 + ≤ 6 |
+//! | `kudo_reconciles_total`, `kudo_reconcile_errors_total` | 2 + 4 (every result and category, at 0 from the start) |
 //! | `kudo_plan_executions_total`, `kudo_plan_duration_seconds` | 3·p + p (per plan, not instance) |
 //!
 //! Per instance on a cluster: one `kudo_plan_status` series per plan (only the current

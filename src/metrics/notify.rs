@@ -24,6 +24,14 @@ pub enum DropReason {
     gave_up,
 }
 
+impl DropReason {
+    pub const ALL: [DropReason; 3] = [
+        DropReason::queue_full,
+        DropReason::rejected,
+        DropReason::gave_up,
+    ];
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     pub sink: String,
@@ -58,6 +66,23 @@ impl NotifyMetrics {
         m
     }
 
+    /// Starts a sink's series at zero: delivered, queued and dropped for every reason.
+    pub fn init_sink(&self, sink: &str) {
+        let labels = SinkLabels {
+            sink: sink.to_string(),
+        };
+        self.delivered.get_or_create(&labels).inc_by(0);
+        self.queued.get_or_create(&labels).inc_by(0);
+        for reason in DropReason::ALL {
+            self.dropped
+                .get_or_create(&DropLabels {
+                    sink: sink.to_string(),
+                    reason,
+                })
+                .inc_by(0);
+        }
+    }
+
     pub fn dropped(&self, sink: &str, reason: DropReason) -> u64 {
         self.dropped
             .get_or_create(&DropLabels {
@@ -73,5 +98,27 @@ impl NotifyMetrics {
                 sink: sink.to_string(),
             })
             .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_starts_with_every_series_at_zero() {
+        let mut registry = Registry::with_prefix("kudo");
+        let m = NotifyMetrics::register(&mut registry);
+        m.init_sink("chat");
+        let text = crate::metrics::encode(&registry);
+        for line in [
+            "kudo_notify_delivered_total{sink=\"chat\"} 0",
+            "kudo_notify_queued{sink=\"chat\"} 0",
+            "kudo_notify_dropped_total{sink=\"chat\",reason=\"queue_full\"} 0",
+            "kudo_notify_dropped_total{sink=\"chat\",reason=\"rejected\"} 0",
+            "kudo_notify_dropped_total{sink=\"chat\",reason=\"gave_up\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
     }
 }

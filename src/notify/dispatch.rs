@@ -46,6 +46,7 @@ impl Notifier {
         let metrics = Arc::new(NotifyMetrics::register(registry));
         let mut sinks = Vec::new();
         for s in &config.sinks {
+            metrics.init_sink(&s.name);
             let client = match HttpClient::new(HttpOptions {
                 connect_timeout: s.timeout,
                 timeout: s.timeout,
