@@ -40,6 +40,11 @@ impl ErrorKind {
         ErrorKind::Other,
     ];
 
+    /// Every kind's label value.
+    pub fn labels() -> [&'static str; 9] {
+        Self::ALL.map(ErrorKind::as_str)
+    }
+
     /// Stable lowercase name, suitable as a Prometheus label value.
     pub fn as_str(self) -> &'static str {
         match self {

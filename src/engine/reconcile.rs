@@ -73,7 +73,9 @@ impl Context {
         poll: Duration,
         metrics: Arc<EngineMetrics>,
     ) -> Self {
-        metrics.init_cluster(cluster.name());
+        let mut categories = ReconcileError::CATEGORIES.to_vec();
+        categories.push(super::guard::PANIC_CATEGORY);
+        metrics.init_cluster(cluster.name(), &categories);
         Context {
             cluster,
             poll,

@@ -350,7 +350,9 @@ impl Daemon {
                 None => cluster,
             };
             metrics.cluster.set_up(&c.name, false, None);
-            metrics.cluster.init_cluster(&c.name);
+            metrics
+                .cluster
+                .init_cluster(&c.name, &crate::cluster::ErrorKind::labels());
             slots.push(Arc::new(ClusterSlot {
                 info: ClusterInfo {
                     name: c.name.clone(),

@@ -88,14 +88,15 @@ impl ClusterMetrics {
         m
     }
 
-    /// Starts a cluster's error counters at zero for every category, so a healthy fleet
-    /// exports `kudo_cluster_errors_total ... 0` instead of nothing.
-    pub fn init_cluster(&self, cluster: &str) {
-        for kind in crate::cluster::ErrorKind::ALL {
+    /// Starts a cluster's error counters at zero for each of `categories` (every
+    /// `ErrorKind`, passed in so metrics stay a leaf module), so a healthy fleet exports
+    /// `kudo_cluster_errors_total ... 0` instead of nothing.
+    pub fn init_cluster(&self, cluster: &str, categories: &[&'static str]) {
+        for &category in categories {
             self.errors
                 .get_or_create(&CategoryLabels {
                     cluster: cluster.into(),
-                    category: kind.as_str(),
+                    category,
                 })
                 .inc_by(0);
         }
