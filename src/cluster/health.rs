@@ -157,7 +157,7 @@ fn deployment(obj: &Value) -> Health {
     }
     if available < updated {
         return Health::Progressing(format!(
-            "Deployment: {available} of {updated} updated replicas available"
+            "Deployment: {available} of {updated} replicas available"
         ));
     }
     Health::Healthy
@@ -414,7 +414,7 @@ mod tests {
         );
         assert_progressing(
             evaluate(&deployment(2, 2, 3, 3, 2)),
-            "2 of 3 updated replicas available",
+            "2 of 3 replicas available",
         );
         // A freshly created Deployment: no status at all.
         let fresh = json!({"apiVersion": "apps/v1", "kind": "Deployment",
