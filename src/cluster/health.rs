@@ -1,23 +1,34 @@
-//! Health of a live object, as a pure function of its JSON (DESIGN §4).
+//! Health of a live object, as a pure function of its JSON (DESIGN §4), kind by kind as KUDO's
+//! `IsHealthy` (`pkg/kubernetes/status/health.go`, which uses kubectl's rollout status viewers).
 //!
 //! Rules, by kind:
 //! - `CustomResourceDefinition`: condition `Established=True`.
-//! - `Deployment`, `StatefulSet`: `status.observedGeneration >= metadata.generation`, and
-//!   updated and available replicas equal `spec.replicas` (default 1). StatefulSets of
-//!   servers that predate `status.availableReplicas` (< 1.22) use `readyReplicas`.
+//! - `Deployment` (kubectl's `DeploymentStatusViewer`): `status.observedGeneration >=
+//!   metadata.generation`; `updatedReplicas >= spec.replicas` (default 1); no old replicas
+//!   left (`status.replicas <= updatedReplicas`); `availableReplicas >= updatedReplicas`. A
+//!   `Progressing` condition with reason `ProgressDeadlineExceeded` is reported, not fatal.
+//! - `StatefulSet` (kubectl's `StatefulSetStatusViewer`): observedGeneration set and caught
+//!   up; `readyReplicas >= spec.replicas`; with a `rollingUpdate` strategy,
+//!   `updatedReplicas >= spec.replicas - partition`, else `updateRevision == currentRevision`.
+//!   `OnDelete` StatefulSets are healthy once observed and ready (KUDO never calls them
+//!   healthy, kubectl refuses to tell; pods only change when deleted, so nothing else to wait for).
 //! - `DaemonSet`: observedGeneration caught up, `updatedNumberScheduled` and `numberAvailable`
-//!   equal `desiredNumberScheduled`.
-//! - `Job`: condition `Complete=True` is healthy; `Failed=True` is [`Health::Failed`] (fatal).
+//!   equal `desiredNumberScheduled` (past KUDO, which treats DaemonSets as healthy at once).
+//! - `Job`: condition `Failed=True` is [`Health::Failed`] (fatal); condition `Complete=True`,
+//!   or `status.succeeded` reaching `spec.completions` (default 1; KUDO: `succeeded == 1`), is healthy.
 //! - `Pod`: phase `Running` and condition `Ready=True` (as KUDO, a failed Pod is not fatal; only
 //!   a failed Job is).
 //! - `Namespace`: phase `Active`.
-//! - `Service`: `type: LoadBalancer` needs `status.loadBalancer.ingress`; `ExternalName` is
-//!   healthy; every other type needs a `spec.clusterIP` (headless `None` counts).
-//! - KUDO `Instance` (kudo.dev): no plan running, i.e. no entry of `status.planStatus` is
-//!   `PENDING` or `IN_PROGRESS`, and the plan named by `spec.planExecution.planName` (if any)
-//!   has a terminal status (`COMPLETE`; `FATAL_ERROR` makes the child [`Health::Failed`]).
-//!   A plan requested in `spec.planExecution` but absent from `status.planStatus` counts as
-//!   running (the controller has not picked it up yet).
+//! - `Service`: `ExternalName` is healthy; every other type needs a `spec.clusterIP` (headless
+//!   `None` counts); `LoadBalancer` also needs `spec.externalIPs` or `status.loadBalancer.ingress`.
+//! - KUDO `Instance` (kudo.dev): healthy only when the plan its manager started for its current
+//!   spec is `COMPLETE`. KUDO says "no plan scheduled" (`spec.planExecution.planName` empty);
+//!   kudo keeps `planExecution` after a run, so it reads what its manager acted on instead: the
+//!   snapshot annotation [`LAST_APPLIED_INSTANCE_STATE`] (operator version, parameters, plan
+//!   and uid) must match the spec, and that plan's status (same uid) must be `COMPLETE`.
+//!   A fresh Instance (no snapshot yet), a pending manual trigger, a changed spec the manager
+//!   has not acted on, or a plan still running is progressing; `FATAL_ERROR` (or a cancelled
+//!   plan) makes the child [`Health::Failed`].
 //! - Anything else is healthy once it exists.
 //!
 //! An object with `metadata.deletionTimestamp` is never healthy: it is on its way out.
@@ -25,6 +36,10 @@
 use serde_json::Value;
 
 use super::object::split_api_version;
+
+/// Annotation in which the manager records what it last acted on for an Instance (KUDO's
+/// name): JSON with `operatorVersion`, `parameters`, `plan` and `planUid`.
+pub const LAST_APPLIED_INSTANCE_STATE: &str = "kudo.dev/last-applied-instance-state";
 
 /// The health of one live object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,15 +69,8 @@ pub fn evaluate(obj: &Value) -> Health {
     let (group, _) = split_api_version(api_version);
     match (group, str_at(obj, "/kind")) {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => crd(obj),
-        ("apps", "Deployment") => replicated(obj, "Deployment", "availableReplicas"),
-        ("apps", "StatefulSet") => {
-            let field = if obj.pointer("/status/availableReplicas").is_some() {
-                "availableReplicas"
-            } else {
-                "readyReplicas"
-            };
-            replicated(obj, "StatefulSet", field)
-        }
+        ("apps", "Deployment") => deployment(obj),
+        ("apps", "StatefulSet") => stateful_set(obj),
         ("apps", "DaemonSet") => daemon_set(obj),
         ("batch", "Job") => job(obj),
         ("", "Pod") => pod(obj),
@@ -113,19 +121,86 @@ fn crd(obj: &Value) -> Health {
     }
 }
 
-fn replicated(obj: &Value, kind: &str, available_field: &str) -> Health {
-    if let Err(h) = generation_observed(obj, kind) {
+/// kubectl's `DeploymentStatusViewer`, as KUDO uses it.
+fn deployment(obj: &Value) -> Health {
+    if let Err(h) = generation_observed(obj, "Deployment") {
         return h;
     }
-    let desired = int_at(obj, "/spec/replicas").unwrap_or(1);
-    let updated = int_at(obj, "/status/updatedReplicas").unwrap_or(0);
-    let available = int_at(obj, &format!("/status/{available_field}")).unwrap_or(0);
-    if updated != desired {
-        return Health::Progressing(format!("{kind}: {updated} of {desired} replicas updated"));
-    }
-    if available != desired {
+    if let Some(c) = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Progressing"))
+        })
+        && str_at(c, "/reason") == "ProgressDeadlineExceeded"
+    {
         return Health::Progressing(format!(
-            "{kind}: {available} of {desired} replicas available"
+            "Deployment: exceeded its progress deadline: {}",
+            str_at(c, "/message")
+        ));
+    }
+    let desired = int_at(obj, "/spec/replicas").unwrap_or(1);
+    let replicas = int_at(obj, "/status/replicas").unwrap_or(0);
+    let updated = int_at(obj, "/status/updatedReplicas").unwrap_or(0);
+    let available = int_at(obj, "/status/availableReplicas").unwrap_or(0);
+    if updated < desired {
+        return Health::Progressing(format!(
+            "Deployment: {updated} of {desired} replicas updated"
+        ));
+    }
+    if replicas > updated {
+        return Health::Progressing(format!(
+            "Deployment: {} old replicas pending termination",
+            replicas - updated
+        ));
+    }
+    if available < updated {
+        return Health::Progressing(format!(
+            "Deployment: {available} of {updated} replicas available"
+        ));
+    }
+    Health::Healthy
+}
+
+/// kubectl's `StatefulSetStatusViewer`, as KUDO uses it (except for `OnDelete`, see the
+/// module doc).
+fn stateful_set(obj: &Value) -> Health {
+    let generation = int_at(obj, "/metadata/generation").unwrap_or(0);
+    let observed = int_at(obj, "/status/observedGeneration").unwrap_or(0);
+    if observed == 0 || observed < generation {
+        return Health::Progressing(format!(
+            "StatefulSet generation {generation} not yet observed (observed {observed})"
+        ));
+    }
+    let desired = int_at(obj, "/spec/replicas").unwrap_or(1);
+    let ready = int_at(obj, "/status/readyReplicas").unwrap_or(0);
+    if ready < desired {
+        return Health::Progressing(format!("StatefulSet: {ready} of {desired} replicas ready"));
+    }
+    let strategy = str_at(obj, "/spec/updateStrategy/type");
+    if strategy == "OnDelete" {
+        return Health::Healthy;
+    }
+    let updated = int_at(obj, "/status/updatedReplicas").unwrap_or(0);
+    if obj.pointer("/spec/updateStrategy/rollingUpdate").is_some() {
+        if let Some(partition) = int_at(obj, "/spec/updateStrategy/rollingUpdate/partition") {
+            let wanted = desired - partition;
+            if updated < wanted {
+                return Health::Progressing(format!(
+                    "StatefulSet: {updated} of {wanted} replicas updated (partition {partition})"
+                ));
+            }
+        }
+        return Health::Healthy;
+    }
+    let (current, update) = (
+        str_at(obj, "/status/currentRevision"),
+        str_at(obj, "/status/updateRevision"),
+    );
+    if current != update {
+        return Health::Progressing(format!(
+            "StatefulSet: rolling update to revision {update}: {updated} replicas updated"
         ));
     }
     Health::Healthy
@@ -162,11 +237,13 @@ fn job(obj: &Value) -> Health {
             .unwrap_or("");
         return Health::Failed(format!("Job failed: {reason} {msg}").trim_end().to_string());
     }
+    let succeeded = int_at(obj, "/status/succeeded").unwrap_or(0);
+    let completions = int_at(obj, "/spec/completions").unwrap_or(1).max(1);
     match condition(obj, "Complete") {
         Some(("True", _)) => Health::Healthy,
+        _ if succeeded >= completions => Health::Healthy,
         _ => Health::Progressing(format!(
-            "Job not complete ({} succeeded, {} active)",
-            int_at(obj, "/status/succeeded").unwrap_or(0),
+            "Job not complete ({succeeded} succeeded, {} active)",
             int_at(obj, "/status/active").unwrap_or(0)
         )),
     }
@@ -184,63 +261,111 @@ fn pod(obj: &Value) -> Health {
     }
 }
 
+/// KUDO's `isServiceHealthy` (adapted from Helm's wait).
 fn service(obj: &Value) -> Health {
-    match str_at(obj, "/spec/type") {
-        "ExternalName" => Health::Healthy,
-        "LoadBalancer" => {
-            let has_ingress = obj
-                .pointer("/status/loadBalancer/ingress")
+    if str_at(obj, "/spec/type") == "ExternalName" {
+        return Health::Healthy;
+    }
+    if str_at(obj, "/spec/clusterIP").is_empty() {
+        return Health::Progressing("Service has no clusterIP yet".into());
+    }
+    if str_at(obj, "/spec/type") == "LoadBalancer" {
+        let non_empty = |p: &str| {
+            obj.pointer(p)
                 .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-            if has_ingress {
-                Health::Healthy
-            } else {
-                Health::Progressing("LoadBalancer has no ingress yet".into())
-            }
+                .is_some_and(|a| !a.is_empty())
+        };
+        if !non_empty("/spec/externalIPs") && !non_empty("/status/loadBalancer/ingress") {
+            return Health::Progressing("LoadBalancer has no ingress yet".into());
         }
-        _ => {
-            if str_at(obj, "/spec/clusterIP").is_empty() {
-                Health::Progressing("Service has no clusterIP yet".into())
-            } else {
-                Health::Healthy
-            }
-        }
+    }
+    Health::Healthy
+}
+
+/// An Instance is healthy when the plan its manager started for its current spec is
+/// COMPLETE (see the module doc).
+fn instance(obj: &Value) -> Health {
+    let manual = str_at(obj, "/spec/planExecution/planName");
+    if !manual.is_empty() && str_at(obj, "/spec/planExecution/uid").is_empty() {
+        return Health::Progressing(format!("plan {manual} requested, not started yet"));
+    }
+    let snapshot: Option<Value> = obj
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED_INSTANCE_STATE))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok());
+    let Some(snapshot) = snapshot else {
+        return Health::Progressing(with_refusal(obj, "no plan started yet".into()));
+    };
+    let spec_version = str_at(obj, "/spec/operatorVersion/name");
+    let acted_version = str_at(&snapshot, "/operatorVersion");
+    if spec_version != acted_version {
+        return Health::Progressing(with_refusal(
+            obj,
+            format!(
+                "operator version {spec_version} not acted on yet (last plan ran for {acted_version})"
+            ),
+        ));
+    }
+    let empty = serde_json::Map::new();
+    let params = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_object)
+            .unwrap_or(&empty)
+            .clone()
+    };
+    if params(obj, "/spec/parameters") != params(&snapshot, "/parameters") {
+        return Health::Progressing(with_refusal(
+            obj,
+            "parameters changed, no plan started for them yet".into(),
+        ));
+    }
+    let plan = str_at(&snapshot, "/plan");
+    let uid = str_at(&snapshot, "/planUid");
+    let Some(status) = obj
+        .pointer("/status/planStatus")
+        .and_then(|p| p.get(plan))
+        .filter(|p| str_at(p, "/uid") == uid)
+    else {
+        return Health::Progressing(format!("plan {plan} not started yet"));
+    };
+    let message = str_at(status, "/message");
+    match str_at(status, "/status") {
+        "COMPLETE" => Health::Healthy,
+        "FATAL_ERROR" => Health::Failed(
+            format!("plan {plan} failed: {message}")
+                .trim_end()
+                .to_string(),
+        ),
+        "CANCELLED" => Health::Failed(format!("plan {plan} was cancelled")),
+        "" | "NEVER_RUN" => Health::Progressing(format!("plan {plan} not started yet")),
+        other => Health::Progressing(format!("plan {plan} is {other}")),
     }
 }
 
-fn instance(obj: &Value) -> Health {
-    let plans = obj.pointer("/status/planStatus").and_then(Value::as_object);
-    if let Some(plans) = plans {
-        for (name, plan) in plans {
-            let status = str_at(plan, "/status");
-            if status == "PENDING" || status == "IN_PROGRESS" {
-                return Health::Progressing(format!("plan {name} is {status}"));
+/// Appends why the manager refused to act on the spec (its `Ready` condition), if it did.
+fn with_refusal(obj: &Value, why: String) -> String {
+    match condition(obj, "Ready") {
+        Some(("False", message)) if !message.is_empty() => {
+            let reason = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+                })
+                .map(|c| str_at(c, "/reason"))
+                .unwrap_or("");
+            if matches!(
+                reason,
+                "ChangeRejected" | "InvalidParameters" | "OperatorVersionNotFound" | "InvalidSpec"
+            ) {
+                format!("{why} ({reason}: {message})")
+            } else {
+                why
             }
         }
-    }
-    let requested = str_at(obj, "/spec/planExecution/planName");
-    if requested.is_empty() {
-        return Health::Healthy;
-    }
-    let status = plans
-        .and_then(|p| p.get(requested))
-        .map(|p| str_at(p, "/status"))
-        .unwrap_or("");
-    match status {
-        "COMPLETE" => Health::Healthy,
-        "FATAL_ERROR" => {
-            let msg = plans
-                .and_then(|p| p.get(requested))
-                .map(|p| str_at(p, "/message"))
-                .unwrap_or("");
-            Health::Failed(
-                format!("plan {requested} failed: {msg}")
-                    .trim_end()
-                    .to_string(),
-            )
-        }
-        "" | "NEVER_RUN" => Health::Progressing(format!("plan {requested} not started yet")),
-        other => Health::Progressing(format!("plan {requested} is {other}")),
+        _ => why,
     }
 }
 
@@ -302,26 +427,78 @@ mod tests {
         assert_eq!(evaluate(&zero), Health::Healthy);
     }
 
+    /// kubectl's viewer, which KUDO uses: old replicas still terminating are waited for, a
+    /// scale-down whose new pods are all updated is not, and a passed progress deadline is
+    /// reported (not fatal).
     #[test]
-    fn statefulset_rollout_old_and_new_servers() {
-        // Kubernetes 1.20 reports readyReplicas only.
-        let old = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": "zk", "generation": 1}, "spec": {"replicas": 3},
-            "status": {"observedGeneration": 1, "replicas": 3, "readyReplicas": 3,
+    fn deployment_follows_kubectl_rollout_status() {
+        let mut surge = deployment(2, 2, 3, 3, 3);
+        surge["status"]["replicas"] = json!(4);
+        assert_progressing(evaluate(&surge), "1 old replicas pending termination");
+        let scaling_down = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "generation": 3}, "spec": {"replicas": 1},
+            "status": {"observedGeneration": 3, "replicas": 3, "updatedReplicas": 3,
+                "availableReplicas": 3}});
+        assert_eq!(evaluate(&scaling_down), Health::Healthy);
+        let mut stuck = deployment(2, 2, 3, 1, 1);
+        stuck["status"]["conditions"] = json!([{"type": "Progressing", "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": "ReplicaSet \"web-5d8\" has timed out progressing."}]);
+        assert_progressing(evaluate(&stuck), "exceeded its progress deadline");
+    }
+
+    fn stateful_set(spec: Value, status: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "zk", "namespace": "n", "generation": 2},
+            "spec": spec, "status": status})
+    }
+
+    #[test]
+    fn statefulset_follows_kubectl_rollout_status() {
+        let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
+        // Kubernetes 1.20 reports readyReplicas only; ready is what kubectl reads on any server.
+        let done = stateful_set(
+            json!({"replicas": 3, "updateStrategy": rolling}),
+            json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
                 "currentReplicas": 3, "updatedReplicas": 3,
-                "currentRevision": "zk-5d8", "updateRevision": "zk-5d8"}});
-        assert_eq!(evaluate(&old), Health::Healthy);
-        let rolling = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": "zk", "generation": 2}, "spec": {"replicas": 3},
-            "status": {"observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-                "availableReplicas": 2, "updatedReplicas": 1,
-                "currentRevision": "zk-5d8", "updateRevision": "zk-7f1"}});
-        assert_progressing(evaluate(&rolling), "1 of 3 replicas updated");
-        let unavailable = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": "zk", "generation": 2}, "spec": {"replicas": 3},
-            "status": {"observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-                "availableReplicas": 2, "updatedReplicas": 3}});
-        assert_progressing(evaluate(&unavailable), "2 of 3 replicas available");
+                "currentRevision": "zk-5d8", "updateRevision": "zk-5d8"}),
+        );
+        assert_eq!(evaluate(&done), Health::Healthy);
+        let not_ready = stateful_set(
+            json!({"replicas": 3, "updateStrategy": rolling}),
+            json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 2,
+                "availableReplicas": 2, "updatedReplicas": 3}),
+        );
+        assert_progressing(evaluate(&not_ready), "2 of 3 replicas ready");
+        let rolling_out = stateful_set(
+            json!({"replicas": 3, "updateStrategy": rolling}),
+            json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+                "updatedReplicas": 1, "currentRevision": "zk-5d8", "updateRevision": "zk-7f1"}),
+        );
+        assert_progressing(evaluate(&rolling_out), "1 of 3 replicas updated");
+        // A partition keeps the pods below it on the old revision: done once the rest are.
+        let partitioned = stateful_set(
+            json!({"replicas": 3, "updateStrategy":
+                {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}),
+            json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+                "updatedReplicas": 1, "currentRevision": "zk-5d8", "updateRevision": "zk-7f1"}),
+        );
+        assert_eq!(evaluate(&partitioned), Health::Healthy);
+        // Without a rollingUpdate block, the revisions must agree.
+        let unrevised = stateful_set(
+            json!({"replicas": 3}),
+            json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+                "updatedReplicas": 3, "currentRevision": "zk-5d8", "updateRevision": "zk-7f1"}),
+        );
+        assert_progressing(evaluate(&unrevised), "revision zk-7f1");
+        let on_delete = stateful_set(
+            json!({"replicas": 3, "updateStrategy": {"type": "OnDelete"}}),
+            json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+                "updatedReplicas": 0, "currentRevision": "zk-5d8", "updateRevision": "zk-7f1"}),
+        );
+        assert_eq!(evaluate(&on_delete), Health::Healthy);
+        let unobserved = stateful_set(json!({"replicas": 0}), json!({}));
+        assert_progressing(evaluate(&unobserved), "not yet observed");
     }
 
     #[test]
@@ -357,6 +534,13 @@ mod tests {
             Health::Failed(m) => assert!(m.contains("BackoffLimitExceeded"), "{m}"),
             other => panic!("failed job must be fatal, got {other:?}"),
         }
+        // KUDO reads `succeeded`: healthy before the Complete condition is written.
+        let succeeded = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup"},
+            "spec": {"backoffLimit": 6}, "status": {"succeeded": 1}});
+        assert_eq!(evaluate(&succeeded), Health::Healthy);
+        let one_of_three = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup"},
+            "spec": {"completions": 3}, "status": {"succeeded": 1, "active": 1}});
+        assert_progressing(evaluate(&one_of_three), "1 succeeded");
     }
 
     #[test]
@@ -407,6 +591,15 @@ mod tests {
             evaluate(&lb(json!({"ingress": [{"ip": "203.0.113.7"}]}))),
             Health::Healthy
         );
+        // KUDO: a LoadBalancer needs its clusterIP too, and external IPs stand for an ingress.
+        let lb_no_ip = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}});
+        assert_progressing(evaluate(&lb_no_ip), "no clusterIP");
+        let lb_external = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.14",
+                "externalIPs": ["198.51.100.3"]}, "status": {"loadBalancer": {}}});
+        assert_eq!(evaluate(&lb_external), Health::Healthy);
         let ext = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
             "spec": {"type": "ExternalName", "externalName": "db.example.com"}});
         assert_eq!(evaluate(&ext), Health::Healthy);
@@ -428,51 +621,122 @@ mod tests {
         assert_progressing(evaluate(&fresh), "not established");
     }
 
-    fn instance(plan_execution: Value, plan_status: Value) -> Value {
-        json!({"apiVersion": "kudo.dev/v1beta1", "kind": "Instance",
+    /// A child Instance as its manager leaves it: spec `{version, parameters}`, the snapshot
+    /// of what it acted on, and the plan statuses.
+    fn instance(spec_params: Value, snapshot: Option<Value>, plan_status: Value) -> Value {
+        let mut obj = json!({"apiVersion": "kudo.dev/v1beta1", "kind": "Instance",
             "metadata": {"name": "zk", "namespace": "n"},
             "spec": {"operatorVersion": {"name": "zookeeper-3.4.14-0.3.0"},
-                "planExecution": plan_execution},
-            "status": {"planStatus": plan_status}})
+                "parameters": spec_params},
+            "status": {"planStatus": plan_status}});
+        if let Some(snap) = snapshot {
+            obj["metadata"]["annotations"] = json!({LAST_APPLIED_INSTANCE_STATE: snap.to_string()});
+            obj["spec"]["planExecution"] = json!({"planName": snap["plan"],
+                "uid": snap["planUid"], "status": "IN_PROGRESS"});
+        }
+        obj
+    }
+
+    fn snap(params: Value, plan: &str, uid: &str) -> Option<Value> {
+        Some(
+            json!({"operatorVersion": "zookeeper-3.4.14-0.3.0", "parameters": params,
+            "plan": plan, "planUid": uid}),
+        )
+    }
+
+    /// Right after an Apply task creates it, a child Instance has no status and no snapshot:
+    /// KUDO's rule (no plan scheduled) would call it healthy; it is not.
+    #[test]
+    fn fresh_child_instance_is_progressing() {
+        let fresh = json!({"apiVersion": "kudo.dev/v1beta1", "kind": "Instance",
+            "metadata": {"name": "zk", "namespace": "n"},
+            "spec": {"operatorVersion": {"name": "zookeeper-3.4.14-0.3.0"},
+                "parameters": {"SIZE": "3"}}});
+        assert_progressing(evaluate(&fresh), "no plan started yet");
     }
 
     #[test]
-    fn kudo_instance_without_running_plan() {
+    fn instance_healthy_only_when_the_plan_for_its_current_spec_is_complete() {
+        let p = json!({"SIZE": "3"});
         let complete = instance(
-            json!({"planName": "deploy", "uid": "u1", "status": "COMPLETE"}),
+            p.clone(),
+            snap(p.clone(), "deploy", "u1"),
             json!({"deploy": {"name": "deploy", "status": "COMPLETE", "uid": "u1", "phases": []},
                    "backup": {"name": "backup", "status": "NEVER_RUN", "phases": []}}),
         );
         assert_eq!(evaluate(&complete), Health::Healthy);
-        let idle = instance(
-            json!({}),
-            json!({"deploy": {"name": "deploy", "status": "COMPLETE"}}),
-        );
-        assert_eq!(evaluate(&idle), Health::Healthy);
         let running = instance(
-            json!({"planName": "deploy", "uid": "u1"}),
+            p.clone(),
+            snap(p.clone(), "deploy", "u1"),
             json!({"deploy": {"name": "deploy", "status": "IN_PROGRESS", "uid": "u1"}}),
         );
         assert_progressing(evaluate(&running), "deploy is IN_PROGRESS");
-        let pending = instance(
-            json!({}),
-            json!({"update": {"name": "update", "status": "PENDING"}}),
-        );
-        assert_progressing(evaluate(&pending), "update is PENDING");
-        let not_picked_up = instance(json!({"planName": "deploy", "uid": "u2"}), json!({}));
-        assert_progressing(evaluate(&not_picked_up), "not started");
         let errored = instance(
-            json!({"planName": "deploy", "uid": "u1"}),
-            json!({"deploy": {"name": "deploy", "status": "ERROR", "message": "retrying"}}),
+            p.clone(),
+            snap(p.clone(), "deploy", "u1"),
+            json!({"deploy": {"name": "deploy", "status": "ERROR", "uid": "u1", "message": "retrying"}}),
         );
         assert_progressing(evaluate(&errored), "deploy is ERROR");
+        // The snapshot names a new run whose status tree is not written yet: the COMPLETE
+        // status belongs to the previous run.
+        let restarted = instance(
+            p.clone(),
+            snap(p.clone(), "deploy", "u2"),
+            json!({"deploy": {"name": "deploy", "status": "COMPLETE", "uid": "u1"}}),
+        );
+        assert_progressing(evaluate(&restarted), "deploy not started yet");
+        // The parent changed the parameters; the child's manager has not acted on them.
+        let changed = instance(
+            json!({"SIZE": "5"}),
+            snap(p.clone(), "deploy", "u1"),
+            json!({"deploy": {"name": "deploy", "status": "COMPLETE", "uid": "u1"}}),
+        );
+        assert_progressing(evaluate(&changed), "parameters changed");
+        let mut upgraded = complete.clone();
+        upgraded["spec"]["operatorVersion"]["name"] = json!("zookeeper-3.4.14-0.4.0");
+        assert_progressing(evaluate(&upgraded), "0.4.0 not acted on yet");
+        let mut manual = complete.clone();
+        manual["spec"]["planExecution"] = json!({"planName": "backup"});
+        assert_progressing(evaluate(&manual), "plan backup requested");
+    }
+
+    #[test]
+    fn instance_whose_plan_failed_or_was_cancelled_is_failed() {
+        let p = json!({});
         let fatal = instance(
-            json!({"planName": "deploy", "uid": "u1"}),
-            json!({"deploy": {"name": "deploy", "status": "FATAL_ERROR", "message": "job failed"}}),
+            p.clone(),
+            snap(p.clone(), "deploy", "u1"),
+            json!({"deploy": {"name": "deploy", "status": "FATAL_ERROR", "uid": "u1", "message": "job failed"}}),
         );
         assert_eq!(
             evaluate(&fatal),
             Health::Failed("plan deploy failed: job failed".into())
+        );
+        let cancelled = instance(
+            p.clone(),
+            snap(p.clone(), "deploy", "u1"),
+            json!({"deploy": {"name": "deploy", "status": "CANCELLED", "uid": "u1"}}),
+        );
+        assert_eq!(
+            evaluate(&cancelled),
+            Health::Failed("plan deploy was cancelled".into())
+        );
+    }
+
+    /// A change the child's manager refused is still waited for (it may be reverted), and the
+    /// message says why it is not acted on.
+    #[test]
+    fn refused_change_is_named_in_the_wait() {
+        let mut refused = instance(
+            json!({"SIZE": "5"}),
+            snap(json!({"SIZE": "3"}), "deploy", "u1"),
+            json!({"deploy": {"name": "deploy", "status": "COMPLETE", "uid": "u1"}}),
+        );
+        refused["status"]["conditions"] = json!([{"type": "Ready", "status": "False",
+            "reason": "ChangeRejected", "message": "immutable parameters cannot change: SIZE"}]);
+        assert_progressing(
+            evaluate(&refused),
+            "(ChangeRejected: immutable parameters cannot change: SIZE)",
         );
     }
 

@@ -15,6 +15,7 @@ pub mod runner;
 pub mod status;
 pub mod tasks;
 pub mod trigger;
+pub mod unknown_kind;
 pub mod workflow;
 
 #[cfg(test)]

@@ -7,10 +7,11 @@ use serde_json::Value;
 
 use crate::api::{AppliedObject, OperatorVersionSpec, Task};
 use crate::cluster::{Cluster, ClusterError, ErrorKind, Health, ObjectRef, health};
-use crate::package::{RenderContext, context_value, render_task};
+use crate::package::{RenderContext, RenderedObject, context_value, render_task};
 
 use super::objects::{Owner, decorate};
 use super::tasks::{TaskKind, ToggleMode, dummy, toggle_mode};
+use super::unknown_kind;
 use super::workflow::{StepRef, TaskOutcome, TaskRunner};
 
 /// Who the objects belong to, fixed for one reconcile.
@@ -95,41 +96,77 @@ impl ClusterRunner<'_> {
             .map_err(|e| TaskOutcome::Fatal(e.to_string()))?;
         let owner = self.owner(at);
         let mut out = Vec::with_capacity(rendered.len());
-        for mut r in rendered {
-            let as_value = serde_json::to_value(&r.object)
+        for r in rendered {
+            let raw = serde_json::to_value(&r.object)
                 .map_err(|e| TaskOutcome::Fatal(format!("{}: {e}", r.template)))?;
             let namespaced = self
                 .cluster
-                .is_namespaced(&as_value)
+                .is_namespaced(&raw)
                 .await
                 .map_err(|e| outcome_of(&e))?;
-            decorate(&mut r.object, &owner, namespaced);
-            let mut value = serde_json::to_value(&r.object)
-                .map_err(|e| TaskOutcome::Fatal(format!("{}: {e}", r.template)))?;
-            if applied_object(&value).is_some_and(|e| self.info.adopted.contains(&e)) {
-                mark_adopted(&mut value, &self.info.instance_uid);
-            }
-            out.push(value);
+            out.push(self.decorated(&owner, r, namespaced)?);
         }
         Ok(out)
     }
 
+    /// One rendered object with kudo's labels, annotations, namespace and owner (or the
+    /// adopted mark).
+    fn decorated(
+        &self,
+        owner: &Owner<'_>,
+        mut r: RenderedObject,
+        namespaced: bool,
+    ) -> Result<Value, TaskOutcome> {
+        decorate(&mut r.object, owner, namespaced);
+        let mut value = serde_json::to_value(&r.object)
+            .map_err(|e| TaskOutcome::Fatal(format!("{}: {e}", r.template)))?;
+        if applied_object(&value).is_some_and(|e| self.info.adopted.contains(&e)) {
+            mark_adopted(&mut value, &self.info.instance_uid);
+        }
+        Ok(value)
+    }
+
+    /// Renders, then decorates and applies each object in order, so a CRD applied by the
+    /// task is on the cluster before the task's objects of its kind are resolved.
     async fn apply(&self, at: &StepRef<'_>, task: &Task) -> TaskOutcome {
-        let objects = match self.objects(at, task).await {
-            Ok(o) => o,
-            Err(outcome) => return outcome,
+        let rendered = match render_task(self.ov, task, &self.data(at)) {
+            Ok(r) => r,
+            Err(e) => return TaskOutcome::Fatal(e.to_string()),
         };
+        let owner = self.owner(at);
+        let mut earlier: Vec<Value> = Vec::with_capacity(rendered.len());
         let mut waiting = Vec::new();
-        for obj in &objects {
-            let obj = match self.adopt_if_preexisting(obj).await {
+        for r in rendered {
+            let raw = match serde_json::to_value(&r.object) {
+                Ok(v) => v,
+                Err(e) => return TaskOutcome::Fatal(format!("{}: {e}", r.template)),
+            };
+            let namespaced = match self.cluster.is_namespaced(&raw).await {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::UnknownKind => {
+                    return self
+                        .unknown_kind(at, task, &r.template, &raw, &earlier)
+                        .await;
+                }
+                Err(e) => return outcome_of(&e),
+            };
+            let template = r.template.clone();
+            let obj = match self.decorated(&owner, r, namespaced) {
+                Ok(v) => v,
+                Err(outcome) => return outcome,
+            };
+            let obj = match self.adopt_if_preexisting(&obj).await {
                 Ok(obj) => obj,
                 Err(e) => return outcome_of(&e),
             };
-            let obj = &obj;
-            let live = match self.cluster.apply(obj).await {
+            let live = match self.cluster.apply(&obj).await {
                 Ok(live) => live,
+                Err(e) if e.kind() == ErrorKind::UnknownKind => {
+                    return self.unknown_kind(at, task, &template, &raw, &earlier).await;
+                }
                 Err(e) => return outcome_of(&e),
             };
+            earlier.push(raw);
             self.record(&live);
             match health::evaluate(&live) {
                 Health::Healthy => {}
@@ -152,6 +189,110 @@ impl ClusterRunner<'_> {
         } else {
             TaskOutcome::InProgress(waiting.join("; "))
         }
+    }
+
+    /// `obj` (rendered from `template`) has a kind the cluster does not serve, even after
+    /// the discovery refresh: fatal, unless a CRD applied earlier in the plan (or earlier in
+    /// this task, `earlier`) defines it, which is waited for, bounded (see [`unknown_kind`]).
+    async fn unknown_kind(
+        &self,
+        at: &StepRef<'_>,
+        task: &Task,
+        template: &str,
+        obj: &Value,
+        earlier: &[Value],
+    ) -> TaskOutcome {
+        let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
+        let (api_version, kind) = (s("/apiVersion"), s("/kind"));
+        let (group, _) = crate::cluster::object::split_api_version(api_version);
+        let object = match s("/metadata/namespace") {
+            "" => s("/metadata/name").to_string(),
+            ns => format!("{ns}/{}", s("/metadata/name")),
+        };
+        let missing = unknown_kind::Missing {
+            cluster: self.cluster.name(),
+            plan: at.plan,
+            template,
+            api_version,
+            kind,
+            object: &object,
+        };
+        let mut definer = unknown_kind::defining_crd(earlier, group, kind).map(|(crd, v)| {
+            (
+                crd,
+                v,
+                format!(
+                    "step {}, task {}, earlier in the same task",
+                    at.step, task.name
+                ),
+            )
+        });
+        if definer.is_none() {
+            let index = self
+                .ov
+                .plans
+                .get(at.plan)
+                .and_then(|p| p.phases.iter().find(|p| p.name == at.phase))
+                .and_then(|p| p.steps.iter().find(|s| s.name == at.step))
+                .and_then(|s| s.tasks.iter().position(|t| *t == task.name))
+                .unwrap_or(0);
+            let toggle = |name: &str| self.values.get(name).map(|v| v.as_deref().unwrap_or(""));
+            for (phase, step, t) in unknown_kind::earlier_applying_tasks(self.ov, at, index, toggle)
+            {
+                let here = StepRef {
+                    plan: at.plan,
+                    phase,
+                    step,
+                    started: at.started,
+                };
+                // A task that does not render now cannot have applied anything this run.
+                let Ok(objects) = render_task(self.ov, t, &self.data(&here)) else {
+                    continue;
+                };
+                let values: Vec<Value> = objects
+                    .iter()
+                    .filter_map(|o| serde_json::to_value(&o.object).ok())
+                    .collect();
+                if let Some((crd, v)) = unknown_kind::defining_crd(&values, group, kind) {
+                    definer = Some((crd, v, format!("step {step}, task {}", t.name)));
+                    break;
+                }
+            }
+        }
+        let definer = definer.map(|(crd, versions, place)| unknown_kind::Definer {
+            api_version: crd
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            name: crd
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            place,
+            versions,
+        });
+        let live = match &definer {
+            None => String::new(),
+            Some(d) => {
+                let r = ObjectRef::new(&d.api_version, "CustomResourceDefinition", None, &d.name);
+                match self.cluster.get_opt(&r).await {
+                    Ok(live) => unknown_kind::crd_state(live.as_ref()),
+                    Err(e) => return outcome_of(&e),
+                }
+            }
+        };
+        let elapsed = k8s_openapi::jiff::Timestamp::now()
+            .duration_since(at.started)
+            .unsigned_abs();
+        unknown_kind::verdict(
+            &missing,
+            definer.as_ref(),
+            &live,
+            elapsed,
+            unknown_kind::step_timeout(self.ov, at),
+        )
     }
 
     async fn delete(&self, at: &StepRef<'_>, task: &Task) -> TaskOutcome {
@@ -303,6 +444,7 @@ impl ClusterRunner<'_> {
                         plan: plan_name,
                         phase: &phase.name,
                         step: &step.name,
+                        started: k8s_openapi::jiff::Timestamp::now(),
                     };
                     for task_name in &step.tasks {
                         let Some(task) = self.ov.tasks.iter().find(|t| &t.name == task_name) else {
@@ -408,21 +550,7 @@ impl ClusterRunner<'_> {
             Err(e) => return outcome_of(&e),
         };
         self.record(&live);
-        // Until the child's manager has acted on exactly these parameters, its old status
-        // says nothing about them.
-        let acted_on: Option<super::trigger::Snapshot> = live
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(super::trigger::LAST_APPLIED_ANNOTATION))
-            .and_then(Value::as_str)
-            .and_then(|s| serde_json::from_str(s).ok());
-        match acted_on {
-            Some(s) if s.parameters == parameters && s.operator_version == ov_name => {}
-            _ => {
-                return TaskOutcome::InProgress(format!(
-                    "waiting for child instance {child} to start its plan"
-                ));
-            }
-        }
+        // Healthy once its manager has run a plan for exactly this spec to completion.
         match health::evaluate(&live) {
             Health::Healthy => TaskOutcome::Done,
             Health::Progressing(why) => {

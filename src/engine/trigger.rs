@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{InstanceSpec, OperatorVersionSpec};
 
 /// Annotation holding the JSON [`Snapshot`] of what the manager last acted on (KUDO's name).
-pub const LAST_APPLIED_ANNOTATION: &str = "kudo.dev/last-applied-instance-state";
+pub const LAST_APPLIED_ANNOTATION: &str = crate::cluster::health::LAST_APPLIED_INSTANCE_STATE;
 
 pub const DEPLOY: &str = "deploy";
 pub const UPDATE: &str = "update";

@@ -27,6 +27,8 @@ pub struct StepRef<'a> {
     pub plan: &'a str,
     pub phase: &'a str,
     pub step: &'a str,
+    /// When the step first ran in this plan run (bounded waits inside a task measure from it).
+    pub started: Timestamp,
 }
 
 /// What a task reported in this pass.
@@ -104,15 +106,16 @@ pub async fn execute_at<R: TaskRunner>(
             if is_finished(status.phases[pi].steps[si].status) {
                 continue;
             }
-            let at = StepRef {
-                plan: &plan_name,
-                phase: &phase.name,
-                step: &step.name,
-            };
             let step_started = status.phases[pi].steps[si]
                 .started_at
                 .get_or_insert(Time(now))
                 .0;
+            let at = StepRef {
+                plan: &plan_name,
+                phase: &phase.name,
+                step: &step.name,
+                started: step_started,
+            };
             let mut outcome = run_step(&at, &step.tasks, tasks, runner).await;
             if let StepOutcome::Waiting(why) | StepOutcome::Error(why) = &outcome {
                 match timed_out(&step.timeout, step_started, now) {
