@@ -405,7 +405,7 @@ async fn a_package_version_with_other_parameters_adds_a_served_crd_version() {
     next.version = "2.1.0".into();
     for p in &mut next.parameters {
         if p.name == "WORKERS" {
-            p.value_type = kudo::api::ParameterType::String;
+            p.declared_type = Some(kudo::api::ParameterType::String);
         }
     }
     next.parameters.push(kudo::api::Parameter {

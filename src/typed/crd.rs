@@ -300,7 +300,7 @@ fn parameter_schema(parameters: &[Parameter], map: &PropertyMap, opts: CrdOption
         let Some(property) = map.property(&p.name) else {
             continue;
         };
-        let mut schema = type_schema(p.value_type);
+        let mut schema = type_schema(p.value_type());
         let mut description = if p.description.is_empty() {
             p.display_name.clone()
         } else {
@@ -320,7 +320,7 @@ fn parameter_schema(parameters: &[Parameter], map: &PropertyMap, opts: CrdOption
         if let Some(values) = &p.r#enum {
             let values: Vec<Value> = values
                 .iter()
-                .filter_map(|v| typed_value(v, p.value_type))
+                .filter_map(|v| typed_value(v, p.value_type()))
                 .collect();
             if !values.is_empty() {
                 schema.insert("enum".into(), Value::Array(values));
@@ -329,7 +329,7 @@ fn parameter_schema(parameters: &[Parameter], map: &PropertyMap, opts: CrdOption
         let default = p
             .default
             .as_deref()
-            .and_then(|d| typed_value(d, p.value_type))
+            .and_then(|d| typed_value(d, p.value_type()))
             .filter(|d| {
                 // A default outside the enum would make the API server refuse the CRD.
                 schema

@@ -103,13 +103,13 @@ fn convert(
                     ),
                 ));
             };
-            if !type_matches(value, param.value_type) {
+            if !type_matches(value, param.value_type()) {
                 return Err((
                     property.clone(),
                     format!(
                         "spec.{property} (parameter {}) must be of type {}, not {}",
                         param.name,
-                        schema_type(param.value_type),
+                        schema_type(param.value_type()),
                         json_type(value)
                     ),
                 ));

@@ -42,7 +42,7 @@ pub fn instance_parameters(
         let value_type = parameters
             .iter()
             .find(|p| p.name == name)
-            .map(|p| p.value_type)
+            .map(|p| p.value_type())
             .unwrap_or_default();
         out.insert(name.to_string(), value_string(value, value_type));
     }
@@ -214,7 +214,7 @@ mod tests {
     fn param(name: &str, t: ParameterType, immutable: bool) -> Parameter {
         Parameter {
             name: name.into(),
-            value_type: t,
+            declared_type: Some(t),
             immutable: immutable.then_some(true),
             default: Some("1".into()),
             ..Default::default()

@@ -14,7 +14,7 @@ use crate::package::{DirTree, FileTree, MemTree, Package};
 fn param(name: &str, t: ParameterType, default: Option<&str>) -> Parameter {
     Parameter {
         name: name.into(),
-        value_type: t,
+        declared_type: Some(t),
         default: default.map(str::to_string),
         required: Some(true),
         ..Default::default()
