@@ -458,7 +458,7 @@ fn parameter() -> impl Strategy<Value = Parameter> {
         .prop_map(
             |(name, value_type, default, required, immutable, r#enum, sensitive)| Parameter {
                 name,
-                value_type,
+                declared_type: Some(value_type),
                 default,
                 required,
                 immutable,
@@ -551,7 +551,7 @@ fn fuzz_parameter_single_values() {
             bump(&execs);
             let p = Parameter {
                 name: "p".into(),
-                value_type: ty,
+                declared_type: Some(ty),
                 sensitive: Some(sensitive),
                 ..Parameter::default()
             };

@@ -245,3 +245,70 @@ fn bad_package_missing_operator_yaml_says_so() {
         text(&out.stderr)
     );
 }
+
+/// Array and map parameters with no value (`default:`, `null`, none), as Cassandra's
+/// NODE_TOPOLOGY and EXTERNAL_SEED_NODES: verified, rendered, nil to the templates.
+#[test]
+fn array_and_map_parameters_without_a_value_verify_and_render() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pkg = dir.path();
+    std::fs::create_dir_all(pkg.join("templates")).expect("mkdir");
+    std::fs::write(
+        pkg.join("operator.yaml"),
+        OPERATOR.replace("[b.yaml, a.yaml]", "[cm.yaml]"),
+    )
+    .expect("write");
+    std::fs::write(
+        pkg.join("params.yaml"),
+        "apiVersion: kudo.dev/v1beta1
+parameters:
+  - name: NODE_TOPOLOGY
+    type: array
+    default:
+  - name: SEEDS
+    type: array
+  - name: LABELS
+    type: map
+    default: null
+",
+    )
+    .expect("write");
+    std::fs::write(
+        pkg.join("templates/cm.yaml"),
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: topology
+data:
+  topology: {{ if .Params.NODE_TOPOLOGY }}custom{{ else }}default{{ end }}
+  seeds: \"{{ range .Params.SEEDS }}{{ . }} {{ end }}\"
+  labels: {{ if .Params.LABELS }}some{{ else }}none{{ end }}
+",
+    )
+    .expect("write");
+    let path = pkg.to_str().expect("utf-8 path");
+    let out = kudo(&["package", "verify", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = kudo(&["render", path, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        docs[0]["data"],
+        serde_json::json!({"topology": "default", "seeds": "", "labels": "none"}),
+        "{docs}"
+    );
+    let out = kudo(&[
+        "render",
+        path,
+        "-o",
+        "json",
+        "-p",
+        "SEEDS=[10.0.0.1, 10.0.0.2]",
+        "-p",
+        "NODE_TOPOLOGY=- {datacenter: dc1}",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(docs[0]["data"]["topology"], "custom", "{docs}");
+    assert_eq!(docs[0]["data"]["seeds"], "10.0.0.1 10.0.0.2 ", "{docs}");
+}

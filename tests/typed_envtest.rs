@@ -105,7 +105,176 @@ async fn kudo_crds_framework_prints_the_typed_crd() {
     );
     let props = &docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         ["properties"];
-    assert_eq!(props["nodeCount"]["default"], "3", "{props:#}");
+    // Untyped `default: 3`: an integer or a string.
+    assert_eq!(props["nodeCount"]["default"], 3, "{props:#}");
+    assert_eq!(props["nodeCount"]["x-kubernetes-int-or-string"], true);
+}
+
+/// A package like the community ones (no parameter declares a type), opted in to a typed
+/// CRD in `group`: its Operator and OperatorVersion objects in `ns`.
+fn untyped_objects(group: &str, ns: &str) -> (Value, Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = [
+        (
+            "operator.yaml",
+            "apiVersion: kudo.dev/v1beta1\nname: untyped\noperatorVersion: 0.1.0\ntasks:\n  - {name: app, kind: Apply, spec: {resources: [cm.yaml]}}\nplans:\n  deploy:\n    phases:\n      - name: main\n        steps:\n          - {name: everything, tasks: [app]}\n",
+        ),
+        (
+            "params.yaml",
+            "apiVersion: kudo.dev/v1beta1\nparameters:\n  - {name: NODE_COUNT, default: 3}\n  - {name: TLS, default: false}\n  - {name: RATIO, default: 0.5}\n  - {name: LEVEL, default: \"1\", enum: [\"1\", \"2\"]}\n  - {name: PEERS, type: array}\n",
+        ),
+        (
+            "templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Name }}-conf\ndata:\n  nodes: \"{{ .Params.NODE_COUNT }}\"\n  tls: \"{{ .Params.TLS }}\"\n  ratio: \"{{ .Params.RATIO }}\"\n  level: \"{{ .Params.LEVEL }}\"\n  peers: \"{{ range .Params.PEERS }}{{ . }} {{ end }}\"\n",
+        ),
+    ];
+    for (path, text) in files {
+        let full = dir.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, text).expect("write");
+    }
+    let package = Package::load_path(dir.path()).expect("package");
+    let mut r = package.to_resources().expect("resources");
+    r.operator.metadata.annotations = Some(
+        [(
+            CRD_ANNOTATION.to_string(),
+            json!({"kind": "Untyped", "group": group}).to_string(),
+        )]
+        .into(),
+    );
+    let mut op = serde_json::to_value(&r.operator).expect("operator");
+    op["apiVersion"] = json!("kudo.dev/v1beta1");
+    op["kind"] = json!("Operator");
+    op["metadata"]["namespace"] = json!(ns);
+    let mut ov = serde_json::to_value(&r.operator_version).expect("ov");
+    ov["apiVersion"] = json!("kudo.dev/v1beta1");
+    ov["kind"] = json!("OperatorVersion");
+    ov["metadata"]["namespace"] = json!(ns);
+    (op, ov)
+}
+
+/// Issue 20, item 4: `nodeCount: 3` and `nodeCount: "3"` are both accepted for an untyped
+/// parameter whose default is 3, the API server fills typed defaults, and the Instance
+/// gets the text KUDO would (`"5"`, `"true"`); an array without a default is optional.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untyped_parameters_take_their_natural_type_or_a_string() {
+    let c = client("envtest-1").await;
+    install_crds(&c).await;
+    let ns = Namespace::create(&c, "untyped").await;
+    let cluster = Arc::new(Cluster::from_client("envtest-1", c.clone()));
+    let group = format!("{}.test.kudo.dev", unique("untyped"));
+    let (op, ov) = untyped_objects(&group, &ns.name);
+    cluster.apply(&op).await.expect("operator");
+    cluster.apply(&ov).await.expect("operator version");
+    let _stop = start_manager(cluster.clone(), &ns.name);
+    let crd_name = format!("untypeds.{group}");
+    eventually("typed CRD established", TIMEOUT, || async {
+        cluster
+            .health(&crd_ref(&crd_name))
+            .await
+            .ok()
+            .filter(|h| h.is_healthy())
+    })
+    .await;
+    let gvk = GroupVersionKind::gvk(&group, "v1", "Untyped");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "untypeds");
+    let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns.name, &ar);
+    let object = |name: &str, spec: Value| {
+        json!({
+            "apiVersion": format!("{group}/v1"),
+            "kind": "Untyped",
+            "metadata": {"name": name, "namespace": ns.name},
+            "spec": spec,
+        })
+    };
+
+    // The API server: a number or a string for NODE_COUNT, nothing else; LEVEL's enum in
+    // both spellings; defaults filled in their natural type.
+    cluster
+        .apply(&object(
+            "as-string",
+            json!({"nodeCount": "4", "level": "2"}),
+        ))
+        .await
+        .expect("strings are accepted");
+    let err = cluster
+        .apply(&object("bad", json!({"nodeCount": [3]})))
+        .await
+        .expect_err("a list for an int-or-string")
+        .to_string();
+    assert!(err.contains("spec.nodeCount"), "{err}");
+    let err = cluster
+        .apply(&object("bad", json!({"level": 3})))
+        .await
+        .expect_err("outside the enum")
+        .to_string();
+    assert!(err.contains("spec.level"), "{err}");
+    let stored = cluster
+        .apply(&object("typed", json!({"nodeCount": 5, "tls": true})))
+        .await
+        .expect("natural types are accepted");
+    assert_eq!(stored["spec"]["nodeCount"], 5, "{stored:#}");
+    assert_eq!(stored["spec"]["ratio"], 0.5, "{stored:#}");
+    assert_eq!(stored["spec"]["level"], 1, "{stored:#}");
+    assert!(stored["spec"].get("peers").is_none(), "{stored:#}");
+
+    // The mirrored Instances get the values' text and run deploy.
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    for (name, nodes, tls, level) in [
+        ("typed", "5", "true", "1"),
+        ("as-string", "4", "false", "2"),
+    ] {
+        wait_plan_complete(&c, &ns.name, &api, name, "deploy", "").await;
+        let inst = instances.get(name).await.expect("mirrored Instance");
+        assert_eq!(inst.spec.parameters["NODE_COUNT"], nodes, "{name}");
+        assert_eq!(inst.spec.parameters["TLS"], tls, "{name}");
+        assert_eq!(inst.spec.parameters["LEVEL"], level, "{name}");
+        assert_eq!(inst.spec.parameters["RATIO"], "0.5", "{name}");
+        let cm = cluster
+            .get(&ObjectRef::new(
+                "v1",
+                "ConfigMap",
+                Some(&ns.name),
+                format!("{name}-conf"),
+            ))
+            .await
+            .expect("config map");
+        assert_eq!(cm["data"]["nodes"], nodes, "{cm:#}");
+        assert_eq!(cm["data"]["peers"], "", "no PEERS: nil to the template");
+    }
+
+    // TLS takes any value on the API server (no boolean-or-string schema): kudo refuses
+    // what is neither, by name, and the Instance keeps its value.
+    api.patch(
+        "typed",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"tls": {"on": true}}})),
+    )
+    .await
+    .expect("the API server accepts it");
+    let message = eventually("mistyped value refused", TIMEOUT, || async {
+        let s = typed_status(&api, "typed").await;
+        let ready = s["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        (ready["reason"] == "InvalidParameters")
+            .then(|| ready["message"].as_str().unwrap_or_default().to_string())
+    })
+    .await;
+    assert!(
+        message.contains("spec.tls (parameter TLS) must be of type boolean or string"),
+        "{message}"
+    );
+    let inst = instances.get("typed").await.expect("mirrored Instance");
+    assert_eq!(inst.spec.parameters["TLS"], "true");
+
+    ns.cleanup().await;
+    cluster
+        .delete(&crd_ref(&crd_name))
+        .await
+        .expect("delete CRD");
 }
 
 /// A relay OperatorVersion (repos-example, typed parameters) with LOG_LEVEL made immutable,
@@ -405,7 +574,7 @@ async fn a_package_version_with_other_parameters_adds_a_served_crd_version() {
     next.version = "2.1.0".into();
     for p in &mut next.parameters {
         if p.name == "WORKERS" {
-            p.value_type = kudo::api::ParameterType::String;
+            p.declared_type = Some(kudo::api::ParameterType::String);
         }
     }
     next.parameters.push(kudo::api::Parameter {

@@ -67,12 +67,15 @@ pub struct Parameter {
     pub default: Option<String>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub trigger: String,
+    // `None` when the package declares no `type`: a string to KUDO everywhere but in
+    // `kudo package verify` (any YAML default) and typed CRDs (see `crate::typed::crd`).
     #[serde(
         rename = "value-type",
         default,
-        skip_serializing_if = "ParameterType::is_string"
+        skip_serializing_if = "Option::is_none"
     )]
-    pub value_type: ParameterType,
+    #[schemars(schema_with = "value_type_schema")]
+    pub declared_type: Option<ParameterType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub immutable: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +89,19 @@ impl Parameter {
     pub fn is_sensitive(&self) -> bool {
         self.sensitive == Some(true)
     }
+
+    /// The type values are checked and passed to templates as (undeclared is `string`).
+    pub fn value_type(&self) -> ParameterType {
+        self.declared_type.unwrap_or_default()
+    }
+}
+
+/// `value-type` as a plain string enum (the derived schema of an `Option` adds `null`).
+fn value_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["string", "integer", "number", "boolean", "array", "map"]
+    })
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
@@ -101,10 +117,6 @@ pub enum ParameterType {
 }
 
 impl ParameterType {
-    fn is_string(&self) -> bool {
-        *self == ParameterType::String
-    }
-
     pub fn as_str(&self) -> &'static str {
         match self {
             ParameterType::String => "string",

@@ -166,7 +166,7 @@ fn instance_values(
         spec.parameters
             .iter()
             .find(|p| p.name == name)
-            .map_or(ParameterType::String, |p| p.value_type)
+            .map_or(ParameterType::String, |p| p.value_type())
     };
     let mut values = BTreeMap::new();
     for file in &args.values {

@@ -89,15 +89,15 @@ fn to_crd_parameter(p: &PackageParameter) -> Parameter {
         display_name: p.display_name.clone(),
         description: p.description.clone(),
         required: Some(p.required.unwrap_or(true)),
-        default: wrap_param_value(p.default.as_ref(), p.value_type),
+        default: wrap_param_value(p.default.as_ref(), p.value_type()),
         trigger: p.trigger.clone(),
-        value_type: p.value_type,
+        declared_type: p.declared_type,
         immutable: p.immutable,
         sensitive: p.sensitive,
         r#enum: p.r#enum.as_ref().map(|values| {
             values
                 .iter()
-                .filter_map(|v| wrap_param_value(Some(v), p.value_type))
+                .filter_map(|v| wrap_param_value(Some(v), p.value_type()))
                 .collect()
         }),
     }

@@ -72,8 +72,9 @@ pub struct PackageParameter {
     pub default: Option<serde_json::Value>,
     #[serde(default)]
     pub trigger: String,
-    #[serde(default, rename = "type")]
-    pub value_type: ParameterType,
+    /// `None` when params.yaml gives no `type` (KUDO then checks no type at all).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub declared_type: Option<ParameterType>,
     #[serde(default)]
     pub immutable: Option<bool>,
     #[serde(default)]
@@ -88,6 +89,13 @@ pub struct PackageParameter {
     /// A kudo extension: the value is a secret (see `api::Parameter::sensitive`).
     #[serde(default)]
     pub sensitive: Option<bool>,
+}
+
+impl PackageParameter {
+    /// The type values are checked and passed to templates as (undeclared is `string`).
+    pub fn value_type(&self) -> ParameterType {
+        self.declared_type.unwrap_or_default()
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]

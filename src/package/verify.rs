@@ -68,19 +68,44 @@ pub fn verify(package: &Package) -> VerifyReport {
         }
     }
 
-    // Parameters: defaults must pass their own type and enum checks.
-    if let Ok(resources) = package.to_resources() {
-        for p in &resources.operator_version.spec.parameters {
-            if let Some(reason) = p
-                .default
-                .as_deref()
-                .and_then(|d| super::params::check_value(p, d))
-            {
+    // Parameters: KUDO's `enumParams` and `paramDefaults`, on the values as params.yaml has
+    // them (`default: null` is no default).
+    for p in &package.params.parameters {
+        let name = &p.name;
+        if let Some(values) = &p.r#enum {
+            if values.is_empty() {
                 report.errors.push(format!(
-                    "params.yaml: parameter {:?} has an invalid default: {reason}",
-                    p.name
+                    "params.yaml: parameter {name:?} is an enum but has no allowed values"
                 ));
             }
+            for v in values {
+                if let Err(e) = super::params::check_default(p.declared_type, v) {
+                    report.errors.push(format!(
+                        "params.yaml: parameter {name:?} has an invalid enum value: {e}"
+                    ));
+                }
+            }
+        }
+        let Some(default) = p.default.as_ref().filter(|d| !d.is_null()) else {
+            continue;
+        };
+        let shown = |v: &serde_json::Value| super::go_value_string(v);
+        if let Err(e) = super::params::check_default(p.declared_type, default) {
+            report.errors.push(format!(
+                "params.yaml: parameter {name:?} has an invalid default value: {e}"
+            ));
+        } else if let Some(values) = p.r#enum.as_ref().filter(|v| !v.contains(default)) {
+            let allowed: Vec<String> = values.iter().map(shown).collect();
+            report.errors.push(format!(
+                "params.yaml: parameter {name:?} has an invalid default value: value is {:?}, but only allowed values are [{}]",
+                shown(default),
+                allowed.join(" ")
+            ));
+        }
+        for w in super::params::default_warnings(p.declared_type, default) {
+            report
+                .warnings
+                .push(format!("params.yaml: parameter {name:?}: {w}"));
         }
     }
 

@@ -372,7 +372,7 @@ async fn mirror(
             return Ok(problem(
                 existing,
                 &ov_name,
-                "UnknownParameters",
+                "InvalidParameters",
                 message,
                 None,
             ));

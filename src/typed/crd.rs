@@ -300,7 +300,11 @@ fn parameter_schema(parameters: &[Parameter], map: &PropertyMap, opts: CrdOption
         let Some(property) = map.property(&p.name) else {
             continue;
         };
-        let mut schema = type_schema(p.value_type);
+        let natural = natural_type(p);
+        let mut schema = match natural {
+            Some(t) => untyped_schema(t),
+            None => type_schema(p.value_type()),
+        };
         let mut description = if p.description.is_empty() {
             p.display_name.clone()
         } else {
@@ -316,12 +320,27 @@ fn parameter_schema(parameters: &[Parameter], map: &PropertyMap, opts: CrdOption
         if !p.trigger.is_empty() {
             description.push_str(&format!(" A change runs plan {}.", p.trigger));
         }
+        if let Some(t) = natural {
+            description.push_str(&format!(
+                " Accepts a{} {} or a string.",
+                if t == ParameterType::Integer { "n" } else { "" },
+                t.as_str()
+            ));
+        }
         schema.insert("description".into(), Value::String(description));
         if let Some(values) = &p.r#enum {
-            let values: Vec<Value> = values
-                .iter()
-                .filter_map(|v| typed_value(v, p.value_type))
-                .collect();
+            let values: Vec<Value> = match natural {
+                // Both spellings of each value: `1` and `"1"`.
+                Some(t) => values
+                    .iter()
+                    .flat_map(|v| [typed_value(v, t), Some(Value::String(v.clone()))])
+                    .flatten()
+                    .collect(),
+                None => values
+                    .iter()
+                    .filter_map(|v| typed_value(v, p.value_type()))
+                    .collect(),
+            };
             if !values.is_empty() {
                 schema.insert("enum".into(), Value::Array(values));
             }
@@ -329,7 +348,15 @@ fn parameter_schema(parameters: &[Parameter], map: &PropertyMap, opts: CrdOption
         let default = p
             .default
             .as_deref()
-            .and_then(|d| typed_value(d, p.value_type))
+            .and_then(|d| match natural {
+                // The typed spelling only when the Instance gets the very same text back.
+                Some(t) => Some(
+                    typed_value(d, t)
+                        .filter(|v| json_text(v) == d)
+                        .unwrap_or_else(|| Value::String(d.to_string())),
+                ),
+                None => typed_value(d, p.value_type()),
+            })
             .filter(|d| {
                 // A default outside the enum would make the API server refuse the CRD.
                 schema
@@ -341,10 +368,19 @@ fn parameter_schema(parameters: &[Parameter], map: &PropertyMap, opts: CrdOption
             Some(d) => {
                 schema.insert("default".into(), d);
             }
-            None if p.required.unwrap_or(false) => required.push(Value::String(property.into())),
+            // As KUDO: required when there is no default at all (an array or map has
+            // `null`, one that does not fit the schema still applies through the Instance).
+            None if p.required.unwrap_or(false) && p.default.is_none() => {
+                required.push(Value::String(property.into()))
+            }
             None => {}
         }
-        if opts.cel && p.immutable == Some(true) {
+        // CEL has no type to compare an untyped (preserve-unknown-fields) value with.
+        let cel_typed = !matches!(
+            natural,
+            Some(ParameterType::Boolean | ParameterType::Number)
+        );
+        if opts.cel && p.immutable == Some(true) && cel_typed {
             schema.insert(
                 "x-kubernetes-validations".into(),
                 json!([{"rule": "self == oldSelf", "message": format!("parameter {} is immutable", p.name)}]),
@@ -373,6 +409,112 @@ fn type_schema(t: ParameterType) -> Map<String, Value> {
             "type": "object",
             "x-kubernetes-preserve-unknown-fields": true,
         }),
+    };
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// For a parameter without a declared type (a string to KUDO): the type its default and enum
+/// values all naturally have as YAML, spelled as JSON numbers or `true`/`false` (`3`, `0.5`,
+/// `true`; not `007` or `1Gi`). Its typed property then accepts that type as well as a
+/// string, and the Instance gets the value's text either way (`3` and `"3"` are `3`).
+pub fn natural_type(p: &Parameter) -> Option<ParameterType> {
+    if p.declared_type.is_some() {
+        return None;
+    }
+    let texts: Vec<&str> = p
+        .default
+        .iter()
+        .chain(p.r#enum.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    if texts.is_empty() {
+        return None;
+    }
+    [
+        ParameterType::Integer,
+        ParameterType::Boolean,
+        ParameterType::Number,
+    ]
+    .into_iter()
+    .find(|t| texts.iter().all(|s| is_natural(s, *t)))
+}
+
+/// A value's JSON text, which is what the Instance gets for it (see `mirror::value_string`).
+fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+fn is_natural(text: &str, t: ParameterType) -> bool {
+    let json_number = |s: &str| {
+        let s = s.strip_prefix('-').unwrap_or(s);
+        let (int, rest) = s.split_at(s.find(['.', 'e', 'E']).unwrap_or(s.len()));
+        let int_ok = int == "0"
+            || (!int.is_empty()
+                && !int.starts_with('0')
+                && int.bytes().all(|b| b.is_ascii_digit()));
+        let (frac, exp) = match rest.find(['e', 'E']) {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let frac_ok = frac.is_empty()
+            || frac
+                .strip_prefix('.')
+                .is_some_and(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+        let exp_ok = exp.is_none_or(|e| {
+            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+            !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+        });
+        int_ok && frac_ok && exp_ok
+    };
+    match t {
+        ParameterType::Integer => {
+            json_number(text) && !text.contains(['.', 'e', 'E']) && text.parse::<i64>().is_ok()
+        }
+        ParameterType::Number => json_number(text) && text.parse::<f64>().is_ok_and(f64::is_finite),
+        ParameterType::Boolean => text == "true" || text == "false",
+        _ => false,
+    }
+}
+
+/// Whether a typed property's value is one its parameter takes: the declared type, or for
+/// an untyped parameter a string or its [`natural_type`].
+pub fn accepts(p: &Parameter, value: &Value) -> bool {
+    match natural_type(p) {
+        Some(t) => value.is_string() || is_of_type(value, t),
+        None => is_of_type(value, p.value_type()),
+    }
+}
+
+fn is_of_type(value: &Value, t: ParameterType) -> bool {
+    match t {
+        ParameterType::String => value.is_string(),
+        ParameterType::Integer => value.is_i64() || value.is_u64(),
+        ParameterType::Number => value.is_number(),
+        ParameterType::Boolean => value.is_boolean(),
+        ParameterType::Array => value.is_array(),
+        ParameterType::Map => value.is_object(),
+    }
+}
+
+/// The schema name of what [`accepts`] takes, for messages (`integer or string`).
+pub fn accepted_types(p: &Parameter) -> String {
+    let name = |t: ParameterType| match t {
+        ParameterType::Map => "object",
+        other => other.as_str(),
+    };
+    match natural_type(p) {
+        Some(t) => format!("{} or string", name(t)),
+        None => name(p.value_type()).to_string(),
+    }
+}
+
+/// An untyped parameter's property: an integer or a string is `int-or-string`; a structural
+/// schema has no boolean-or-string or number-or-string, so those take any value here and
+/// kudo checks the type ([`accepts`]) before it reaches the Instance.
+fn untyped_schema(natural: ParameterType) -> Map<String, Value> {
+    let v = match natural {
+        ParameterType::Integer => json!({"x-kubernetes-int-or-string": true}),
+        _ => json!({"x-kubernetes-preserve-unknown-fields": true}),
     };
     v.as_object().cloned().unwrap_or_default()
 }

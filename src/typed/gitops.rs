@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::names::PropertyMap;
 use super::{CrdTarget, RESERVED_PLACEMENT};
-use crate::api::{Operator, OperatorVersionSpec, ParameterType};
+use crate::api::{Operator, OperatorVersionSpec};
 
 /// A framework version as the typed reading needs it.
 pub struct TypedFramework<'a> {
@@ -103,13 +103,13 @@ fn convert(
                     ),
                 ));
             };
-            if !type_matches(value, param.value_type) {
+            if !super::crd::accepts(param, value) {
                 return Err((
                     property.clone(),
                     format!(
                         "spec.{property} (parameter {}) must be of type {}, not {}",
                         param.name,
-                        schema_type(param.value_type),
+                        super::crd::accepted_types(param),
                         json_type(value)
                     ),
                 ));
@@ -132,24 +132,6 @@ fn convert(
         "metadata": doc.get("metadata").cloned().unwrap_or(Value::Null),
         "spec": generic_spec,
     }))
-}
-
-fn type_matches(value: &Value, t: ParameterType) -> bool {
-    match t {
-        ParameterType::String => value.is_string(),
-        ParameterType::Integer => value.is_i64() || value.is_u64(),
-        ParameterType::Number => value.is_number(),
-        ParameterType::Boolean => value.is_boolean(),
-        ParameterType::Array => value.is_array(),
-        ParameterType::Map => value.is_object(),
-    }
-}
-
-fn schema_type(t: ParameterType) -> &'static str {
-    match t {
-        ParameterType::Map => "object",
-        other => other.as_str(),
-    }
 }
 
 fn json_type(value: &Value) -> &'static str {

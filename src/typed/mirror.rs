@@ -31,6 +31,7 @@ pub fn instance_parameters(
 ) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     let mut unknown = Vec::new();
+    let mut mistyped = Vec::new();
     for (property, value) in spec {
         if super::names::RESERVED.contains(&property.as_str()) {
             continue;
@@ -39,21 +40,34 @@ pub fn instance_parameters(
             unknown.push(format!("spec.{property}"));
             continue;
         };
-        let value_type = parameters
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.value_type)
-            .unwrap_or_default();
-        out.insert(name.to_string(), value_string(value, value_type));
+        let Some(param) = parameters.iter().find(|p| p.name == name) else {
+            unknown.push(format!("spec.{property}"));
+            continue;
+        };
+        // The API server checks declared types; an untyped parameter's boolean or number
+        // property takes any value there (see `crd::natural_type`).
+        if !value.is_null() && !super::crd::accepts(param, value) {
+            mistyped.push(format!(
+                "spec.{property} (parameter {}) must be of type {}",
+                param.name,
+                super::crd::accepted_types(param)
+            ));
+            continue;
+        }
+        out.insert(name.to_string(), value_string(value, param.value_type()));
     }
-    if unknown.is_empty() {
-        Ok(out)
-    } else {
-        Err(format!(
+    let mut problems = mistyped;
+    if !unknown.is_empty() {
+        problems.push(format!(
             "{} not parameters of this package version (its properties: {})",
             unknown.join(", "),
             map.properties().collect::<Vec<_>>().join(", ")
-        ))
+        ));
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems.join("; "))
     }
 }
 
@@ -214,7 +228,7 @@ mod tests {
     fn param(name: &str, t: ParameterType, immutable: bool) -> Parameter {
         Parameter {
             name: name.into(),
-            value_type: t,
+            declared_type: Some(t),
             immutable: immutable.then_some(true),
             default: Some("1".into()),
             ..Default::default()

@@ -14,7 +14,7 @@ use crate::package::{DirTree, FileTree, MemTree, Package};
 fn param(name: &str, t: ParameterType, default: Option<&str>) -> Parameter {
     Parameter {
         name: name.into(),
-        value_type: t,
+        declared_type: Some(t),
         default: default.map(str::to_string),
         required: Some(true),
         ..Default::default()
@@ -91,8 +91,9 @@ fn one_typed_property_per_parameter() {
         "{}",
         props["disk"]
     );
-    // Required without a default: the API server demands it; LABELS has no usable default.
-    assert_eq!(spec["required"], json!(["disk", "labels"]));
+    // Required without a default: the API server demands it. LABELS has one (`null`, as
+    // every array or map without a default has in KUDO), so it is optional.
+    assert_eq!(spec["required"], json!(["disk"]));
     // No CEL unless asked for (1.20 refuses the field).
     assert!(props["disk"].get("x-kubernetes-validations").is_none());
     let columns: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
@@ -102,6 +103,95 @@ fn one_typed_property_per_parameter() {
         .map(|c| c["name"].as_str().expect("name"))
         .collect();
     assert_eq!(columns, ["Version", "Plan", "Status", "Ready", "Age"]);
+}
+
+fn untyped(name: &str, default: Option<&str>) -> Parameter {
+    Parameter {
+        declared_type: None,
+        ..param(name, ParameterType::String, default)
+    }
+}
+
+/// A parameter without `type` (a string to KUDO) takes the natural YAML type of its default
+/// as well as a string; the schema default keeps the OperatorVersion's text when the typed
+/// spelling would not give it back.
+#[test]
+fn untyped_parameters_accept_their_natural_type_or_a_string() {
+    let mut level = untyped("LEVEL", Some("1"));
+    level.r#enum = Some(vec!["1".into(), "2".into()]);
+    let p = vec![
+        untyped("NODE_COUNT", Some("3")),
+        untyped("TLS", Some("false")),
+        untyped("RATIO", Some("0.5")),
+        untyped("HEAP", Some("1e+06")),
+        untyped("ZIP", Some("007")),
+        untyped("MEMORY", Some("1Gi")),
+        untyped("NOTHING", None),
+        param("NAME", ParameterType::String, Some("3")),
+        level,
+    ];
+    let crd = generate(&target(), &[&ov("1.0.0", p)], None, CrdOptions::default()).expect("crd");
+    let spec = spec_props(&crd, "v1");
+    let props = &spec["properties"];
+    let count = &props["nodeCount"];
+    assert_eq!(count["x-kubernetes-int-or-string"], true, "{count}");
+    assert!(count.get("type").is_none(), "{count}");
+    assert_eq!(count["default"], 3);
+    assert!(
+        count["description"]
+            .as_str()
+            .expect("description")
+            .ends_with("Accepts an integer or a string."),
+        "{count}"
+    );
+    for (prop, default) in [("tls", json!(false)), ("ratio", json!(0.5))] {
+        let s = &props[prop];
+        assert_eq!(s["x-kubernetes-preserve-unknown-fields"], true, "{s}");
+        assert!(s.get("type").is_none(), "{s}");
+        assert_eq!(s["default"], default, "{s}");
+    }
+    // 1e+06 read as a number would come back as 1000000.0: the default stays text.
+    assert_eq!(props["heap"]["default"], "1e+06");
+    for prop in ["zip", "memory", "nothing", "name"] {
+        assert_eq!(props[prop]["type"], "string", "{prop}: {}", props[prop]);
+    }
+    assert_eq!(props["level"]["enum"], json!([1, "1", 2, "2"]));
+    assert_eq!(props["level"]["default"], 1);
+    assert_eq!(spec["required"], json!(["nothing"]));
+}
+
+#[test]
+fn typed_values_of_untyped_parameters_reach_the_instance_as_text() {
+    use super::mirror::instance_parameters;
+    use super::names::PropertyMap;
+    let params = vec![
+        untyped("NODE_COUNT", Some("3")),
+        untyped("TLS", Some("false")),
+        untyped("MEMORY", Some("1Gi")),
+    ];
+    let map = PropertyMap::new("t", params.iter().map(|p| p.name.as_str())).expect("map");
+    for spec in [
+        json!({"nodeCount": 5, "tls": true, "memory": "2Gi"}),
+        json!({"nodeCount": "5", "tls": "true", "memory": "2Gi"}),
+    ] {
+        let got =
+            instance_parameters(spec.as_object().expect("obj"), &params, &map).expect("accepted");
+        assert_eq!(got["NODE_COUNT"], "5", "{spec}");
+        assert_eq!(got["TLS"], "true", "{spec}");
+        assert_eq!(got["MEMORY"], "2Gi", "{spec}");
+    }
+    // The API server lets any value through for TLS (no boolean-or-string schema exists):
+    // kudo refuses what is neither, naming each property.
+    let spec = json!({"tls": {"on": true}, "memory": 2, "nodeCount": [1]});
+    let err = instance_parameters(spec.as_object().expect("obj"), &params, &map)
+        .expect_err("wrong types");
+    for needle in [
+        "spec.tls (parameter TLS) must be of type boolean or string",
+        "spec.memory (parameter MEMORY) must be of type string",
+        "spec.nodeCount (parameter NODE_COUNT) must be of type integer or string",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
 }
 
 #[test]
@@ -381,6 +471,55 @@ fn git_typed_documents_with_bad_values_name_file_line_and_property() {
     .expect_err("refused")
     .to_string();
     assert!(err.contains("9.9.9") && err.contains("2.0.0"), "{err}");
+}
+
+/// A framework like the community ones: no parameter declares a type.
+fn repo_with_untyped(doc: &str) -> MemTree {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("repos-example");
+    let dir = DirTree::new(&root);
+    let mut files = BTreeMap::new();
+    for p in dir.paths().expect("list") {
+        files.insert(p.clone(), dir.read(&p).expect("read"));
+    }
+    let fw = "frameworks/zk/0.1.0/";
+    let operator = "apiVersion: kudo.dev/v1beta1\nname: zk\noperatorVersion: 0.1.0\ntasks:\n  - {name: app, kind: Apply, spec: {resources: [cm.yaml]}}\nplans:\n  deploy:\n    phases:\n      - name: main\n        steps:\n          - {name: everything, tasks: [app]}\n";
+    let params = "apiVersion: kudo.dev/v1beta1\nparameters:\n  - name: NODE_COUNT\n    default: 3\n  - name: TLS\n    default: false\n";
+    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: zk\ndata:\n  nodes: \"{{ .Params.NODE_COUNT }}\"\n  tls: \"{{ .Params.TLS }}\"\n";
+    for (path, text) in [
+        ("operator.yaml", operator),
+        ("params.yaml", params),
+        ("templates/cm.yaml", template),
+    ] {
+        files.insert(format!("{fw}{path}"), text.as_bytes().to_vec());
+    }
+    files.insert("instances/dev/zk.yaml".into(), doc.as_bytes().to_vec());
+    MemTree::new("repo", files)
+}
+
+#[test]
+fn git_typed_documents_give_untyped_parameters_numbers_or_strings() {
+    let doc = |count: &str, tls: &str| {
+        format!(
+            "apiVersion: frameworks.kudo.dev/v1\nkind: Zk\nmetadata:\n  name: zk\n  namespace: data\nspec:\n  version: 0.1.0\n  nodeCount: {count}\n  tls: {tls}\n  placement:\n    clusterSelector: {{matchLabels: {{env: dev}}}}\n"
+        )
+    };
+    for (count, tls) in [("5", "true"), ("\"5\"", "\"true\"")] {
+        let state = load(&repo_with_untyped(&doc(count, tls)), REV, &clusters())
+            .unwrap_or_else(|e| panic!("nodeCount: {count}: {e}"));
+        let inst = &state.instances["data/zk"];
+        assert_eq!(inst.parameters["NODE_COUNT"], "5", "nodeCount: {count}");
+        assert_eq!(inst.parameters["TLS"], "true", "tls: {tls}");
+    }
+    let err = load(&repo_with_untyped(&doc("[5]", "true")), REV, &clusters())
+        .expect_err("a list is neither")
+        .to_string();
+    assert!(
+        err.contains("instances/dev/zk.yaml:8:")
+            && err.contains(
+                "spec.nodeCount (parameter NODE_COUNT) must be of type integer or string, not array"
+            ),
+        "{err}"
+    );
 }
 
 #[test]
