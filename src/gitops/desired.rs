@@ -880,7 +880,7 @@ fn instance(
                 l.error(
                     file,
                     at(&e.parameter).or(at("parameters")),
-                    format!("parameter {}: {}", e.parameter, e.reason),
+                    format!("parameter {:?} {}", e.parameter, e.reason),
                 );
             }
             return None;
@@ -893,7 +893,7 @@ fn instance(
                 l.error(
                     file,
                     at(&e.parameter),
-                    format!("parameter {}: {}", e.parameter, e.reason),
+                    format!("parameter {:?} {}", e.parameter, e.reason),
                 );
             }
             return None;
