@@ -1255,11 +1255,11 @@ mod tests {
         let doc = "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: x\nspec:\n  framework: webcache\n  version: 1.0.0\n  parameters:\n    EVICTION_POLICY: random\n    NOPE: 1\n  placement:\n    clusterSelector: {}\n";
         let e = errors(&example_with(&[("instances/x.yaml", Some(doc))]));
         assert!(
-            e.contains("instances/x.yaml:9: parameter EVICTION_POLICY:"),
+            e.contains("instances/x.yaml:9: parameter \"EVICTION_POLICY\" has an invalid value"),
             "{e}"
         );
         assert!(
-            e.contains("instances/x.yaml:10: parameter NOPE: is not declared"),
+            e.contains("instances/x.yaml:10: parameter \"NOPE\" is not declared"),
             "{e}"
         );
     }
