@@ -524,7 +524,7 @@ async fn no_secret_appears_in_any_output() {
     git(&repo, &["commit", "-q", "-am", "two"]);
     let status = wait_for("the bad revision to be refused", TIMEOUT, || async {
         let (_, s) = serve.get("/api/v1/status");
-        s.contains("parameter PIN").then_some(s)
+        s.contains(r#"parameter \"PIN\""#).then_some(s)
     })
     .await;
     assert!(status.contains("sensitive, not shown"), "{status}");
