@@ -1,6 +1,7 @@
 //! Simulated cluster costs: memory per cluster holding 50 objects (counted by a tracking
 //! allocator) and requests per second one cluster serves through the tower path.
 //! Run: `cargo bench --bench sim` (prints numbers; no pass/fail).
+#![allow(unsafe_code)] // signals to child processes / a counting allocator; each site has a SAFETY comment
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};

@@ -17,3 +17,4 @@ pub mod repo;
 pub mod sim;
 pub mod template;
 pub mod typed;
+pub mod util;

@@ -137,7 +137,9 @@ async fn faults_never_lose_an_instance_rerun_a_plan_or_stop_the_daemon() {
     let keep = held.clone();
     std::thread::spawn(move || {
         for conn in silent.incoming().flatten() {
-            keep.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            keep.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(conn);
         }
     });
     let stuck_url = format!("http://127.0.0.1:{port}/stuck.git");

@@ -611,7 +611,7 @@ fn every_function_with_edge_arguments() {
             cases.push(format!("{f} {a}"));
             for b in args {
                 cases.push(format!("{f} {a} {b}"));
-                for c in thirds.iter() {
+                for c in thirds {
                     cases.push(format!("{f} {a} {b} {c}"));
                 }
             }

@@ -505,7 +505,9 @@ fn fuzz_instance_documents() {
         let mut files = base.clone();
         files.insert("instances/fuzz.yaml".into(), text.clone().into_bytes());
         let tree = MemTree::new("fuzz", files);
-        let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match desired::load_cached(&tree, "0123456789ab", &clusters, &mut cache) {
             Ok(state) => prop_assert!(state.instances.len() <= 2),
             Err(e) => bounded("revision error", &e.to_string(), text.len())?,
@@ -602,7 +604,7 @@ fn fuzz_webhook_authorize() {
                         (HookSecret::Open, _, _) => true,
                         (HookSecret::Unavailable(_), _, _) => false,
                         (HookSecret::Secret(s), Some(sig), _) => {
-                            sig.to_str().map(|t| t.to_ascii_lowercase()).ok()
+                            sig.to_str().map(str::to_ascii_lowercase).ok()
                                 == Some(github_signature(s, &h.body))
                         }
                         (HookSecret::Secret(s), None, Some(tok)) => {

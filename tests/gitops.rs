@@ -284,7 +284,7 @@ fn git_sync_over_git_daemon_and_file_url() {
     let missing = GitSource::new(&repository("fleet", Some("nope")), &git_url, cache.path());
     match missing.sync() {
         Err(e @ GitError::RefNotFound { .. }) => {
-            assert!(e.to_string().contains("ref \"nope\" does not exist"), "{e}")
+            assert!(e.to_string().contains("ref \"nope\" does not exist"), "{e}");
         }
         other => panic!("expected RefNotFound, got {other:?}"),
     }

@@ -1,6 +1,7 @@
 //! Hostile inputs of issue 18 through real files: a decompression bomb given to
 //! `kudo package verify` (the real binary, its peak memory measured by the kernel), and
 //! local directory sources whose symlinks leave the tree or form cycles.
+#![allow(unsafe_code)] // signals to child processes / a counting allocator; each site has a SAFETY comment
 
 use std::io::Write;
 use std::path::Path;

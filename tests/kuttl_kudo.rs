@@ -64,14 +64,14 @@ fn every_kudo_case_is_accounted_for() {
     let dir = root().join("../shared/kudo-tests/integration");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .expect("kudo-tests")
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     names.sort();
     let mut listed: Vec<String> = PASSING
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .chain(NOT_YET.iter().map(|(n, _)| n.to_string()))
         .collect();
     listed.sort();
@@ -315,7 +315,9 @@ static ENVTEST_2: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// on their own envtest cluster so their manager never meets the KUDO suite's instances.
 #[test]
 fn repos_example_suite_passes() {
-    let _turn = ENVTEST_2.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = ENVTEST_2
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let kubeconfig = envtest_kubeconfig();
     let out = kudo(
         &[
@@ -349,7 +351,9 @@ fn repos_example_suite_passes() {
 /// for its current spec is COMPLETE (`child-instance`).
 #[test]
 fn fidelity_suite_passes() {
-    let _turn = ENVTEST_2.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = ENVTEST_2
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let kubeconfig = envtest_kubeconfig();
     let artifacts = tempfile::tempdir().expect("tmp");
     let out = kudo(

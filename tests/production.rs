@@ -1,5 +1,6 @@
 //! Running kudo in production, on real API servers (envtest): two `kudo serve` processes with
 //! leader election, secrets kept out of every output, the deploy/ manifests and their RBAC.
+#![allow(unsafe_code)] // signals to child processes / a counting allocator; each site has a SAFETY comment
 
 mod support;
 

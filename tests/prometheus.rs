@@ -2,6 +2,7 @@
 //! shape, and the done-when test — `kudo serve` (simulated clusters, a real Git repository,
 //! one unreachable cluster) scraped by a real Prometheus (Debian's, installed by
 //! `scripts/prometheus`), with every query of every dashboard panel returning series.
+#![allow(unsafe_code)] // signals to child processes / a counting allocator; each site has a SAFETY comment
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -173,7 +173,7 @@ async fn untyped_parameters_take_their_natural_type_or_a_string() {
             .health(&crd_ref(&crd_name))
             .await
             .ok()
-            .filter(|h| h.is_healthy())
+            .filter(kudo::cluster::Health::is_healthy)
     })
     .await;
     let gvk = GroupVersionKind::gvk(&group, "v1", "Untyped");
@@ -381,7 +381,7 @@ async fn typed_objects_run_their_plans_and_bad_values_are_refused() {
             .health(&crd_ref(&crd_name))
             .await
             .ok()
-            .filter(|h| h.is_healthy())
+            .filter(kudo::cluster::Health::is_healthy)
     })
     .await;
 
@@ -729,7 +729,7 @@ async fn kudo_manager_installs_the_crd_of_an_installed_package() {
             .health(&crd_ref(&crd_name))
             .await
             .ok()
-            .filter(|h| h.is_healthy())
+            .filter(kudo::cluster::Health::is_healthy)
     })
     .await;
     assert!(established.is_healthy());

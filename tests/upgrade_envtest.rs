@@ -165,7 +165,7 @@ async fn todays_format_is_taken_over_without_deleting_or_rerunning_anything() {
                     Err(format!("{s:?}"))
                 }
             })
-            .await
+            .await;
         }
     };
 

@@ -202,3 +202,33 @@ pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
+
+/// Annotation holding the JSON [`Snapshot`] of what the manager last acted on for an
+/// Instance (KUDO's name). The engine writes it; health, the rollout view and redaction read it.
+pub const LAST_APPLIED_ANNOTATION: &str = "kudo.dev/last-applied-instance-state";
+
+/// What the manager last acted on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub operator_version: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// The last plan run started (name and uid), so a manual trigger is seen once.
+    #[serde(default)]
+    pub plan: String,
+    #[serde(default)]
+    pub plan_uid: String,
+}
+
+impl Snapshot {
+    /// The snapshot recording that `plan` (with `uid`) was started for `spec`.
+    pub fn of(spec: &InstanceSpec, plan: &str, uid: &str) -> Self {
+        Snapshot {
+            operator_version: spec.operator_version.name.clone().unwrap_or_default(),
+            parameters: spec.parameters.clone(),
+            plan: plan.to_string(),
+            plan_uid: uid.to_string(),
+        }
+    }
+}

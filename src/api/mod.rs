@@ -10,13 +10,13 @@ mod operator;
 mod operator_version;
 
 pub use instance::{
-    AppliedObject, Condition, ExecutionStatus, Instance, InstanceSpec, InstanceStatus, PhaseStatus,
-    PlanExecution, PlanStatus, StepStatus,
+    AppliedObject, Condition, ExecutionStatus, Instance, InstanceSpec, InstanceStatus,
+    LAST_APPLIED_ANNOTATION, PhaseStatus, PlanExecution, PlanStatus, Snapshot, StepStatus,
 };
 pub use operator::{Maintainer, Operator, OperatorSpec, OperatorStatus};
 pub use operator_version::{
     OperatorVersion, OperatorVersionSpec, OperatorVersionStatus, Ordering, Parameter,
-    ParameterType, Phase, PipeSpec, Plan, Step, Task, TaskSpec,
+    ParameterType, Phase, PipeSpec, Plan, Step, Task, TaskKind, TaskSpec,
 };
 
 pub use k8s_openapi::api::core::v1::ObjectReference;

@@ -136,9 +136,96 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "is_default")]
     pub name: String,
     #[serde(default, skip_serializing_if = "is_default")]
-    pub kind: String,
+    #[schemars(with = "String")]
+    pub kind: TaskKind,
     #[serde(default, skip_serializing_if = "is_default")]
     pub spec: TaskSpec,
+}
+
+/// A task's kind, KUDO's names. Typed from the package to the executor so a kind is matched
+/// by the compiler, not as a string in several files. A kind kudo does not know is kept as
+/// written (round trips stay lossless) and refused by `kudo package verify`, package
+/// loading and the engine.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    Apply,
+    Delete,
+    Toggle,
+    Dummy,
+    Pipe,
+    KudoOperator,
+    /// Anything else, as written (empty when the task names no kind).
+    Other(String),
+}
+
+impl TaskKind {
+    /// Every kind kudo runs.
+    pub const KNOWN: [TaskKind; 6] = [
+        TaskKind::Apply,
+        TaskKind::Delete,
+        TaskKind::Toggle,
+        TaskKind::Dummy,
+        TaskKind::Pipe,
+        TaskKind::KudoOperator,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            TaskKind::Apply => "Apply",
+            TaskKind::Delete => "Delete",
+            TaskKind::Toggle => "Toggle",
+            TaskKind::Dummy => "Dummy",
+            TaskKind::Pipe => "Pipe",
+            TaskKind::KudoOperator => "KudoOperator",
+            TaskKind::Other(s) => s,
+        }
+    }
+
+    pub fn parse(text: &str) -> TaskKind {
+        Self::KNOWN
+            .into_iter()
+            .find(|k| k.as_str() == text)
+            .unwrap_or_else(|| TaskKind::Other(text.to_string()))
+    }
+
+    pub fn is_known(&self) -> bool {
+        !matches!(self, TaskKind::Other(_))
+    }
+
+    /// Kinds whose `resources` are templates rendered into objects.
+    pub fn renders_resources(&self) -> bool {
+        matches!(self, TaskKind::Apply | TaskKind::Delete | TaskKind::Toggle)
+    }
+}
+
+impl Default for TaskKind {
+    fn default() -> Self {
+        TaskKind::Other(String::new())
+    }
+}
+
+impl std::fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for TaskKind {
+    fn from(text: &str) -> Self {
+        TaskKind::parse(text)
+    }
+}
+
+impl Serialize for TaskKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| TaskKind::parse(&s))
+    }
 }
 
 /// The union of every task kind's fields, as KUDO embeds them in one struct.

@@ -35,6 +35,7 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
+#[allow(unsafe_code)] // sysconf(3); see SAFETY below.
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, env = "KUDO_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// How often a running plan is re-checked when no watch event wakes it.
-    #[arg(long, default_value = "2s", value_parser = crate::engine::duration::parse, env = "KUDO_POLL_INTERVAL")]
+    #[arg(long, default_value = "2s", value_parser = crate::util::duration::flag, env = "KUDO_POLL_INTERVAL")]
     pub poll_interval: Duration,
     /// Do not install typed CRDs for Operators that opted in (operator.yaml `crd:`), nor
     /// mirror their typed objects into Instances.

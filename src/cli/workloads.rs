@@ -17,10 +17,10 @@ pub struct Args {
     #[arg(long)]
     pub only_namespace: bool,
     /// Delay before workloads report ready.
-    #[arg(long, default_value = "500ms", value_parser = crate::engine::duration::parse)]
+    #[arg(long, default_value = "500ms", value_parser = crate::util::duration::flag)]
     pub ready_delay: Duration,
     /// How long a Job runs before it succeeds (or fails).
-    #[arg(long, default_value = "1s", value_parser = crate::engine::duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = crate::util::duration::flag)]
     pub job_duration: Duration,
 }
 

@@ -24,7 +24,7 @@
 //! - KUDO `Instance` (kudo.dev): healthy only when the plan its manager started for its current
 //!   spec is `COMPLETE`. KUDO says "no plan scheduled" (`spec.planExecution.planName` empty);
 //!   kudo keeps `planExecution` after a run, so it reads what its manager acted on instead: the
-//!   snapshot annotation [`LAST_APPLIED_INSTANCE_STATE`] (operator version, parameters, plan
+//!   snapshot annotation [`LAST_APPLIED_ANNOTATION`] (operator version, parameters, plan
 //!   and uid) must match the spec, and that plan's status (same uid) must be `COMPLETE`.
 //!   A fresh Instance (no snapshot yet), a pending manual trigger, a changed spec the manager
 //!   has not acted on, or a plan still running is progressing; `FATAL_ERROR` (or a cancelled
@@ -36,10 +36,7 @@
 use serde_json::Value;
 
 use super::object::split_api_version;
-
-/// Annotation in which the manager records what it last acted on for an Instance (KUDO's
-/// name): JSON with `operatorVersion`, `parameters`, `plan` and `planUid`.
-pub const LAST_APPLIED_INSTANCE_STATE: &str = "kudo.dev/last-applied-instance-state";
+use crate::api::LAST_APPLIED_ANNOTATION;
 
 /// The health of one live object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +288,7 @@ fn instance(obj: &Value) -> Health {
     }
     let snapshot: Option<Value> = obj
         .pointer("/metadata/annotations")
-        .and_then(|a| a.get(LAST_APPLIED_INSTANCE_STATE))
+        .and_then(|a| a.get(LAST_APPLIED_ANNOTATION))
         .and_then(Value::as_str)
         .and_then(|s| serde_json::from_str(s).ok());
     let Some(snapshot) = snapshot else {
@@ -630,7 +627,7 @@ mod tests {
                 "parameters": spec_params},
             "status": {"planStatus": plan_status}});
         if let Some(snap) = snapshot {
-            obj["metadata"]["annotations"] = json!({LAST_APPLIED_INSTANCE_STATE: snap.to_string()});
+            obj["metadata"]["annotations"] = json!({LAST_APPLIED_ANNOTATION: snap.to_string()});
             obj["spec"]["planExecution"] = json!({"planName": snap["plan"],
                 "uid": snap["planUid"], "status": "IN_PROGRESS"});
         }

@@ -37,7 +37,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ctx = Arc::new(Context::new(cluster.clone(), poll));
-    run_with(ctx, namespace, shutdown).await
+    run_with(ctx, namespace, shutdown).await;
 }
 
 /// [`run`] with a given context (metrics shared with the process's registry).

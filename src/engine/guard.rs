@@ -287,11 +287,11 @@ async fn set_panic_condition(inst: &Instance, ctx: &Context, message: Option<&st
         .await
     {
         Ok(_) if message.is_none() => {
-            info!(instance = %key_of(inst), "reconcile recovered from its panic")
+            info!(instance = %key_of(inst), "reconcile recovered from its panic");
         }
         Ok(_) => {}
         Err(e) => {
-            warn!(instance = %key_of(inst), error = %e, "cannot record the panic on the instance")
+            warn!(instance = %key_of(inst), error = %e, "cannot record the panic on the instance");
         }
     }
 }

@@ -5,7 +5,6 @@
 pub mod backoff;
 pub mod controller;
 pub mod drift;
-pub mod duration;
 pub mod guard;
 pub mod objects;
 pub mod pipe;

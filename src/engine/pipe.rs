@@ -43,7 +43,7 @@ pub fn artifact_name(instance: &str, task: &str, key: &str) -> String {
 pub fn names(ov: &OperatorVersionSpec, instance: &str) -> BTreeMap<String, String> {
     ov.tasks
         .iter()
-        .filter(|t| t.kind == "Pipe")
+        .filter(|t| t.kind == crate::api::TaskKind::Pipe)
         .flat_map(|t| {
             t.spec
                 .pipe

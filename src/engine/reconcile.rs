@@ -585,7 +585,7 @@ async fn run_active(
             &format!("plan {} complete", active.plan),
         ),
         Some(ExecutionStatus::FatalError) => {
-            set_ready(&mut status, "False", "PlanFailed", &plan_message)
+            set_ready(&mut status, "False", "PlanFailed", &plan_message);
         }
         Some(ExecutionStatus::Cancelled) => set_ready(
             &mut status,
@@ -902,7 +902,7 @@ fn now() -> Time {
 
 /// Sets the Ready condition, keeping lastTransitionTime when the status is unchanged.
 fn set_ready(status: &mut InstanceStatus, value: &str, reason: &str, message: &str) {
-    set_condition(status, "Ready", value, reason, message)
+    set_condition(status, "Ready", value, reason, message);
 }
 
 /// Sets a condition, keeping lastTransitionTime when the status is unchanged.

@@ -177,7 +177,7 @@ impl ClusterRunner<'_> {
                         .strip_prefix(&format!("{kind}: "))
                         .unwrap_or(&why)
                         .to_string();
-                    waiting.push(format!("{}: {why}", describe(&live)))
+                    waiting.push(format!("{}: {why}", describe(&live)));
                 }
                 Health::Failed(why) => {
                     return TaskOutcome::Fatal(format!("{} failed: {why}", describe(&live)));
@@ -450,9 +450,9 @@ impl ClusterRunner<'_> {
                         let Some(task) = self.ov.tasks.iter().find(|t| &t.name == task_name) else {
                             continue;
                         };
-                        let applies = match TaskKind::parse(&task.kind) {
-                            Some(TaskKind::Apply) => true,
-                            Some(TaskKind::Toggle) => {
+                        let applies = match &task.kind {
+                            TaskKind::Apply => true,
+                            TaskKind::Toggle => {
                                 let value = self
                                     .values
                                     .get(&task.spec.parameter)
@@ -773,15 +773,15 @@ fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 impl TaskRunner for ClusterRunner<'_> {
     async fn run(&mut self, at: &StepRef<'_>, task: &Task) -> TaskOutcome {
-        match TaskKind::parse(&task.kind) {
-            None => TaskOutcome::Fatal(format!(
-                "task {} has unknown kind {:?} (known: Apply, Delete, Toggle, Dummy, Pipe, KudoOperator)",
-                task.name, task.kind
+        match &task.kind {
+            TaskKind::Other(kind) => TaskOutcome::Fatal(format!(
+                "task {} has unknown kind {kind:?} (known: Apply, Delete, Toggle, Dummy, Pipe, KudoOperator)",
+                task.name
             )),
-            Some(TaskKind::Dummy) => dummy(&task.spec),
-            Some(TaskKind::Apply) => self.apply(at, task).await,
-            Some(TaskKind::Delete) => self.delete(at, task).await,
-            Some(TaskKind::Toggle) => {
+            TaskKind::Dummy => dummy(&task.spec),
+            TaskKind::Apply => self.apply(at, task).await,
+            TaskKind::Delete => self.delete(at, task).await,
+            TaskKind::Toggle => {
                 let value = self
                     .values
                     .get(&task.spec.parameter)
@@ -792,8 +792,8 @@ impl TaskRunner for ClusterRunner<'_> {
                     Err(why) => TaskOutcome::Fatal(why),
                 }
             }
-            Some(TaskKind::Pipe) => self.pipe(at, task).await,
-            Some(TaskKind::KudoOperator) => self.kudo_operator(at, task).await,
+            TaskKind::Pipe => self.pipe(at, task).await,
+            TaskKind::KudoOperator => self.kudo_operator(at, task).await,
         }
     }
 }

@@ -4,30 +4,7 @@ use crate::api::TaskSpec;
 
 use super::workflow::TaskOutcome;
 
-/// Task kinds kudo runs (KUDO's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskKind {
-    Apply,
-    Delete,
-    Toggle,
-    Dummy,
-    Pipe,
-    KudoOperator,
-}
-
-impl TaskKind {
-    pub fn parse(kind: &str) -> Option<TaskKind> {
-        Some(match kind {
-            "Apply" => TaskKind::Apply,
-            "Delete" => TaskKind::Delete,
-            "Toggle" => TaskKind::Toggle,
-            "Dummy" => TaskKind::Dummy,
-            "Pipe" => TaskKind::Pipe,
-            "KudoOperator" => TaskKind::KudoOperator,
-            _ => return None,
-        })
-    }
-}
+pub use crate::api::TaskKind;
 
 /// A Dummy task: fatal or transient error when asked, done when `done`, else in progress
 /// forever (KUDO uses it to hold a plan open in tests).
@@ -94,6 +71,6 @@ mod tests {
                 .expect_err("missing")
                 .contains("not defined")
         );
-        assert!(TaskKind::parse("Apply").is_some() && TaskKind::parse("Bogus").is_none());
+        assert!(TaskKind::parse("Apply").is_known() && !TaskKind::parse("Bogus").is_known());
     }
 }

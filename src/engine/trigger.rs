@@ -4,43 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::api::{InstanceSpec, OperatorVersionSpec};
 
-/// Annotation holding the JSON [`Snapshot`] of what the manager last acted on (KUDO's name).
-pub const LAST_APPLIED_ANNOTATION: &str = crate::cluster::health::LAST_APPLIED_INSTANCE_STATE;
+pub use crate::api::{LAST_APPLIED_ANNOTATION, Snapshot};
 
 pub const DEPLOY: &str = "deploy";
 pub const UPDATE: &str = "update";
 pub const UPGRADE: &str = "upgrade";
 pub const CLEANUP: &str = "cleanup";
-
-/// What the manager last acted on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Snapshot {
-    pub operator_version: String,
-    #[serde(default)]
-    pub parameters: BTreeMap<String, String>,
-    /// The last plan run started (name and uid), so a manual trigger is seen once.
-    #[serde(default)]
-    pub plan: String,
-    #[serde(default)]
-    pub plan_uid: String,
-}
-
-impl Snapshot {
-    /// The snapshot recording that `plan` (with `uid`) was started for `spec`.
-    pub fn of(spec: &InstanceSpec, plan: &str, uid: &str) -> Self {
-        Snapshot {
-            operator_version: spec.operator_version.name.clone().unwrap_or_default(),
-            parameters: spec.parameters.clone(),
-            plan: plan.to_string(),
-            plan_uid: uid.to_string(),
-        }
-    }
-}
 
 /// Why a plan is run.
 #[derive(Debug, Clone, PartialEq, Eq)]

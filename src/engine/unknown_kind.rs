@@ -85,9 +85,9 @@ pub fn earlier_applying_tasks<'a, 'v>(
                 let Some(task) = ov.tasks.iter().find(|t| &t.name == name) else {
                     continue;
                 };
-                let applies = match TaskKind::parse(&task.kind) {
-                    Some(TaskKind::Apply) => true,
-                    Some(TaskKind::Toggle) => {
+                let applies = match &task.kind {
+                    TaskKind::Apply => true,
+                    TaskKind::Toggle => {
                         let value = toggle_value(&task.spec.parameter);
                         toggle_mode(&task.spec.parameter, value) == Ok(ToggleMode::Apply)
                     }

@@ -224,7 +224,8 @@ fn timed_out(timeout: &str, since: Timestamp, now: Timestamp) -> Result<Option<S
     if timeout.is_empty() {
         return Ok(None);
     }
-    let limit = super::duration::parse(timeout).map_err(|e| format!("invalid timeout: {e}"))?;
+    let limit =
+        crate::util::duration::parse_go(timeout).map_err(|e| format!("invalid timeout: {e}"))?;
     let elapsed = now.duration_since(since).unsigned_abs();
     Ok((elapsed > limit).then(|| timeout.to_string()))
 }

@@ -5,6 +5,7 @@
 //! names, ...) so that a broken config is fixed in one round trip. Secrets never appear in the
 //! file itself: it names files holding them, read only when needed and never logged.
 
+use crate::util::dns::is_dns_label;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -406,7 +407,7 @@ impl Validator {
     ) -> Duration {
         match self.string(at, map, key) {
             None => default,
-            Some(s) => parse_duration(&s).unwrap_or_else(|reason| {
+            Some(s) => crate::util::duration::parse(&s).unwrap_or_else(|reason| {
                 self.problem(&join(at, key), reason);
                 default
             }),
@@ -452,7 +453,7 @@ impl Validator {
         let mut repositories = Vec::new();
         match top.get("repositories") {
             None | Some(Value::Null) => {
-                self.problem("repositories", "at least one repository is required")
+                self.problem("repositories", "at least one repository is required");
             }
             Some(Value::Array(items)) => {
                 if items.is_empty() {
@@ -472,7 +473,7 @@ impl Validator {
         let mut clusters = Vec::new();
         match top.get("clusters") {
             None | Some(Value::Null) => {
-                self.problem("clusters", "at least one cluster is required")
+                self.problem("clusters", "at least one cluster is required");
             }
             Some(Value::Array(items)) => {
                 if items.is_empty() {
@@ -914,15 +915,6 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 fn expand_home(s: &str) -> PathBuf {
     match (s.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
@@ -938,26 +930,6 @@ fn default_cache_dir() -> PathBuf {
             None => std::env::temp_dir().join("kudo-cache"),
         },
     }
-}
-
-/// `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 2m or 1h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too long a duration"))
 }
 
 /// Whether a `scheme://` URL carries a secret in its userinfo: any userinfo over https,
@@ -1337,13 +1309,27 @@ clusters:
         assert!(Config::parse("kudo.yaml", &text("15s", "10s", "2s"), dir.path()).is_ok());
     }
 
+    /// kudo.yaml takes the one duration syntax: Go durations (`1h30m` was refused before)
+    /// and bare seconds (as it always did).
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5 parsecs").is_err());
-        let e = parse_duration("99999999999999999999999h").unwrap_err();
-        assert!(e.contains("too long"), "{e}");
+    fn durations_are_go_durations_or_bare_seconds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let doc = |interval: &str| {
+            format!(
+                "clusters:\n  - {{name: c, sim: {{}}}}\nrepositories:\n  - name: r\n    url: https://h/x.git\n    interval: {interval}\n"
+            )
+        };
+        for (text, secs) in [("1h30m", 5400), ("30", 30), ("500ms", 0), ("2m", 120)] {
+            let c = Config::parse("kudo.yaml", &doc(text), dir.path()).expect(text);
+            assert_eq!(c.repositories[0].interval.as_secs(), secs, "{text}");
+        }
+        let e = Config::parse("kudo.yaml", &doc("5 parsecs"), dir.path())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("repositories[0].interval") && e.contains("unknown unit"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and the registered clusters, and either yields everything to apply or every error, each
 //! naming the revision, the file, the line and the reason.
 
+use crate::util::dns::is_dns_label;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
@@ -18,8 +19,7 @@ use crate::package::{
     resolve_parameters, split_documents, verify,
 };
 
-pub const FRAMEWORKS_DIR: &str = "frameworks/";
-pub const INSTANCES_DIR: &str = "instances/";
+pub use crate::package::{FRAMEWORKS_DIR, INSTANCES_DIR};
 
 /// One problem in a revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -968,15 +968,6 @@ fn parse_count(v: &Value) -> Result<Count, String> {
         },
         other => Err(format!("{other} must be a number or a percentage")),
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ pub fn set_network_timeout(timeout: Duration) {
     let _ = NETWORK_TIMEOUT.set(timeout);
 }
 
+#[allow(unsafe_code)] // libgit2 global options; see SAFETY below.
 fn apply_network_timeouts() {
     APPLY_TIMEOUTS.call_once(|| {
         let t = *NETWORK_TIMEOUT.get_or_init(|| DEFAULT_NETWORK_TIMEOUT);

@@ -454,7 +454,7 @@ impl Daemon {
                 match watch_dir(path, shared.options.debounce, tx) {
                     Ok(w) => watchers.push(w),
                     Err(e) => {
-                        warn!(repository = %repo.name, error = %e, "cannot watch; polling only")
+                        warn!(repository = %repo.name, error = %e, "cannot watch; polling only");
                     }
                 }
             }
@@ -845,10 +845,10 @@ impl Shared {
                         );
                     }
                     State::Complete => {
-                        info!(instance = %key, revision = short(&desired.revision), "rollout complete")
+                        info!(instance = %key, revision = short(&desired.revision), "rollout complete");
                     }
                     State::Progressing { wave, waves } => {
-                        info!(instance = %key, wave = wave + 1, waves, "rollout progressing")
+                        info!(instance = %key, wave = wave + 1, waves, "rollout progressing");
                     }
                 }
             }
@@ -1941,10 +1941,10 @@ async fn require_api_token(
                     }
                 }
                 Ok(_) => {
-                    warn!(token = %token.name, file = %token.file.display(), "API token file is empty; that token is refused")
+                    warn!(token = %token.name, file = %token.file.display(), "API token file is empty; that token is refused");
                 }
                 Err(e) => {
-                    warn!(token = %token.name, file = %token.file.display(), error = %e, "API token file unreadable; that token is refused")
+                    warn!(token = %token.name, file = %token.file.display(), error = %e, "API token file unreadable; that token is refused");
                 }
             }
         }

@@ -215,7 +215,7 @@ pub async fn engine(
             }
         }
     };
-    crate::engine::controller::run_with(ctx, None, shutdown).await
+    crate::engine::controller::run_with(ctx, None, shutdown).await;
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

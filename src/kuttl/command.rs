@@ -196,6 +196,7 @@ fn kill_group(pid: u32) {
 
 /// Signals the process group led by `pid` (the child was started with `process_group(0)`,
 /// so its group id is its pid and holds only processes this runner started).
+#[allow(unsafe_code)] // kill(2); see SAFETY below.
 fn signal_group(pid: u32, signal: libc::c_int) {
     let Ok(pgid) = libc::pid_t::try_from(pid) else {
         return;

@@ -1,10 +1,9 @@
 //! kuttl-compatible testing (`kudo test`): suite and case files ([`case`]) and the
-//! partial-object matching rules of asserts ([`matcher`]), both pure; commands
+//! partial-object matching rules of asserts ([`crate::util::subset`]), both pure; commands
 //! ([`command`]), the report ([`report`]) and the [`runner`] that talks to a cluster.
 
 pub mod case;
 pub mod command;
-pub mod matcher;
 pub mod report;
 pub mod runner;
 

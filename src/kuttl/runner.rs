@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use super::KuttlError;
 use super::case::{Discovered, FileObject, Step, TestCase, TestSuite, discover_each, parse_docs};
 use super::command::{self, Background, Env};
-use super::matcher::{Mismatch, is_subset, mismatches};
 use super::report::{CaseReport, junit_xml, summary_table};
 use crate::cluster::{Cluster, ClusterError, ErrorKind, ObjectRef};
+use crate::util::subset::{Mismatch, is_subset, mismatches};
 
 /// How often asserts are re-checked while waiting.
 const POLL: Duration = Duration::from_millis(250);

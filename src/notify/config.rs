@@ -276,7 +276,7 @@ pub fn parse(value: Option<&Value>, base: &Path) -> Result<NotifyConfig, Vec<Str
         };
         let mut duration = |key: &str, v: &Option<String>, default: Duration| match v {
             None => default,
-            Some(t) => crate::gitops::config::parse_duration(t).unwrap_or_else(|reason| {
+            Some(t) => crate::util::duration::parse(t).unwrap_or_else(|reason| {
                 problems.push(format!("{at}.{key}: {reason}"));
                 default
             }),

@@ -65,7 +65,7 @@ pub fn plan_events(cluster: &str, prev: Option<&Instance>, now: &Instance) -> Ve
                 format!("plan {plan} complete"),
             )),
             ExecutionStatus::FatalError => {
-                out.push(event(EventKind::PlanFatalError, fatal_message(plan, ps)))
+                out.push(event(EventKind::PlanFatalError, fatal_message(plan, ps)));
             }
             _ => {}
         }

@@ -45,7 +45,7 @@ pub(super) fn to_resources(package: &Package) -> Result<Resources, PackageError>
     if let Some(crd) = &file.crd {
         let text = serde_json::to_string(crd).map_err(|e| invalid(format!("crd: {e}")))?;
         operator.metadata.annotations = Some(
-            [(crate::typed::CRD_ANNOTATION.to_string(), text)]
+            [(super::CRD_ANNOTATION.to_string(), text)]
                 .into_iter()
                 .collect(),
         );

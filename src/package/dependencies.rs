@@ -62,7 +62,7 @@ fn visit(
     };
     chain.push(canonical);
     for task in &mut resources.operator_version.spec.tasks {
-        if task.kind != "KudoOperator" {
+        if task.kind != crate::api::TaskKind::KudoOperator {
             continue;
         }
         let child_path = base.join(&task.spec.package);

@@ -37,9 +37,9 @@ pub struct OperatorFile {
     #[serde(default)]
     pub namespace_manifest: String,
     /// A kudo extension: opt in to a typed CRD for this framework
-    /// (`crd: {kind: ZooKeeper, group: frameworks.kudo.dev}`; see `crate::typed`).
+    /// (`crd: {kind: ZooKeeper, group: frameworks.kudo.dev}`; see the `typed` module).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub crd: Option<crate::typed::CrdConfig>,
+    pub crd: Option<super::CrdConfig>,
 }
 
 /// `params.yaml`.

@@ -3,6 +3,7 @@
 //! validating parameter values, and rendering a task's resources.
 
 mod convert;
+mod crd;
 pub mod dependencies;
 mod files;
 mod params;
@@ -13,7 +14,13 @@ mod verify;
 
 use std::collections::BTreeMap;
 
+/// Where a kudo Git repository keeps framework packages (`frameworks/NAME/VERSION/`).
+pub const FRAMEWORKS_DIR: &str = "frameworks/";
+/// Where a kudo Git repository keeps instance documents.
+pub const INSTANCES_DIR: &str = "instances/";
+
 pub use convert::{go_value_string, operator_version_name, wrap_param_value};
+pub use crd::{CRD_ANNOTATION, CrdConfig};
 pub use files::{Group, OperatorFile, PackageParameter, ParamsFile};
 pub use params::{
     ParamError, ParamErrors, RenderContext, context_value, params_value, resolve_parameters,

@@ -63,7 +63,7 @@ pub fn resolve_parameters(
         errors.push(ParamError {
             parameter: parameter.to_string(),
             reason,
-        })
+        });
     };
     for name in values.keys() {
         if !declared.iter().any(|p| &p.name == name) {

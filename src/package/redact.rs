@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::api::{Instance, OperatorVersion, Parameter};
-use crate::engine::trigger::{LAST_APPLIED_ANNOTATION, Snapshot};
+use crate::api::{LAST_APPLIED_ANNOTATION, Snapshot};
 
 /// What a sensitive value is shown as.
 pub const MASK: &str = "(sensitive, not shown)";
@@ -99,7 +99,7 @@ pub fn mask_instance(inst: &mut Instance, sensitive: &BTreeSet<String>) {
 
 /// An OperatorVersion as kudo shows it: defaults of sensitive parameters masked.
 pub fn mask_operator_version(ov: &mut OperatorVersion) {
-    for p in ov.spec.parameters.iter_mut() {
+    for p in &mut ov.spec.parameters {
         if p.is_sensitive() && p.default.is_some() {
             p.default = Some(MASK.to_string());
         }

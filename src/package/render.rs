@@ -61,7 +61,7 @@ pub enum RenderError {
 #[derive(Debug, Clone)]
 pub struct RenderedObject {
     pub task: String,
-    pub task_kind: String,
+    pub task_kind: crate::api::TaskKind,
     pub template: String,
     /// Index among the template's non-empty documents, from 0.
     pub document: usize,
@@ -169,7 +169,7 @@ pub fn render_task(
     task: &Task,
     data: &Value,
 ) -> Result<Vec<RenderedObject>, RenderError> {
-    if !matches!(task.kind.as_str(), "Apply" | "Delete" | "Toggle") {
+    if !task.kind.renders_resources() {
         return Ok(Vec::new());
     }
     let mut objects = Vec::new();
@@ -288,7 +288,7 @@ mod tests {
         };
         let task = Task {
             name: "deploy".into(),
-            kind: "Apply".into(),
+            kind: crate::api::TaskKind::Apply,
             spec: crate::api::TaskSpec {
                 resources: vec!["ok.yaml".into(), "loop.yaml".into()],
                 ..Default::default()
@@ -428,7 +428,7 @@ plans:
             .map(|o| o.object.metadata.name.clone().unwrap_or_default())
             .collect();
         assert_eq!(names, ["c", "b1", "b2", "a"]);
-        assert_eq!(objects[0].task_kind, "Delete");
+        assert_eq!(objects[0].task_kind, crate::api::TaskKind::Delete);
         assert_eq!(*seen.borrow(), ["one/s1", "one/s2", "one/s2"]);
         let only_s2 = render_plan(&spec, "deploy", Some("one"), Some("s2"), &|_, _| {
             serde_json::json!({})

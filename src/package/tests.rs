@@ -503,3 +503,28 @@ parameters:
     // float; its install takes it). UNTYPED takes any YAML.
     assert_eq!(report.errors.len(), want.len(), "{:#?}", report.errors);
 }
+
+/// A task kind kudo does not run is refused by verify, naming the task and the known kinds
+/// (before, verify passed it and the engine failed the plan at run time).
+#[test]
+fn verify_refuses_an_unknown_task_kind() {
+    let operator = OPERATOR.replace("kind: Apply", "kind: Aply");
+    let (_dir, pkg) = load_dir(&[
+        ("operator.yaml", &operator),
+        ("params.yaml", PARAMS),
+        ("templates/cm.yaml", "{{ .Params.A }}"),
+    ]);
+    let pkg = pkg.expect("loads");
+    assert_eq!(
+        pkg.operator.tasks[0].kind,
+        crate::api::TaskKind::Other("Aply".into()),
+        "kept as written"
+    );
+    let report = verify(&pkg);
+    let want = r#"task "app" has unknown kind "Aply" (known: Apply, Delete, Toggle, Dummy, Pipe, KudoOperator)"#;
+    assert!(
+        report.errors.iter().any(|e| e.ends_with(want)),
+        "missing {want}\nin {:#?}",
+        report.errors
+    );
+}

@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::Package;
+use crate::api::TaskKind;
 use crate::template::Template;
 
 /// Errors make a package unusable; warnings are worth a look.
@@ -47,7 +48,7 @@ pub fn verify(package: &Package) -> VerifyReport {
         ("operatorVersion", &op.operator_version),
         ("appVersion", &op.app_version),
     ] {
-        if !value.is_empty() && !crate::repo::is_safe_segment(value) {
+        if !value.is_empty() && !crate::util::is_safe_segment(value) {
             report.errors.push(format!(
                 "operator.yaml: {field} {value:?} must not contain '/', '\\', control characters or be '..'"
             ));
@@ -114,7 +115,7 @@ pub fn verify(package: &Package) -> VerifyReport {
         op.tasks.iter().map(|t| (t.name.as_str(), t)).collect();
     for (plan_name, plan) in &op.plans {
         if !plan.timeout.is_empty()
-            && let Err(e) = crate::engine::duration::parse(&plan.timeout)
+            && let Err(e) = crate::util::duration::parse_go(&plan.timeout)
         {
             report
                 .errors
@@ -123,7 +124,7 @@ pub fn verify(package: &Package) -> VerifyReport {
         for phase in &plan.phases {
             for step in &phase.steps {
                 if !step.timeout.is_empty()
-                    && let Err(e) = crate::engine::duration::parse(&step.timeout)
+                    && let Err(e) = crate::util::duration::parse_go(&step.timeout)
                 {
                     report.errors.push(format!(
                         "plan {plan_name:?}, phase {:?}, step {:?} has an invalid timeout: {e}",
@@ -144,8 +145,13 @@ pub fn verify(package: &Package) -> VerifyReport {
     let mut used: BTreeSet<String> = BTreeSet::new();
     for task in &op.tasks {
         let mut files: Vec<&String> = task.spec.resources.iter().collect();
-        match task.kind.as_str() {
-            "Toggle" => {
+        match &task.kind {
+            TaskKind::Other(kind) => report.errors.push(format!(
+                "task {:?} has unknown kind {kind:?} (known: {})",
+                task.name,
+                TaskKind::KNOWN.map(|k| k.as_str().to_string()).join(", ")
+            )),
+            TaskKind::Toggle => {
                 if task.spec.parameter.is_empty() {
                     report
                         .errors
@@ -158,9 +164,9 @@ pub fn verify(package: &Package) -> VerifyReport {
                 }
                 used.insert(task.spec.parameter.clone());
             }
-            "Pipe" => files.push(&task.spec.pod),
-            "KudoOperator" if !task.spec.parameter_file.is_empty() => {
-                files.push(&task.spec.parameter_file)
+            TaskKind::Pipe => files.push(&task.spec.pod),
+            TaskKind::KudoOperator if !task.spec.parameter_file.is_empty() => {
+                files.push(&task.spec.parameter_file);
             }
             _ => {}
         }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{HttpOptions, RepoClient, RepoEntry};
-use crate::gitops::desired::{FRAMEWORKS_DIR, INSTANCES_DIR};
+use crate::package::{FRAMEWORKS_DIR, INSTANCES_DIR};
 use crate::package::{FileTree, PackageError, open, split_documents};
 
 #[derive(Deserialize)]

@@ -80,16 +80,7 @@ pub fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Whether remote or user text is safe as one path segment (a cache folder, a framework
-/// name or version below `frameworks/`): non-empty, at most 253 bytes, no separator, no
-/// control character, not `.` or `..`.
-pub fn is_safe_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s != "."
-        && s != ".."
-        && !s.chars().any(|c| c == '/' || c == '\\' || c.is_control())
-}
+pub use crate::util::is_safe_segment;
 
 /// Lower-case hex sha256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -572,7 +572,7 @@ pub fn track_update(
         return;
     }
     let sub = scope.subresource();
-    for e in entries.iter_mut() {
+    for e in &mut entries {
         e.fields.retain(|p| !removed.contains(p));
         if !e.same_owner(manager, "Update", sub) {
             e.fields.retain(|p| !changed.contains(p));
@@ -627,7 +627,7 @@ pub fn apply(
     // Conflicts: a field another manager owns, set here to a different value.
     let mut conflicts = Vec::new();
     let mut taken: FieldSet = FieldSet::new();
-    for e in entries.iter() {
+    for e in &entries {
         if e.same_owner(manager, "Apply", sub) {
             continue;
         }
@@ -647,7 +647,7 @@ pub fn apply(
         conflicts.dedup();
         return Err(conflicts);
     }
-    for e in entries.iter_mut() {
+    for e in &mut entries {
         if !e.same_owner(manager, "Apply", sub) {
             e.fields.retain(|p| !taken.contains(p));
         }

@@ -290,7 +290,7 @@ pub fn parse(layout: &str, value: &str) -> Result<(T, String), String> {
             "02" => d = take_num(&mut rest, 2, 2)?,
             "_2" => {
                 rest = rest.strip_prefix(' ').unwrap_or(rest);
-                d = take_num(&mut rest, 1, 2)?
+                d = take_num(&mut rest, 1, 2)?;
             }
             "2" => d = take_num(&mut rest, 1, 2)?,
             "002" => {

@@ -387,7 +387,7 @@ pub fn query_escape(s: &str) -> String {
     for b in s.bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                o.push(b as char)
+                o.push(b as char);
             }
             b' ' => o.push('+'),
             b => o.push_str(&format!("%{b:02X}")),

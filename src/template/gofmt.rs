@@ -116,7 +116,7 @@ pub fn format_f(f: f64, prec: usize) -> String {
     if let Some(s) = special(f) {
         return s;
     }
-    format!("{:.*}", prec, f)
+    format!("{f:.prec$}")
 }
 
 /// Go's %v of a float64.
@@ -230,7 +230,7 @@ fn frac_string(v: u64, div: u64) -> String {
         return int.to_string();
     }
     let width = (div as f64).log10().round() as usize;
-    let mut f = format!("{:0width$}", frac, width = width);
+    let mut f = format!("{frac:0width$}");
     while f.ends_with('0') {
         f.pop();
     }
@@ -242,7 +242,7 @@ pub fn time_string(t: &chrono::DateTime<chrono::FixedOffset>, zone: &str) -> Str
     let mut s = t.format("%Y-%m-%d %H:%M:%S").to_string();
     let ns = t.timestamp_subsec_nanos();
     if ns != 0 {
-        let mut f = format!("{:09}", ns);
+        let mut f = format!("{ns:09}");
         while f.ends_with('0') {
             f.pop();
         }
@@ -494,7 +494,7 @@ fn fmt_arg(out: &mut String, v: &Value, verb: char, f: &Flags, depth: usize) {
                 &quote_rune(char::from_u32(*i as u32).unwrap_or('\u{FFFD}')),
                 f,
             ),
-            'U' => pad(out, &format!("U+{:04X}", i), f),
+            'U' => pad(out, &format!("U+{i:04X}"), f),
             _ => bad_verb(out, verb, v),
         },
         Value::Duration(d) => match verb {

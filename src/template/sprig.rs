@@ -442,7 +442,7 @@ fn json_float(f: f64) -> String {
     if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
         let s = gofmt::format_e(f, 16, false);
         // shortest: use Rust's shortest repr in e form, Go style exponent
-        let short = format!("{:e}", f);
+        let short = format!("{f:e}");
         let (mant, exp) = short.split_once('e').unwrap_or((&short, "0"));
         let exp: i32 = exp.parse().unwrap_or(0);
         let _ = s;
@@ -703,7 +703,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn uuidv4() -> String {
     let mut b = [0u8; 16];
-    for x in b.iter_mut() {
+    for x in &mut b {
         *x = fastrand::u8(..);
     }
     b[6] = (b[6] & 0x0f) | 0x40;

@@ -454,7 +454,7 @@ impl Emitter {
             Value::Str(s) => self.scalar_str(s, simple_key),
             Value::Nil => self.scalar("null", Style::Plain, simple_key),
             Value::Bool(b) => {
-                self.scalar(if *b { "true" } else { "false" }, Style::Plain, simple_key)
+                self.scalar(if *b { "true" } else { "false" }, Style::Plain, simple_key);
             }
             Value::Int(i) => self.scalar(&i.to_string(), Style::Plain, simple_key),
             Value::Float(f) => {
@@ -464,7 +464,7 @@ impl Emitter {
                     "NaN" => ".nan".to_string(),
                     s => s.to_string(),
                 };
-                self.scalar(&s, Style::Plain, simple_key)
+                self.scalar(&s, Style::Plain, simple_key);
             }
             Value::Duration(d) => self.scalar_str(&gofmt::duration_string(*d), simple_key),
             Value::Time(t, _) => self.scalar(
@@ -485,7 +485,7 @@ impl Emitter {
         } else {
             Style::Double
         };
-        self.scalar(s, style, simple_key)
+        self.scalar(s, style, simple_key);
     }
 
     fn scalar(&mut self, value: &str, requested: Style, simple_key: bool) {
@@ -650,7 +650,7 @@ impl Emitter {
                             ('U', 8)
                         };
                         self.put(p);
-                        for ch in format!("{:0w$X}", v, w = w).chars() {
+                        for ch in format!("{v:0w$X}").chars() {
                             self.put(ch);
                         }
                     }

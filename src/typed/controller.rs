@@ -87,10 +87,10 @@ pub async fn install_crd(
     let crd = generate(target, versions, live.as_ref(), opts)?;
     let unchanged = live.as_ref().is_some_and(|l| {
         l.get("spec")
-            .map(|s| crate::kuttl::matcher::is_subset(&crd["spec"], s))
+            .map(|s| crate::util::subset::is_subset(&crd["spec"], s))
             == Some(true)
             && l.pointer("/metadata/annotations")
-                .map(|a| crate::kuttl::matcher::is_subset(&crd["metadata"]["annotations"], a))
+                .map(|a| crate::util::subset::is_subset(&crd["metadata"]["annotations"], a))
                 == Some(true)
     });
     if !unchanged {
@@ -437,7 +437,7 @@ pub async fn discover(
         .map_err(kube_err(cluster, "listing OperatorVersions"))?;
     for ov in versions.items {
         let op = ov.spec.operator.name.clone().unwrap_or_default();
-        for (t, specs) in targets.iter_mut() {
+        for (t, specs) in &mut targets {
             if t.operator == op && !specs.iter().any(|s| s.version == ov.spec.version) {
                 specs.push(ov.spec.clone());
             }

@@ -371,7 +371,7 @@ fn parameter_schema(parameters: &[Parameter], map: &PropertyMap, opts: CrdOption
             // As KUDO: required when there is no default at all (an array or map has
             // `null`, one that does not fit the schema still applies through the Instance).
             None if p.required.unwrap_or(false) && p.default.is_none() => {
-                required.push(Value::String(property.into()))
+                required.push(Value::String(property.into()));
             }
             None => {}
         }

@@ -20,15 +20,12 @@ pub mod gitops;
 pub mod mirror;
 pub mod names;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::package::{CRD_ANNOTATION, CrdConfig};
 pub use crd::{CrdOptions, generate};
 pub use names::{PropertyMap, default_kind, parameter_name, property_name};
 
 /// The group of typed objects when a package names none.
 pub const DEFAULT_GROUP: &str = "frameworks.kudo.dev";
-/// Operator annotation carrying the package's `crd:` block (JSON), set by package conversion.
-pub const CRD_ANNOTATION: &str = "kudo.dev/crd";
 /// CRD annotation: CRD version name → fingerprint of its parameter schema, so a regenerated
 /// CRD keeps the names of versions it already serves.
 pub const VERSIONS_ANNOTATION: &str = "kudo.dev/crd-versions";
@@ -36,21 +33,6 @@ pub const VERSIONS_ANNOTATION: &str = "kudo.dev/crd-versions";
 pub const TYPED_KIND_LABEL: &str = "kudo.dev/typed-kind";
 /// Field manager of the mirrored Instance's spec.
 pub const MIRROR_MANAGER: &str = "kudo-typed";
-
-/// The `crd:` block of operator.yaml.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct CrdConfig {
-    /// The typed kind, e.g. `ZooKeeper` (default: the operator name in PascalCase).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub kind: String,
-    /// The API group (default [`DEFAULT_GROUP`]).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub group: String,
-    /// The plural resource name (default: the kind in lower case plus `s`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub plural: String,
-}
 
 /// Everything that names one framework's CRD.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -167,7 +167,7 @@ pub async fn make_workloads_ready(client: &kube::Client, namespace: &str) -> usi
 }
 
 fn is_subset(expected: &Value, actual: &Value) -> bool {
-    kudo::kuttl::matcher::is_subset(expected, actual)
+    kudo::util::subset::is_subset(expected, actual)
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
