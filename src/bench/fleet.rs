@@ -501,13 +501,17 @@ async fn run_fleet(
     let started = Instant::now();
     let run = Running::start(config.clone(), options.clone()).await?;
     let shared = run.shared().clone();
-    wait_until(
+    let ready = wait_until(
         "the daemon to be ready",
         opts.timeout(),
         Duration::from_millis(5),
         || shared.ready(),
     )
-    .await?;
+    .await;
+    if let Err(e) = ready {
+        run.stop().await;
+        return Err(e);
+    }
     let startup_seconds = started.elapsed().as_secs_f64();
     let idle_rss_bytes = process::rss_bytes().unwrap_or_default();
     let ideal = opts.ideal_plan_seconds();

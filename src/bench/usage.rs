@@ -69,7 +69,7 @@ impl Sample {
 /// The cost of a window. Watch requests are apart from `requests_by_verb`: they are streams
 /// (started once, restarted when they end), not work per plan.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Usage {
     pub window_seconds: f64,
     /// Requests other than watches, by verb.
