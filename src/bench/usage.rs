@@ -78,7 +78,7 @@ pub struct Usage {
     pub api_requests: u64,
     /// Watch requests sent in the window (new streams and restarts).
     pub watch_requests: u64,
-    /// Of those, restarts of a stream that ended (each relists).
+    /// Of those, restarts of a stream that ended (timeouts resume; a 410 Gone relists).
     pub watch_restarts: u64,
     /// Streams open at the end of the window.
     pub watches_open: u64,

@@ -2,8 +2,8 @@
 //! bounded category, and every Kubernetes API request by verb and status code, measured by a
 //! wrapper around the cluster's `kube::Client` ([`metered_client`]), so the engine, the
 //! GitOps workers and the watches are all counted. Watch streams are also followed while
-//! open, so a watch that ends and is started again (timeout, 410 Gone, lost connection:
-//! each costs a relist) is counted as a restart.
+//! open, so a watch that ends and is started again (server timeout, 410 Gone, lost
+//! connection; after a 410 the watcher relists first) is counted as a restart.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,7 +99,7 @@ impl ClusterMetrics {
         );
         registry.register(
             "cluster_watch_restarts",
-            "Watch requests that replace a stream which ended (each relists what it watches)",
+            "Watch requests that replace a stream which ended (timeout, 410 Gone, lost connection)",
             m.watch_restarts.clone(),
         );
         m
