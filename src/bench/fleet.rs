@@ -3,8 +3,15 @@
 //!
 //! Everything is the real path of `kudo serve`: a real Git repository (git CLI), the daemon
 //! built from a parsed `kudo.yaml`, the webhook over HTTP, the engine on every cluster. The
-//! simulated clusters run in the same process, so RSS and CPU include their API servers
-//! and workload simulators: an upper bound for the control plane alone.
+//! simulated clusters run in the same process on a runtime of their own (CPU is split by
+//! thread between control plane and simulators; RSS includes them), or with `--sim-process`
+//! in a `kudo sim` child over loopback, so RSS is the control plane's alone (see
+//! [`super::clusters`]). Requests are the daemon's own, by verb, watches apart
+//! ([`super::usage`]).
+//!
+//! `idle` converges the fleet, then measures a window in which nothing changes: what a
+//! converged fleet costs its clusters (requests per second per cluster) and the control plane
+//! (share of one core).
 //!
 //! The ideal critical path of one plan on one cluster, for request latency L, readiness
 //! delay D and P serial phases (the steps of a phase run in parallel): the Instance spec
@@ -18,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::clusters::Clusters;
+use super::usage::{Sample, Usage, verb_breakdown};
 use super::{BenchError, process};
 use crate::gitops::config::Config;
 use crate::gitops::serve::{Daemon, Options, Shared, serve_http};
 use crate::sim::SimCluster;
-use crate::sim::workload::{WorkloadConfig, Workloads};
 
 /// Serial phases of the bench framework's deploy plan (each with [`STEPS`] parallel steps).
 pub const PHASES: u32 = 3;
@@ -40,6 +48,12 @@ pub struct FleetOptions {
     pub timeout_s: u64,
     /// For `rollout`: the wave size as a percentage of the clusters.
     pub max_unavailable_percent: u32,
+    /// Serve the clusters from a `kudo sim` child process over loopback.
+    #[serde(default)]
+    pub sim_process: bool,
+    /// For `idle`: how long the converged fleet is observed, in seconds.
+    #[serde(default)]
+    pub window_s: f64,
 }
 
 impl FleetOptions {
@@ -74,11 +88,29 @@ pub struct Converge {
     pub seconds: f64,
     pub ideal_seconds: f64,
     pub ratio: f64,
+    /// This process's CPU: control plane, plus the simulators when they run in it.
     pub cpu_seconds: f64,
-    pub api_requests: u64,
+    /// Requests other than watches per plan.
     pub requests_per_instance_plan: f64,
-    /// Requests in the window by verb (get, list, watch, apply, patch, ...).
-    pub requests_by_verb: std::collections::BTreeMap<String, u64>,
+    /// Control-plane CPU per plan, in milliseconds.
+    pub control_plane_cpu_ms_per_plan: f64,
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// A converged fleet observed for a window in which nothing changes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Idle {
+    /// Requests other than watches per second per cluster.
+    pub requests_per_second_per_cluster: f64,
+    /// CPU seconds per second: 1.0 is one core busy.
+    pub control_plane_core_share: f64,
+    pub simulator_core_share: f64,
+    /// This process's RSS at the end of the window.
+    pub rss_bytes: u64,
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -95,9 +127,15 @@ pub struct FleetReport {
     pub rollout_waves: Option<Converge>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coldstart: Option<ColdStart>,
-    /// Process peak RSS (daemon and simulated clusters), and RSS when idle before the commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Idle>,
+    /// Process peak RSS (daemon, and simulated clusters unless `simProcess`), and RSS when
+    /// ready before the commit.
     pub peak_rss_bytes: u64,
     pub idle_rss_bytes: u64,
+    /// Peak RSS of the `kudo sim` process (`simProcess` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_peak_rss_bytes: Option<u64>,
     pub cpu_seconds_total: f64,
 }
 
@@ -127,6 +165,7 @@ pub enum Mode {
     Fanout,
     Rollout,
     Coldstart,
+    Idle,
 }
 
 fn setup(reason: impl std::fmt::Display) -> BenchError {
@@ -262,47 +301,16 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, BenchError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn config_text(opts: &FleetOptions, repo: &Path, cache: &Path) -> String {
+fn config_text(opts: &FleetOptions, clusters: &Clusters, repo: &Path, cache: &Path) -> String {
     let mut text = format!(
         "listen: 127.0.0.1:0\ncacheDir: {}\nrepositories:\n  - {{name: bench, url: \"file://{}\", interval: 1h}}\nclusters:\n",
         cache.display(),
         repo.display()
     );
     for c in 0..opts.clusters {
-        text.push_str(&format!(
-            "  - {{name: {}, labels: {{fleet: bench}}, sim: {{latency: {}ms, readyDelay: {}ms}}}}\n",
-            cluster_name(c),
-            opts.latency_ms,
-            opts.ready_delay_ms
-        ));
+        text.push_str(&clusters.config_entry(c, opts));
     }
     text
-}
-
-fn cluster_name(i: usize) -> String {
-    format!("c{i:04}")
-}
-
-/// `kudo_cluster_api_requests_total` in the daemon's metrics, summed by verb.
-fn api_requests(shared: &Shared) -> std::collections::BTreeMap<String, u64> {
-    let mut by_verb = std::collections::BTreeMap::new();
-    for line in shared.metrics_text().lines() {
-        let Some(rest) = line.strip_prefix("kudo_cluster_api_requests_total{") else {
-            continue;
-        };
-        let verb = rest
-            .split("verb=\"")
-            .nth(1)
-            .and_then(|v| v.split('"').next())
-            .unwrap_or("?");
-        let n = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        *by_verb.entry(verb.to_string()).or_insert(0) += n as u64;
-    }
-    by_verb
 }
 
 /// Waits until `f` is true, checking every `every`; errors after the timeout.
@@ -384,6 +392,7 @@ impl Running {
 }
 
 /// Commit, webhook, and wait until the daemon sees every rollout of that commit complete.
+#[allow(clippy::too_many_arguments)]
 async fn converge(
     run: &Running,
     repo: &Repo,
@@ -391,9 +400,10 @@ async fn converge(
     ideal: f64,
     plans: usize,
     timeout: Duration,
+    sim_pid: Option<u32>,
 ) -> Result<Converge, BenchError> {
     let commit = repo.commit(message)?;
-    let requests_before = api_requests(run.shared());
+    let before = Sample::take(run.shared(), sim_pid);
     let cpu_before = process::cpu_seconds().unwrap_or_default();
     let started = Instant::now();
     run.webhook().await?;
@@ -414,45 +424,75 @@ async fn converge(
     if halted > 0 {
         return Err(setup(format!("{message}: {halted} rollouts halted")));
     }
-    let mut by_verb = api_requests(run.shared());
-    for (verb, n) in &requests_before {
-        if let Some(v) = by_verb.get_mut(verb) {
-            *v = v.saturating_sub(*n);
-        }
-    }
-    by_verb.retain(|_, n| *n > 0);
-    let api: u64 = by_verb.values().sum();
+    let usage = Usage::between(&before, &Sample::take(run.shared(), sim_pid));
+    let plans = plans.max(1) as f64;
     Ok(Converge {
         seconds,
         ideal_seconds: ideal,
         ratio: seconds / ideal,
         cpu_seconds: process::cpu_seconds().unwrap_or_default() - cpu_before,
-        api_requests: api,
-        requests_per_instance_plan: api as f64 / plans.max(1) as f64,
-        requests_by_verb: by_verb,
+        requests_per_instance_plan: usage.api_requests as f64 / plans,
+        control_plane_cpu_ms_per_plan: usage.control_plane_cpu_seconds * 1000.0 / plans,
+        usage,
+    })
+}
+
+/// Watches the converged fleet for the window: nothing changes in Git or the clusters.
+async fn idle(
+    run: &Running,
+    opts: &FleetOptions,
+    sim_pid: Option<u32>,
+) -> Result<Idle, BenchError> {
+    let window = Duration::try_from_secs_f64(opts.window_s)
+        .map_err(|e| setup(format!("idle window {} s: {e}", opts.window_s)))?;
+    let before = Sample::take(run.shared(), sim_pid);
+    tokio::time::sleep(window).await;
+    let usage = Usage::between(&before, &Sample::take(run.shared(), sim_pid));
+    let seconds = usage.window_seconds.max(f64::EPSILON);
+    Ok(Idle {
+        requests_per_second_per_cluster: usage.api_requests as f64
+            / seconds
+            / opts.clusters.max(1) as f64,
+        control_plane_core_share: usage.control_plane_cpu_seconds / seconds,
+        simulator_core_share: usage.simulator_cpu_seconds / seconds,
+        rss_bytes: process::rss_bytes().unwrap_or_default(),
+        usage,
     })
 }
 
 /// Runs one size of `mode` in this process and returns its report.
 pub async fn run_child(mode: Mode, opts: FleetOptions) -> Result<FleetReport, BenchError> {
+    if opts.sim_process && mode == Mode::Coldstart {
+        return Err(setup(
+            "coldstart reads the clusters' stores directly and cannot use --sim-process",
+        ));
+    }
     let tmp = tempfile::tempdir().map_err(setup)?;
     let repo = Repo::create(&tmp.path().join("repo"), opts.instances)?;
     repo.commit("framework only")?;
-    let config_text = config_text(&opts, &repo.dir, &tmp.path().join("cache"));
-    let config = Config::parse("bench kudo.yaml", &config_text, tmp.path()).map_err(setup)?;
     // Clusters built here outlive a daemon (coldstart restarts one against the same fleet).
-    let mut sims = std::collections::BTreeMap::new();
-    let mut workloads: Vec<Workloads> = Vec::new();
-    for c in 0..opts.clusters {
-        let name = cluster_name(c);
-        let sim = SimCluster::new(&name);
-        sim.faults().set_latency(opts.latency());
-        workloads.push(sim.spawn_workloads(WorkloadConfig {
-            ready_delay: opts.ready_delay(),
-            job_duration: opts.ready_delay(),
-        }));
-        sims.insert(name, sim);
-    }
+    let clusters = Clusters::start(&opts, tmp.path()).await?;
+    let result = run_fleet(mode, &opts, &repo, &clusters, tmp.path()).await;
+    let sim_peak_rss_bytes = clusters.sim_peak_rss_bytes();
+    clusters.stop().await;
+    let mut report = result?;
+    report.sim_peak_rss_bytes = sim_peak_rss_bytes;
+    report.peak_rss_bytes = process::peak_rss_bytes().unwrap_or_default();
+    report.cpu_seconds_total = process::cpu_seconds().unwrap_or_default();
+    Ok(report)
+}
+
+async fn run_fleet(
+    mode: Mode,
+    opts: &FleetOptions,
+    repo: &Repo,
+    clusters: &Clusters,
+    tmp: &Path,
+) -> Result<FleetReport, BenchError> {
+    let config_text = config_text(opts, clusters, &repo.dir, &tmp.join("cache"));
+    let config = Config::parse("bench kudo.yaml", &config_text, tmp).map_err(setup)?;
+    let sims = clusters.sims();
+    let sim_pid = clusters.sim_pid();
     let options = Options {
         sims: sims.clone(),
         ..Options::default()
@@ -461,13 +501,17 @@ pub async fn run_child(mode: Mode, opts: FleetOptions) -> Result<FleetReport, Be
     let started = Instant::now();
     let run = Running::start(config.clone(), options.clone()).await?;
     let shared = run.shared().clone();
-    wait_until(
+    let ready = wait_until(
         "the daemon to be ready",
         opts.timeout(),
         Duration::from_millis(5),
         || shared.ready(),
     )
-    .await?;
+    .await;
+    if let Err(e) = ready {
+        run.stop().await;
+        return Err(e);
+    }
     let startup_seconds = started.elapsed().as_secs_f64();
     let idle_rss_bytes = process::rss_bytes().unwrap_or_default();
     let ideal = opts.ideal_plan_seconds();
@@ -480,36 +524,68 @@ pub async fn run_child(mode: Mode, opts: FleetOptions) -> Result<FleetReport, Be
     };
     repo.write_instances("v1", "parallel")?;
     if mode == Mode::Coldstart {
-        report.coldstart = Some(coldstart(run, &repo, &sims, config, options, &opts).await?);
-    } else {
-        report.fanout = converge(&run, &repo, "instances", ideal, plans, opts.timeout()).await?;
-        if mode == Mode::Rollout {
-            repo.write_instances("v2", "parallel")?;
-            report.rollout_parallel =
-                Some(converge(&run, &repo, "MESSAGE=v2", ideal, plans, opts.timeout()).await?);
-            repo.write_instances(
-                "v3",
-                &format!("{{maxUnavailable: \"{}%\"}}", opts.max_unavailable_percent),
-            )?;
-            let waves_ideal = ideal * opts.waves() as f64;
-            report.rollout_waves = Some(
-                converge(
-                    &run,
-                    &repo,
-                    "MESSAGE=v3",
-                    waves_ideal,
-                    plans,
-                    opts.timeout(),
-                )
-                .await?,
-            );
-        }
-        run.stop().await;
+        report.coldstart = Some(coldstart(run, repo, &sims, config, options, opts).await?);
+        return Ok(report);
     }
-    drop(workloads);
-    report.peak_rss_bytes = process::peak_rss_bytes().unwrap_or_default();
-    report.cpu_seconds_total = process::cpu_seconds().unwrap_or_default();
-    Ok(report)
+    let converged = converge(
+        &run,
+        repo,
+        "instances",
+        ideal,
+        plans,
+        opts.timeout(),
+        sim_pid,
+    )
+    .await;
+    report.fanout = match converged {
+        Ok(c) => c,
+        Err(e) => {
+            run.stop().await;
+            return Err(e);
+        }
+    };
+    let rest = async {
+        match mode {
+            Mode::Rollout => {
+                repo.write_instances("v2", "parallel")?;
+                report.rollout_parallel = Some(
+                    converge(
+                        &run,
+                        repo,
+                        "MESSAGE=v2",
+                        ideal,
+                        plans,
+                        opts.timeout(),
+                        sim_pid,
+                    )
+                    .await?,
+                );
+                repo.write_instances(
+                    "v3",
+                    &format!("{{maxUnavailable: \"{}%\"}}", opts.max_unavailable_percent),
+                )?;
+                let waves_ideal = ideal * opts.waves() as f64;
+                report.rollout_waves = Some(
+                    converge(
+                        &run,
+                        repo,
+                        "MESSAGE=v3",
+                        waves_ideal,
+                        plans,
+                        opts.timeout(),
+                        sim_pid,
+                    )
+                    .await?,
+                );
+            }
+            Mode::Idle => report.idle = Some(idle(&run, opts, sim_pid).await?),
+            Mode::Fanout | Mode::Coldstart => {}
+        }
+        Ok::<_, BenchError>(())
+    }
+    .await;
+    run.stop().await;
+    rest.map(|()| report)
 }
 
 /// Per plan (cluster/namespace/name): its uid and the names of its COMPLETE steps.
@@ -699,12 +775,25 @@ async fn coldstart(
 /// The table and JSON of a scenario over several sizes (growth relative to the first).
 pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_json::Value) {
     use super::report::{mib, secs};
+    use super::usage::amount;
     let first = reports.first();
     let opts = first.and_then(|r| r.options.clone());
     let title = match &opts {
         Some(o) => format!(
-            "{mode:?}: {} instances per cluster, latency {} ms, readiness {} ms, {PHASES} serial phases × {STEPS} parallel steps",
-            o.instances, o.latency_ms, o.ready_delay_ms
+            "{mode:?}: {} instances per cluster, latency {} ms, readiness {} ms, {PHASES} serial phases × {STEPS} parallel steps{}{}",
+            o.instances,
+            o.latency_ms,
+            o.ready_delay_ms,
+            if mode == Mode::Idle {
+                format!(", window {}", secs(o.window_s))
+            } else {
+                String::new()
+            },
+            if o.sim_process {
+                "; clusters in a `kudo sim` process (RSS and CP CPU: the control plane's alone)"
+            } else {
+                "; clusters in this process on their own threads (RSS includes them)"
+            }
         ),
         None => format!("{mode:?}: no runs"),
     };
@@ -715,6 +804,10 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
         }
     };
     let size = |r: &FleetReport| r.plans as f64;
+    let cpu = |s: f64| format!("{s:.1} s");
+    let share = |s: f64| format!("{:.1}%", s * 100.0);
+    let watches = |u: &Usage| format!("{} ({})", u.watch_requests, u.watch_restarts);
+    let sim_rss = |r: &FleetReport| r.sim_peak_rss_bytes.map_or("in process".into(), mib);
     let mut table = match mode {
         Mode::Fanout => super::Table::new(
             title,
@@ -727,8 +820,13 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
                 "ratio",
                 "peak RSS",
                 "per cluster",
-                "CPU",
+                "sim RSS",
+                "CP CPU",
+                "sim CPU",
+                "CP ms/plan",
                 "req/plan",
+                "req/plan by verb",
+                "watches (restarts)",
                 "× plans",
                 "× time",
                 "× RSS",
@@ -747,7 +845,9 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
                 "waves update",
                 "ideal",
                 "ratio",
+                "CP ms/plan (waves)",
                 "req/plan (waves)",
+                "by verb (waves)",
             ],
         ),
         Mode::Coldstart => super::Table::new(
@@ -764,9 +864,26 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
                 "peak RSS",
             ],
         ),
+        Mode::Idle => super::Table::new(
+            title,
+            &[
+                "clusters",
+                "plans",
+                "window",
+                "req/s per cluster",
+                "by verb (req/s per cluster)",
+                "watches (restarts)",
+                "open watches",
+                "CP CPU",
+                "sim CPU",
+                "RSS",
+                "sim RSS",
+            ],
+        ),
     };
     for r in reports {
         let o = r.options.clone().unwrap_or_default();
+        let plans = r.plans.max(1) as f64;
         let row = match mode {
             Mode::Fanout => vec![
                 o.clusters.to_string(),
@@ -780,8 +897,13 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
                     "{:.0} KiB",
                     r.peak_rss_bytes as f64 / 1024.0 / o.clusters.max(1) as f64
                 ),
-                format!("{:.1} s", r.fanout.cpu_seconds),
-                format!("{:.1}", r.fanout.requests_per_instance_plan),
+                sim_rss(r),
+                cpu(r.fanout.usage.control_plane_cpu_seconds),
+                cpu(r.fanout.usage.simulator_cpu_seconds),
+                amount(r.fanout.control_plane_cpu_ms_per_plan),
+                amount(r.fanout.requests_per_instance_plan),
+                verb_breakdown(&r.fanout.usage.requests_by_verb, plans),
+                watches(&r.fanout.usage),
                 growth(r, size),
                 growth(r, |r| r.fanout.seconds),
                 growth(r, |r| r.peak_rss_bytes as f64),
@@ -800,7 +922,9 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
                     secs(w.seconds),
                     secs(w.ideal_seconds),
                     format!("{:.2}", w.ratio),
-                    format!("{:.1}", w.requests_per_instance_plan),
+                    amount(w.control_plane_cpu_ms_per_plan),
+                    amount(w.requests_per_instance_plan),
+                    verb_breakdown(&w.usage.requests_by_verb, plans),
                 ]
             }
             Mode::Coldstart => {
@@ -815,6 +939,23 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
                     c.plans_restarted.to_string(),
                     c.steps_regressed.to_string(),
                     mib(r.peak_rss_bytes),
+                ]
+            }
+            Mode::Idle => {
+                let i = r.idle.clone().unwrap_or_default();
+                let per = i.usage.window_seconds * o.clusters.max(1) as f64;
+                vec![
+                    o.clusters.to_string(),
+                    r.plans.to_string(),
+                    secs(i.usage.window_seconds),
+                    amount(i.requests_per_second_per_cluster),
+                    verb_breakdown(&i.usage.requests_by_verb, per),
+                    watches(&i.usage),
+                    i.usage.watches_open.to_string(),
+                    share(i.control_plane_core_share),
+                    share(i.simulator_core_share),
+                    mib(i.rss_bytes),
+                    sim_rss(r),
                 ]
             }
         };
@@ -841,6 +982,8 @@ mod tests {
             ready_delay_ms: 200,
             timeout_s: 120,
             max_unavailable_percent: 10,
+            sim_process: false,
+            window_s: 0.0,
         }
     }
 
@@ -868,6 +1011,14 @@ mod tests {
             r.fanout.requests_per_instance_plan >= f64::from(PHASES * STEPS),
             "{r:?}"
         );
+        // The simulators answered on their own threads; watches are not requests per plan.
+        let u = &r.fanout.usage;
+        assert!(
+            u.simulator_cpu_seconds > 0.0 && u.control_plane_cpu_seconds > 0.0,
+            "{u:?}"
+        );
+        assert!(!u.requests_by_verb.contains_key("watch"), "{u:?}");
+        assert!(u.watches_open > 0, "{u:?}");
         let waves = r.rollout_waves.expect("waves ran");
         assert!(waves.seconds >= waves.ideal_seconds, "{waves:?}");
         assert!(r.peak_rss_bytes >= r.idle_rss_bytes && r.idle_rss_bytes > 0);

@@ -9,13 +9,17 @@
 //! - `rollout`: one parameter change over the same fleet, `parallel` and `maxUnavailable` waves;
 //! - `coldstart`: a daemon restarted mid-rollout: time to ready and to every plan continuing;
 //! - `git`: a generated repository, cold sync then a one-file commit (what was re-parsed);
-//! - `render`: templates per second over a package (default: KUDO's kafka).
+//! - `render`: templates per second over a package (default: KUDO's kafka);
+//! - `idle`: the fanout fleet converged, then observed: requests per second per cluster and
+//!   the control plane's share of a core while nothing changes.
 
+pub mod clusters;
 pub mod fleet;
 pub mod git;
 pub mod process;
 pub mod render;
 pub mod report;
+pub mod usage;
 
 pub use report::Table;
 

@@ -9,7 +9,8 @@ use crate::bench;
 /// and template rendering. Numbers only, no pass/fail; run a release build:
 ///
 ///   cargo run --release -- bench fanout --clusters 10,100,1000
-///   cargo run --release -- bench all --json bench.json
+///   cargo run --release -- bench fanout --clusters 100 --sim-process
+///   cargo run --release -- bench idle --clusters 10,100 --window 10m
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -31,6 +32,9 @@ pub enum Scenario {
     /// A daemon stopped mid-rollout and started again: time to ready and to every plan
     /// continuing (none restarted).
     Coldstart(FleetArgs),
+    /// The fanout fleet converged, then observed for a window in which nothing changes:
+    /// API requests per second per cluster and the control plane's share of one core.
+    Idle(IdleArgs),
     /// Runs one size in this process and prints its JSON (used by the scenarios above).
     #[command(hide = true)]
     FleetChild(ChildArgs),
@@ -60,6 +64,29 @@ pub struct FleetArgs {
     /// Give up on a size after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_s: u64,
+    /// Serve the clusters from a `kudo sim` child process over loopback instead of this
+    /// process, so peak RSS and CPU are the control plane's alone (not for `coldstart`).
+    #[arg(long)]
+    pub sim_process: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// How long the converged fleet is observed (`10m`, `30s`, `1h`; a bare number is
+    /// seconds).
+    #[arg(long, default_value = "10m", value_parser = parse_window)]
+    pub window: std::time::Duration,
+}
+
+/// A window longer than zero, in kudo.yaml's duration syntax.
+fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::util::duration::parse(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("the window must be longer than zero".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,9 +128,10 @@ pub struct RenderArgs {
 
 pub async fn run(args: Args) -> CliResult {
     let (table, json) = match args.scenario {
-        Scenario::Fanout(f) => fleet(bench::fleet::Mode::Fanout, f).await?,
-        Scenario::Rollout(f) => fleet(bench::fleet::Mode::Rollout, f).await?,
-        Scenario::Coldstart(f) => fleet(bench::fleet::Mode::Coldstart, f).await?,
+        Scenario::Fanout(f) => fleet(bench::fleet::Mode::Fanout, f, None).await?,
+        Scenario::Rollout(f) => fleet(bench::fleet::Mode::Rollout, f, None).await?,
+        Scenario::Coldstart(f) => fleet(bench::fleet::Mode::Coldstart, f, None).await?,
+        Scenario::Idle(i) => fleet(bench::fleet::Mode::Idle, i.fleet, Some(i.window)).await?,
         Scenario::FleetChild(c) => {
             let opts: bench::fleet::FleetOptions = serde_json::from_str(&c.options)?;
             let report = bench::fleet::run_child(c.mode, opts).await?;
@@ -147,7 +175,13 @@ fn default_render_package() -> PathBuf {
 async fn fleet(
     mode: bench::fleet::Mode,
     args: FleetArgs,
+    window: Option<std::time::Duration>,
 ) -> Result<(bench::Table, serde_json::Value), super::CliError> {
+    if args.sim_process && mode == bench::fleet::Mode::Coldstart {
+        return Err(
+            "--sim-process: coldstart reads the clusters' stores directly; run it without".into(),
+        );
+    }
     let exe = std::env::current_exe()?;
     let mut reports = Vec::new();
     for &clusters in &args.clusters {
@@ -158,6 +192,8 @@ async fn fleet(
             ready_delay_ms: args.ready_delay_ms,
             timeout_s: args.timeout_s,
             max_unavailable_percent: args.max_unavailable_percent,
+            sim_process: args.sim_process,
+            window_s: window.map_or(0.0, |w| w.as_secs_f64()),
         };
         let mode_name = serde_json::to_value(mode)?;
         eprintln!(
@@ -191,4 +227,55 @@ async fn fleet(
         reports.push(report);
     }
     Ok(bench::fleet::tabulate(mode, &reports))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_in_kudo_yaml_syntax_and_are_never_empty() {
+        assert_eq!(parse_window("10m"), Ok(std::time::Duration::from_secs(600)));
+        assert_eq!(parse_window("5s"), Ok(std::time::Duration::from_secs(5)));
+        assert_eq!(parse_window("90"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(
+            parse_window("0s"),
+            Err("the window must be longer than zero".to_string())
+        );
+        assert!(parse_window("ten minutes").is_err());
+    }
+
+    #[test]
+    fn idle_takes_the_fleet_flags_and_a_window() {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([
+            "kudo",
+            "bench",
+            "idle",
+            "--clusters",
+            "2",
+            "--instances",
+            "1",
+            "--window",
+            "3s",
+            "--sim-process",
+        ])
+        .expect("parses");
+        let crate::cli::Command::Bench(Args {
+            scenario: Scenario::Idle(i),
+            ..
+        }) = cli.command
+        else {
+            panic!("not bench idle: {cli:?}");
+        };
+        assert_eq!(i.fleet.clusters, vec![2]);
+        assert!(i.fleet.sim_process);
+        assert_eq!(i.window, std::time::Duration::from_secs(3));
+        let err = crate::cli::Cli::try_parse_from(["kudo", "bench", "idle", "--window", "0"])
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("--window") && err.to_string().contains("longer than zero"),
+            "{err}"
+        );
+    }
 }

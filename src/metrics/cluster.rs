@@ -1,9 +1,12 @@
 //! Metrics of the clusters kudo talks to: up/down as the control plane sees it, failures by
 //! bounded category, and every Kubernetes API request by verb and status code, measured by a
 //! wrapper around the cluster's `kube::Client` ([`metered_client`]), so the engine, the
-//! GitOps workers and the watches are all counted.
+//! GitOps workers and the watches are all counted. Watch streams are also followed while
+//! open, so a watch that ends and is started again (server timeout, 410 Gone, lost
+//! connection; after a 410 the watcher relists first) is counted as a restart.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -55,6 +58,8 @@ pub struct ClusterMetrics {
     pub errors: Family<CategoryLabels, Counter>,
     pub api_requests: Family<RequestLabels, Counter>,
     pub api_duration: Family<VerbLabels, Histogram>,
+    pub watches_open: Family<ClusterLabels, Gauge>,
+    pub watch_restarts: Family<ClusterLabels, Counter>,
 }
 
 impl ClusterMetrics {
@@ -64,6 +69,8 @@ impl ClusterMetrics {
             errors: Family::default(),
             api_requests: Family::default(),
             api_duration: Family::new_with_constructor(|| Histogram::new(super::latency_buckets())),
+            watches_open: Family::default(),
+            watch_restarts: Family::default(),
         };
         registry.register(
             "cluster_up",
@@ -85,13 +92,29 @@ impl ClusterMetrics {
             "Time to the response headers of a Kubernetes API request (watches: to the stream start)",
             m.api_duration.clone(),
         );
+        registry.register(
+            "cluster_watches_open",
+            "Watch streams open on the cluster",
+            m.watches_open.clone(),
+        );
+        registry.register(
+            "cluster_watch_restarts",
+            "Watch requests that replace a stream which ended (timeout, 410 Gone, lost connection)",
+            m.watch_restarts.clone(),
+        );
         m
     }
 
-    /// Starts a cluster's error counters at zero for each of `categories` (every
-    /// `ErrorKind`, passed in so metrics stay a leaf module), so a healthy fleet exports
-    /// `kudo_cluster_errors_total ... 0` instead of nothing.
+    /// Starts a cluster's series at zero: watches open and restarted, and the error
+    /// counter of each of `categories` (every `ErrorKind`, passed in so metrics stay a leaf
+    /// module), so a healthy fleet exports `kudo_cluster_errors_total ... 0` instead of
+    /// nothing.
     pub fn init_cluster(&self, cluster: &str, categories: &[&'static str]) {
+        let labels = ClusterLabels {
+            cluster: cluster.into(),
+        };
+        self.watches_open.get_or_create(&labels).set(0);
+        self.watch_restarts.get_or_create(&labels).inc_by(0);
         for &category in categories {
             self.errors
                 .get_or_create(&CategoryLabels {
@@ -221,6 +244,66 @@ impl Drop for InFlight {
     }
 }
 
+/// Open and most-ever-open streams per watch (path and selectors) of one client: a watch
+/// started while fewer are open than once were replaces one that ended.
+#[derive(Debug, Default)]
+pub(crate) struct WatchTracker {
+    streams: HashMap<String, (u32, u32)>,
+}
+
+impl WatchTracker {
+    /// What identifies a watch: its path and selectors, not its resourceVersion.
+    pub(crate) fn key(uri: &http::Uri) -> String {
+        let mut key = uri.path().to_string();
+        for pair in uri.query().unwrap_or_default().split('&') {
+            if pair.starts_with("labelSelector=") || pair.starts_with("fieldSelector=") {
+                key.push('&');
+                key.push_str(pair);
+            }
+        }
+        key
+    }
+
+    /// A watch request is being sent: true when it restarts one that ended.
+    pub(crate) fn starting(&mut self, key: &str) -> bool {
+        self.streams
+            .get(key)
+            .is_some_and(|(open, peak)| open < peak)
+    }
+
+    /// The request was answered with a stream.
+    pub(crate) fn opened(&mut self, key: &str) {
+        let (open, peak) = self.streams.entry(key.to_string()).or_default();
+        *open += 1;
+        *peak = (*peak).max(*open);
+    }
+
+    /// The stream ended (its body was dropped).
+    pub(crate) fn closed(&mut self, key: &str) {
+        if let Some((open, _)) = self.streams.get_mut(key) {
+            *open = open.saturating_sub(1);
+        }
+    }
+}
+
+/// Held by an open watch's response body: closes it in the tracker and the gauge when the
+/// body is dropped.
+struct OpenWatch {
+    tracker: Arc<Mutex<WatchTracker>>,
+    key: String,
+    gauge: Gauge,
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed(&self.key);
+        self.gauge.dec();
+    }
+}
+
 /// A client that sends through `client` and counts every request.
 pub fn metered_client(
     client: kube::Client,
@@ -229,22 +312,64 @@ pub fn metered_client(
 ) -> kube::Client {
     let namespace = client.default_namespace().to_string();
     let cluster: Arc<str> = Arc::from(cluster);
+    let tracker: Arc<Mutex<WatchTracker>> = Arc::default();
+    let labels = ClusterLabels {
+        cluster: cluster.to_string(),
+    };
     let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
         let client = client.clone();
+        let verb = verb_of(req.method(), req.uri());
         let flight = InFlight {
             metrics: metrics.clone(),
             cluster: cluster.clone(),
-            verb: verb_of(req.method(), req.uri()),
+            verb,
             started: Instant::now(),
             done: false,
         };
+        let watch = (verb == "watch").then(|| {
+            let key = WatchTracker::key(req.uri());
+            let restart = tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .starting(&key);
+            if restart {
+                metrics.watch_restarts.get_or_create(&labels).inc();
+            }
+            (
+                tracker.clone(),
+                key,
+                metrics.watches_open.get_or_create(&labels).clone(),
+            )
+        });
         async move {
             let result = client.send(req).await;
             flight.finish(match &result {
                 Ok(response) => code_label(response.status().as_u16()),
                 Err(_) => "unreachable",
             });
-            result
+            let response = result?;
+            let open = match watch {
+                Some((tracker, key, gauge)) if response.status().is_success() => {
+                    tracker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .opened(&key);
+                    gauge.inc();
+                    Some(OpenWatch {
+                        tracker,
+                        key,
+                        gauge,
+                    })
+                }
+                _ => None,
+            };
+            // The body keeps the stream counted open until the client drops it.
+            Ok::<_, kube::Error>(response.map(|body| {
+                http_body_util::BodyExt::map_frame(body, move |frame| {
+                    let _open = &open;
+                    frame
+                })
+            }))
         }
     });
     kube::Client::new(service, namespace)
@@ -288,6 +413,80 @@ mod tests {
         for (m, u) in [("GET", "/x"), ("OPTIONS", "/api/v1/pods/p")] {
             assert!(VERBS.contains(&verb(m, u)));
         }
+    }
+
+    #[test]
+    fn a_watch_started_again_after_its_stream_ended_is_a_restart() {
+        let key = |u: &str| WatchTracker::key(&u.parse().expect("uri"));
+        let a =
+            key("/apis/kudo.dev/v1beta1/instances?watch=true&resourceVersion=1&timeoutSeconds=290");
+        let a_later = key("/apis/kudo.dev/v1beta1/instances?resourceVersion=99&watch=true");
+        let selected = key("/api/v1/pods?watch=true&labelSelector=app%3Dx");
+        assert_eq!(
+            a, a_later,
+            "the resourceVersion does not make another watch"
+        );
+        assert_ne!(key("/api/v1/pods?watch=true"), selected);
+        let mut t = WatchTracker::default();
+        // Two watchers of the same thing (engine and worker) start: neither is a restart.
+        assert!(!t.starting(&a));
+        t.opened(&a);
+        assert!(!t.starting(&a));
+        t.opened(&a);
+        assert!(!t.starting(&selected));
+        t.opened(&selected);
+        // One ends (timeout): the next watch of it restarts it, and a refused attempt too.
+        t.closed(&a);
+        assert!(t.starting(&a), "replaces the ended stream");
+        assert!(
+            t.starting(&a),
+            "a retry before a stream opens is still a restart"
+        );
+        t.opened(&a);
+        assert!(!t.starting(&a), "both streams open again");
+        assert!(!t.starting(&selected));
+    }
+
+    /// Through a real client: a watch is open while its stream lives, and watching the same
+    /// thing again after it ended counts one restart.
+    #[tokio::test]
+    async fn a_client_counts_open_watches_and_restarts() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::{Api, WatchParams};
+        let mut registry = Registry::default();
+        let m = Arc::new(ClusterMetrics::register(&mut registry));
+        m.init_cluster("w", &["unreachable"]);
+        let sim = crate::sim::SimCluster::new("w");
+        let api: Api<ConfigMap> =
+            Api::namespaced(metered_client(sim.client(), "w", m.clone()), "default");
+        let labels = ClusterLabels {
+            cluster: "w".into(),
+        };
+        let open = || m.watches_open.get_or_create(&labels).get();
+        let restarts = || m.watch_restarts.get_or_create(&labels).get();
+        let first = api
+            .watch(&WatchParams::default(), "0")
+            .await
+            .expect("watch");
+        assert_eq!((open(), restarts()), (1, 0));
+        drop(first);
+        assert_eq!((open(), restarts()), (0, 0));
+        let again = api
+            .watch(&WatchParams::default(), "0")
+            .await
+            .expect("watch");
+        assert_eq!((open(), restarts()), (1, 1));
+        let other = api
+            .watch(&WatchParams::default().labels("app=x"), "0")
+            .await
+            .expect("watch");
+        assert_eq!(
+            (open(), restarts()),
+            (2, 1),
+            "another selector is a new watch"
+        );
+        drop((again, other));
+        assert_eq!(open(), 0);
     }
 
     #[test]

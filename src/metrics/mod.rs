@@ -17,6 +17,7 @@
 //! | `kudo_cluster_errors_total` | 9 (every category, at 0 from the start) |
 //! | `kudo_cluster_api_requests_total` | verbs × codes seen: typically 8–12 |
 //! | `kudo_cluster_api_request_duration_seconds` | ≤ 9 verbs (histograms) |
+//! | `kudo_cluster_watches_open`, `kudo_cluster_watch_restarts_total` | 1 + 1 |
 //! | `kudo_plans_in_progress`, `kudo_reconcile_duration_seconds` | 1 + 1 |
 //! | `kudo_reconciles_total`, `kudo_reconcile_errors_total` | 2 + 4 (every result and category, at 0 from the start) |
 //! | `kudo_plan_executions_total`, `kudo_plan_duration_seconds` | 3·p + p (per plan, not instance) |
@@ -252,6 +253,8 @@ mod tests {
             "histogram",
             &["cluster", "verb"],
         ),
+        ("kudo_cluster_watches_open", "gauge", &["cluster"]),
+        ("kudo_cluster_watch_restarts", "counter", &["cluster"]),
         ("kudo_leader", "gauge", &[]),
     ];
 
@@ -316,6 +319,7 @@ mod tests {
                 operator: "op".into(),
             })
             .observe(12.0);
+        m.cluster.init_cluster("c", &["unreachable"]);
         m.cluster.set_up("c", false, Some("unreachable"));
         m.cluster
             .observe("c", "get", "404", std::time::Instant::now());

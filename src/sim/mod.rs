@@ -58,6 +58,7 @@ pub mod error;
 pub mod managed;
 pub mod patch;
 pub mod resources;
+pub mod runtime;
 pub mod selector;
 pub mod server;
 pub mod service;
@@ -70,6 +71,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use error::SimError;
+pub use runtime::SimRuntime;
 pub use service::{ApiConfig, Faults, SimService};
 pub use store::Store;
 
@@ -77,6 +79,8 @@ pub use store::Store;
 #[derive(Debug, Clone)]
 pub struct SimCluster {
     shared: Arc<service::Shared>,
+    /// The simulator runtime it answers on (see [`runtime`]); None: the caller's.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl SimCluster {
@@ -87,7 +91,15 @@ impl SimCluster {
     pub fn with_config(name: &str, config: ApiConfig) -> SimCluster {
         SimCluster {
             shared: Arc::new(service::Shared::new(name, config)),
+            runtime: None,
         }
+    }
+
+    /// This cluster answering requests, simulating workloads and serving HTTP on `runtime`
+    /// (a [`SimRuntime`]'s handle), so its CPU is not the caller's.
+    pub fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> SimCluster {
+        self.runtime = Some(runtime);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -96,7 +108,10 @@ impl SimCluster {
 
     /// The tower service answering this cluster's API requests.
     pub fn service(&self) -> SimService {
-        SimService::new(self.shared.clone())
+        match &self.runtime {
+            Some(rt) => SimService::on_runtime(self.shared.clone(), rt.clone()),
+            None => SimService::new(self.shared.clone()),
+        }
     }
 
     /// A kube client talking to this cluster in process. Needs a Tokio runtime.
@@ -116,12 +131,27 @@ impl SimCluster {
 
     /// Starts the workload simulator for this cluster (stops when the handle is dropped).
     pub fn spawn_workloads(&self, config: workload::WorkloadConfig) -> workload::Workloads {
-        workload::spawn(self.client(), config)
+        match &self.runtime {
+            Some(rt) => {
+                // Tasks and the client's buffer start on the simulator runtime, and the
+                // client calls the store directly (it already runs there).
+                let _on = rt.enter();
+                let direct = kube::Client::new(SimService::new(self.shared.clone()), "default");
+                workload::spawn(direct, config)
+            }
+            None => workload::spawn(self.client(), config),
+        }
     }
 
     /// Serves this cluster over HTTP on `addr` (e.g. `127.0.0.1:0`).
     pub async fn serve_http(&self, addr: SocketAddr) -> std::io::Result<server::HttpServer> {
-        server::serve(self.shared.clone(), addr).await
+        match &self.runtime {
+            Some(rt) => rt
+                .spawn(server::serve(self.shared.clone(), addr))
+                .await
+                .map_err(std::io::Error::other)?,
+            None => server::serve(self.shared.clone(), addr).await,
+        }
     }
 }
 

@@ -146,6 +146,12 @@ impl Shared {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Open watch streams (and other subscribers to the store's events).
+    #[cfg(test)]
+    pub(crate) fn watchers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     /// Runs `f` on the store and publishes the events it produced (under the lock, so
     /// watchers never miss or reorder events).
     pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
@@ -162,11 +168,24 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct SimService {
     shared: Arc<Shared>,
+    /// Where requests are answered when not on the caller's runtime (see `sim::runtime`).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl SimService {
     pub fn new(shared: Arc<Shared>) -> SimService {
-        SimService { shared }
+        SimService {
+            shared,
+            runtime: None,
+        }
+    }
+
+    /// A service answering on `runtime`'s threads instead of the caller's.
+    pub fn on_runtime(shared: Arc<Shared>, runtime: tokio::runtime::Handle) -> SimService {
+        SimService {
+            shared,
+            runtime: Some(runtime),
+        }
     }
 }
 
@@ -184,40 +203,64 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let latency = shared.faults.latency();
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
+        let answer = answer(self.shared.clone(), req);
+        match self.runtime.clone() {
+            None => Box::pin(answer),
+            Some(rt) => {
+                let task = rt.spawn(answer);
+                Box::pin(async move {
+                    match task.await {
+                        Ok(Ok(response)) => Ok(super::runtime::pump_body(&rt, response)),
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => {
+                            let e: BoxError = Box::new(std::io::Error::other(format!(
+                                "simulated cluster stopped answering: {e}"
+                            )));
+                            Err(e)
+                        }
+                    }
+                })
             }
-            if shared.faults.partitioned() {
-                shared.faults.refused.fetch_add(1, Ordering::Relaxed);
-                let e: BoxError = Box::new(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionRefused,
-                    format!(
-                        "connect error: connection refused (simulated partition of cluster {})",
-                        shared.name
-                    ),
-                ));
-                return Err(e);
-            }
-            let (parts, body) = req.into_parts();
-            let body = match body.collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) => {
-                    let e: BoxError = e.into();
-                    return Err(e);
-                }
-            };
-            if shared.faults.should_fail() {
-                return Ok(error_response(&SimError::Unavailable(format!(
-                    "injected fault on cluster {}",
-                    shared.name
-                ))));
-            }
-            Ok(handle(&shared, &parts, body))
-        })
+        }
     }
+}
+
+/// One request: fault injection, then the store.
+async fn answer<B>(shared: Arc<Shared>, req: Request<B>) -> Result<Response<SimBody>, BoxError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let latency = shared.faults.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if shared.faults.partitioned() {
+        shared.faults.refused.fetch_add(1, Ordering::Relaxed);
+        let e: BoxError = Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!(
+                "connect error: connection refused (simulated partition of cluster {})",
+                shared.name
+            ),
+        ));
+        return Err(e);
+    }
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            let e: BoxError = e.into();
+            return Err(e);
+        }
+    };
+    if shared.faults.should_fail() {
+        return Ok(error_response(&SimError::Unavailable(format!(
+            "injected fault on cluster {}",
+            shared.name
+        ))));
+    }
+    Ok(handle(&shared, &parts, body))
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<SimBody> {
