@@ -18,6 +18,8 @@
 
 mod http;
 mod planner;
+#[cfg(test)]
+mod planner_tests;
 mod state;
 mod status;
 mod sync;
@@ -246,6 +248,7 @@ impl Daemon {
             metrics,
             revision_times: Mutex::new(BTreeMap::new()),
             converging: Mutex::new(BTreeSet::new()),
+            pass_lock: Mutex::new(()),
             notifier,
             dry_run,
             leading: leading.clone(),

@@ -131,13 +131,17 @@ impl Seen {
     }
 }
 
+/// One cluster's managed Instances by `namespace/name`.
+pub(super) type Observation = BTreeMap<String, Seen>;
+
 pub(super) struct ClusterSlot {
     pub(super) info: ClusterInfo,
     pub(super) cluster: Arc<Cluster>,
     pub(super) wake: Notify,
     pub(super) status: Mutex<ClusterStatus>,
     /// Managed Instances by `namespace/name`, from the last successful observation.
-    pub(super) seen: Mutex<Option<BTreeMap<String, Seen>>>,
+    /// Shared with the planner's snapshot (a pass reads every cluster without copying).
+    pub(super) seen: Mutex<Option<Arc<Observation>>>,
     /// Instance keys to apply the desired spec to now (from the planner).
     pub(super) apply: Mutex<BTreeSet<String>>,
     /// Instance keys to delete now (from the planner's [`crate::gitops::ownership::decide`]).
@@ -171,6 +175,8 @@ pub struct Shared {
     /// Instances the planner applied a new spec for, until their rollout completes
     /// (the commit-to-converged clock runs for those only).
     pub(super) converging: Mutex<BTreeSet<String>>,
+    /// Held through a planner pass: passes never overlap.
+    pub(super) pass_lock: Mutex<()>,
     /// Notification sinks (never waited on).
     pub(super) notifier: crate::notify::Notifier,
     /// `--dry-run`: sync and report, never write to a cluster (no CRDs, no engine).

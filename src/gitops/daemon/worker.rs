@@ -209,7 +209,7 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
             let picked = lock(&slot.delete).clone();
             lock(&slot.seen)
                 .iter()
-                .flatten()
+                .flat_map(|seen| seen.iter())
                 .filter(|(key, s)| {
                     picked.contains(*key)
                         && matches!(s.owner, crate::gitops::ownership::Owner::Ours { .. })
@@ -263,7 +263,7 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
                 }
             }
         }
-        *previous = Some(seen);
+        *previous = Some(Arc::new(seen));
     }
     shared.request_plan();
     Ok(())
@@ -413,7 +413,7 @@ async fn dry_run_work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), Cl
         .into_iter()
         .map(|(k, instance)| (k, Seen::new(instance, &shared.config.control_plane)))
         .collect();
-    *lock(&slot.seen) = Some(seen);
+    *lock(&slot.seen) = Some(Arc::new(seen));
     shared.request_plan();
     Ok(())
 }
