@@ -22,6 +22,8 @@ mod planner;
 mod planner_tests;
 mod state;
 mod status;
+#[cfg(test)]
+mod status_tests;
 mod sync;
 mod worker;
 
@@ -230,11 +232,6 @@ impl Daemon {
         let shared = Arc::new(Shared {
             config: config.clone(),
             options,
-            cluster_index: slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.info.name.clone(), i))
-                .collect(),
             plan_wake: Notify::new(),
             clusters: slots,
             repos: Mutex::new(repos),

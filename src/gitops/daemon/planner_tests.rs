@@ -15,10 +15,15 @@ use crate::gitops::ownership::{DELETION_PROTECTION_ANNOTATION, RepoState};
 use crate::gitops::rollout::{Count, Progress, State, Strategy};
 use crate::metrics::gitops::RolloutState;
 
-const CP: &str = "cp";
+pub(super) const CP: &str = "cp";
 const OV: &str = "f-1";
 
-fn instance(key: &str, targets: &[&str], strategy: Strategy, canary: &[&str]) -> DesiredInstance {
+pub(super) fn instance(
+    key: &str,
+    targets: &[&str],
+    strategy: Strategy,
+    canary: &[&str],
+) -> DesiredInstance {
     let (ns, name) = key.split_once('/').expect("key");
     DesiredInstance {
         file: format!("instances/{name}.yaml"),
@@ -37,7 +42,7 @@ fn instance(key: &str, targets: &[&str], strategy: Strategy, canary: &[&str]) ->
     }
 }
 
-fn desired(revision: &str, instances: Vec<DesiredInstance>) -> DesiredState {
+pub(super) fn desired(revision: &str, instances: Vec<DesiredInstance>) -> DesiredState {
     DesiredState {
         revision: revision.into(),
         frameworks: BTreeMap::new(),
@@ -47,7 +52,7 @@ fn desired(revision: &str, instances: Vec<DesiredInstance>) -> DesiredState {
 
 /// A live Instance of the desired spec owned by `control_plane`; `plan` is the status of the
 /// plan the engine started for it (None: applied, not started yet).
-fn live(key: &str, control_plane: &str, plan: Option<ExecutionStatus>) -> Instance {
+pub(super) fn live(key: &str, control_plane: &str, plan: Option<ExecutionStatus>) -> Instance {
     let (ns, name) = key.split_once('/').expect("key");
     let mut i = Instance::new(name, InstanceSpec::default());
     i.metadata.namespace = Some(ns.into());
@@ -85,9 +90,9 @@ fn live(key: &str, control_plane: &str, plan: Option<ExecutionStatus>) -> Instan
 }
 
 /// Cluster → its observation (None: never answered).
-type Observed = BTreeMap<String, Option<Arc<Observation>>>;
+pub(super) type Observed = BTreeMap<String, Option<Arc<Observation>>>;
 
-fn observed(clusters: &[(&str, Option<Vec<Instance>>)]) -> Observed {
+pub(super) fn observed(clusters: &[(&str, Option<Vec<Instance>>)]) -> Observed {
     clusters
         .iter()
         .map(|(name, seen)| {
@@ -148,7 +153,7 @@ fn state(a: &PlanActions, key: &str) -> State {
     a.rollouts.get(key).expect("rollout").state.clone()
 }
 
-const K: &str = "ns/db";
+pub(super) const K: &str = "ns/db";
 
 #[test]
 fn places_the_spec_only_on_the_instance_targets() {

@@ -154,8 +154,6 @@ pub struct Shared {
     pub(super) config: Config,
     pub(super) options: Options,
     pub(super) clusters: Vec<Arc<ClusterSlot>>,
-    /// Cluster name → index into `clusters` (the planner looks up every target).
-    pub(super) cluster_index: std::collections::HashMap<String, usize>,
     /// Wakes the planner task: observations coalesce into one pass over every instance.
     pub(super) plan_wake: Notify,
     pub(super) repos: Mutex<BTreeMap<String, RepoStatus>>,
@@ -267,12 +265,6 @@ impl Shared {
         }
         let down = self.health.down();
         (!down.is_empty()).then(|| format!("core tasks down: {}", down.join(", ")))
-    }
-
-    pub(super) fn slot(&self, name: &str) -> Option<&Arc<ClusterSlot>> {
-        self.cluster_index
-            .get(name)
-            .and_then(|&i| self.clusters.get(i))
     }
 
     /// Asks the planner task for a pass; requests made while a pass runs coalesce into the
