@@ -1,0 +1,354 @@
+//! The HTTP API: router, token auth, the Git webhook and the deletion confirmation.
+
+use std::sync::Arc;
+
+use super::ServeError;
+use super::state::{Shared, lock};
+use serde_json::json;
+use tracing::{info, warn};
+
+impl Shared {
+    /// Confirms the held deletions of `repository`'s `revision` (the API's write action).
+    /// Errors say why nothing was confirmed.
+    pub fn confirm_deletions(
+        &self,
+        repository: &str,
+        revision: &str,
+        by: &str,
+    ) -> Result<usize, String> {
+        let repos = lock(&self.repos);
+        let Some(status) = repos.get(repository) else {
+            let known: Vec<&str> = repos.keys().map(String::as_str).collect();
+            return Err(format!(
+                "no repository {repository:?} (repositories: {})",
+                known.join(", ")
+            ));
+        };
+        let Some(held) = &status.held_deletions else {
+            return Err(format!(
+                "repository {repository} has no deletions waiting for confirmation"
+            ));
+        };
+        if held.revision != revision && !held.revision.starts_with(revision) || revision.len() < 7 {
+            return Err(format!(
+                "repository {repository}: the held deletions belong to revision {}, not {revision:?}; nothing confirmed",
+                held.revision
+            ));
+        }
+        let (full, count) = (held.revision.clone(), held.count);
+        drop(repos);
+        info!(target: "audit", repository, revision = %full, count, token = by, "deletions confirmed");
+        self.notifier.emit(
+            crate::notify::Event::new(
+                crate::notify::EventKind::ApiWrite,
+                "deletionsConfirmed",
+                format!("{count} deletions of repository {repository} confirmed by {by}"),
+            )
+            .revision(&full),
+        );
+        lock(&self.confirmations).insert(repository.to_string(), (full, u32::MAX));
+        self.request_plan();
+        Ok(count)
+    }
+}
+
+/// The HTTP API: health, readiness, status, metrics and the Git webhook.
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    use axum::routing::{get, post};
+    crate::metrics::server::metrics_route(shared.registry.clone())
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Shared>>| async move {
+                    if s.ready() {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                },
+            ),
+        )
+        .route(
+            "/api/v1/status",
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Shared>>| async move {
+                    axum::Json(s.status())
+                },
+            ),
+        )
+        .route("/api/v1/instances/{name}", get(instance_detail))
+        .route(
+            "/api/v1/repositories/{name}/confirm-deletions",
+            post(confirm_deletions),
+        )
+        .route(
+            "/api/v1/hooks/git",
+            post(hook).layer(axum::extract::DefaultBodyLimit::max(
+                crate::gitops::webhook::MAX_BODY_BYTES,
+            )),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            require_api_token,
+        ))
+        .with_state(shared)
+}
+
+#[derive(serde::Deserialize)]
+struct DetailQuery {
+    namespace: Option<String>,
+}
+
+/// `GET /api/v1/instances/{name}?namespace=ns`: 404 with the reason when unknown.
+async fn instance_detail(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DetailQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match s.instance_detail(q.namespace.as_deref(), &name) {
+        Ok(d) => axum::Json(d).into_response(),
+        Err(reason) => (axum::http::StatusCode::NOT_FOUND, format!("{reason}\n")).into_response(),
+    }
+}
+
+/// Who made an API request: the token's name (`anonymous` without tokens).
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+#[derive(serde::Deserialize)]
+struct ConfirmBody {
+    revision: String,
+}
+
+/// `POST /api/v1/repositories/{name}/confirm-deletions` with `{"revision": "<commit>"}`:
+/// releases the deletions held for that revision (a write: see [`require_api_token`]).
+async fn confirm_deletions(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body: ConfirmBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("expected a JSON body {{\"revision\": \"<commit>\"}}: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    match s.confirm_deletions(&name, &body.revision, &caller.0) {
+        Ok(count) => axum::Json(json!({"repository": name, "confirmed": count})).into_response(),
+        Err(reason) => (axum::http::StatusCode::CONFLICT, format!("{reason}\n")).into_response(),
+    }
+}
+
+/// The API's access rule, one for every endpoint:
+/// - health, readiness and metrics are open (probes and scrapers); the webhook checks its
+///   own signature;
+/// - with tokens configured (`apiTokens`, or `apiTokenFile` as the write token `default`),
+///   every `/api/v1/*` request needs `Authorization: Bearer <token>`, and writes (any method
+///   but GET and HEAD) need a `write` token;
+/// - with no token configured, reads are open and writes are allowed only when the listener
+///   is a loopback address (the embedded demo).
+///
+/// Every write is logged (target `audit`) and notified with the token's name. Token files
+/// are read per request, so rotating one needs no restart; an unreadable one counts as absent
+/// and is logged.
+async fn require_api_token(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = request.uri().path().to_string();
+    let protected = path.starts_with("/api/v1/") && !path.starts_with("/api/v1/hooks/");
+    if !protected {
+        return next.run(request).await;
+    }
+    let write = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let tokens = s.config.all_api_tokens();
+    let caller = if tokens.is_empty() {
+        if write && !s.loopback_listener() {
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                "writes need a write token (apiTokens) unless kudo listens on loopback only\n",
+            )
+                .into_response();
+        }
+        "anonymous".to_string()
+    } else {
+        let given = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let mut readable = 0;
+        let mut matched = None;
+        for token in &tokens {
+            match std::fs::read_to_string(&token.file) {
+                Ok(expected) if !expected.trim().is_empty() => {
+                    readable += 1;
+                    if !given.is_empty()
+                        && crate::gitops::webhook::same_secret(&given, expected.trim())
+                        && matched.is_none()
+                    {
+                        matched = Some(token);
+                    }
+                }
+                Ok(_) => {
+                    warn!(token = %token.name, file = %token.file.display(), "API token file is empty; that token is refused");
+                }
+                Err(e) => {
+                    warn!(token = %token.name, file = %token.file.display(), error = %e, "API token file unreadable; that token is refused");
+                }
+            }
+        }
+        if readable == 0 {
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "API tokens unavailable (every token file is unreadable or empty)\n",
+            )
+                .into_response();
+        }
+        let Some(token) = matched else {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid bearer token is required\n",
+            )
+                .into_response();
+        };
+        if write && token.role != crate::gitops::config::TokenRole::Write {
+            warn!(target: "audit", token = %token.name, method = %request.method(), %path, "write refused: read-only token");
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                format!(
+                    "token {:?} is read-only; this needs a write token\n",
+                    token.name
+                ),
+            )
+                .into_response();
+        }
+        token.name.clone()
+    };
+    if write {
+        info!(target: "audit", token = %caller, method = %request.method(), %path, "API write");
+        s.notifier.emit(crate::notify::Event::new(
+            crate::notify::EventKind::ApiWrite,
+            "write",
+            format!("{} {path} by token {caller}", request.method()),
+        ));
+    }
+    request.extensions_mut().insert(Caller(caller));
+    next.run(request).await
+}
+
+async fn hook(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use crate::gitops::webhook::{HookError, HookSecret};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    if let Err(wait) = s.hook_limiter.take() {
+        let refusal = s.hook_limiter.refusal();
+        warn!(reason = %refusal, "webhook refused");
+        let retry = wait.as_secs().max(1).to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, retry)],
+            format!("{refusal}\n"),
+        )
+            .into_response();
+    }
+    let secrets: Vec<(String, HookSecret)> = s
+        .config
+        .repositories
+        .iter()
+        .map(|r| {
+            (
+                r.name.clone(),
+                HookSecret::load(r.webhook_secret_file.as_deref()),
+            )
+        })
+        .collect();
+    {
+        let mut repos = lock(&s.repos);
+        for (name, secret) in &secrets {
+            let problem = secret.problem().map(str::to_string);
+            if let Some(p) = &problem {
+                warn!(repository = %name, problem = %p, "webhook secret unavailable; refusing its webhooks");
+            }
+            if let Some(status) = repos.get_mut(name) {
+                status.webhook_error = problem;
+            }
+        }
+    }
+    match crate::gitops::webhook::authorize(&headers, &body, &secrets) {
+        Ok(repos) => {
+            info!(repositories = ?repos, "webhook: syncing now");
+            s.sync_now(Some(&repos));
+            (
+                StatusCode::ACCEPTED,
+                format!("syncing {}\n", repos.join(", ")),
+            )
+                .into_response()
+        }
+        Err(reason) => {
+            warn!(%reason, "webhook refused");
+            let code = match reason {
+                HookError::SecretUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            (code, format!("{reason}\n")).into_response()
+        }
+    }
+}
+
+/// Serves the HTTP API on `addr` until `stop` resolves; returns the bound address.
+pub async fn serve_http(
+    shared: Arc<Shared>,
+    addr: std::net::SocketAddr,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    s_set_loopback(&shared, bound);
+    let app = router(shared);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            warn!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+fn s_set_loopback(shared: &Shared, bound: std::net::SocketAddr) {
+    shared.loopback.store(
+        bound.ip().is_loopback(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+}

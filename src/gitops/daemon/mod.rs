@@ -1,0 +1,338 @@
+//! The `kudo serve` daemon: repositories are synced into desired states, every cluster has
+//! its own worker (CRDs, applying specs, deleting removed instances, observing progress) and
+//! its own engine controller, and the rollout planner decides from the observations which
+//! cluster gets which spec next.
+//!
+//! Tasks and what they share:
+//! - one sync task per repository: on each new revision, load and validate it (pure) and keep
+//!   it as that repository's last good revision only when it has no error;
+//! - one worker per cluster: never waits on another cluster; each request has the cluster's
+//!   own timeout, and a failing cluster is marked down and retried;
+//! - the planner runs after every observation: [`crate::gitops::rollout::plan`] per instance,
+//!   then wakes the workers that have something to apply, so the next wave starts on the
+//!   completion event.
+//!
+//! Files: `state` (what the tasks share), `sync` (repositories), `worker` (clusters),
+//! `planner` (rollout and ownership decisions), `status` (the status views), `http` (the API);
+//! this file starts and stops the tasks. `super::serve` re-exports the public names.
+
+mod http;
+mod planner;
+#[cfg(test)]
+mod planner_tests;
+mod state;
+mod status;
+#[cfg(test)]
+mod status_tests;
+mod sync;
+mod worker;
+
+pub use http::{Caller, router, serve_http};
+pub use state::{
+    ClusterProgressView, ClusterStatus, InstanceStatusView, PlanSummary, RepoStatus, Shared,
+    StatusDoc,
+};
+pub use worker::{apply_instance, apply_instance_as};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tracing::warn;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::gitops::config::{ClusterAccess, Config, Source};
+use crate::gitops::git::watch_dir;
+use crate::gitops::placement::ClusterInfo;
+use crate::sim::SimCluster;
+use crate::sim::workload::{WorkloadConfig, Workloads};
+use state::ClusterSlot;
+
+/// Field manager of everything the control plane applies.
+pub const FIELD_MANAGER: &str = "kudo-gitops";
+/// Annotation recording the revision that last applied an object.
+pub const REVISION_ANNOTATION: &str = "kudo.dev/git-revision";
+/// Label marking Instances `kudo serve` applies (see [`crate::gitops::ownership`] for whose).
+pub const MANAGED_LABEL: &str = crate::gitops::ownership::MANAGED_LABEL;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cluster {cluster}: {source}")]
+    Cluster {
+        cluster: String,
+        #[source]
+        source: ClusterError,
+    },
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Tuning knobs (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often each cluster worker re-observes its Instances without an event.
+    pub observe_interval: Duration,
+    /// The engine's re-check interval for running plans.
+    pub engine_poll: Duration,
+    /// Quiet period before a changed local directory is loaded.
+    pub debounce: Duration,
+    /// Simulated clusters the caller built (by cluster name): used instead of new ones for
+    /// `sim` clusters of that name, so they outlive the daemon (restart measurements). The
+    /// caller runs their workload simulators.
+    pub sims: BTreeMap<String, SimCluster>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            observe_interval: Duration::from_secs(2),
+            engine_poll: Duration::from_secs(2),
+            debounce: Duration::from_millis(300),
+            sims: BTreeMap::new(),
+        }
+    }
+}
+
+/// A running daemon. Dropping it stops nothing; call [`Daemon::shutdown`].
+pub struct Daemon {
+    pub shared: Arc<Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _sims: Vec<(SimCluster, Workloads)>,
+    _watchers: Vec<notify::RecommendedWatcher>,
+}
+
+impl Daemon {
+    /// Starts every task. Clusters given in `extra` (name → client) replace the config's
+    /// access for that name (tests hand in clients they built).
+    pub async fn start(config: Config, options: Options) -> Result<Daemon, ServeError> {
+        Self::start_mode(config, options, false, None).await
+    }
+
+    /// Starts a daemon that syncs and reports what it would change (the status API's
+    /// `pendingChanges` per cluster, and the log) without writing to any cluster.
+    pub async fn start_dry_run(config: Config, options: Options) -> Result<Daemon, ServeError> {
+        Self::start_mode(config, options, true, None).await
+    }
+
+    /// Like [`Daemon::start`], but cluster workers (every write to clusters, the engine
+    /// included) wait until `leading` is true. When it turns false every write stops: the
+    /// clusters' clients refuse writes and the engines stop; `kudo serve` then exits.
+    pub async fn start_gated(
+        config: Config,
+        options: Options,
+        leading: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<Daemon, ServeError> {
+        Self::start_mode(config, options, false, leading).await
+    }
+
+    async fn start_mode(
+        config: Config,
+        options: Options,
+        dry_run: bool,
+        leading: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<Daemon, ServeError> {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (mut registry, metrics) = crate::metrics::registry();
+        let mut sims = Vec::new();
+        let mut slots = Vec::new();
+        for c in &config.clusters {
+            let cluster = match &c.access {
+                ClusterAccess::Sim(_) if options.sims.contains_key(&c.name) => {
+                    let sim = &options.sims[&c.name];
+                    Cluster::from_client(&c.name, sim.client())
+                }
+                ClusterAccess::Sim(s) => {
+                    let sim = SimCluster::new(&c.name);
+                    sim.faults().set_latency(s.latency);
+                    let workloads = sim.spawn_workloads(WorkloadConfig {
+                        ready_delay: s.ready_delay,
+                        job_duration: s.ready_delay,
+                    });
+                    let cluster = Cluster::from_client(&c.name, sim.client());
+                    sims.push((sim, workloads));
+                    cluster
+                }
+                ClusterAccess::InCluster => {
+                    Cluster::in_cluster(&c.name).map_err(|source| ServeError::Cluster {
+                        cluster: c.name.clone(),
+                        source,
+                    })?
+                }
+                ClusterAccess::Kubeconfig { path, context } => {
+                    Cluster::from_kubeconfig(&c.name, path, context.as_deref())
+                        .await
+                        .map_err(|source| ServeError::Cluster {
+                            cluster: c.name.clone(),
+                            source,
+                        })?
+                }
+            }
+            .with_request_timeout(c.request_timeout)
+            .with_api_metrics(metrics.cluster.clone());
+            // With leader election every write to the cluster checks leadership as it is sent.
+            let cluster = match &leading {
+                Some(l) => cluster.map_client(|client| {
+                    crate::gitops::leader::leader_gated_client(client, l.clone())
+                }),
+                None => cluster,
+            };
+            metrics.cluster.set_up(&c.name, false, None);
+            metrics
+                .cluster
+                .init_cluster(&c.name, &crate::cluster::ErrorKind::labels());
+            slots.push(Arc::new(ClusterSlot {
+                info: ClusterInfo {
+                    name: c.name.clone(),
+                    labels: c.labels.clone(),
+                },
+                cluster: Arc::new(cluster),
+                wake: Notify::new(),
+                status: Mutex::new(ClusterStatus {
+                    name: c.name.clone(),
+                    labels: c.labels.clone(),
+                    up: false,
+                    reason: Some("not probed yet".into()),
+                    ..Default::default()
+                }),
+                seen: Mutex::new(None),
+                apply: Mutex::new(BTreeSet::new()),
+                delete: Mutex::new(BTreeSet::new()),
+                relabel: Mutex::new(BTreeSet::new()),
+            }));
+        }
+        let repo_wake = config
+            .repositories
+            .iter()
+            .map(|r| (r.name.clone(), Arc::new(Notify::new())))
+            .collect();
+        let repos = config
+            .repositories
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    RepoStatus {
+                        name: r.name.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        for r in &config.repositories {
+            metrics.gitops.init_repository(&r.name);
+        }
+        let notifier = crate::notify::Notifier::start(&config.notifications, &mut registry);
+        let health = crate::gitops::supervise::Health::register(&mut registry);
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            options,
+            plan_wake: Notify::new(),
+            clusters: slots,
+            repos: Mutex::new(repos),
+            repo_wake,
+            desired: RwLock::new(None),
+            rollouts: Mutex::new(BTreeMap::new()),
+            passes: Default::default(),
+            planned: Mutex::new(PlanSummary::default()),
+            registry: Arc::new(registry),
+            engine_metrics: metrics.engine.clone(),
+            metrics,
+            revision_times: Mutex::new(BTreeMap::new()),
+            converging: Mutex::new(BTreeSet::new()),
+            pass_lock: Mutex::new(()),
+            notifier,
+            dry_run,
+            leading: leading.clone(),
+            confirmations: Mutex::new(BTreeMap::new()),
+            loopback: std::sync::atomic::AtomicBool::new(config.listen.ip().is_loopback()),
+            sync_epoch: std::sync::atomic::AtomicU64::new(0),
+            health,
+            hook_limiter: crate::gitops::webhook::RateLimiter::new(config.webhook),
+        });
+        let mut tasks = Vec::new();
+        let (s, rx) = (shared.clone(), stop_rx.clone());
+        shared
+            .health
+            .spawn("planner", "", stop_rx.clone(), move || {
+                planner::planner(s.clone(), rx.clone())
+            });
+        tasks.push(tokio::spawn(mirror_leader(
+            leading,
+            shared.metrics.leader.clone(),
+            stop_rx.clone(),
+        )));
+        let mut watchers = Vec::new();
+        for slot in &shared.clusters {
+            let (s, slot, rx) = (shared.clone(), slot.clone(), stop_rx.clone());
+            let name = slot.info.name.clone();
+            shared
+                .health
+                .spawn("worker", &name, stop_rx.clone(), move || {
+                    worker::cluster_worker(s.clone(), slot.clone(), rx.clone())
+                });
+        }
+        for repo in &config.repositories {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            if let Source::Dir(path) = &repo.source {
+                match watch_dir(path, shared.options.debounce, tx) {
+                    Ok(w) => watchers.push(w),
+                    Err(e) => {
+                        warn!(repository = %repo.name, error = %e, "cannot watch; polling only");
+                    }
+                }
+            }
+            tasks.push(tokio::spawn(sync::repo_task(
+                shared.clone(),
+                repo.clone(),
+                rx,
+                stop_rx.clone(),
+            )));
+        }
+        Ok(Daemon {
+            shared,
+            stop,
+            tasks,
+            _sims: sims,
+            _watchers: watchers,
+        })
+    }
+
+    /// Stops every task and waits for them, the engines included (none writes after this).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        self.shared.health.join().await;
+    }
+}
+
+/// Keeps `kudo_leader` in step with the election (1 when there is none).
+async fn mirror_leader(
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
+    metrics: crate::metrics::leader::LeaderMetrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(mut leading) = leading else {
+        metrics.leader.set(1);
+        return;
+    };
+    loop {
+        metrics.leader.set(i64::from(*leading.borrow_and_update()));
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Resolves the embedded default's relative paths against `dir` (the current directory).
+pub fn default_config(dir: &Path) -> Result<Config, crate::gitops::config::ConfigError> {
+    Config::embedded(dir)
+}

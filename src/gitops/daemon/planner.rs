@@ -1,0 +1,438 @@
+//! The rollout planner: after observations, decides per instance which clusters get its spec
+//! now, and which Instances are deleted or relabelled.
+//!
+//! The decision is [`pass`], a pure function of plain inputs (desired state, what each cluster
+//! showed, the repositories' load state, the previous pass's rollouts, the clock); `Shared::plan`
+//! only gathers those inputs under its locks, calls it, and publishes the result to the
+//! cluster slots, the status, the metrics and the notifications.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::state::{Observation, PlanSummary, Seen, Shared, lock};
+use crate::gitops::desired::{DesiredState, short};
+use crate::gitops::ownership::{self, Decision, Owner, RepoState};
+use crate::gitops::rollout::{self, Progress, State};
+use crate::metrics::gitops::RolloutState;
+
+/// Runs a planner pass whenever one was requested, until stopped.
+pub(super) async fn planner(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shared.plan_wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let started = Instant::now();
+        shared.plan();
+        // A pass over a large fleet takes milliseconds and requests keep arriving while it
+        // runs: resting as long as the pass took caps the planner at half a core, and the
+        // requests of the rest coalesce into the next pass.
+        let took = started.elapsed();
+        if took > Duration::from_millis(1) {
+            tokio::select! {
+                _ = tokio::time::sleep(took) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// Everything one planner pass decides from. Plain data: no locks, no clients.
+pub(super) struct Inputs<'a> {
+    pub desired: &'a DesiredState,
+    /// Cluster name → its managed Instances from the worker's last successful observation;
+    /// `None` for a cluster that never answered. A cluster that went down keeps its last
+    /// observation (what it completed stays complete).
+    pub observed: &'a BTreeMap<String, Option<Arc<Observation>>>,
+    /// Repository → what the deletion rules need (see [`ownership::decide`]).
+    pub repos: &'a BTreeMap<String, RepoState>,
+    /// The previous pass's rollout states (transitions are reported once).
+    pub previous: &'a BTreeMap<String, State>,
+    /// Instances the planner applied a new spec for whose rollout has not completed yet.
+    pub converging: &'a BTreeSet<String>,
+    /// Revision → Unix time of its commit (or of it being first seen).
+    pub revision_times: &'a BTreeMap<String, i64>,
+    /// Unix seconds now (for the commit-to-converged time).
+    pub now: i64,
+}
+
+/// One instance's rollout as a pass sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct InstanceRollout {
+    /// Target cluster → progress of the desired spec there.
+    pub observed: BTreeMap<String, Progress>,
+    pub state: State,
+    /// The rollout gauge: one entry per target, by state.
+    pub counts: Vec<(RolloutState, i64)>,
+    /// Whether `state` differs from the previous pass's (logged and notified once).
+    pub changed: bool,
+}
+
+/// What one planner pass decided; `Shared::plan` publishes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct PlanActions {
+    /// Cluster → Instance keys to apply the desired spec to now.
+    pub apply: BTreeMap<String, BTreeSet<String>>,
+    /// Instance key → its rollout.
+    pub rollouts: BTreeMap<String, InstanceRollout>,
+    /// Rollouts of the previous pass whose instance is no longer desired.
+    pub gone: Vec<String>,
+    /// The new set of converging instances (see [`Inputs::converging`]).
+    pub converging: BTreeSet<String>,
+    /// Rollouts the planner started that completed in this pass: (framework, seconds from
+    /// commit to converged).
+    pub converged: Vec<(String, i64)>,
+    pub summary: PlanSummary,
+    /// Deletions, relabels, held deletions, kept Instances, repositories to resync.
+    pub ownership: Decision,
+    /// Cluster → desired Instances another control plane owns there (`key: why`).
+    pub conflicts: BTreeMap<String, Vec<String>>,
+}
+
+/// One planner pass: per desired instance, the progress on each target, the rollout plan and
+/// state; then who owns what (deletions only where [`ownership::decide`] allows).
+pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
+    let desired = inputs.desired;
+    let mut out = PlanActions {
+        converging: inputs
+            .converging
+            .iter()
+            .filter(|k| desired.instances.contains_key(*k))
+            .cloned()
+            .collect(),
+        ..Default::default()
+    };
+    for (key, inst) in &desired.instances {
+        let mut observed = BTreeMap::new();
+        for name in &inst.targets {
+            let Some(seen) = inputs.observed.get(name) else {
+                continue;
+            };
+            observed.insert(name.clone(), progress_on(key, name, seen.as_deref(), inst));
+        }
+        let waves = rollout::waves(inst.strategy, &inst.targets, &inst.canary);
+        let p = rollout::plan(&waves, &observed);
+        for c in &p.apply_now {
+            // Never applied over another control plane's Instance.
+            if foreign(inputs.observed.get(c), key).is_none() {
+                out.apply.entry(c.clone()).or_default().insert(key.clone());
+            }
+        }
+        if !p.apply_now.is_empty() {
+            out.converging.insert(key.clone());
+        }
+        if p.state == State::Complete && out.converging.remove(key) {
+            // A combined revision ("a,b") converged when its newest part did.
+            let since = desired
+                .revision
+                .split(',')
+                .filter_map(|r| inputs.revision_times.get(r))
+                .max();
+            if let Some(since) = since {
+                out.converged
+                    .push((inst.framework.clone(), (inputs.now - since).max(0)));
+            }
+        }
+        let counts = gauge_counts(&observed, &p.state);
+        let changed = inputs.previous.get(key) != Some(&p.state);
+        out.rollouts.insert(
+            key.clone(),
+            InstanceRollout {
+                observed,
+                state: p.state,
+                counts,
+                changed,
+            },
+        );
+    }
+    out.gone = inputs
+        .previous
+        .keys()
+        .filter(|k| !out.rollouts.contains_key(*k))
+        .cloned()
+        .collect();
+    let states = || out.rollouts.values().map(|r| &r.state);
+    out.summary = PlanSummary {
+        revision: desired.revision.clone(),
+        instances: out.rollouts.len(),
+        complete: states().filter(|s| **s == State::Complete).count(),
+        halted: states()
+            .filter(|s| matches!(s, State::Halted { .. }))
+            .count(),
+    };
+    let mut lives = BTreeMap::new();
+    for (cluster, seen) in inputs.observed {
+        let Some(seen) = seen else { continue };
+        lives.insert(
+            cluster.clone(),
+            seen.iter().map(|(k, s)| (k.clone(), s.live())).collect(),
+        );
+        let conflicts: Vec<String> = seen
+            .iter()
+            .filter(|(key, _)| desired.instances.contains_key(*key))
+            .filter_map(|(key, s)| match &s.owner {
+                Owner::Foreign(other) => Some(format!("{key}: owned by control plane {other:?}")),
+                _ => None,
+            })
+            .collect();
+        if !conflicts.is_empty() {
+            out.conflicts.insert(cluster.clone(), conflicts);
+        }
+    }
+    out.ownership = ownership::decide(&desired.instances, inputs.repos, &lives);
+    out
+}
+
+/// The desired spec's progress on one cluster. A cluster never observed is unknown: it is
+/// not applied to until it answers; another control plane's Instance halts the rollout.
+fn progress_on(
+    key: &str,
+    cluster: &str,
+    seen: Option<&Observation>,
+    inst: &crate::gitops::desired::DesiredInstance,
+) -> Progress {
+    let Some(seen) = seen else {
+        return Progress::Pending;
+    };
+    match seen.get(key) {
+        Some(Seen {
+            owner: Owner::Foreign(other),
+            ..
+        }) => Progress::Failed(format!(
+            "Instance {key} on cluster {cluster} belongs to control plane {other:?}; not touched"
+        )),
+        live => rollout::observe(
+            live.map(|s| &s.instance),
+            &inst.operator_version,
+            &inst.parameters,
+        ),
+    }
+}
+
+/// The other control plane owning `key` on a cluster, if any.
+fn foreign<'a>(seen: Option<&'a Option<Arc<Observation>>>, key: &str) -> Option<&'a str> {
+    match &seen?.as_ref()?.get(key)?.owner {
+        Owner::Foreign(other) => Some(other),
+        _ => None,
+    }
+}
+
+/// The rollout gauge of one instance: each target counted under its state (clusters not
+/// reached count as halted once the rollout halted).
+fn gauge_counts(observed: &BTreeMap<String, Progress>, state: &State) -> Vec<(RolloutState, i64)> {
+    let halted = matches!(state, State::Halted { .. });
+    observed
+        .values()
+        .map(|progress| {
+            let state = match progress {
+                Progress::Complete => RolloutState::complete,
+                Progress::InProgress => RolloutState::in_progress,
+                Progress::Failed(_) => RolloutState::halted,
+                Progress::NotApplied | Progress::Pending if halted => RolloutState::halted,
+                Progress::NotApplied | Progress::Pending => RolloutState::pending,
+            };
+            (state, 1)
+        })
+        .collect()
+}
+
+impl Shared {
+    /// One planner pass: gathers the inputs under the locks, decides ([`pass`]), publishes.
+    /// Passes never overlap (the sync task and the planner task both call this).
+    pub(super) fn plan(&self) {
+        let _one_at_a_time = lock(&self.pass_lock);
+        self.passes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let Some(desired) = self
+            .desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let observed: BTreeMap<String, Option<Arc<Observation>>> = self
+            .clusters
+            .iter()
+            .map(|slot| (slot.info.name.clone(), lock(&slot.seen).clone()))
+            .collect();
+        let repos = self.repo_states();
+        let previous = lock(&self.rollouts).clone();
+        let converging = lock(&self.converging).clone();
+        let revision_times: BTreeMap<String, i64> = {
+            let times = lock(&self.revision_times);
+            desired
+                .revision
+                .split(',')
+                .filter_map(|r| times.get(r).map(|t| (r.to_string(), *t)))
+                .collect()
+        };
+        let actions = pass(&Inputs {
+            desired: &desired,
+            observed: &observed,
+            repos: &repos,
+            previous: &previous,
+            converging: &converging,
+            revision_times: &revision_times,
+            now: jiff::Timestamp::now().as_second(),
+        });
+        self.publish(&desired, actions);
+    }
+
+    /// Makes a pass's decisions take effect: metrics, logs and notifications, the status,
+    /// then the workers' assignments (woken when they have new work).
+    fn publish(&self, desired: &DesiredState, actions: PlanActions) {
+        let PlanActions {
+            mut apply,
+            rollouts,
+            gone,
+            converging,
+            converged,
+            summary,
+            ownership,
+            mut conflicts,
+        } = actions;
+        let gm = &self.metrics.gitops;
+        for (key, r) in &rollouts {
+            if let Some(inst) = desired.instances.get(key) {
+                gm.set_rollout(&inst.namespace, &inst.name, &r.counts);
+            }
+            if r.changed {
+                self.report_transition(key, &r.state, &desired.revision);
+            }
+        }
+        for (framework, seconds) in converged {
+            gm.commit_to_converged
+                .get_or_create(&crate::metrics::gitops::OperatorLabels {
+                    operator: framework,
+                })
+                .observe(seconds as f64);
+        }
+        *lock(&self.converging) = converging;
+        for key in &gone {
+            if let Some((ns, name)) = key.split_once('/') {
+                gm.forget_rollout(ns, name);
+            }
+        }
+        *lock(&self.planned) = summary;
+        *lock(&self.rollouts) = rollouts.into_iter().map(|(k, r)| (k, r.state)).collect();
+        for slot in &self.clusters {
+            let name = &slot.info.name;
+            let delete = ownership.delete.get(name).cloned().unwrap_or_default();
+            let relabel = ownership.relabel.get(name).cloned().unwrap_or_default();
+            let work = !delete.is_empty() || !relabel.is_empty();
+            {
+                let mut st = lock(&slot.status);
+                st.kept_instances = ownership.kept.get(name).cloned().unwrap_or_default();
+                st.conflicts = conflicts.remove(name).unwrap_or_default();
+            }
+            *lock(&slot.delete) = delete;
+            *lock(&slot.relabel) = relabel;
+            if work {
+                slot.wake.notify_one();
+            }
+        }
+        self.record_held(&desired.revision, ownership.held);
+        if !ownership.resync.is_empty() {
+            let names: Vec<String> = ownership.resync.into_iter().collect();
+            self.sync_now(Some(&names));
+        }
+        for slot in &self.clusters {
+            let new = apply.remove(&slot.info.name).unwrap_or_default();
+            let mut current = lock(&slot.apply);
+            if *current != new {
+                let wake = !new.is_subset(&current) || current.is_empty() && !new.is_empty();
+                *current = new;
+                if wake {
+                    slot.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Logs a rollout's new state, and notifies a halt.
+    fn report_transition(&self, key: &str, state: &State, revision: &str) {
+        match state {
+            State::Halted { cluster, reason } => {
+                warn!(instance = %key, %cluster, %reason, "rollout halted");
+                self.notifier.emit(
+                    crate::notify::Event::new(
+                        crate::notify::EventKind::RolloutHalted,
+                        "halted",
+                        reason.clone(),
+                    )
+                    .cluster(cluster)
+                    .instance(key)
+                    .revision(revision),
+                );
+            }
+            State::Complete => {
+                info!(instance = %key, revision = short(revision), "rollout complete");
+            }
+            State::Progressing { wave, waves } => {
+                info!(instance = %key, wave = wave + 1, waves, "rollout progressing");
+            }
+        }
+    }
+
+    /// The repositories as the deletion rules see them (see [`ownership::RepoState`]).
+    fn repo_states(&self) -> BTreeMap<String, RepoState> {
+        let confirmations = lock(&self.confirmations).clone();
+        let statuses = lock(&self.repos);
+        self.config
+            .repositories
+            .iter()
+            .map(|r| {
+                let status = statuses.get(&r.name);
+                let loaded = status
+                    .and_then(|s| s.good.as_ref())
+                    .map(|g| g.revision.clone());
+                let loaded_epoch = status.map(|s| s.loaded_epoch).unwrap_or_default();
+                let waiting_for = statuses
+                    .iter()
+                    .filter(|(name, s)| **name != r.name && s.synced_epoch <= loaded_epoch)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                (
+                    r.name.clone(),
+                    RepoState {
+                        loaded,
+                        max_deletions: r.max_deletions,
+                        confirmed: confirmations.get(&r.name).cloned(),
+                        waiting_for,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Shows held deletions in each repository's status, and logs and notifies them once.
+    pub(super) fn record_held(
+        &self,
+        revision: &str,
+        held: BTreeMap<String, crate::gitops::ownership::HeldDeletions>,
+    ) {
+        let mut repos = lock(&self.repos);
+        for (name, status) in repos.iter_mut() {
+            let now = held.get(name).cloned();
+            if now != status.held_deletions
+                && let Some(h) = &now
+            {
+                let message = h.message(name);
+                warn!(repository = %name, revision = short(&h.revision), count = h.count, "{message}");
+                self.notifier.emit(
+                    crate::notify::Event::new(
+                        crate::notify::EventKind::DeletionsHeld,
+                        "held",
+                        message,
+                    )
+                    .revision(revision),
+                );
+            }
+            status.held_deletions = now;
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! What the daemon's tasks share: the repositories' and clusters' status, the observations,
+//! the planner's results, and the locks guarding them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use super::Options;
+use crate::api::Instance;
+use crate::cluster::Cluster;
+use crate::gitops::config::Config;
+use crate::gitops::desired::DesiredState;
+use crate::gitops::placement::ClusterInfo;
+use crate::gitops::rollout::{Progress, State};
+
+/// A repository's sync state, as the status API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoStatus {
+    pub name: String,
+    /// The newest revision seen (good or not).
+    pub revision: Option<String>,
+    /// The revision being applied (the last one without errors).
+    pub applied_revision: Option<String>,
+    /// Problems of `revision` (or of the sync itself); empty when it is applied.
+    pub errors: Vec<String>,
+    pub consecutive_failures: u32,
+    /// Deletions of the applied revision waiting for confirmation (over `maxDeletions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_deletions: Option<crate::gitops::ownership::HeldDeletions>,
+    /// Why the webhook refuses this repository (its secret file unreadable or empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_error: Option<String>,
+    #[serde(skip)]
+    pub good: Option<Arc<DesiredState>>,
+    /// The sync epoch (see `Shared::sync_epoch`) of the last sync that reached the source,
+    /// and of the one that loaded `good`.
+    #[serde(skip)]
+    pub synced_epoch: u64,
+    #[serde(skip)]
+    pub loaded_epoch: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub up: bool,
+    /// Error category and message when down.
+    pub reason: Option<String>,
+    /// Under `--dry-run`: what would be changed on this cluster (nothing is written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_changes: Vec<String>,
+    /// Instances no longer declared here that are kept, each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_instances: Vec<String>,
+    /// Instances of the desired state that another control plane owns here (not applied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatusView {
+    pub namespace: String,
+    pub name: String,
+    pub framework: String,
+    pub version: String,
+    pub revision: String,
+    pub rollout: State,
+    pub clusters: BTreeMap<String, ClusterProgressView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterProgressView {
+    pub progress: Progress,
+    /// Plan name → status on that cluster (whatever spec it runs).
+    pub plans: BTreeMap<String, String>,
+    /// The revision that last applied the live Instance there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The running (or last) plan: phase, step, steps done of total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<crate::gitops::status::PlanDetail>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDoc {
+    pub repositories: Vec<RepoStatus>,
+    pub clusters: Vec<ClusterStatus>,
+    pub instances: Vec<InstanceStatusView>,
+}
+
+/// What a cluster worker saw of one Instance.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    pub(super) instance: Instance,
+    pub(super) owner: crate::gitops::ownership::Owner,
+}
+
+impl Seen {
+    pub(super) fn new(instance: Instance, control_plane: &str) -> Seen {
+        let owner = crate::gitops::ownership::owner_of(
+            instance
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap_or(&BTreeMap::new()),
+            control_plane,
+        );
+        Seen { instance, owner }
+    }
+
+    pub(super) fn live(&self) -> crate::gitops::ownership::Live {
+        crate::gitops::ownership::Live {
+            owner: self.owner.clone(),
+            protected: self
+                .instance
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::gitops::ownership::DELETION_PROTECTION_ANNOTATION))
+                .is_some_and(|v| v == "true"),
+            deleting: self.instance.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// One cluster's managed Instances by `namespace/name`.
+pub(super) type Observation = BTreeMap<String, Seen>;
+
+pub(super) struct ClusterSlot {
+    pub(super) info: ClusterInfo,
+    pub(super) cluster: Arc<Cluster>,
+    pub(super) wake: Notify,
+    pub(super) status: Mutex<ClusterStatus>,
+    /// Managed Instances by `namespace/name`, from the last successful observation.
+    /// Shared with the planner's snapshot (a pass reads every cluster without copying).
+    pub(super) seen: Mutex<Option<Arc<Observation>>>,
+    /// Instance keys to apply the desired spec to now (from the planner).
+    pub(super) apply: Mutex<BTreeSet<String>>,
+    /// Instance keys to delete now (from the planner's [`crate::gitops::ownership::decide`]).
+    pub(super) delete: Mutex<BTreeSet<String>>,
+    /// Instance keys whose ownership labels to rewrite (legacy or moved instances).
+    pub(super) relabel: Mutex<BTreeSet<String>>,
+}
+
+pub struct Shared {
+    pub(super) config: Config,
+    pub(super) options: Options,
+    pub(super) clusters: Vec<Arc<ClusterSlot>>,
+    /// Wakes the planner task: observations coalesce into one pass over every instance.
+    pub(super) plan_wake: Notify,
+    pub(super) repos: Mutex<BTreeMap<String, RepoStatus>>,
+    pub(super) repo_wake: BTreeMap<String, Arc<Notify>>,
+    pub(super) desired: RwLock<Option<Arc<DesiredState>>>,
+    pub(super) rollouts: Mutex<BTreeMap<String, State>>,
+    /// Planner passes so far (tests wait on progress, not on time).
+    pub(super) passes: std::sync::atomic::AtomicU64,
+    /// What the last planner pass concluded, per revision (cheap to read while converging).
+    pub(super) planned: Mutex<PlanSummary>,
+    /// Every subsystem's metrics, served at `/metrics`.
+    pub(super) registry: Arc<prometheus_client::registry::Registry>,
+    pub(super) engine_metrics: Arc<crate::metrics::EngineMetrics>,
+    pub(super) metrics: crate::metrics::Metrics,
+    /// Revision → Unix time of its commit (or of it being first seen, for directories).
+    pub(super) revision_times: Mutex<BTreeMap<String, i64>>,
+    /// Instances the planner applied a new spec for, until their rollout completes
+    /// (the commit-to-converged clock runs for those only).
+    pub(super) converging: Mutex<BTreeSet<String>>,
+    /// Held through a planner pass: passes never overlap.
+    pub(super) pass_lock: Mutex<()>,
+    /// Notification sinks (never waited on).
+    pub(super) notifier: crate::notify::Notifier,
+    /// `--dry-run`: sync and report, never write to a cluster (no CRDs, no engine).
+    pub(super) dry_run: bool,
+    /// With leader election: whether this replica leads (only then do workers write).
+    pub(super) leading: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Repository → (revision, deletions confirmed for it), from the API or a trailer.
+    pub(super) confirmations: Mutex<BTreeMap<String, (String, u32)>>,
+    /// Whether the HTTP listener is a loopback address (writes without tokens need it).
+    pub(super) loopback: std::sync::atomic::AtomicBool,
+    /// Counts finished syncs, to order them across repositories (see `RepoStatus`).
+    pub(super) sync_epoch: std::sync::atomic::AtomicU64,
+    /// The supervised core tasks (planner, workers, engines): restarts and readiness.
+    pub(super) health: Arc<crate::gitops::supervise::Health>,
+    /// The webhook endpoint's token bucket (`webhook:` in kudo.yaml).
+    pub(super) hook_limiter: crate::gitops::webhook::RateLimiter,
+}
+
+/// The last planner pass in numbers: rollouts of the desired revision by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    /// The desired state's revision the pass planned (combined: `a,b`).
+    pub revision: String,
+    pub instances: usize,
+    pub complete: usize,
+    pub halted: usize,
+}
+
+impl Shared {
+    /// Asks repositories to sync now (the webhook). `None`: all of them.
+    pub fn sync_now(&self, repos: Option<&[String]>) {
+        for (name, wake) in &self.repo_wake {
+            if repos.is_none_or(|r| r.contains(name)) {
+                wake.notify_one();
+            }
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether the HTTP listener is a loopback address.
+    pub fn loopback_listener(&self) -> bool {
+        self.loopback.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn notifier(&self) -> &crate::notify::Notifier {
+        &self.notifier
+    }
+
+    /// True without leader election, else whether this replica holds the lease.
+    pub fn is_leader(&self) -> bool {
+        self.leading.as_ref().is_none_or(|l| *l.borrow())
+    }
+
+    /// The OpenMetrics text `/metrics` serves.
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::encode(&self.registry)
+    }
+
+    /// What the last planner pass concluded (see [`PlanSummary`]).
+    pub fn plan_summary(&self) -> PlanSummary {
+        lock(&self.planned).clone()
+    }
+
+    pub fn passes(&self) -> u64 {
+        self.passes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// "This process can do its job": a desired state was loaded and no core task (planner,
+    /// a cluster's worker or engine) is down. A stuck repository or a down cluster shows in
+    /// status and metrics, not here: restarting the process would not fix either.
+    pub fn ready(&self) -> bool {
+        self.not_ready_reason().is_none()
+    }
+
+    /// Why [`Shared::ready`] is false.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let has_desired = self
+            .desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !has_desired {
+            return Some("no desired state loaded yet".to_string());
+        }
+        let down = self.health.down();
+        (!down.is_empty()).then(|| format!("core tasks down: {}", down.join(", ")))
+    }
+
+    /// Asks the planner task for a pass; requests made while a pass runs coalesce into the
+    /// next one, so a thousand cluster observations cost a few passes, not a thousand.
+    pub(super) fn request_plan(&self) {
+        self.plan_wake.notify_one();
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

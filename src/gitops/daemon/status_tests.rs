@@ -1,0 +1,194 @@
+//! The status views over plain snapshots: what each target shows, the errors naming what is
+//! desired, and sensitive parameters masked.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::REVISION_ANNOTATION;
+use super::planner_tests::{CP, K, desired, instance, live, observed};
+use super::state::{ClusterStatus, RepoStatus};
+use super::status::{Snapshot, instance_detail, status_doc};
+use crate::api::{
+    ExecutionStatus, Instance, LAST_APPLIED_ANNOTATION, Operator, OperatorSpec, OperatorVersion,
+    OperatorVersionSpec, Parameter,
+};
+use crate::gitops::desired::{DesiredState, Framework};
+use crate::gitops::rollout::{Progress, State, Strategy};
+use crate::package::redact::MASK;
+
+fn cluster(name: &str, up: bool) -> ClusterStatus {
+    ClusterStatus {
+        name: name.into(),
+        up,
+        ..Default::default()
+    }
+}
+
+fn snapshot(d: DesiredState, o: super::planner_tests::Observed) -> Snapshot {
+    Snapshot {
+        repositories: vec![RepoStatus {
+            name: "r".into(),
+            revision: Some(d.revision.clone()),
+            ..Default::default()
+        }],
+        clusters: o.keys().map(|c| cluster(c, true)).collect(),
+        desired: Some(Arc::new(d)),
+        observed: o,
+        rollouts: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn status_shows_each_targets_progress_plans_and_revision() {
+    let d = desired(
+        "r1",
+        vec![
+            instance(K, &["a", "b", "unknown"], Strategy::Parallel, &[]),
+            instance("ns/cache", &["a"], Strategy::Parallel, &[]),
+        ],
+    );
+    let mut done = live(K, CP, Some(ExecutionStatus::Complete));
+    done.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(REVISION_ANNOTATION.into(), "r0".into());
+    let mut s = snapshot(d, observed(&[("a", Some(vec![done])), ("b", None)]));
+    s.rollouts.insert(K.into(), State::Complete);
+    let doc = status_doc(s);
+    assert_eq!(doc.repositories.len(), 1);
+    assert_eq!(doc.clusters.len(), 2);
+    let db = doc
+        .instances
+        .iter()
+        .find(|i| i.name == "db")
+        .expect("db in the status");
+    assert_eq!(db.rollout, State::Complete);
+    assert_eq!(db.revision, "r1");
+    assert_eq!(
+        db.clusters.keys().collect::<Vec<_>>(),
+        ["a", "b"],
+        "a target that is no configured cluster is not shown"
+    );
+    let a = &db.clusters["a"];
+    assert_eq!(a.progress, Progress::Complete);
+    assert_eq!(a.revision.as_deref(), Some("r0"));
+    assert_eq!(
+        a.plans.get("deploy"),
+        Some(&ExecutionStatus::Complete.to_string())
+    );
+    assert_eq!(a.detail.as_ref().map(|d| d.plan.as_str()), Some("deploy"));
+    let b = &db.clusters["b"];
+    assert_eq!(b.progress, Progress::NotApplied);
+    assert!(b.plans.is_empty() && b.revision.is_none() && b.detail.is_none());
+    let cache = doc
+        .instances
+        .iter()
+        .find(|i| i.name == "cache")
+        .expect("cache in the status");
+    assert_eq!(
+        cache.rollout,
+        State::Progressing { wave: 0, waves: 0 },
+        "no pass yet: the first wave of none"
+    );
+}
+
+#[test]
+fn instance_detail_errors_name_what_is_desired() {
+    let none = Snapshot::default();
+    assert_eq!(
+        instance_detail(&none, None, "db").expect_err("no desired state"),
+        "no desired state yet (no repository synced)"
+    );
+    let d = desired(
+        "r1",
+        vec![
+            instance("a/db", &["x"], Strategy::Parallel, &[]),
+            instance("b/db", &["x"], Strategy::Parallel, &[]),
+        ],
+    );
+    let s = snapshot(d, observed(&[("x", Some(vec![]))]));
+    let unknown = instance_detail(&s, None, "web").expect_err("unknown");
+    assert!(unknown.contains("\"web\""), "{unknown}");
+    assert!(unknown.contains("instances: a/db, b/db"), "{unknown}");
+    let ambiguous = instance_detail(&s, None, "db").expect_err("two namespaces");
+    assert!(
+        ambiguous.contains("several namespaces (a/db, b/db)"),
+        "{ambiguous}"
+    );
+    let wrong_ns = instance_detail(&s, Some("c"), "db").expect_err("not in c");
+    assert!(wrong_ns.contains("in namespace \"c\""), "{wrong_ns}");
+    let one = instance_detail(&s, Some("b"), "db").expect("b/db");
+    assert_eq!((one.namespace.as_str(), one.name.as_str()), ("b", "db"));
+    assert_eq!(one.clusters["x"].progress, "NotApplied");
+    assert!(one.clusters["x"].instance.is_none());
+}
+
+/// `i` with these parameters, as the engine would have acted on them.
+fn with_parameters(mut i: Instance, params: &[(&str, &str)]) -> Instance {
+    i.spec.parameters = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let snap = crate::api::Snapshot::of(&i.spec, "deploy", "u1");
+    i.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            LAST_APPLIED_ANNOTATION.into(),
+            serde_json::to_string(&snap).expect("json"),
+        );
+    i
+}
+
+#[test]
+fn instance_detail_masks_sensitive_parameters_and_shows_the_cluster_up() {
+    let mut inst = instance(K, &["a", "b"], Strategy::Parallel, &[]);
+    inst.parameters = [("PASSWORD".to_string(), "hunter2".to_string())].into();
+    let mut d = desired("r1", vec![inst]);
+    let ov = OperatorVersion::new(
+        "f-1",
+        OperatorVersionSpec {
+            parameters: vec![Parameter {
+                name: "PASSWORD".into(),
+                sensitive: Some(true),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+    d.frameworks.insert(
+        ("f".into(), "1".into()),
+        Framework {
+            name: "f".into(),
+            version: "1".into(),
+            operator: Operator::new("f", OperatorSpec::default()),
+            operator_version: ov,
+        },
+    );
+    let running = with_parameters(
+        live(K, CP, Some(ExecutionStatus::FatalError)),
+        &[("PASSWORD", "hunter2")],
+    );
+    let mut s = snapshot(
+        d,
+        observed(&[("a", Some(vec![running])), ("b", Some(vec![]))]),
+    );
+    s.clusters = vec![cluster("a", true), cluster("b", false)];
+    s.rollouts.insert(
+        K.into(),
+        State::Halted {
+            cluster: "a".into(),
+            reason: "plan deploy FATAL_ERROR".into(),
+        },
+    );
+    let detail = instance_detail(&s, None, "db").expect("db");
+    assert_eq!(detail.rollout, "Halted");
+    let a = &detail.clusters["a"];
+    assert!(a.up && !detail.clusters["b"].up);
+    assert_eq!(a.progress, "Failed");
+    let shown = a.instance.as_ref().expect("live instance shown");
+    assert_eq!(shown.spec.parameters["PASSWORD"], MASK);
+    assert!(a.operator_version.is_some(), "the OperatorVersion it runs");
+    let text = serde_json::to_string(&detail).expect("json");
+    assert!(!text.contains("hunter2"), "{text}");
+}

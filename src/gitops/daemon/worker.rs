@@ -1,0 +1,425 @@
+//! The cluster worker: one per cluster, applies what the planner assigned, deletes what the
+//! ownership decision picked, and observes the cluster's Instances.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::state::{ClusterSlot, Seen, Shared, lock};
+use super::{FIELD_MANAGER, MANAGED_LABEL, REVISION_ANNOTATION};
+use crate::api::Instance;
+use crate::cluster::{Cluster, ClusterError, ObjectRef};
+use crate::gitops::desired::{DesiredInstance, DesiredState, short};
+use crate::gitops::git::next_poll;
+
+pub(super) async fn cluster_worker(
+    shared: Arc<Shared>,
+    slot: Arc<ClusterSlot>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let name = slot.info.name.clone();
+    let mut engine_started = false;
+    let mut failures: u32 = 0;
+    if let Some(mut leading) = shared.leading.clone()
+        && !*leading.borrow()
+    {
+        lock(&slot.status).reason = Some("standby: another replica leads".into());
+        tokio::select! {
+            _ = leading.wait_for(|l| *l) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        lock(&slot.status).reason = Some("not probed yet".into());
+    }
+    loop {
+        let result = async {
+            if shared.dry_run {
+                return dry_run_work(&shared, &slot).await;
+            }
+            if !engine_started {
+                install_crds(&slot.cluster).await?;
+                let ctx = Arc::new(
+                    crate::engine::reconcile::Context::with_metrics(
+                        slot.cluster.clone(),
+                        shared.options.engine_poll,
+                        shared.engine_metrics.clone(),
+                    )
+                    .with_control_plane(&shared.config.control_plane),
+                );
+                let (rx, leading) = (stop.clone(), shared.leading.clone());
+                // Supervised (restarted if it ever ends) and joined on shutdown; a restarted
+                // worker finds it running.
+                let started = shared.health.spawn("engine", &name, stop.clone(), move || {
+                    crate::gitops::supervise::engine(ctx.clone(), rx.clone(), leading.clone())
+                });
+                engine_started = true;
+                if started {
+                    tokio::spawn(wake_on_instance_changes(slot.clone(), stop.clone()));
+                    info!(cluster = %name, "CRDs installed, engine started");
+                }
+            }
+            work(&shared, &slot).await
+        }
+        .await;
+        let delay = match result {
+            Ok(()) => {
+                failures = 0;
+                let mut st = lock(&slot.status);
+                if !st.up {
+                    info!(cluster = %name, "cluster up");
+                }
+                // Back up after being down (the first probe at start is not news).
+                if !st.up && st.reason.as_deref() != Some("not probed yet") {
+                    shared.notifier.emit(
+                        crate::notify::Event::new(crate::notify::EventKind::ClusterUp, "up", "")
+                            .cluster(&name),
+                    );
+                }
+                st.up = true;
+                st.reason = None;
+                shared.metrics.cluster.set_up(&name, true, None);
+                shared.options.observe_interval
+            }
+            Err(e) => {
+                failures += 1;
+                let mut st = lock(&slot.status);
+                if st.up || failures == 1 {
+                    warn!(cluster = %name, category = e.kind().as_str(), error = %e, "cluster down");
+                    shared.notifier.emit(
+                        crate::notify::Event::new(
+                            crate::notify::EventKind::ClusterDown,
+                            "down",
+                            format!("{}: {e}", e.kind().as_str()),
+                        )
+                        .cluster(&name),
+                    );
+                }
+                st.up = false;
+                st.reason = Some(format!("{}: {e}", e.kind().as_str()));
+                shared
+                    .metrics
+                    .cluster
+                    .set_up(&name, false, Some(e.kind().as_str()));
+                next_poll(
+                    shared.options.observe_interval.max(Duration::from_secs(1)),
+                    failures,
+                    fastrand::f64(),
+                )
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = slot.wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Wakes the cluster worker whenever a managed Instance changes (its plan status above all),
+/// so a rollout wave advances on the event that finishes it, not on the next poll; the
+/// worker's interval remains the fallback when the watch is down.
+async fn wake_on_instance_changes(
+    slot: Arc<ClusterSlot>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: kube::Api<crate::api::Instance> = kube::Api::all(slot.cluster.client().clone());
+    let config = watcher::Config::default().labels(MANAGED_LABEL);
+    let mut events = watcher(api, config).default_backoff().boxed();
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(_)) => slot.wake.notify_one(),
+                Some(Err(_)) => {}
+                None => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn install_crds(cluster: &Cluster) -> Result<(), ClusterError> {
+    let mut names = Vec::new();
+    for crd in crate::api::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let r = ObjectRef::new(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            &name,
+        );
+        if cluster.get_opt(&r).await?.is_none() {
+            let value = serde_json::to_value(&crd).unwrap_or_default();
+            cluster.apply_as(&value, FIELD_MANAGER).await?;
+        }
+        names.push(r);
+    }
+    for r in names {
+        cluster.wait_healthy(&r, Duration::from_secs(30)).await?;
+    }
+    Ok(())
+}
+
+/// One pass on one cluster: apply what the planner assigned, delete what is no longer
+/// desired here, observe, and re-plan when something changed.
+async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterError> {
+    let desired = shared
+        .desired
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let cluster = &slot.cluster;
+    if let Some(d) = &desired {
+        let control_plane = &shared.config.control_plane;
+        let assigned = lock(&slot.apply).clone();
+        for key in &assigned {
+            // A lapsed lease stops writes here (and in the cluster's client).
+            if !shared.is_leader() {
+                return Ok(());
+            }
+            if let Some(inst) = d.instances.get(key) {
+                apply_instance_as(cluster, d, inst, control_plane).await?;
+            }
+        }
+        // Ownership labels of legacy or moved Instances: labels only, never the spec (a
+        // wave not yet due must not get the new spec early).
+        let relabel = lock(&slot.relabel).clone();
+        for key in &relabel {
+            if let Some(inst) = d.instances.get(key) {
+                info!(cluster = %slot.info.name, instance = %key, repository = %inst.repository, "taking over ownership labels");
+                cluster
+                    .merge_patch(&json!({
+                        "apiVersion": crate::api::API_VERSION,
+                        "kind": "Instance",
+                        "metadata": {
+                            "name": inst.name,
+                            "namespace": inst.namespace,
+                            "labels": ownership_labels(inst, control_plane),
+                        },
+                    }))
+                    .await?;
+            }
+        }
+        // Only what the planner's ownership decision picked, and only while the Instance we
+        // observed is still ours (re-checked under the lock).
+        let unwanted: Vec<(String, ObjectRef, Option<String>)> = {
+            let picked = lock(&slot.delete).clone();
+            lock(&slot.seen)
+                .iter()
+                .flat_map(|seen| seen.iter())
+                .filter(|(key, s)| {
+                    picked.contains(*key)
+                        && matches!(s.owner, crate::gitops::ownership::Owner::Ours { .. })
+                        && s.instance.metadata.deletion_timestamp.is_none()
+                })
+                .map(|(key, s)| {
+                    let r = ObjectRef::new(
+                        crate::api::API_VERSION,
+                        "Instance",
+                        s.instance.metadata.namespace.as_deref(),
+                        s.instance.metadata.name.clone().unwrap_or_default(),
+                    );
+                    (key.clone(), r, s.instance.metadata.uid.clone())
+                })
+                .collect()
+        };
+        for (key, r, uid) in &unwanted {
+            if !shared.is_leader() {
+                return Ok(());
+            }
+            info!(cluster = %slot.info.name, instance = %key, "instance no longer declared here by its repository; deleting");
+            cluster.delete_uid(r, uid.as_deref()).await?;
+        }
+    }
+    let live = cluster
+        .list(
+            &[(crate::api::API_VERSION, "Instance")],
+            None,
+            &format!("{MANAGED_LABEL}={FIELD_MANAGER}"),
+        )
+        .await?;
+    let mut seen = BTreeMap::new();
+    for v in live {
+        if let Ok(instance) = serde_json::from_value::<Instance>(v) {
+            let key = format!(
+                "{}/{}",
+                instance.metadata.namespace.clone().unwrap_or_default(),
+                instance.metadata.name.clone().unwrap_or_default()
+            );
+            seen.insert(key, Seen::new(instance, &shared.config.control_plane));
+        }
+    }
+    {
+        let mut previous = lock(&slot.seen);
+        // The first observation is the baseline: a restarted daemon does not replay history.
+        if let Some(prev) = previous.as_ref() {
+            for (key, s) in &seen {
+                let before = prev.get(key).map(|p| &p.instance);
+                for event in crate::notify::plan_events(&slot.info.name, before, &s.instance) {
+                    shared.notifier.emit(event);
+                }
+            }
+        }
+        *previous = Some(Arc::new(seen));
+    }
+    shared.request_plan();
+    Ok(())
+}
+
+/// The labels recording who owns a GitOps Instance.
+fn ownership_labels(inst: &DesiredInstance, control_plane: &str) -> Value {
+    let mut labels = json!({
+        MANAGED_LABEL: FIELD_MANAGER,
+        crate::engine::objects::CONTROL_PLANE_LABEL: control_plane,
+        "kudo.dev/operator": inst.framework,
+    });
+    if !inst.repository.is_empty() {
+        labels[crate::engine::objects::REPOSITORY_LABEL] = json!(inst.repository);
+    }
+    labels
+}
+
+/// [`apply_instance_as`] for the default control plane.
+pub async fn apply_instance(
+    cluster: &Cluster,
+    d: &DesiredState,
+    inst: &DesiredInstance,
+) -> Result<(), ClusterError> {
+    apply_instance_as(
+        cluster,
+        d,
+        inst,
+        crate::engine::objects::DEFAULT_CONTROL_PLANE,
+    )
+    .await
+}
+
+/// Server-side applies what one desired instance needs on a cluster: its namespace, its
+/// framework's Operator and OperatorVersion, and the Instance spec, labelled with its
+/// owners (control plane, repository).
+pub async fn apply_instance_as(
+    cluster: &Cluster,
+    d: &DesiredState,
+    inst: &DesiredInstance,
+    control_plane: &str,
+) -> Result<(), ClusterError> {
+    let rev = &d.revision;
+    cluster
+        .apply_as(
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": inst.namespace}}),
+            FIELD_MANAGER,
+        )
+        .await?;
+    if let Some(fw) = d
+        .frameworks
+        .get(&(inst.framework.clone(), inst.version.clone()))
+    {
+        for obj in [
+            serde_json::to_value(&fw.operator).unwrap_or_default(),
+            serde_json::to_value(&fw.operator_version).unwrap_or_default(),
+        ] {
+            let mut obj = obj;
+            obj["metadata"]["namespace"] = json!(inst.namespace);
+            obj["metadata"]["annotations"][REVISION_ANNOTATION] = json!(rev);
+            strip_empty_status(&mut obj);
+            cluster.apply_as(&obj, FIELD_MANAGER).await?;
+        }
+    }
+    let body = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": "Instance",
+        "metadata": {
+            "name": inst.name,
+            "namespace": inst.namespace,
+            "labels": ownership_labels(inst, control_plane),
+            "annotations": {
+                REVISION_ANNOTATION: rev,
+                crate::engine::drift::SELF_HEAL_ANNOTATION: inst.self_heal.to_string(),
+                crate::gitops::ownership::DELETION_PROTECTION_ANNOTATION: inst.deletion_protection.to_string(),
+            },
+        },
+        "spec": {
+            "operatorVersion": {"name": inst.operator_version},
+            "parameters": inst.parameters,
+        },
+    });
+    info!(cluster = %cluster.name(), instance = %inst.key(), revision = short(rev), "applying instance spec");
+    cluster.apply_as(&body, FIELD_MANAGER).await?;
+    Ok(())
+}
+
+/// A `--dry-run` pass on one cluster: observe (read only) and record what a real pass would
+/// change, as [`crate::gitops::diff::instance_changes`] sees it.
+async fn dry_run_work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterError> {
+    let listed = slot
+        .cluster
+        .list(
+            &[(crate::api::API_VERSION, "Instance")],
+            None,
+            &format!("{MANAGED_LABEL}={FIELD_MANAGER}"),
+        )
+        .await;
+    let values = match listed {
+        Ok(v) => v,
+        // No kudo CRDs yet: nothing of ours lives there.
+        Err(e) if e.kind() == crate::cluster::ErrorKind::UnknownKind => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut live = BTreeMap::new();
+    for v in values {
+        if let Ok(instance) = serde_json::from_value::<Instance>(v) {
+            // Another control plane's Instances are none of this one's business.
+            let owner = Seen::new(instance.clone(), &shared.config.control_plane).owner;
+            if matches!(owner, crate::gitops::ownership::Owner::Foreign(_)) {
+                continue;
+            }
+            let key = format!(
+                "{}/{}",
+                instance.metadata.namespace.clone().unwrap_or_default(),
+                instance.metadata.name.clone().unwrap_or_default()
+            );
+            live.insert(key, instance);
+        }
+    }
+    let desired = shared
+        .desired
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let pending: Vec<String> = match &desired {
+        Some(d) => crate::gitops::diff::instance_changes(d, &slot.info.name, &live)
+            .iter()
+            .map(|c| {
+                crate::gitops::diff::describe_change(c)
+                    .trim_end()
+                    .to_string()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    {
+        let mut st = lock(&slot.status);
+        if st.pending_changes != pending {
+            for change in &pending {
+                info!(cluster = %slot.info.name, %change, "dry run: would apply");
+            }
+        }
+        st.pending_changes = pending;
+    }
+    let seen = live
+        .into_iter()
+        .map(|(k, instance)| (k, Seen::new(instance, &shared.config.control_plane)))
+        .collect();
+    *lock(&slot.seen) = Some(Arc::new(seen));
+    shared.request_plan();
+    Ok(())
+}
+
+fn strip_empty_status(obj: &mut Value) {
+    if let Some(map) = obj.as_object_mut() {
+        map.remove("status");
+    }
+}
