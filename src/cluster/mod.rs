@@ -51,7 +51,12 @@ pub struct Cluster {
     /// (group, version, kind) → served resource; refreshed per group-version on a miss.
     kinds: RwLock<HashMap<(String, String, String), Served>>,
     request_timeout: Duration,
+    /// (apiVersion, kind) → a watch's store of that kind (see [`Cluster::cached`]).
+    cache: RwLock<HashMap<(String, String), CacheLookup>>,
 }
+
+/// Reads one object of a kind from a watch cache by (namespace, name).
+pub type CacheLookup = std::sync::Arc<dyn Fn(&str, &str) -> Option<Value> + Send + Sync>;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,6 +128,7 @@ impl Cluster {
             client,
             kinds: RwLock::new(HashMap::new()),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            cache: RwLock::new(HashMap::new()),
         }
     }
 
@@ -150,6 +156,27 @@ impl Cluster {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Serves [`Cluster::cached`] reads of `api_version`/`kind` from a watch's store.
+    pub fn serve_from_cache(&self, api_version: &str, kind: &str, lookup: CacheLookup) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((api_version.to_string(), kind.to_string()), lookup);
+    }
+
+    /// The object as a watch last saw it, without a request; `None` when its kind is not
+    /// cached, or the watch has not (yet) seen it. A hint, possibly stale: callers fall back
+    /// to the API (or to an apply) when it does not settle their question.
+    pub fn cached(&self, r: &ObjectRef) -> Option<Value> {
+        let lookup = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(r.api_version.clone(), r.kind.clone()))?
+            .clone();
+        lookup(r.namespace.as_deref()?, &r.name)
     }
 
     pub fn client(&self) -> &kube::Client {

@@ -60,6 +60,8 @@ pub struct Context {
     pub drift_interval: Duration,
     /// This engine's control plane: Instances labelled for another one are never touched.
     pub control_plane: String,
+    /// The controller's OperatorVersion watch (read instead of a GET per pass).
+    operator_versions: std::sync::RwLock<Option<kube::runtime::reflector::Store<OperatorVersion>>>,
 }
 
 impl Context {
@@ -84,6 +86,7 @@ impl Context {
             running: Mutex::new(Default::default()),
             drift_interval: super::drift::DEFAULT_INTERVAL,
             control_plane: super::objects::DEFAULT_CONTROL_PLANE.to_string(),
+            operator_versions: std::sync::RwLock::new(None),
         }
     }
 
@@ -97,6 +100,33 @@ impl Context {
     pub fn with_drift_interval(mut self, interval: Duration) -> Self {
         self.drift_interval = interval;
         self
+    }
+
+    /// Reads OperatorVersions from `store` from now on (misses still go to the API).
+    pub fn set_operator_versions(&self, store: kube::runtime::reflector::Store<OperatorVersion>) {
+        *self
+            .operator_versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(store);
+    }
+
+    /// The OperatorVersion from the watch's store, else from the API.
+    async fn operator_version(
+        &self,
+        versions: &Api<OperatorVersion>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<OperatorVersion>, kube::Error> {
+        let cached = self
+            .operator_versions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|s| s.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)));
+        match cached {
+            Some(ov) => Ok(Some((*ov).clone())),
+            None => versions.get_opt(name).await,
+        }
     }
 
     fn set_running(&self, key: &str, running: bool) {
@@ -278,17 +308,16 @@ async fn reconcile_instance(
         write_status(&instances, names, &before, &status).await?;
         return Ok(Action::await_change());
     }
-    let ov =
-        versions
-            .get_opt(&ov_name)
-            .await
-            .map_err(|source| ReconcileError::ReadOperatorVersion {
-                cluster: names.cluster.clone(),
-                namespace: names.namespace.clone(),
-                name: names.name.clone(),
-                operator_version: ov_name.clone(),
-                source,
-            })?;
+    let ov = ctx
+        .operator_version(&versions, &ov_namespace, &ov_name)
+        .await
+        .map_err(|source| ReconcileError::ReadOperatorVersion {
+            cluster: names.cluster.clone(),
+            namespace: names.namespace.clone(),
+            name: names.name.clone(),
+            operator_version: ov_name.clone(),
+            source,
+        })?;
 
     let snapshot: Option<Snapshot> = inst
         .annotations()
@@ -412,7 +441,10 @@ async fn reconcile_instance(
     let ov = if active.operator_version == ov.name_any() {
         ov
     } else {
-        match versions.get_opt(&active.operator_version).await {
+        match ctx
+            .operator_version(&versions, &ov_namespace, &active.operator_version)
+            .await
+        {
             Ok(Some(old)) => old,
             _ => ov,
         }

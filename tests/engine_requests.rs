@@ -1,0 +1,191 @@
+//! Request budget of one plan (issue 19, "write only what changes"): a 3-phase × 2-step
+//! plan with one Deployment per step, run by the engine on a simulated cluster, costs at
+//! most one apply per object, no OperatorVersion read per pass and a bounded number of
+//! Instance writes. Counts requests, not time.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{apply_yaml, eventually, install_crds};
+use kube::api::Api;
+use kudo::api::{ExecutionStatus, Instance};
+use kudo::cluster::Cluster;
+use kudo::sim::SimCluster;
+use kudo::sim::workload::WorkloadConfig;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn operator_version() -> String {
+    let mut tasks = String::new();
+    let mut phases = String::new();
+    let mut templates = String::new();
+    for p in 1..=3 {
+        phases.push_str(&format!("        - name: p{p}\n          steps:\n"));
+        for s in 1..=2 {
+            let n = (p - 1) * 2 + s;
+            tasks.push_str(&format!(
+                "    - {{name: d{n}, kind: Apply, spec: {{resources: [d{n}.yaml]}}}}\n"
+            ));
+            phases.push_str(&format!("            - {{name: s{n}, tasks: [d{n}]}}\n"));
+            templates.push_str(&format!(
+                "    d{n}.yaml: |\n      apiVersion: apps/v1\n      kind: Deployment\n      metadata: {{name: \"{{{{ .Name }}}}-d{n}\"}}\n      spec:\n        replicas: 1\n        selector: {{matchLabels: {{app: d{n}}}}}\n        template:\n          metadata: {{labels: {{app: d{n}}}}}\n          spec: {{containers: [{{name: c, image: nginx}}]}}\n"
+            ));
+        }
+    }
+    format!(
+        "apiVersion: kudo.dev/v1beta1\nkind: OperatorVersion\nmetadata: {{name: app-1}}\nspec:\n  operator: {{name: app, kind: Operator}}\n  version: \"1\"\n  tasks:\n{tasks}  plans:\n    deploy:\n      strategy: serial\n      phases:\n{phases}  templates:\n{templates}"
+    )
+}
+
+fn instance(name: &str) -> String {
+    format!(
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata: {{name: {name}, labels: {{kudo.dev/operator: app}}}}\nspec:\n  operatorVersion: {{name: app-1}}\n"
+    )
+}
+
+/// Every request the engine's client sends, as `VERB path?query`.
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn recording(client: kube::Client, log: Log) -> kube::Client {
+    let namespace = client.default_namespace().to_string();
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let client = client.clone();
+        log.lock()
+            .expect("log")
+            .push(format!("{} {}", req.method(), req.uri()));
+        async move { client.send(req).await }
+    });
+    kube::Client::new(service, namespace)
+}
+
+/// The request's class for the budget: what it reads or writes.
+fn classify(line: &str) -> &'static str {
+    let (method, uri) = line.split_once(' ').unwrap_or((line, ""));
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let watch = query
+        .split('&')
+        .any(|p| p == "watch=true" || p == "watch=1");
+    let dry_run = query.split('&').any(|p| p.starts_with("dryRun="));
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest: &[&str] = match segments.as_slice() {
+        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        _ => &[],
+    };
+    let rest = match rest {
+        ["namespaces", _, _, ..] => &rest[2..],
+        other => other,
+    };
+    let resource = rest.first().copied().unwrap_or("");
+    match (method, rest.len(), resource) {
+        (_, 0, _) => "discovery",
+        ("GET", _, _) if watch => "watch",
+        ("GET", 1, _) => "list",
+        ("GET", _, "operatorversions") => "get OperatorVersion",
+        ("GET", _, "instances") => "get Instance",
+        ("GET", _, _) => "get object",
+        ("PATCH", 3, "instances") => "write Instance status",
+        ("PATCH", _, "instances") => "write Instance",
+        ("PATCH", _, _) if dry_run => "dry-run object",
+        ("PATCH", _, _) => "apply object",
+        _ => "other",
+    }
+}
+
+fn breakdown(log: &[String]) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    for line in log {
+        *out.entry(classify(line)).or_default() += 1;
+    }
+    out
+}
+
+async fn plan_status(client: &kube::Client, name: &str) -> Option<kudo::api::PlanStatus> {
+    let api: Api<Instance> = Api::namespaced(client.clone(), "default");
+    api.get(name)
+        .await
+        .ok()?
+        .status?
+        .plan_status
+        .get("deploy")
+        .cloned()
+}
+
+/// Runs `name`'s plan to COMPLETE and returns the engine's requests from its creation until
+/// the engine has been quiet for a second.
+async fn one_plan(client: &kube::Client, log: &Log, name: &str) -> Vec<String> {
+    log.lock().expect("log").clear();
+    apply_yaml(client, "default", &instance(name)).await;
+    eventually(&format!("plan of {name} completes"), TIMEOUT, || async {
+        let p = plan_status(client, name).await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(())
+    })
+    .await;
+    // Quiet: no new request for a second (the passes a completion wakes have run).
+    let mut seen = usize::MAX;
+    eventually("the engine goes quiet", TIMEOUT, || {
+        let now = log.lock().expect("log").len();
+        let quiet = now == seen;
+        seen = now;
+        async move {
+            if !quiet {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            quiet.then_some(())
+        }
+    })
+    .await;
+    log.lock().expect("log").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_plan_applies_each_object_once_and_reads_no_operator_version_per_pass() {
+    let sim = SimCluster::new("budget");
+    let client = sim.client();
+    install_crds(&client).await;
+    apply_yaml(&client, "default", &operator_version()).await;
+    let _workloads = sim.spawn_workloads(WorkloadConfig {
+        ready_delay: Duration::from_millis(300),
+        ..WorkloadConfig::default()
+    });
+    let log: Log = Arc::default();
+    let engine = Arc::new(Cluster::from_client(
+        "budget",
+        recording(sim.client(), log.clone()),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(kudo::engine::controller::run(
+        engine,
+        Some("default".into()),
+        Duration::from_millis(200),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // The first plan warms discovery; the second is what every further plan costs.
+    one_plan(&client, &log, "warm").await;
+    let requests = one_plan(&client, &log, "app").await;
+    let counts = breakdown(&requests);
+    eprintln!("requests of one plan (3 phases × 2 steps, 6 Deployments): {counts:?}");
+    for line in &requests {
+        eprintln!("  {line}");
+    }
+    let n = |class: &str| counts.get(class).copied().unwrap_or(0);
+    assert!(
+        n("apply object") <= 6,
+        "each of the 6 objects is applied once: {counts:?}"
+    );
+    assert_eq!(
+        n("get OperatorVersion"),
+        0,
+        "OperatorVersions come from the watch: {counts:?}"
+    );
+    assert_eq!(
+        n("dry-run object"),
+        0,
+        "the drift check after completion finds the cached objects as applied: {counts:?}"
+    );
+    let _ = stop.send(());
+}
