@@ -187,5 +187,111 @@ async fn one_plan_applies_each_object_once_and_reads_no_operator_version_per_pas
         0,
         "the drift check after completion finds the cached objects as applied: {counts:?}"
     );
+    assert!(
+        n("write Instance") <= 2,
+        "plan start (already IN_PROGRESS) and completion: {counts:?}"
+    );
+    assert!(
+        n("write Instance status") <= 7,
+        "one status write per step transition and the completion: {counts:?}"
+    );
     let _ = stop.send(());
+}
+
+fn start_engine(
+    sim: &SimCluster,
+    log: &Log,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let engine = Arc::new(Cluster::from_client(
+        "budget",
+        recording(sim.client(), log.clone()),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(kudo::engine::controller::run(
+        engine,
+        Some("default".into()),
+        Duration::from_millis(200),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (stop, handle)
+}
+
+fn step_status(p: &kudo::api::PlanStatus, step: &str) -> Option<ExecutionStatus> {
+    p.phases
+        .iter()
+        .flat_map(|ph| &ph.steps)
+        .find(|s| s.name == step)
+        .and_then(|s| s.status)
+}
+
+/// A manager stopped after applying a step's object but before writing the Instance status
+/// (emulated by erasing the status): the next manager finds the object carrying kudo's hash,
+/// does not apply it again on every pass, and finishes the same plan run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_between_apply_and_status_write_does_not_apply_again() {
+    let sim = SimCluster::new("restart");
+    let client = sim.client();
+    install_crds(&client).await;
+    apply_yaml(&client, "default", &operator_version()).await;
+    let first: Log = Arc::default();
+    let (stop, handle) = start_engine(&sim, &first);
+    apply_yaml(&client, "default", &instance("app")).await;
+    // No workload simulator yet: app-d1 never becomes ready, the plan waits on step s1.
+    let waiting = eventually("step s1 waits for app-d1", TIMEOUT, || async {
+        let p = plan_status(&client, "app").await?;
+        (step_status(&p, "s1") == Some(ExecutionStatus::InProgress)).then_some(p)
+    })
+    .await;
+    let _ = stop.send(());
+    handle.await.expect("first engine stops");
+    let api: Api<Instance> = Api::namespaced(client.clone(), "default");
+    api.patch_status(
+        "app",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            serde_json::json!({"status": {"planStatus": null, "applied": null}}),
+        ),
+    )
+    .await
+    .expect("erase status");
+
+    let second: Log = Arc::default();
+    let (stop, handle) = start_engine(&sim, &second);
+    eventually("the new manager resumes step s1", TIMEOUT, || async {
+        let p = plan_status(&client, "app").await?;
+        (step_status(&p, "s1") == Some(ExecutionStatus::InProgress)).then_some(())
+    })
+    .await;
+    // Several polls (200 ms) of the waiting step.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let applies_of_d1 = |log: &Log| {
+        log.lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains("/deployments/app-d1?") && classify(l) == "apply object")
+            .count()
+    };
+    let resumed = applies_of_d1(&second);
+    let _workloads = sim.spawn_workloads(WorkloadConfig {
+        ready_delay: Duration::from_millis(50),
+        ..WorkloadConfig::default()
+    });
+    let done = eventually("the plan completes", TIMEOUT, || async {
+        let p = plan_status(&client, "app").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(p)
+    })
+    .await;
+    assert_eq!(done.uid, waiting.uid, "the same plan run finished");
+    assert!(
+        resumed <= 1,
+        "app-d1 applied {resumed} times by the restarted manager while its step waited: {:?}",
+        second.lock().expect("log")
+    );
+    let _ = stop.send(());
+    handle.await.expect("second engine stops");
 }

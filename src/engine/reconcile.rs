@@ -343,7 +343,11 @@ async fn reconcile_instance(
                 let snap =
                     start_plan(inst, &instances, names, ov, trigger::CLEANUP, &mut status).await?;
                 info!(plan = trigger::CLEANUP, reason = %trigger::Reason::Deletion, "plan started");
-                return run_active(inst, &instances, ctx, names, ov, &snap, &before, status).await;
+                let written = Some(ExecutionStatus::InProgress);
+                return run_active(
+                    inst, &instances, ctx, names, ov, &snap, &before, status, written,
+                )
+                .await;
             }
             let finished = snapshot.as_ref().is_none_or(|s| {
                 status.plan_status.get(&s.plan).is_none_or(|p| {
@@ -352,7 +356,11 @@ async fn reconcile_instance(
             });
             if !finished {
                 let snap = snapshot.clone().unwrap_or_default();
-                return run_active(inst, &instances, ctx, names, ov, &snap, &before, status).await;
+                let written = written_status(inst, &snap);
+                return run_active(
+                    inst, &instances, ctx, names, ov, &snap, &before, status, written,
+                )
+                .await;
             }
         }
         let cluster_scoped: Vec<_> = status
@@ -409,6 +417,8 @@ async fn reconcile_instance(
 
     // 3. Decide (pure) and 4. validate parameters before anything is applied.
     let mut active = snapshot.clone();
+    // A plan started in this pass: its planExecution already says IN_PROGRESS.
+    let mut started = false;
     match trigger::decide(&ov.spec, &inst.spec, snapshot.as_ref()) {
         Decision::Nothing => {}
         Decision::Reject { message } => {
@@ -427,6 +437,7 @@ async fn reconcile_instance(
                     let snap = start_plan(inst, &instances, names, &ov, &plan, &mut status).await?;
                     info!(%plan, %reason, uid = %snap.plan_uid, "plan started");
                     active = Some(snap);
+                    started = true;
                 }
             }
         }
@@ -449,11 +460,31 @@ async fn reconcile_instance(
             _ => ov,
         }
     };
-    run_active(inst, &instances, ctx, names, &ov, &active, &before, status).await
+    let written = if started {
+        Some(ExecutionStatus::InProgress)
+    } else {
+        written_status(inst, &active)
+    };
+    run_active(
+        inst, &instances, ctx, names, &ov, &active, &before, status, written,
+    )
+    .await
 }
 
-/// Records the new plan run: snapshot annotation and `spec.planExecution` first, then a
-/// fresh status tree under a new uid.
+/// The `spec.planExecution.status` the Instance carries for the run `active` (none for
+/// another run).
+fn written_status(inst: &Instance, active: &Snapshot) -> Option<ExecutionStatus> {
+    let execution = &inst.spec.plan_execution;
+    if execution.uid == active.plan_uid {
+        execution.status
+    } else {
+        None
+    }
+}
+
+/// Records the new plan run: snapshot annotation and `spec.planExecution` (already
+/// IN_PROGRESS: the same pass executes it, and one write fewer) first, then a fresh status
+/// tree under a new uid.
 async fn start_plan(
     inst: &Instance,
     instances: &Api<Instance>,
@@ -467,7 +498,7 @@ async fn start_plan(
     let snap_text = serde_json::to_string(&snap).unwrap_or_default();
     let patch = json!({
         "metadata": {"annotations": {LAST_APPLIED_ANNOTATION: snap_text}},
-        "spec": {"planExecution": {"planName": plan, "uid": uid, "status": "PENDING"}},
+        "spec": {"planExecution": {"planName": plan, "uid": uid, "status": ExecutionStatus::InProgress}},
     });
     instances
         .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -491,6 +522,7 @@ async fn run_active(
     active: &Snapshot,
     before: &InstanceStatus,
     mut status: InstanceStatus,
+    written: Option<ExecutionStatus>,
 ) -> Result<Action, ReconcileError> {
     let Some(plan) = ov.spec.plans.get(&active.plan) else {
         let msg = format!(
@@ -637,6 +669,9 @@ async fn run_active(
             status = plan_now.map(ExecutionStatus::as_str).unwrap_or("none"),
             "plan status changed"
         );
+    }
+    // Written when the Instance does not say it yet (not on every change of the tree).
+    if plan_now != written {
         let patch = json!({"spec": {"planExecution": {"status": plan_now}}});
         instances
             .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -651,6 +686,23 @@ async fn run_active(
     let complete = plan_now == Some(ExecutionStatus::Complete);
     if complete && plan_before == Some(ExecutionStatus::Complete) {
         check_drift(inst, ctx, names, ov, active, &mut status).await;
+    } else if complete
+        && !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == super::drift::DRIFT_CONDITION)
+    {
+        // A first completion: what was just applied matches, and saying so now spares the
+        // next pass a status write of its own.
+        let (value, reason, message) =
+            super::drift::condition(&super::drift::Check::default(), true);
+        set_condition(
+            &mut status,
+            super::drift::DRIFT_CONDITION,
+            value,
+            reason,
+            &message,
+        );
     }
     write_status(instances, names, before, &status).await?;
     if complete {
