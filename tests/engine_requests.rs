@@ -295,3 +295,130 @@ async fn a_restart_between_apply_and_status_write_does_not_apply_again() {
     let _ = stop.send(());
     handle.await.expect("second engine stops");
 }
+
+const ROLE_PACKAGE: &str = r#"
+apiVersion: kudo.dev/v1beta1
+kind: OperatorVersion
+metadata: {name: rbac-1}
+spec:
+  operator: {name: rbac, kind: Operator}
+  version: "1"
+  tasks: [{name: app, kind: Apply, spec: {resources: [config.yaml, role.yaml]}}]
+  plans:
+    deploy: {phases: [{name: main, steps: [{name: app, tasks: [app]}]}]}
+  templates:
+    config.yaml: |
+      apiVersion: v1
+      kind: ConfigMap
+      metadata: {name: "{{ .Name }}-config"}
+      data: {a: b}
+    role.yaml: |
+      apiVersion: rbac.authorization.k8s.io/v1
+      kind: Role
+      metadata: {name: "{{ .Name }}-reader"}
+      rules: [{apiGroups: [""], resources: [pods], verbs: [get]}]
+---
+apiVersion: kudo.dev/v1beta1
+kind: Instance
+metadata: {name: rb, labels: {kudo.dev/operator: rbac}}
+spec:
+  operatorVersion: {name: rbac-1}
+"#;
+
+/// Passes woken by events check the watched kinds from the cache only; a kind no watch keeps
+/// (a Role) is re-verified on the drift interval, and a hand edit of it is repaired then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwatched_kinds_are_verified_on_the_interval_not_on_every_pass() {
+    let sim = SimCluster::new("interval");
+    let client = sim.client();
+    install_crds(&client).await;
+    let log: Log = Arc::default();
+    let engine = Arc::new(Cluster::from_client(
+        "interval",
+        recording(sim.client(), log.clone()),
+    ));
+    let interval = Duration::from_secs(10);
+    let ctx = Arc::new(
+        kudo::engine::reconcile::Context::new(engine, Duration::from_millis(200))
+            .with_drift_interval(interval),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(kudo::engine::controller::run_with(
+        ctx.clone(),
+        Some("default".into()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    apply_yaml(&client, "default", ROLE_PACKAGE).await;
+    eventually("plan of rb completes", TIMEOUT, || async {
+        let p = plan_status(&client, "rb").await?;
+        (p.status == Some(ExecutionStatus::Complete)).then_some(())
+    })
+    .await;
+
+    let reconciles = || {
+        ctx.metrics
+            .reconciles
+            .get_or_create(&kudo::metrics::engine::ReconcileLabels {
+                cluster: "interval".into(),
+                result: kudo::metrics::engine::ReconcileResult::ok,
+            })
+            .get()
+    };
+    let setup = Cluster::from_client("setup", client.clone());
+    log.lock().expect("log").clear();
+    let window = std::time::Instant::now();
+    let before = reconciles();
+    for i in 0..10 {
+        setup
+            .merge_patch(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "rb-config", "namespace": "default",
+                    "labels": {"touched": i.to_string()}}}))
+            .await
+            .expect("touch the ConfigMap");
+    }
+    eventually("the touches woke the instance", TIMEOUT, || async {
+        (reconciles() >= before + 5).then_some(())
+    })
+    .await;
+    let role_reads = log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|l| l.contains("/roles/rb-reader"))
+        .count();
+    let passes = reconciles() - before;
+    assert!(
+        role_reads <= 2,
+        "{passes} passes sent {role_reads} requests for the Role (one full check, a GET and a dry run, fits the window): {:?}",
+        log.lock().expect("log")
+    );
+    assert!(
+        window.elapsed() < interval.mul_f64(0.9),
+        "the window stays inside one period"
+    );
+
+    // A hand edit of the unwatched Role wakes nothing; the periodic full check repairs it.
+    setup
+        .merge_patch(
+            &serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role", "metadata": {"name": "rb-reader", "namespace": "default"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}),
+        )
+        .await
+        .expect("edit the Role");
+    let role = kudo::cluster::ObjectRef::new(
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        Some("default"),
+        "rb-reader",
+    );
+    eventually("the Role is repaired", TIMEOUT, || async {
+        let live = setup.get(&role).await.ok()?;
+        (live.pointer("/rules/0/verbs") == Some(&serde_json::json!(["get"]))).then_some(())
+    })
+    .await;
+    let _ = stop.send(());
+    handle.await.expect("engine stops");
+}

@@ -166,6 +166,17 @@ impl Cluster {
             .insert((api_version.to_string(), kind.to_string()), lookup);
     }
 
+    /// Whether a watch keeps objects like `r` (its kind is cached and it is namespaced): an
+    /// edit or deletion of one reaches the engine as an event.
+    pub fn watches(&self, r: &ObjectRef) -> bool {
+        r.namespace.is_some()
+            && self
+                .cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&(r.api_version.clone(), r.kind.clone()))
+    }
+
     /// The object as a watch last saw it, without a request; `None` when its kind is not
     /// cached, or the watch has not (yet) seen it. A hint, possibly stale: callers fall back
     /// to the API (or to an apply) when it does not settle their question.

@@ -28,8 +28,10 @@ use super::runner::{ClusterRunner, applied_object};
 pub const SELF_HEAL_ANNOTATION: &str = "kudo.dev/self-heal";
 /// The Instance condition that reports drift (a kudo extension).
 pub const DRIFT_CONDITION: &str = "Drifted";
-/// How often an instance whose plan is complete is fully checked when nothing wakes it.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often an instance whose plan is complete is fully checked, kinds no watch keeps
+/// included (jittered by ±10 %; the first check after a start falls anywhere in the period,
+/// so a fleet's checks spread out). Watched kinds are checked on their events.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// At most this many objects are named in the condition message (the log has them all).
 const MESSAGE_OBJECTS: usize = 5;
 
@@ -167,12 +169,15 @@ pub fn keep_step_annotations(desired: &mut Value, live: &Value) {
 }
 
 /// Checks every inventory object the instance still renders; repairs drift when `heal`.
-/// `last_plan` is the plan that completed last (its rendering of an object wins).
+/// `last_plan` is the plan that completed last (its rendering of an object wins). Unless
+/// `full`, only objects a watch keeps are checked (their edits wake the instance; the rest
+/// wait for the periodic full check).
 pub async fn check(
     runner: &ClusterRunner<'_>,
     inventory: &[AppliedObject],
     last_plan: &str,
     heal: bool,
+    full: bool,
 ) -> Result<Check, String> {
     let desired = runner.desired_values(Some(last_plan)).await?;
     let cluster = runner.cluster;
@@ -191,6 +196,9 @@ pub async fn check(
             (!entry.namespace.is_empty()).then_some(entry.namespace.as_str()),
             entry.name.clone(),
         );
+        if !full && !cluster.watches(&r) {
+            continue;
+        }
         // The watch's copy carrying exactly what kudo applied settles it without a request;
         // anything else (not cached, an edit, another rendering) is confirmed by a dry run.
         if let Some(cached) = cluster.cached(&r) {

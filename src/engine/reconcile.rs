@@ -56,8 +56,11 @@ pub struct Context {
     pub metrics: Arc<EngineMetrics>,
     /// Instances (namespace/name) with a running plan, for `kudo_plans_in_progress`.
     running: Mutex<std::collections::BTreeSet<String>>,
-    /// How often an instance whose plan is complete is checked for drift without an event.
+    /// How often an instance whose plan is complete is fully checked for drift (kinds no
+    /// watch keeps included; see [`super::drift::DEFAULT_INTERVAL`]).
     pub drift_interval: Duration,
+    /// When each instance's (namespace/name) next full drift check is due.
+    full_checks: Mutex<BTreeMap<String, std::time::Instant>>,
     /// This engine's control plane: Instances labelled for another one are never touched.
     pub control_plane: String,
     /// The controller's OperatorVersion watch (read instead of a GET per pass).
@@ -87,6 +90,7 @@ impl Context {
             drift_interval: super::drift::DEFAULT_INTERVAL,
             control_plane: super::objects::DEFAULT_CONTROL_PLANE.to_string(),
             operator_versions: std::sync::RwLock::new(None),
+            full_checks: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -127,6 +131,24 @@ impl Context {
             Some(ov) => Ok(Some((*ov).clone())),
             None => versions.get_opt(name).await,
         }
+    }
+
+    /// When `key`'s next full drift check is due: a first one anywhere in the period.
+    fn next_full_check(&self, key: &str) -> std::time::Instant {
+        let mut due = self.full_checks.lock().unwrap_or_else(|p| p.into_inner());
+        *due.entry(key.to_string()).or_insert_with(|| {
+            std::time::Instant::now() + self.drift_interval.mul_f64(fastrand::f64())
+        })
+    }
+
+    /// Records a full drift check of `key`: the next is due a period (±10 %) later.
+    fn full_check_done(&self, key: &str) {
+        let next =
+            std::time::Instant::now() + self.drift_interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+        self.full_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), next);
     }
 
     fn set_running(&self, key: &str, running: bool) {
@@ -685,7 +707,12 @@ async fn run_active(
     }
     let complete = plan_now == Some(ExecutionStatus::Complete);
     if complete && plan_before == Some(ExecutionStatus::Complete) {
-        check_drift(inst, ctx, names, ov, active, &mut status).await;
+        // Watched kinds on every pass (from the cache); every kind when the period is up.
+        let full = std::time::Instant::now() >= ctx.next_full_check(&key);
+        check_drift(inst, ctx, names, ov, active, &mut status, full).await;
+        if full {
+            ctx.full_check_done(&key);
+        }
     } else if complete
         && !status
             .conditions
@@ -707,7 +734,10 @@ async fn run_active(
     write_status(instances, names, before, &status).await?;
     if complete {
         ctx.next_attempt(&key, false);
-        return Ok(Action::requeue(ctx.drift_interval));
+        let until = ctx
+            .next_full_check(&key)
+            .saturating_duration_since(std::time::Instant::now());
+        return Ok(Action::requeue(until.max(Duration::from_secs(1))));
     }
     if plan_now.is_some_and(ExecutionStatus::is_terminal) {
         ctx.next_attempt(&key, false);
@@ -897,6 +927,7 @@ async fn check_drift(
     ov: &OperatorVersion,
     active: &Snapshot,
     status: &mut InstanceStatus,
+    full: bool,
 ) {
     let values = match resolve_parameters(&ov.spec.parameters, &active.parameters, None) {
         Ok(v) => v,
@@ -917,7 +948,8 @@ async fn check_drift(
         newly_adopted: Default::default(),
     };
     let heal = super::drift::self_heal(inst.annotations());
-    let check = match super::drift::check(&runner, &status.applied, &active.plan, heal).await {
+    let check = match super::drift::check(&runner, &status.applied, &active.plan, heal, full).await
+    {
         Ok(c) => c,
         Err(error) => return warn!(%error, "drift check failed"),
     };
@@ -954,6 +986,11 @@ async fn check_drift(
         .find(|c| c.type_ == super::drift::DRIFT_CONDITION);
     // A repair stays on record until drift is seen again.
     if reason == "NoDrift" && existing.is_some_and(|c| c.reason == "DriftRepaired") {
+        return;
+    }
+    // Reported drift may be in an object only the full check looks at: only a full check
+    // clears it.
+    if reason == "NoDrift" && !full && existing.is_some_and(|c| c.status == "True") {
         return;
     }
     set_condition(
