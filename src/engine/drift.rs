@@ -82,7 +82,8 @@ pub struct Check {
     pub errors: Vec<String>,
 }
 
-/// The object without what the server changes on every write or owns itself.
+/// The object without what the server changes on every write or owns itself, and without
+/// kudo's hash of the apply.
 pub fn normalize(obj: &Value) -> Value {
     let mut v = obj.clone();
     if let Some(map) = v.as_object_mut() {
@@ -98,6 +99,17 @@ pub fn normalize(obj: &Value) -> Value {
             "selfLink",
         ] {
             meta.remove(k);
+        }
+        // Bookkeeping of the apply itself (see `super::cache`), not content.
+        let emptied = meta
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+            .is_some_and(|a| {
+                a.remove(super::cache::APPLIED_HASH_ANNOTATION);
+                a.is_empty()
+            });
+        if emptied {
+            meta.remove("annotations");
         }
     }
     v
@@ -299,6 +311,17 @@ pub fn condition(check: &Check, heal: bool) -> (&'static str, &'static str, Stri
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_hash_of_an_apply_is_neither_drift_nor_shown() {
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "annotations": {"kudo.dev/applied-hash": "ab"}},
+            "data": {"a": "b"}});
+        let desired = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c"}, "data": {"a": "b"}});
+        assert_eq!(normalize(&live), desired);
+        assert!(changed_paths(&live, &desired).is_empty());
+    }
 
     #[test]
     fn only_changed_fields_are_reported_and_volatile_metadata_is_ignored() {
