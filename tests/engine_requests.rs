@@ -187,6 +187,11 @@ async fn one_plan_applies_each_object_once_and_reads_no_operator_version_per_pas
         0,
         "the drift check after completion finds the cached objects as applied: {counts:?}"
     );
+    assert_eq!(
+        n("list"),
+        0,
+        "objects with the instance's labels are looked for in the watches: {counts:?}"
+    );
     assert!(
         n("write Instance") <= 2,
         "plan start (already IN_PROGRESS) and completion: {counts:?}"

@@ -55,8 +55,17 @@ pub struct Cluster {
     cache: RwLock<HashMap<(String, String), CacheLookup>>,
 }
 
-/// Reads one object of a kind from a watch cache by (namespace, name).
-pub type CacheLookup = std::sync::Arc<dyn Fn(&str, &str) -> Option<Value> + Send + Sync>;
+/// A watch's store of one kind, as [`Cluster::cached`] and [`Cluster::cached_list`] read it.
+pub trait ObjectCache: Send + Sync {
+    /// One object by namespace and name.
+    fn get(&self, namespace: &str, name: &str) -> Option<Value>;
+    /// The objects in `namespace` carrying every label of `labels`; `None` until the watch
+    /// has listed its objects once.
+    fn list(&self, namespace: &str, labels: &[(&str, &str)]) -> Option<Vec<Value>>;
+}
+
+/// A shared [`ObjectCache`].
+pub type CacheLookup = std::sync::Arc<dyn ObjectCache>;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -187,7 +196,33 @@ impl Cluster {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(r.api_version.clone(), r.kind.clone()))?
             .clone();
-        lookup(r.namespace.as_deref()?, &r.name)
+        lookup.get(r.namespace.as_deref()?, &r.name)
+    }
+
+    /// [`Cluster::list`] of one kind in one namespace from its watch, when the kind is
+    /// cached, its watch has listed once and `label_selector` is a list of `key=value`.
+    pub fn cached_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        label_selector: &str,
+    ) -> Option<Vec<Value>> {
+        let mut labels = Vec::new();
+        for term in label_selector.split(',').filter(|t| !t.is_empty()) {
+            let (key, value) = term.split_once('=')?;
+            if key.ends_with('!') || value.starts_with('=') {
+                return None;
+            }
+            labels.push((key.trim(), value.trim()));
+        }
+        let lookup = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(api_version.to_string(), kind.to_string()))?
+            .clone();
+        lookup.list(namespace, &labels)
     }
 
     pub fn client(&self) -> &kube::Client {
@@ -666,6 +701,40 @@ mod tests {
             msg.contains("cluster mgmt") && msg.contains("in-cluster"),
             "{msg}"
         );
+    }
+
+    struct Fixed;
+
+    impl ObjectCache for Fixed {
+        fn get(&self, namespace: &str, name: &str) -> Option<Value> {
+            (namespace == "a" && name == "x")
+                .then(|| serde_json::json!({"metadata": {"name": "x"}}))
+        }
+        fn list(&self, _: &str, labels: &[(&str, &str)]) -> Option<Vec<Value>> {
+            Some(vec![serde_json::json!(labels.len())])
+        }
+    }
+
+    /// Only equality selectors are answered from a cache; anything else goes to the API.
+    #[tokio::test]
+    async fn cached_reads_answer_only_what_a_watch_can() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("uri"));
+        let c = Cluster::from_config("cache", config).expect("client");
+        let r = ObjectRef::new("v1", "ConfigMap", Some("a"), "x");
+        assert!(c.cached(&r).is_none() && !c.watches(&r));
+        c.serve_from_cache("v1", "ConfigMap", std::sync::Arc::new(Fixed));
+        assert!(c.cached(&r).is_some() && c.watches(&r));
+        let cluster_scoped = ObjectRef::new("v1", "ConfigMap", None, "x");
+        assert!(c.cached(&cluster_scoped).is_none() && !c.watches(&cluster_scoped));
+        let list = |sel: &str| c.cached_list("v1", "ConfigMap", "a", sel);
+        assert_eq!(
+            list("heritage=kudo,kudo.dev/instance=i"),
+            Some(vec![serde_json::json!(2)])
+        );
+        for unsupported in ["a!=b", "a==b", "a in (b)", "!a"] {
+            assert_eq!(list(unsupported), None, "{unsupported}");
+        }
+        assert_eq!(c.cached_list("v1", "Secret", "a", "a=b"), None);
     }
 
     /// Cluster calls must be spawnable on a multi-threaded runtime.

@@ -23,10 +23,39 @@ pub fn lookup<K>(store: Store<K>) -> crate::cluster::CacheLookup
 where
     K: kube::Resource<DynamicType = ()> + serde::Serialize + Clone + Send + Sync + 'static,
 {
-    Arc::new(move |namespace: &str, name: &str| {
-        let obj = store.get(&ObjectRef::new(name).within(namespace))?;
+    Arc::new(Reflected(store))
+}
+
+struct Reflected<K: kube::Resource<DynamicType = ()> + 'static>(Store<K>);
+
+impl<K> crate::cluster::ObjectCache for Reflected<K>
+where
+    K: kube::Resource<DynamicType = ()> + serde::Serialize + Clone + Send + Sync + 'static,
+{
+    fn get(&self, namespace: &str, name: &str) -> Option<Value> {
+        let obj = self.0.get(&ObjectRef::new(name).within(namespace))?;
         serde_json::to_value(&*obj).ok()
-    })
+    }
+
+    fn list(&self, namespace: &str, labels: &[(&str, &str)]) -> Option<Vec<Value>> {
+        use futures::FutureExt;
+        // Before the first complete list the store is empty or partial: not an answer.
+        self.0.wait_until_ready().now_or_never()?.ok()?;
+        let found = self.0.state_filter(|o| {
+            o.meta().namespace.as_deref() == Some(namespace)
+                && labels.iter().all(|(k, v)| {
+                    o.meta()
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(*k))
+                        .is_some_and(|have| have == v)
+                })
+        });
+        found
+            .iter()
+            .map(|o| serde_json::to_value(&**o).ok())
+            .collect()
+    }
 }
 
 /// The value of [`APPLIED_HASH_ANNOTATION`] for `obj` (which must not carry it yet): 32 hex
