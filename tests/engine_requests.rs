@@ -35,6 +35,9 @@ fn operator_version() -> String {
             ));
         }
     }
+    // A cleanup plan: the Instance holds kudo's finalizer from its first plan on.
+    tasks.push_str("    - {name: noop, kind: Dummy, spec: {done: true}}\n");
+    phases.push_str("    cleanup:\n      phases: [{name: c, steps: [{name: c, tasks: [noop]}]}]\n");
     format!(
         "apiVersion: kudo.dev/v1beta1\nkind: OperatorVersion\nmetadata: {{name: app-1}}\nspec:\n  operator: {{name: app, kind: Operator}}\n  version: \"1\"\n  tasks:\n{tasks}  plans:\n    deploy:\n      strategy: serial\n      phases:\n{phases}  templates:\n{templates}"
     )
@@ -194,11 +197,20 @@ async fn one_plan_applies_each_object_once_and_reads_no_operator_version_per_pas
     );
     assert!(
         n("write Instance") <= 2,
-        "plan start (already IN_PROGRESS) and completion: {counts:?}"
+        "plan start (already IN_PROGRESS, with the finalizer) and completion: {counts:?}"
     );
     assert!(
         n("write Instance status") <= 7,
         "one status write per step transition and the completion: {counts:?}"
+    );
+    let api: Api<Instance> = Api::namespaced(client.clone(), "default");
+    let app = api.get("app").await.expect("instance");
+    assert!(
+        kube::ResourceExt::finalizers(&app)
+            .iter()
+            .any(|f| f == kudo::engine::reconcile::CLEANUP_FINALIZER),
+        "the finalizer came with the plan start: {:?}",
+        app.metadata.finalizers
     );
     let _ = stop.send(());
 }

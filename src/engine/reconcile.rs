@@ -362,8 +362,16 @@ async fn reconcile_instance(
                 .as_ref()
                 .is_some_and(|s| s.plan == trigger::CLEANUP);
             if !running_cleanup {
-                let snap =
-                    start_plan(inst, &instances, names, ov, trigger::CLEANUP, &mut status).await?;
+                let snap = start_plan(
+                    inst,
+                    &instances,
+                    names,
+                    ov,
+                    trigger::CLEANUP,
+                    &mut status,
+                    false,
+                )
+                .await?;
                 info!(plan = trigger::CLEANUP, reason = %trigger::Reason::Deletion, "plan started");
                 let written = Some(ExecutionStatus::InProgress);
                 return run_active(
@@ -433,9 +441,8 @@ async fn reconcile_instance(
     };
     // The finalizer is held while the instance has a cleanup plan or owns cluster-scoped
     // objects: both need the manager before the Instance may go.
-    if !has_finalizer && needs_finalizer(&ov, &status) {
-        set_finalizer(inst, &instances, names, true).await?;
-    }
+    // A plan starting in this pass carries it in its start write (one write, not two).
+    let add_finalizer = !has_finalizer && needs_finalizer(&ov, &status);
 
     // 3. Decide (pure) and 4. validate parameters before anything is applied.
     let mut active = snapshot.clone();
@@ -456,13 +463,26 @@ async fn reconcile_instance(
                     set_ready(&mut status, "False", "InvalidParameters", &message);
                 }
                 Ok(_) => {
-                    let snap = start_plan(inst, &instances, names, &ov, &plan, &mut status).await?;
+                    let snap = start_plan(
+                        inst,
+                        &instances,
+                        names,
+                        &ov,
+                        &plan,
+                        &mut status,
+                        add_finalizer,
+                    )
+                    .await?;
                     info!(%plan, %reason, uid = %snap.plan_uid, "plan started");
                     active = Some(snap);
                     started = true;
                 }
             }
         }
+    }
+
+    if add_finalizer && !started {
+        set_finalizer(inst, &instances, names, true).await?;
     }
 
     let Some(active) = active else {
@@ -505,8 +525,8 @@ fn written_status(inst: &Instance, active: &Snapshot) -> Option<ExecutionStatus>
 }
 
 /// Records the new plan run: snapshot annotation and `spec.planExecution` (already
-/// IN_PROGRESS: the same pass executes it, and one write fewer) first, then a fresh status
-/// tree under a new uid.
+/// IN_PROGRESS: the same pass executes it, and one write fewer), with kudo's finalizer when
+/// `add_finalizer`, first; then a fresh status tree under a new uid.
 async fn start_plan(
     inst: &Instance,
     instances: &Api<Instance>,
@@ -514,14 +534,20 @@ async fn start_plan(
     ov: &OperatorVersion,
     plan: &str,
     status: &mut InstanceStatus,
+    add_finalizer: bool,
 ) -> Result<Snapshot, ReconcileError> {
     let uid = uuid::Uuid::new_v4().to_string();
     let snap = Snapshot::of(&inst.spec, plan, &uid);
     let snap_text = serde_json::to_string(&snap).unwrap_or_default();
-    let patch = json!({
+    let mut patch = json!({
         "metadata": {"annotations": {LAST_APPLIED_ANNOTATION: snap_text}},
         "spec": {"planExecution": {"planName": plan, "uid": uid, "status": ExecutionStatus::InProgress}},
     });
+    if add_finalizer {
+        // As `set_finalizer` does: guarded by the resourceVersion that was read.
+        patch["metadata"]["finalizers"] = json!(finalizers_with(inst, true));
+        patch["metadata"]["resourceVersion"] = json!(inst.resource_version());
+    }
     instances
         .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -1086,6 +1112,18 @@ async fn set_finalizer(
     names: &Names,
     present: bool,
 ) -> Result<(), ReconcileError> {
+    let finalizers = finalizers_with(inst, present);
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": inst.resource_version()}});
+    instances
+        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(names.write("finalizer"))?;
+    Ok(())
+}
+
+/// The Instance's finalizers with kudo's present or not.
+fn finalizers_with(inst: &Instance, present: bool) -> Vec<String> {
     let mut finalizers: Vec<String> = inst
         .finalizers()
         .iter()
@@ -1095,11 +1133,5 @@ async fn set_finalizer(
     if present {
         finalizers.push(CLEANUP_FINALIZER.to_string());
     }
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": inst.resource_version()}});
-    instances
-        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(names.write("finalizer"))?;
-    Ok(())
+    finalizers
 }
