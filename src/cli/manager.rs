@@ -28,6 +28,10 @@ pub struct Args {
     /// How often a running plan is re-checked when no watch event wakes it.
     #[arg(long, default_value = "2s", value_parser = crate::util::duration::flag, env = "KUDO_POLL_INTERVAL")]
     pub poll_interval: Duration,
+    /// How often every object of a completed plan is re-verified for drift, kinds no watch
+    /// keeps included (jittered ±10 %); watched kinds are checked on their events.
+    #[arg(long, default_value = "30m", value_parser = crate::util::duration::flag, env = "KUDO_DRIFT_INTERVAL")]
+    pub drift_interval: Duration,
     /// Do not install typed CRDs for Operators that opted in (operator.yaml `crd:`), nor
     /// mirror their typed objects into Instances.
     #[arg(long, env = "KUDO_NO_TYPED")]
@@ -73,11 +77,14 @@ pub async fn run(args: Args) -> CliResult {
                 stopped(rx.clone()),
             )));
         }
-        let ctx = Arc::new(crate::engine::reconcile::Context::with_metrics(
-            cluster,
-            args.poll_interval,
-            metrics.clone(),
-        ));
+        let ctx = Arc::new(
+            crate::engine::reconcile::Context::with_metrics(
+                cluster,
+                args.poll_interval,
+                metrics.clone(),
+            )
+            .with_drift_interval(args.drift_interval),
+        );
         tasks.push(tokio::spawn(crate::engine::controller::run_with(
             ctx,
             args.namespace.clone(),

@@ -51,7 +51,21 @@ pub struct Cluster {
     /// (group, version, kind) → served resource; refreshed per group-version on a miss.
     kinds: RwLock<HashMap<(String, String, String), Served>>,
     request_timeout: Duration,
+    /// (apiVersion, kind) → a watch's store of that kind (see [`Cluster::cached`]).
+    cache: RwLock<HashMap<(String, String), CacheLookup>>,
 }
+
+/// A watch's store of one kind, as [`Cluster::cached`] and [`Cluster::cached_list`] read it.
+pub trait ObjectCache: Send + Sync {
+    /// One object by namespace and name.
+    fn get(&self, namespace: &str, name: &str) -> Option<Value>;
+    /// The objects in `namespace` carrying every label of `labels`; `None` until the watch
+    /// has listed its objects once.
+    fn list(&self, namespace: &str, labels: &[(&str, &str)]) -> Option<Vec<Value>>;
+}
+
+/// A shared [`ObjectCache`].
+pub type CacheLookup = std::sync::Arc<dyn ObjectCache>;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,6 +137,7 @@ impl Cluster {
             client,
             kinds: RwLock::new(HashMap::new()),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            cache: RwLock::new(HashMap::new()),
         }
     }
 
@@ -150,6 +165,64 @@ impl Cluster {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Serves [`Cluster::cached`] reads of `api_version`/`kind` from a watch's store.
+    pub fn serve_from_cache(&self, api_version: &str, kind: &str, lookup: CacheLookup) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((api_version.to_string(), kind.to_string()), lookup);
+    }
+
+    /// Whether a watch keeps objects like `r` (its kind is cached and it is namespaced): an
+    /// edit or deletion of one reaches the engine as an event.
+    pub fn watches(&self, r: &ObjectRef) -> bool {
+        r.namespace.is_some()
+            && self
+                .cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&(r.api_version.clone(), r.kind.clone()))
+    }
+
+    /// The object as a watch last saw it, without a request; `None` when its kind is not
+    /// cached, or the watch has not (yet) seen it. A hint, possibly stale: callers fall back
+    /// to the API (or to an apply) when it does not settle their question.
+    pub fn cached(&self, r: &ObjectRef) -> Option<Value> {
+        let lookup = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(r.api_version.clone(), r.kind.clone()))?
+            .clone();
+        lookup.get(r.namespace.as_deref()?, &r.name)
+    }
+
+    /// [`Cluster::list`] of one kind in one namespace from its watch, when the kind is
+    /// cached, its watch has listed once and `label_selector` is a list of `key=value`.
+    pub fn cached_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        label_selector: &str,
+    ) -> Option<Vec<Value>> {
+        let mut labels = Vec::new();
+        for term in label_selector.split(',').filter(|t| !t.is_empty()) {
+            let (key, value) = term.split_once('=')?;
+            if key.ends_with('!') || value.starts_with('=') {
+                return None;
+            }
+            labels.push((key.trim(), value.trim()));
+        }
+        let lookup = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(api_version.to_string(), kind.to_string()))?
+            .clone();
+        lookup.list(namespace, &labels)
     }
 
     pub fn client(&self) -> &kube::Client {
@@ -628,6 +701,40 @@ mod tests {
             msg.contains("cluster mgmt") && msg.contains("in-cluster"),
             "{msg}"
         );
+    }
+
+    struct Fixed;
+
+    impl ObjectCache for Fixed {
+        fn get(&self, namespace: &str, name: &str) -> Option<Value> {
+            (namespace == "a" && name == "x")
+                .then(|| serde_json::json!({"metadata": {"name": "x"}}))
+        }
+        fn list(&self, _: &str, labels: &[(&str, &str)]) -> Option<Vec<Value>> {
+            Some(vec![serde_json::json!(labels.len())])
+        }
+    }
+
+    /// Only equality selectors are answered from a cache; anything else goes to the API.
+    #[tokio::test]
+    async fn cached_reads_answer_only_what_a_watch_can() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("uri"));
+        let c = Cluster::from_config("cache", config).expect("client");
+        let r = ObjectRef::new("v1", "ConfigMap", Some("a"), "x");
+        assert!(c.cached(&r).is_none() && !c.watches(&r));
+        c.serve_from_cache("v1", "ConfigMap", std::sync::Arc::new(Fixed));
+        assert!(c.cached(&r).is_some() && c.watches(&r));
+        let cluster_scoped = ObjectRef::new("v1", "ConfigMap", None, "x");
+        assert!(c.cached(&cluster_scoped).is_none() && !c.watches(&cluster_scoped));
+        let list = |sel: &str| c.cached_list("v1", "ConfigMap", "a", sel);
+        assert_eq!(
+            list("heritage=kudo,kudo.dev/instance=i"),
+            Some(vec![serde_json::json!(2)])
+        );
+        for unsupported in ["a!=b", "a==b", "a in (b)", "!a"] {
+            assert_eq!(list(unsupported), None, "{unsupported}");
+        }
+        assert_eq!(c.cached_list("v1", "Secret", "a", "a=b"), None);
     }
 
     /// Cluster calls must be spawnable on a multi-threaded runtime.

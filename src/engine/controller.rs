@@ -16,12 +16,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::debug;
 
-use crate::api::Instance;
+use crate::api::{Instance, OperatorVersion};
 use crate::cluster::Cluster;
 
 use super::guard::{Panics, error_action, reconcile_guarded};
@@ -52,15 +52,30 @@ pub async fn run_with(
     // A panic in one reconcile is caught there (see `super::guard`): the controller goes on.
     let panics = Arc::new(Panics::default());
     let backoff = panics.clone();
-    Controller::new(api::<Instance>(&client, ns), watcher::Config::default())
-        .watches(api::<Deployment>(&client, ns), owned.clone(), owner_of)
-        .watches(api::<StatefulSet>(&client, ns), owned.clone(), owner_of)
-        .watches(api::<DaemonSet>(&client, ns), owned.clone(), owner_of)
-        .watches(api::<Job>(&client, ns), owned.clone(), owner_of)
-        .watches(api::<ConfigMap>(&client, ns), owned.clone(), owner_of)
-        .watches(api::<Secret>(&client, ns), owned.clone(), owner_of)
-        .watches(api::<Service>(&client, ns), owned.clone(), owner_of)
-        .watches(api::<ServiceAccount>(&client, ns), owned, owner_of)
+    let controller = Controller::new(api::<Instance>(&client, ns), watcher::Config::default());
+    // OperatorVersions are read from this watch's store, not fetched per pass; a version
+    // that appears or changes wakes the instances naming it.
+    let instances = controller.store();
+    let (versions, writer) = reflector::store::<OperatorVersion>();
+    let version_events = watcher(
+        api::<OperatorVersion>(&client, ns),
+        watcher::Config::default(),
+    )
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(writer)
+    .touched_objects();
+    ctx.set_operator_versions(versions);
+    let cluster = &ctx.cluster;
+    controller
+        .watches_stream(version_events, move |ov| users_of(&instances, &ov))
+        .watches_stream(cached::<Deployment>(cluster, ns, &owned), owner_of)
+        .watches_stream(cached::<StatefulSet>(cluster, ns, &owned), owner_of)
+        .watches_stream(cached::<DaemonSet>(cluster, ns, &owned), owner_of)
+        .watches_stream(cached::<Job>(cluster, ns, &owned), owner_of)
+        .watches_stream(cached::<ConfigMap>(cluster, ns, &owned), owner_of)
+        .watches_stream(cached::<Secret>(cluster, ns, &owned), owner_of)
+        .watches_stream(cached::<Service>(cluster, ns, &owned), owner_of)
+        .watches_stream(cached::<ServiceAccount>(cluster, ns, &owned), owner_of)
         .graceful_shutdown_on(shutdown)
         .run(
             move |inst, ctx| reconcile_guarded(inst, ctx, panics.clone()),
@@ -85,6 +100,59 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// The watch of `K` objects kudo applied, reflected into a store the cluster serves
+/// [`Cluster::cached`] reads from (without `managedFields`, which no reader needs).
+fn cached<K>(
+    cluster: &Cluster,
+    namespace: Option<&str>,
+    owned: &watcher::Config,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    cluster.serve_from_cache(
+        <K as k8s_openapi::Resource>::API_VERSION,
+        <K as k8s_openapi::Resource>::KIND,
+        super::cache::lookup(store),
+    );
+    watcher(api::<K>(cluster.client(), namespace), owned.clone())
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// The Instances (in the controller's store) that name `ov`.
+fn users_of(instances: &Store<Instance>, ov: &OperatorVersion) -> Vec<ObjectRef<Instance>> {
+    let (Some(name), Some(namespace)) = (ov.metadata.name.as_deref(), ov.namespace()) else {
+        return Vec::new();
+    };
+    instances
+        .state()
+        .iter()
+        .filter(|i| {
+            let own = i.namespace().unwrap_or_default();
+            let wanted = i
+                .spec
+                .operator_version
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&own);
+            i.spec.operator_version.name.as_deref() == Some(name) && wanted == namespace
+        })
+        .map(|i| ObjectRef::from_obj(&**i))
+        .collect()
 }
 
 /// Maps an object kudo applied to the Instance that owns it (by its labels).

@@ -28,8 +28,10 @@ use super::runner::{ClusterRunner, applied_object};
 pub const SELF_HEAL_ANNOTATION: &str = "kudo.dev/self-heal";
 /// The Instance condition that reports drift (a kudo extension).
 pub const DRIFT_CONDITION: &str = "Drifted";
-/// How often an instance whose plan is complete is fully checked when nothing wakes it.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often an instance whose plan is complete is fully checked, kinds no watch keeps
+/// included (jittered by ±10 %; the first check after a start falls anywhere in the period,
+/// so a fleet's checks spread out). Watched kinds are checked on their events.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// At most this many objects are named in the condition message (the log has them all).
 const MESSAGE_OBJECTS: usize = 5;
 
@@ -80,7 +82,8 @@ pub struct Check {
     pub errors: Vec<String>,
 }
 
-/// The object without what the server changes on every write or owns itself.
+/// The object without what the server changes on every write or owns itself, and without
+/// kudo's hash of the apply.
 pub fn normalize(obj: &Value) -> Value {
     let mut v = obj.clone();
     if let Some(map) = v.as_object_mut() {
@@ -96,6 +99,17 @@ pub fn normalize(obj: &Value) -> Value {
             "selfLink",
         ] {
             meta.remove(k);
+        }
+        // Bookkeeping of the apply itself (see `super::cache`), not content.
+        let emptied = meta
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+            .is_some_and(|a| {
+                a.remove(super::cache::APPLIED_HASH_ANNOTATION);
+                a.is_empty()
+            });
+        if emptied {
+            meta.remove("annotations");
         }
     }
     v
@@ -140,10 +154,16 @@ fn walk(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Which plan/phase/step last applied an object is bookkeeping, not drift: the live values
+/// Which plan/phase/step last applied an object (and the hash of what it applied) is
+/// bookkeeping, not drift: the live values
 /// are kept so the comparison (and a repair) leaves them as they are.
 pub fn keep_step_annotations(desired: &mut Value, live: &Value) {
-    for key in [PLAN_ANNOTATION, PHASE_ANNOTATION, STEP_ANNOTATION] {
+    for key in [
+        PLAN_ANNOTATION,
+        PHASE_ANNOTATION,
+        STEP_ANNOTATION,
+        super::cache::APPLIED_HASH_ANNOTATION,
+    ] {
         let Some(v) = live
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(key))
@@ -161,12 +181,15 @@ pub fn keep_step_annotations(desired: &mut Value, live: &Value) {
 }
 
 /// Checks every inventory object the instance still renders; repairs drift when `heal`.
-/// `last_plan` is the plan that completed last (its rendering of an object wins).
+/// `last_plan` is the plan that completed last (its rendering of an object wins). Unless
+/// `full`, only objects a watch keeps are checked (their edits wake the instance; the rest
+/// wait for the periodic full check).
 pub async fn check(
     runner: &ClusterRunner<'_>,
     inventory: &[AppliedObject],
     last_plan: &str,
     heal: bool,
+    full: bool,
 ) -> Result<Check, String> {
     let desired = runner.desired_values(Some(last_plan)).await?;
     let cluster = runner.cluster;
@@ -185,6 +208,19 @@ pub async fn check(
             (!entry.namespace.is_empty()).then_some(entry.namespace.as_str()),
             entry.name.clone(),
         );
+        if !full && !cluster.watches(&r) {
+            continue;
+        }
+        // The watch's copy carrying exactly what kudo applied settles it without a request;
+        // anything else (not cached, an edit, another rendering) is confirmed by a dry run.
+        if let Some(cached) = cluster.cached(&r) {
+            let mut intent = obj.clone();
+            keep_step_annotations(&mut intent, &cached);
+            super::cache::stamp(&mut intent);
+            if super::cache::carries(&cached, &intent) {
+                continue;
+            }
+        }
         let live = match cluster.get_opt(&r).await {
             Ok(live) => live,
             Err(e) => {
@@ -275,6 +311,17 @@ pub fn condition(check: &Check, heal: bool) -> (&'static str, &'static str, Stri
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_hash_of_an_apply_is_neither_drift_nor_shown() {
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "annotations": {"kudo.dev/applied-hash": "ab"}},
+            "data": {"a": "b"}});
+        let desired = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c"}, "data": {"a": "b"}});
+        assert_eq!(normalize(&live), desired);
+        assert!(changed_paths(&live, &desired).is_empty());
+    }
 
     #[test]
     fn only_changed_fields_are_reported_and_volatile_metadata_is_ignored() {

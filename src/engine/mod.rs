@@ -3,6 +3,7 @@
 //! retry timing ([`backoff`]). Cluster I/O enters only through [`workflow::TaskRunner`].
 
 pub mod backoff;
+pub mod cache;
 pub mod controller;
 pub mod drift;
 pub mod guard;

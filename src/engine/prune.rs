@@ -208,11 +208,23 @@ pub async fn unclaimed(
         .iter()
         .map(|o| (o.api_version.as_str(), o.kind.as_str()))
         .collect();
-    let kinds: Vec<(&str, &str)> = kinds.into_iter().collect();
-    let live = cluster
-        .list(&kinds, Some(namespace), selector)
-        .await
-        .map_err(|e| e.to_string())?;
+    // Kinds a watch keeps are listed from its store; the rest from the API.
+    let mut live = Vec::new();
+    let mut uncached = Vec::new();
+    for (api_version, kind) in kinds {
+        match cluster.cached_list(api_version, kind, namespace, selector) {
+            Some(found) => live.extend(found),
+            None => uncached.push((api_version, kind)),
+        }
+    }
+    if !uncached.is_empty() {
+        live.extend(
+            cluster
+                .list(&uncached, Some(namespace), selector)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
     Ok(live
         .iter()
         .filter_map(super::runner::applied_object)

@@ -56,10 +56,15 @@ pub struct Context {
     pub metrics: Arc<EngineMetrics>,
     /// Instances (namespace/name) with a running plan, for `kudo_plans_in_progress`.
     running: Mutex<std::collections::BTreeSet<String>>,
-    /// How often an instance whose plan is complete is checked for drift without an event.
+    /// How often an instance whose plan is complete is fully checked for drift (kinds no
+    /// watch keeps included; see [`super::drift::DEFAULT_INTERVAL`]).
     pub drift_interval: Duration,
+    /// When each instance's (namespace/name) next full drift check is due.
+    full_checks: Mutex<BTreeMap<String, std::time::Instant>>,
     /// This engine's control plane: Instances labelled for another one are never touched.
     pub control_plane: String,
+    /// The controller's OperatorVersion watch (read instead of a GET per pass).
+    operator_versions: std::sync::RwLock<Option<kube::runtime::reflector::Store<OperatorVersion>>>,
 }
 
 impl Context {
@@ -84,6 +89,8 @@ impl Context {
             running: Mutex::new(Default::default()),
             drift_interval: super::drift::DEFAULT_INTERVAL,
             control_plane: super::objects::DEFAULT_CONTROL_PLANE.to_string(),
+            operator_versions: std::sync::RwLock::new(None),
+            full_checks: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -97,6 +104,51 @@ impl Context {
     pub fn with_drift_interval(mut self, interval: Duration) -> Self {
         self.drift_interval = interval;
         self
+    }
+
+    /// Reads OperatorVersions from `store` from now on (misses still go to the API).
+    pub fn set_operator_versions(&self, store: kube::runtime::reflector::Store<OperatorVersion>) {
+        *self
+            .operator_versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(store);
+    }
+
+    /// The OperatorVersion from the watch's store, else from the API.
+    async fn operator_version(
+        &self,
+        versions: &Api<OperatorVersion>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<OperatorVersion>, kube::Error> {
+        let cached = self
+            .operator_versions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|s| s.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)));
+        match cached {
+            Some(ov) => Ok(Some((*ov).clone())),
+            None => versions.get_opt(name).await,
+        }
+    }
+
+    /// When `key`'s next full drift check is due: a first one anywhere in the period.
+    fn next_full_check(&self, key: &str) -> std::time::Instant {
+        let mut due = self.full_checks.lock().unwrap_or_else(|p| p.into_inner());
+        *due.entry(key.to_string()).or_insert_with(|| {
+            std::time::Instant::now() + self.drift_interval.mul_f64(fastrand::f64())
+        })
+    }
+
+    /// Records a full drift check of `key`: the next is due a period (±10 %) later.
+    fn full_check_done(&self, key: &str) {
+        let next =
+            std::time::Instant::now() + self.drift_interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+        self.full_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), next);
     }
 
     fn set_running(&self, key: &str, running: bool) {
@@ -278,17 +330,16 @@ async fn reconcile_instance(
         write_status(&instances, names, &before, &status).await?;
         return Ok(Action::await_change());
     }
-    let ov =
-        versions
-            .get_opt(&ov_name)
-            .await
-            .map_err(|source| ReconcileError::ReadOperatorVersion {
-                cluster: names.cluster.clone(),
-                namespace: names.namespace.clone(),
-                name: names.name.clone(),
-                operator_version: ov_name.clone(),
-                source,
-            })?;
+    let ov = ctx
+        .operator_version(&versions, &ov_namespace, &ov_name)
+        .await
+        .map_err(|source| ReconcileError::ReadOperatorVersion {
+            cluster: names.cluster.clone(),
+            namespace: names.namespace.clone(),
+            name: names.name.clone(),
+            operator_version: ov_name.clone(),
+            source,
+        })?;
 
     let snapshot: Option<Snapshot> = inst
         .annotations()
@@ -311,10 +362,22 @@ async fn reconcile_instance(
                 .as_ref()
                 .is_some_and(|s| s.plan == trigger::CLEANUP);
             if !running_cleanup {
-                let snap =
-                    start_plan(inst, &instances, names, ov, trigger::CLEANUP, &mut status).await?;
+                let snap = start_plan(
+                    inst,
+                    &instances,
+                    names,
+                    ov,
+                    trigger::CLEANUP,
+                    &mut status,
+                    false,
+                )
+                .await?;
                 info!(plan = trigger::CLEANUP, reason = %trigger::Reason::Deletion, "plan started");
-                return run_active(inst, &instances, ctx, names, ov, &snap, &before, status).await;
+                let written = Some(ExecutionStatus::InProgress);
+                return run_active(
+                    inst, &instances, ctx, names, ov, &snap, &before, status, written,
+                )
+                .await;
             }
             let finished = snapshot.as_ref().is_none_or(|s| {
                 status.plan_status.get(&s.plan).is_none_or(|p| {
@@ -323,7 +386,11 @@ async fn reconcile_instance(
             });
             if !finished {
                 let snap = snapshot.clone().unwrap_or_default();
-                return run_active(inst, &instances, ctx, names, ov, &snap, &before, status).await;
+                let written = written_status(inst, &snap);
+                return run_active(
+                    inst, &instances, ctx, names, ov, &snap, &before, status, written,
+                )
+                .await;
             }
         }
         let cluster_scoped: Vec<_> = status
@@ -374,12 +441,13 @@ async fn reconcile_instance(
     };
     // The finalizer is held while the instance has a cleanup plan or owns cluster-scoped
     // objects: both need the manager before the Instance may go.
-    if !has_finalizer && needs_finalizer(&ov, &status) {
-        set_finalizer(inst, &instances, names, true).await?;
-    }
+    // A plan starting in this pass carries it in its start write (one write, not two).
+    let add_finalizer = !has_finalizer && needs_finalizer(&ov, &status);
 
     // 3. Decide (pure) and 4. validate parameters before anything is applied.
     let mut active = snapshot.clone();
+    // A plan started in this pass: its planExecution already says IN_PROGRESS.
+    let mut started = false;
     match trigger::decide(&ov.spec, &inst.spec, snapshot.as_ref()) {
         Decision::Nothing => {}
         Decision::Reject { message } => {
@@ -395,12 +463,26 @@ async fn reconcile_instance(
                     set_ready(&mut status, "False", "InvalidParameters", &message);
                 }
                 Ok(_) => {
-                    let snap = start_plan(inst, &instances, names, &ov, &plan, &mut status).await?;
+                    let snap = start_plan(
+                        inst,
+                        &instances,
+                        names,
+                        &ov,
+                        &plan,
+                        &mut status,
+                        add_finalizer,
+                    )
+                    .await?;
                     info!(%plan, %reason, uid = %snap.plan_uid, "plan started");
                     active = Some(snap);
+                    started = true;
                 }
             }
         }
+    }
+
+    if add_finalizer && !started {
+        set_finalizer(inst, &instances, names, true).await?;
     }
 
     let Some(active) = active else {
@@ -412,16 +494,39 @@ async fn reconcile_instance(
     let ov = if active.operator_version == ov.name_any() {
         ov
     } else {
-        match versions.get_opt(&active.operator_version).await {
+        match ctx
+            .operator_version(&versions, &ov_namespace, &active.operator_version)
+            .await
+        {
             Ok(Some(old)) => old,
             _ => ov,
         }
     };
-    run_active(inst, &instances, ctx, names, &ov, &active, &before, status).await
+    let written = if started {
+        Some(ExecutionStatus::InProgress)
+    } else {
+        written_status(inst, &active)
+    };
+    run_active(
+        inst, &instances, ctx, names, &ov, &active, &before, status, written,
+    )
+    .await
 }
 
-/// Records the new plan run: snapshot annotation and `spec.planExecution` first, then a
-/// fresh status tree under a new uid.
+/// The `spec.planExecution.status` the Instance carries for the run `active` (none for
+/// another run).
+fn written_status(inst: &Instance, active: &Snapshot) -> Option<ExecutionStatus> {
+    let execution = &inst.spec.plan_execution;
+    if execution.uid == active.plan_uid {
+        execution.status
+    } else {
+        None
+    }
+}
+
+/// Records the new plan run: snapshot annotation and `spec.planExecution` (already
+/// IN_PROGRESS: the same pass executes it, and one write fewer), with kudo's finalizer when
+/// `add_finalizer`, first; then a fresh status tree under a new uid.
 async fn start_plan(
     inst: &Instance,
     instances: &Api<Instance>,
@@ -429,14 +534,20 @@ async fn start_plan(
     ov: &OperatorVersion,
     plan: &str,
     status: &mut InstanceStatus,
+    add_finalizer: bool,
 ) -> Result<Snapshot, ReconcileError> {
     let uid = uuid::Uuid::new_v4().to_string();
     let snap = Snapshot::of(&inst.spec, plan, &uid);
     let snap_text = serde_json::to_string(&snap).unwrap_or_default();
-    let patch = json!({
+    let mut patch = json!({
         "metadata": {"annotations": {LAST_APPLIED_ANNOTATION: snap_text}},
-        "spec": {"planExecution": {"planName": plan, "uid": uid, "status": "PENDING"}},
+        "spec": {"planExecution": {"planName": plan, "uid": uid, "status": ExecutionStatus::InProgress}},
     });
+    if add_finalizer {
+        // As `set_finalizer` does: guarded by the resourceVersion that was read.
+        patch["metadata"]["finalizers"] = json!(finalizers_with(inst, true));
+        patch["metadata"]["resourceVersion"] = json!(inst.resource_version());
+    }
     instances
         .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -459,6 +570,7 @@ async fn run_active(
     active: &Snapshot,
     before: &InstanceStatus,
     mut status: InstanceStatus,
+    written: Option<ExecutionStatus>,
 ) -> Result<Action, ReconcileError> {
     let Some(plan) = ov.spec.plans.get(&active.plan) else {
         let msg = format!(
@@ -605,6 +717,9 @@ async fn run_active(
             status = plan_now.map(ExecutionStatus::as_str).unwrap_or("none"),
             "plan status changed"
         );
+    }
+    // Written when the Instance does not say it yet (not on every change of the tree).
+    if plan_now != written {
         let patch = json!({"spec": {"planExecution": {"status": plan_now}}});
         instances
             .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -618,12 +733,37 @@ async fn run_active(
     }
     let complete = plan_now == Some(ExecutionStatus::Complete);
     if complete && plan_before == Some(ExecutionStatus::Complete) {
-        check_drift(inst, ctx, names, ov, active, &mut status).await;
+        // Watched kinds on every pass (from the cache); every kind when the period is up.
+        let full = std::time::Instant::now() >= ctx.next_full_check(&key);
+        check_drift(inst, ctx, names, ov, active, &mut status, full).await;
+        if full {
+            ctx.full_check_done(&key);
+        }
+    } else if complete
+        && !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == super::drift::DRIFT_CONDITION)
+    {
+        // A first completion: what was just applied matches, and saying so now spares the
+        // next pass a status write of its own.
+        let (value, reason, message) =
+            super::drift::condition(&super::drift::Check::default(), true);
+        set_condition(
+            &mut status,
+            super::drift::DRIFT_CONDITION,
+            value,
+            reason,
+            &message,
+        );
     }
     write_status(instances, names, before, &status).await?;
     if complete {
         ctx.next_attempt(&key, false);
-        return Ok(Action::requeue(ctx.drift_interval));
+        let until = ctx
+            .next_full_check(&key)
+            .saturating_duration_since(std::time::Instant::now());
+        return Ok(Action::requeue(until.max(Duration::from_secs(1))));
     }
     if plan_now.is_some_and(ExecutionStatus::is_terminal) {
         ctx.next_attempt(&key, false);
@@ -813,6 +953,7 @@ async fn check_drift(
     ov: &OperatorVersion,
     active: &Snapshot,
     status: &mut InstanceStatus,
+    full: bool,
 ) {
     let values = match resolve_parameters(&ov.spec.parameters, &active.parameters, None) {
         Ok(v) => v,
@@ -833,7 +974,8 @@ async fn check_drift(
         newly_adopted: Default::default(),
     };
     let heal = super::drift::self_heal(inst.annotations());
-    let check = match super::drift::check(&runner, &status.applied, &active.plan, heal).await {
+    let check = match super::drift::check(&runner, &status.applied, &active.plan, heal, full).await
+    {
         Ok(c) => c,
         Err(error) => return warn!(%error, "drift check failed"),
     };
@@ -870,6 +1012,11 @@ async fn check_drift(
         .find(|c| c.type_ == super::drift::DRIFT_CONDITION);
     // A repair stays on record until drift is seen again.
     if reason == "NoDrift" && existing.is_some_and(|c| c.reason == "DriftRepaired") {
+        return;
+    }
+    // Reported drift may be in an object only the full check looks at: only a full check
+    // clears it.
+    if reason == "NoDrift" && !full && existing.is_some_and(|c| c.status == "True") {
         return;
     }
     set_condition(
@@ -965,6 +1112,18 @@ async fn set_finalizer(
     names: &Names,
     present: bool,
 ) -> Result<(), ReconcileError> {
+    let finalizers = finalizers_with(inst, present);
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": inst.resource_version()}});
+    instances
+        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(names.write("finalizer"))?;
+    Ok(())
+}
+
+/// The Instance's finalizers with kudo's present or not.
+fn finalizers_with(inst: &Instance, present: bool) -> Vec<String> {
     let mut finalizers: Vec<String> = inst
         .finalizers()
         .iter()
@@ -974,11 +1133,5 @@ async fn set_finalizer(
     if present {
         finalizers.push(CLEANUP_FINALIZER.to_string());
     }
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": inst.resource_version()}});
-    instances
-        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(names.write("finalizer"))?;
-    Ok(())
+    finalizers
 }

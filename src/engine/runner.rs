@@ -155,16 +155,26 @@ impl ClusterRunner<'_> {
                 Ok(v) => v,
                 Err(outcome) => return outcome,
             };
-            let obj = match self.adopt_if_preexisting(&obj).await {
+            let mut obj = match self.adopt_if_preexisting(&obj).await {
                 Ok(obj) => obj,
                 Err(e) => return outcome_of(&e),
             };
-            let live = match self.cluster.apply(&obj).await {
-                Ok(live) => live,
-                Err(e) if e.kind() == ErrorKind::UnknownKind => {
-                    return self.unknown_kind(at, task, &template, &raw, &earlier).await;
-                }
-                Err(e) => return outcome_of(&e),
+            super::cache::stamp(&mut obj);
+            // Applied once per step run: a later pass (or a restarted manager) finds the
+            // object as kudo applied it in the watch cache and only reads its health.
+            let current = ObjectRef::from_object(&obj)
+                .ok()
+                .and_then(|r| self.cluster.cached(&r))
+                .filter(|live| super::cache::carries(live, &obj));
+            let live = match current {
+                Some(live) => live,
+                None => match self.cluster.apply(&obj).await {
+                    Ok(live) => live,
+                    Err(e) if e.kind() == ErrorKind::UnknownKind => {
+                        return self.unknown_kind(at, task, &template, &raw, &earlier).await;
+                    }
+                    Err(e) => return outcome_of(&e),
+                },
             };
             earlier.push(raw);
             self.record(&live);
