@@ -980,3 +980,120 @@ spec:
     );
     ns.cleanup().await;
 }
+
+/// A watch can hand the engine a copy of an Instance older than the engine's own last write
+/// to it (the Instance event has not arrived yet, while an event of another kind, e.g. a
+/// person's edit, already woke the Instance). A pass on that copy must neither start the
+/// plan again (a new uid) nor run a finished step again (taking back the edit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_on_a_copy_older_than_the_engines_own_write_changes_nothing() {
+    let (c, ns) = setup("engine-stale").await;
+    apply_yaml(&c, &ns.name, OPERATOR_VERSION).await;
+    apply_yaml(&c, &ns.name, &instance_yaml("shop", "{}")).await;
+    let instances: Api<Instance> = Api::namespaced(c.clone(), &ns.name);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(c.clone(), &ns.name);
+    let engine = || {
+        Arc::new(kudo::engine::reconcile::Context::new(
+            Arc::new(kudo::cluster::Cluster::from_client("envtest-1", c.clone())),
+            Duration::from_millis(200),
+        ))
+    };
+    let ctx = engine();
+    let pass = |copy: &Arc<Instance>, ctx: &Arc<kudo::engine::reconcile::Context>| {
+        kudo::engine::reconcile::reconcile(copy.clone(), ctx.clone())
+    };
+    let greeting = || async {
+        let cm = cms.get("shop-config").await.expect("configmap");
+        cm.data.unwrap_or_default().get("greeting").cloned()
+    };
+    let replicas = || async {
+        let d = deployments.get("shop-app").await.expect("deployment");
+        d.spec.and_then(|s| s.replicas)
+    };
+    let tester = |api_version: &str, kind: &str, name: &str, body: serde_json::Value| {
+        let mut obj = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+        obj.as_object_mut()
+            .expect("object")
+            .extend(body.as_object().expect("body").clone());
+        obj
+    };
+
+    // Pass 1 starts the plan: config done (a ConfigMap), workloads waiting.
+    let unstarted = Arc::new(instances.get("shop").await.expect("instance"));
+    pass(&unstarted, &ctx).await.expect("pass 1");
+    let first = plan_status(&instances, "shop", "deploy")
+        .await
+        .expect("plan started");
+    assert_eq!(
+        step_status(&first, "config"),
+        Some(ExecutionStatus::Complete)
+    );
+    assert_eq!(
+        step_status(&first, "app"),
+        Some(ExecutionStatus::InProgress)
+    );
+    cms.patch(
+        "shop-config",
+        &PatchParams::apply("tester").force(),
+        &Patch::Apply(tester(
+            "v1",
+            "ConfigMap",
+            "shop-config",
+            json!({"data": {"greeting": "changed-by-tester"}}),
+        )),
+    )
+    .await
+    .expect("tester edits the ConfigMap");
+    // Woken with the copy from before the plan started.
+    let _ = pass(&unstarted, &ctx).await;
+    let now = plan_status(&instances, "shop", "deploy")
+        .await
+        .expect("plan");
+    assert_eq!(now.uid, first.uid, "the plan was started again");
+    assert_eq!(
+        greeting().await.as_deref(),
+        Some("changed-by-tester"),
+        "step config ran again"
+    );
+
+    // Pass 2 on the current copy finishes the workloads step.
+    let waiting = Arc::new(instances.get("shop").await.expect("instance"));
+    make_workloads_ready(&c, &ns.name).await;
+    pass(&waiting, &ctx).await.expect("pass 2");
+    let second = plan_status(&instances, "shop", "deploy")
+        .await
+        .expect("plan");
+    assert_eq!(step_status(&second, "app"), Some(ExecutionStatus::Complete));
+    deployments
+        .patch(
+            "shop-app",
+            &PatchParams::apply("tester").force(),
+            &Patch::Apply(tester(
+                "apps/v1",
+                "Deployment",
+                "shop-app",
+                json!({"spec": {"replicas": 7}}),
+            )),
+        )
+        .await
+        .expect("tester scales the Deployment");
+    // Woken with the copy that still shows the workloads step running.
+    let _ = pass(&waiting, &ctx).await;
+    let now = plan_status(&instances, "shop", "deploy")
+        .await
+        .expect("plan");
+    assert_eq!(now.uid, first.uid);
+    assert_eq!(replicas().await, Some(7), "the finished step app ran again");
+
+    // Another engine (a new leader) with the copy from before the plan started: the plan
+    // start it would write is refused by the server, the copy not being the current one.
+    let _ = pass(&unstarted, &engine()).await;
+    let now = plan_status(&instances, "shop", "deploy")
+        .await
+        .expect("plan");
+    assert_eq!(now.uid, first.uid, "another engine started the plan again");
+    assert_eq!(greeting().await.as_deref(), Some("changed-by-tester"));
+    ns.cleanup().await;
+}

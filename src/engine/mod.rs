@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod cache;
 pub mod controller;
 pub mod drift;
+pub mod freshness;
 pub mod guard;
 pub mod objects;
 pub mod pipe;

@@ -46,6 +46,9 @@ pub const UNMANAGED_CONDITION: &str = "UnmanagedObjects";
 /// Manager name used for the manager's own metadata/status patches.
 pub const MANAGER: &str = "kudo-manager";
 
+/// How long a pass skipped on an outdated copy of its Instance waits when no event comes.
+const OWN_WRITE_WAIT: Duration = Duration::from_secs(1);
+
 /// Shared state of one cluster's controller.
 pub struct Context {
     pub cluster: Arc<Cluster>,
@@ -65,6 +68,8 @@ pub struct Context {
     pub control_plane: String,
     /// The controller's OperatorVersion watch (read instead of a GET per pass).
     operator_versions: std::sync::RwLock<Option<kube::runtime::reflector::Store<OperatorVersion>>>,
+    /// The engine's latest write to each Instance, until the watch has delivered it.
+    own_writes: super::freshness::OwnWrites,
 }
 
 impl Context {
@@ -91,6 +96,7 @@ impl Context {
             control_plane: super::objects::DEFAULT_CONTROL_PLANE.to_string(),
             operator_versions: std::sync::RwLock::new(None),
             full_checks: Mutex::new(BTreeMap::new()),
+            own_writes: Default::default(),
         }
     }
 
@@ -226,9 +232,16 @@ struct Names {
     cluster: String,
     namespace: String,
     name: String,
+    /// The resourceVersion the pass's latest write left the Instance at.
+    wrote: Mutex<Option<String>>,
 }
 
 impl Names {
+    /// Notes the Instance as an engine write returned it.
+    fn wrote(&self, written: &Instance) {
+        *self.wrote.lock().unwrap_or_else(|p| p.into_inner()) = written.resource_version();
+    }
+
     fn write(&self, what: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError + '_ {
         move |source| ReconcileError::Write {
             cluster: self.cluster.clone(),
@@ -252,7 +265,20 @@ pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action,
         cluster: ctx.cluster.name().to_string(),
         namespace: inst.namespace().unwrap_or_default(),
         name: inst.name_any(),
+        wrote: Mutex::new(None),
     };
+    let key = format!("{}/{}", names.namespace, names.name);
+    if ctx
+        .own_writes
+        .behind(&key, inst.resource_version().as_deref())
+    {
+        // The watch has not delivered this engine's last write yet: a pass on this copy
+        // would act on a state the engine already left (start the plan again, run a
+        // finished step again). The write's own event wakes the instance; the requeue is
+        // the fallback while the watch is down.
+        debug!(cluster = %names.cluster, instance = %key, "copy older than the engine's last write; waiting for it");
+        return Ok(Action::requeue(OWN_WRITE_WAIT));
+    }
     let span = tracing::info_span!(
         "reconcile",
         cluster = %names.cluster,
@@ -266,6 +292,24 @@ pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action,
     let result = reconcile_instance(&inst, &ctx, &names)
         .instrument(span)
         .await;
+    let wrote = names.wrote.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(wrote) = wrote {
+        ctx.own_writes
+            .record(&key, inst.resource_version().unwrap_or_default(), wrote);
+    }
+    // A plan start written from a copy that is no longer current is refused by the server
+    // (resourceVersion precondition): not a failure, the pass is run again on a fresh copy.
+    let result = match result {
+        Err(ReconcileError::Write {
+            source: kube::Error::Api(ref status),
+            what,
+            ..
+        }) if status.code == 409 => {
+            info!(cluster = %names.cluster, instance = %key, what, "the Instance changed since it was read; looking again");
+            Ok(Action::requeue(OWN_WRITE_WAIT))
+        }
+        other => other,
+    };
     let cluster = ClusterLabels {
         cluster: names.cluster.clone(),
     };
@@ -539,18 +583,22 @@ async fn start_plan(
     let uid = uuid::Uuid::new_v4().to_string();
     let snap = Snapshot::of(&inst.spec, plan, &uid);
     let snap_text = serde_json::to_string(&snap).unwrap_or_default();
+    // Guarded by the resourceVersion that was read: a plan is started from the current
+    // Instance only, never twice from a copy that predates an earlier start.
     let mut patch = json!({
-        "metadata": {"annotations": {LAST_APPLIED_ANNOTATION: snap_text}},
+        "metadata": {
+            "annotations": {LAST_APPLIED_ANNOTATION: snap_text},
+            "resourceVersion": inst.resource_version(),
+        },
         "spec": {"planExecution": {"planName": plan, "uid": uid, "status": ExecutionStatus::InProgress}},
     });
     if add_finalizer {
-        // As `set_finalizer` does: guarded by the resourceVersion that was read.
         patch["metadata"]["finalizers"] = json!(finalizers_with(inst, true));
-        patch["metadata"]["resourceVersion"] = json!(inst.resource_version());
     }
     instances
         .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
+        .map(|i| names.wrote(&i))
         .map_err(names.write("plan start"))?;
     let plan_spec = ov.spec.plans.get(plan).cloned().unwrap_or_default();
     let mut tree = new_plan_status(plan, &plan_spec, &uid);
@@ -605,6 +653,7 @@ async fn run_active(
         instances
             .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
+            .map(|i| names.wrote(&i))
             .map_err(names.write("plan request"))?;
     }
     let key = format!("{}/{}", names.namespace, names.name);
@@ -655,6 +704,7 @@ async fn run_active(
                         instances
                             .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
                             .await
+                            .map(|i| names.wrote(&i))
                             .map_err(names.write("finalizer"))?;
                     }
                 }
@@ -724,6 +774,7 @@ async fn run_active(
         instances
             .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
+            .map(|i| names.wrote(&i))
             .map_err(names.write("planExecution"))?;
     }
     // Drift is looked for once the plan that ran last has completed (and not in the pass
@@ -1095,6 +1146,7 @@ async fn write_status(
     instances
         .patch_status(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
+        .map(|i| names.wrote(&i))
         .map_err(names.write("status"))?;
     Ok(())
 }
@@ -1118,6 +1170,7 @@ async fn set_finalizer(
     instances
         .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
+        .map(|i| names.wrote(&i))
         .map_err(names.write("finalizer"))?;
     Ok(())
 }
