@@ -104,6 +104,15 @@ fn idle_observes_a_converged_fleet_for_its_window() {
     );
     assert!(number(idle, "/rssBytes") > 0.0, "{idle:#}");
     assert!(run.get("simPeakRssBytes").is_none(), "in process: {run:#}");
+    // The GitOps worker reads Instances from the engine's watch: a converged fleet is not
+    // listed (it was, every 2 s per cluster).
+    assert!(
+        idle.pointer("/requestsByVerb/list").is_none(),
+        "an idle fleet was listed: {idle:#}"
+    );
+    // One Instance watch per cluster (the engine's), not two: Instance, OperatorVersion and
+    // the 8 owned kinds on each of the 2 clusters.
+    assert_eq!(number(idle, "/watchesOpen"), 20.0, "{idle:#}");
 }
 
 #[test]

@@ -53,15 +53,18 @@ pub struct Cluster {
     request_timeout: Duration,
     /// (apiVersion, kind) → a watch's store of that kind (see [`Cluster::cached`]).
     cache: RwLock<HashMap<(String, String), CacheLookup>>,
+    /// (apiVersion, kind) → a counter the kind's watch bumps on every event, for readers of
+    /// the cache that act on changes (see [`Cluster::changes`]).
+    changes: RwLock<HashMap<(String, String), tokio::sync::watch::Sender<u64>>>,
 }
 
 /// A watch's store of one kind, as [`Cluster::cached`] and [`Cluster::cached_list`] read it.
 pub trait ObjectCache: Send + Sync {
     /// One object by namespace and name.
     fn get(&self, namespace: &str, name: &str) -> Option<Value>;
-    /// The objects in `namespace` carrying every label of `labels`; `None` until the watch
-    /// has listed its objects once.
-    fn list(&self, namespace: &str, labels: &[(&str, &str)]) -> Option<Vec<Value>>;
+    /// The objects in `namespace` (every namespace for `None`) carrying every label of
+    /// `labels`; `None` until the watch has listed its objects once.
+    fn list(&self, namespace: Option<&str>, labels: &[(&str, &str)]) -> Option<Vec<Value>>;
 }
 
 /// A shared [`ObjectCache`].
@@ -138,6 +141,7 @@ impl Cluster {
             kinds: RwLock::new(HashMap::new()),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             cache: RwLock::new(HashMap::new()),
+            changes: RwLock::new(HashMap::new()),
         }
     }
 
@@ -208,6 +212,26 @@ impl Cluster {
         namespace: &str,
         label_selector: &str,
     ) -> Option<Vec<Value>> {
+        self.cached_list_in(api_version, kind, Some(namespace), label_selector)
+    }
+
+    /// [`Cluster::cached_list`] across every namespace the watch covers.
+    pub fn cached_list_all(
+        &self,
+        api_version: &str,
+        kind: &str,
+        label_selector: &str,
+    ) -> Option<Vec<Value>> {
+        self.cached_list_in(api_version, kind, None, label_selector)
+    }
+
+    fn cached_list_in(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        label_selector: &str,
+    ) -> Option<Vec<Value>> {
         let mut labels = Vec::new();
         for term in label_selector.split(',').filter(|t| !t.is_empty()) {
             let (key, value) = term.split_once('=')?;
@@ -223,6 +247,37 @@ impl Cluster {
             .get(&(api_version.to_string(), kind.to_string()))?
             .clone();
         lookup.list(namespace, &labels)
+    }
+
+    /// Bumps every [`Cluster::changes`] receiver of `api_version`/`kind` (called by the
+    /// kind's watch on each event).
+    pub fn note_change(&self, api_version: &str, kind: &str) {
+        self.change_sender(api_version, kind)
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever the watch of `api_version`/`kind` sees an event; usable before the
+    /// watch starts (it then changes once the watch runs).
+    pub fn changes(&self, api_version: &str, kind: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.change_sender(api_version, kind).subscribe()
+    }
+
+    fn change_sender(&self, api_version: &str, kind: &str) -> tokio::sync::watch::Sender<u64> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(tx) = self
+            .changes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return tx.clone();
+        }
+        self.changes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .clone()
     }
 
     pub fn client(&self) -> &kube::Client {
@@ -710,8 +765,8 @@ mod tests {
             (namespace == "a" && name == "x")
                 .then(|| serde_json::json!({"metadata": {"name": "x"}}))
         }
-        fn list(&self, _: &str, labels: &[(&str, &str)]) -> Option<Vec<Value>> {
-            Some(vec![serde_json::json!(labels.len())])
+        fn list(&self, namespace: Option<&str>, labels: &[(&str, &str)]) -> Option<Vec<Value>> {
+            Some(vec![serde_json::json!([namespace, labels.len()])])
         }
     }
 
@@ -729,12 +784,33 @@ mod tests {
         let list = |sel: &str| c.cached_list("v1", "ConfigMap", "a", sel);
         assert_eq!(
             list("heritage=kudo,kudo.dev/instance=i"),
-            Some(vec![serde_json::json!(2)])
+            Some(vec![serde_json::json!(["a", 2])])
+        );
+        assert_eq!(
+            c.cached_list_all("v1", "ConfigMap", "heritage=kudo"),
+            Some(vec![serde_json::json!([null, 1])])
         );
         for unsupported in ["a!=b", "a==b", "a in (b)", "!a"] {
             assert_eq!(list(unsupported), None, "{unsupported}");
         }
         assert_eq!(c.cached_list("v1", "Secret", "a", "a=b"), None);
+    }
+
+    /// A reader may ask for changes before the watch runs; every event reaches it.
+    #[tokio::test]
+    async fn change_receivers_see_every_later_event() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().expect("uri"));
+        let c = Cluster::from_config("changes", config).expect("client");
+        let mut early = c.changes("kudo.dev/v1beta1", "Instance");
+        assert!(!early.has_changed().expect("open"));
+        c.note_change("kudo.dev/v1beta1", "Instance");
+        assert!(early.has_changed().expect("open"));
+        early.borrow_and_update();
+        c.note_change("v1", "ConfigMap");
+        assert!(!early.has_changed().expect("open"), "another kind");
+        let mut late = c.changes("kudo.dev/v1beta1", "Instance");
+        c.note_change("kudo.dev/v1beta1", "Instance");
+        assert!(early.has_changed().expect("open") && late.has_changed().expect("open"));
     }
 
     /// Cluster calls must be spawnable on a multi-threaded runtime.

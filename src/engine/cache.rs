@@ -37,12 +37,12 @@ where
         serde_json::to_value(&*obj).ok()
     }
 
-    fn list(&self, namespace: &str, labels: &[(&str, &str)]) -> Option<Vec<Value>> {
+    fn list(&self, namespace: Option<&str>, labels: &[(&str, &str)]) -> Option<Vec<Value>> {
         use futures::FutureExt;
         // Before the first complete list the store is empty or partial: not an answer.
         self.0.wait_until_ready().now_or_never()?.ok()?;
         let found = self.0.state_filter(|o| {
-            o.meta().namespace.as_deref() == Some(namespace)
+            namespace.is_none_or(|ns| o.meta().namespace.as_deref() == Some(ns))
                 && labels.iter().all(|(k, v)| {
                     o.meta()
                         .labels

@@ -1,5 +1,7 @@
-//! One kube-runtime controller per cluster: watches Instances, and the workload kinds kudo
-//! applies (by kudo's labels) so a plan advances as soon as an object becomes healthy.
+//! One kube-runtime controller per cluster: watches Instances (the cluster's only Instance
+//! watch; its store is shared with the GitOps worker through [`Cluster::cached_list_all`]
+//! and [`Cluster::changes`]), and the workload kinds kudo applies (by kudo's labels) so a
+//! plan advances as soon as an object becomes healthy.
 //! Running plans are also re-checked every `poll`, which covers every other kind.
 //! The same watches (plus the common configuration kinds) make drift detection
 //! watch-driven: a person's edit or deletion of an object kudo applied wakes its Instance,
@@ -52,10 +54,24 @@ pub async fn run_with(
     // A panic in one reconcile is caught there (see `super::guard`): the controller goes on.
     let panics = Arc::new(Panics::default());
     let backoff = panics.clone();
-    let controller = Controller::new(api::<Instance>(&client, ns), watcher::Config::default());
+    // The cluster's one Instance watch: the controller's trigger and store, and the cache
+    // the GitOps worker reads (and is woken by) instead of listing and watching on its own.
+    let (instances, instance_writer) = reflector::store::<Instance>();
+    ctx.cluster.serve_from_cache(
+        crate::api::API_VERSION,
+        "Instance",
+        super::cache::lookup(instances.clone()),
+    );
+    let noted = ctx.cluster.clone();
+    let instance_events = kube::runtime::reflector(
+        instance_writer,
+        watcher(api::<Instance>(&client, ns), watcher::Config::default()),
+    )
+    .inspect(move |_| noted.note_change(crate::api::API_VERSION, "Instance"))
+    .applied_objects();
+    let controller = Controller::for_stream(instance_events, instances.clone());
     // OperatorVersions are read from this watch's store, not fetched per pass; a version
     // that appears or changes wakes the instances naming it.
-    let instances = controller.store();
     let (versions, writer) = reflector::store::<OperatorVersion>();
     let version_events = watcher(
         api::<OperatorVersion>(&client, ns),
@@ -64,6 +80,11 @@ pub async fn run_with(
     .modify(|o| o.managed_fields_mut().clear())
     .reflect(writer)
     .touched_objects();
+    ctx.cluster.serve_from_cache(
+        crate::api::API_VERSION,
+        "OperatorVersion",
+        super::cache::lookup(versions.clone()),
+    );
     ctx.set_operator_versions(versions);
     let cluster = &ctx.cluster;
     controller

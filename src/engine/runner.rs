@@ -713,15 +713,25 @@ impl ClusterRunner<'_> {
     /// versions, or the highest version of the operator when none is given.
     async fn child_operator_version(&self, task: &Task) -> Result<Option<String>, TaskOutcome> {
         let spec = &task.spec;
-        let all = self
-            .cluster
-            .list(
-                &[(crate::api::API_VERSION, "OperatorVersion")],
-                Some(&self.info.namespace),
-                "",
-            )
-            .await
-            .map_err(|e| outcome_of(&e))?;
+        // From the engine's OperatorVersion watch once it has listed; the API until then.
+        let cached = self.cluster.cached_list(
+            crate::api::API_VERSION,
+            "OperatorVersion",
+            &self.info.namespace,
+            "",
+        );
+        let all = match cached {
+            Some(all) => all,
+            None => self
+                .cluster
+                .list(
+                    &[(crate::api::API_VERSION, "OperatorVersion")],
+                    Some(&self.info.namespace),
+                    "",
+                )
+                .await
+                .map_err(|e| outcome_of(&e))?,
+        };
         let mut candidates: Vec<(String, String)> = all
             .iter()
             .filter(|ov| {

@@ -117,24 +117,20 @@ pub(super) async fn cluster_worker(
     }
 }
 
-/// Wakes the cluster worker whenever a managed Instance changes (its plan status above all),
-/// so a rollout wave advances on the event that finishes it, not on the next poll; the
-/// worker's interval remains the fallback when the watch is down.
+/// Wakes the cluster worker whenever an Instance changes (its plan status above all), so a
+/// rollout wave advances on the event that finishes it, not on the next poll; the worker's
+/// interval remains the fallback. The events are the engine's Instance watch's: the
+/// cluster has one.
 async fn wake_on_instance_changes(
     slot: Arc<ClusterSlot>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, watcher};
-    let api: kube::Api<crate::api::Instance> = kube::Api::all(slot.cluster.client().clone());
-    let config = watcher::Config::default().labels(MANAGED_LABEL);
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut changes = slot.cluster.changes(crate::api::API_VERSION, "Instance");
     loop {
         tokio::select! {
-            event = events.next() => match event {
-                Some(Ok(_)) => slot.wake.notify_one(),
-                Some(Err(_)) => {}
-                None => return,
+            changed = changes.changed() => match changed {
+                Ok(()) => slot.wake.notify_one(),
+                Err(_) => return,
             },
             _ = stop.wait_for(|s| *s) => return,
         }
@@ -230,17 +226,38 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
             if !shared.is_leader() {
                 return Ok(());
             }
+            // What was observed may come from the watch cache: the deletion rests on the
+            // Instance as the API server has it now (still ours, still the same object).
+            let current = cluster
+                .get_opt(r)
+                .await?
+                .and_then(|v| serde_json::from_value::<Instance>(v).ok());
+            let still_ours = current.is_some_and(|i| {
+                i.metadata.uid == *uid
+                    && i.metadata.deletion_timestamp.is_none()
+                    && matches!(
+                        Seen::new(i, &shared.config.control_plane).owner,
+                        crate::gitops::ownership::Owner::Ours { .. }
+                    )
+            });
+            if !still_ours {
+                info!(cluster = %slot.info.name, instance = %key, "not deleting: the Instance changed owner or identity since it was observed");
+                continue;
+            }
             info!(cluster = %slot.info.name, instance = %key, "instance no longer declared here by its repository; deleting");
             cluster.delete_uid(r, uid.as_deref()).await?;
         }
     }
-    let live = cluster
-        .list(
-            &[(crate::api::API_VERSION, "Instance")],
-            None,
-            &format!("{MANAGED_LABEL}={FIELD_MANAGER}"),
-        )
-        .await?;
+    // From the engine's Instance watch once it has listed; the API until then.
+    let selector = format!("{MANAGED_LABEL}={FIELD_MANAGER}");
+    let live = match cluster.cached_list_all(crate::api::API_VERSION, "Instance", &selector) {
+        Some(cached) => cached,
+        None => {
+            cluster
+                .list(&[(crate::api::API_VERSION, "Instance")], None, &selector)
+                .await?
+        }
+    };
     let mut seen = BTreeMap::new();
     for v in live {
         if let Ok(instance) = serde_json::from_value::<Instance>(v) {
