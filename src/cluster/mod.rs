@@ -808,7 +808,7 @@ mod tests {
         early.borrow_and_update();
         c.note_change("v1", "ConfigMap");
         assert!(!early.has_changed().expect("open"), "another kind");
-        let mut late = c.changes("kudo.dev/v1beta1", "Instance");
+        let late = c.changes("kudo.dev/v1beta1", "Instance");
         c.note_change("kudo.dev/v1beta1", "Instance");
         assert!(early.has_changed().expect("open") && late.has_changed().expect("open"));
     }
