@@ -30,11 +30,11 @@ use crate::metrics::engine::{
 };
 use crate::package::{params_value, resolve_parameters};
 
-use super::backoff::retry_delay;
 use super::runner::{ClusterRunner, InstanceInfo};
-use super::status::{cancel, new_plan_status, retry};
-use super::trigger::{self, Decision, LAST_APPLIED_ANNOTATION, Snapshot};
-use super::workflow::execute;
+use crate::engine::backoff::retry_delay;
+use crate::engine::status::{cancel, new_plan_status, retry};
+use crate::engine::trigger::{self, Decision, LAST_APPLIED_ANNOTATION, Snapshot};
+use crate::engine::workflow::execute;
 
 /// Annotation a person (or `kudo plan cancel|retry`) sets to `cancel` or `retry` the
 /// instance's current plan; the manager carries it out and removes it.
@@ -60,7 +60,7 @@ pub struct Context {
     /// Instances (namespace/name) with a running plan, for `kudo_plans_in_progress`.
     running: Mutex<std::collections::BTreeSet<String>>,
     /// How often an instance whose plan is complete is fully checked for drift (kinds no
-    /// watch keeps included; see [`super::drift::DEFAULT_INTERVAL`]).
+    /// watch keeps included; see [`crate::engine::drift::DEFAULT_INTERVAL`]).
     pub drift_interval: Duration,
     /// When each instance's (namespace/name) next full drift check is due.
     full_checks: Mutex<BTreeMap<String, std::time::Instant>>,
@@ -92,8 +92,8 @@ impl Context {
             attempts: Mutex::new(BTreeMap::new()),
             metrics,
             running: Mutex::new(Default::default()),
-            drift_interval: super::drift::DEFAULT_INTERVAL,
-            control_plane: super::objects::DEFAULT_CONTROL_PLANE.to_string(),
+            drift_interval: crate::engine::drift::DEFAULT_INTERVAL,
+            control_plane: crate::engine::objects::DEFAULT_CONTROL_PLANE.to_string(),
             operator_versions: std::sync::RwLock::new(None),
             full_checks: Mutex::new(BTreeMap::new()),
             own_writes: Default::default(),
@@ -255,7 +255,9 @@ impl Names {
 
 /// Reconciles one Instance. Returns when to look again.
 pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    if let Some(other) = inst.labels().get(super::objects::CONTROL_PLANE_LABEL)
+    if let Some(other) = inst
+        .labels()
+        .get(crate::engine::objects::CONTROL_PLANE_LABEL)
         && *other != ctx.control_plane
     {
         // Another control plane's Instance: not ours to run, write or delete.
@@ -447,12 +449,12 @@ async fn reconcile_instance(
             Some(ov) => operator_name(inst, ov),
             None => inst
                 .labels()
-                .get(super::objects::OPERATOR_LABEL)
+                .get(crate::engine::objects::OPERATOR_LABEL)
                 .cloned()
                 .unwrap_or_default(),
         };
         let uid = inst.uid().unwrap_or_default();
-        let claim = super::prune::Claim {
+        let claim = crate::engine::prune::Claim {
             operator: &operator,
             instance: &names.name,
             namespace: &names.namespace,
@@ -685,10 +687,10 @@ async fn run_active(
                     let applied = std::mem::take(
                         &mut *runner.applied.lock().unwrap_or_else(|p| p.into_inner()),
                     );
-                    super::prune::merge(&mut status.applied, &applied);
+                    crate::engine::prune::merge(&mut status.applied, &applied);
                     let prune_off = inst
                         .annotations()
-                        .get(super::prune::PRUNE_ANNOTATION)
+                        .get(crate::engine::prune::PRUNE_ANNOTATION)
                         .is_some_and(|v| v == "false");
                     if tree.status == Some(ExecutionStatus::Complete) && !prune_off {
                         unpruned = Some(prune_stale(&runner, &mut status.applied).await);
@@ -794,15 +796,15 @@ async fn run_active(
         && !status
             .conditions
             .iter()
-            .any(|c| c.type_ == super::drift::DRIFT_CONDITION)
+            .any(|c| c.type_ == crate::engine::drift::DRIFT_CONDITION)
     {
         // A first completion: what was just applied matches, and saying so now spares the
         // next pass a status write of its own.
         let (value, reason, message) =
-            super::drift::condition(&super::drift::Check::default(), true);
+            crate::engine::drift::condition(&crate::engine::drift::Check::default(), true);
         set_condition(
             &mut status,
-            super::drift::DRIFT_CONDITION,
+            crate::engine::drift::DRIFT_CONDITION,
             value,
             reason,
             &message,
@@ -835,7 +837,7 @@ fn record_plan_metrics(
     operator: &str,
     tree: &PlanStatus,
     plan_before: Option<ExecutionStatus>,
-    report: &super::workflow::PassReport,
+    report: &crate::engine::workflow::PassReport,
 ) {
     let m = &ctx.metrics;
     m.set_plan_status(
@@ -916,7 +918,7 @@ async fn prune_stale(
         }
     };
     let mut left = Vec::new();
-    let stale = super::prune::stale(inventory, &desired);
+    let stale = crate::engine::prune::stale(inventory, &desired);
     if !stale.is_empty() {
         match runner.prune(&stale).await {
             Ok((deleted, reported)) => {
@@ -930,7 +932,7 @@ async fn prune_stale(
             Err(error) => warn!(%error, "pruning failed; retried after the next completed plan"),
         }
     }
-    use super::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL, OPERATOR_LABEL};
+    use crate::engine::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL, OPERATOR_LABEL};
     let selector = format!(
         "{HERITAGE_LABEL}={HERITAGE_VALUE},{OPERATOR_LABEL}={},{INSTANCE_LABEL}={}",
         runner.info.operator, runner.info.instance
@@ -971,11 +973,11 @@ fn instance_info(
     let labels = inst.labels();
     InstanceInfo {
         control_plane: labels
-            .get(super::objects::CONTROL_PLANE_LABEL)
+            .get(crate::engine::objects::CONTROL_PLANE_LABEL)
             .cloned()
             .unwrap_or_else(|| ctx.control_plane.clone()),
         repository: labels
-            .get(super::objects::REPOSITORY_LABEL)
+            .get(crate::engine::objects::REPOSITORY_LABEL)
             .cloned()
             .unwrap_or_default(),
         inventory: inst
@@ -983,7 +985,7 @@ fn instance_info(
             .as_ref()
             .map(|s| s.applied.iter().cloned().collect())
             .unwrap_or_default(),
-        adopted: super::objects::adopted_objects(inst.annotations()),
+        adopted: crate::engine::objects::adopted_objects(inst.annotations()),
         operator: operator_name(inst, ov),
         operator_version: ov.name_any(),
         app_version: ov.spec.app_version.clone(),
@@ -1024,7 +1026,7 @@ async fn check_drift(
         applied: Default::default(),
         newly_adopted: Default::default(),
     };
-    let heal = super::drift::self_heal(inst.annotations());
+    let heal = crate::engine::drift::self_heal(inst.annotations());
     let check = match super::drift::check(&runner, &status.applied, &active.plan, heal, full).await
     {
         Ok(c) => c,
@@ -1032,8 +1034,8 @@ async fn check_drift(
     };
     for d in &check.drifted {
         let fields = match &d.change {
-            super::drift::Change::Deleted => "(object deleted)".to_string(),
-            super::drift::Change::Fields(paths) => paths.join(", "),
+            crate::engine::drift::Change::Deleted => "(object deleted)".to_string(),
+            crate::engine::drift::Change::Fields(paths) => paths.join(", "),
         };
         warn!(
             kind = %d.object.kind,
@@ -1056,11 +1058,11 @@ async fn check_drift(
         check.drifted.len(),
         check.repaired,
     );
-    let (value, reason, message) = super::drift::condition(&check, heal);
+    let (value, reason, message) = crate::engine::drift::condition(&check, heal);
     let existing = status
         .conditions
         .iter()
-        .find(|c| c.type_ == super::drift::DRIFT_CONDITION);
+        .find(|c| c.type_ == crate::engine::drift::DRIFT_CONDITION);
     // A repair stays on record until drift is seen again.
     if reason == "NoDrift" && existing.is_some_and(|c| c.reason == "DriftRepaired") {
         return;
@@ -1072,7 +1074,7 @@ async fn check_drift(
     }
     set_condition(
         status,
-        super::drift::DRIFT_CONDITION,
+        crate::engine::drift::DRIFT_CONDITION,
         value,
         reason,
         &message,
@@ -1090,7 +1092,11 @@ fn operator_name(inst: &Instance, ov: &OperatorVersion) -> String {
         .name
         .clone()
         .filter(|n| !n.is_empty())
-        .or_else(|| inst.labels().get(super::objects::OPERATOR_LABEL).cloned())
+        .or_else(|| {
+            inst.labels()
+                .get(crate::engine::objects::OPERATOR_LABEL)
+                .cloned()
+        })
         .unwrap_or_else(|| ov.name_any())
 }
 

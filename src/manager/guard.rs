@@ -22,8 +22,8 @@ use tracing::{error, info, warn};
 use crate::api::{Instance, OperatorVersion};
 use crate::metrics::engine::{ErrorLabels, ReconcileLabels, ReconcileResult};
 
-use super::backoff::retry_delay;
 use super::reconcile::{Context, ReconcileError, reconcile};
+use crate::engine::backoff::retry_delay;
 
 /// Instance condition set while its reconcile panics (status `True`), `False` once a
 /// reconcile succeeds again.
