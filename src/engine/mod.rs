@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod cache;
+pub mod decide;
 pub mod drift;
 pub mod objects;
 pub mod prune;

@@ -1,11 +1,9 @@
-//! Reconciling one Instance on one cluster, as a pipeline (operator-rs style):
-//! dereference (OperatorVersion) → decide (trigger, pure) → validate (parameters, pure) →
-//! start (record the snapshot, reset the plan's tree) → execute one pass → write status.
-//!
-//! Restart safety: the snapshot of what was acted on (annotation) is written before the new
-//! plan's status, and the active plan is always read back from that snapshot, so a manager
-//! killed between any two writes resumes the same plan run (same uid) and never re-runs a
-//! finished step.
+//! Reconciling one Instance on one cluster: read the OperatorVersion, ask the engine what
+//! to do ([`crate::engine::decide`]), perform its intents in order, execute one pass of the
+//! active plan, write what changed. Every Instance write goes through the cluster layer
+//! ([`Cluster::merge_patch_resource`]), so a failed one is a [`ClusterError`] with a
+//! bounded category; the resourceVersion each write returns is recorded for
+//! [`super::freshness`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,16 +11,21 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::api::{
-    Condition, ExecutionStatus, Instance, InstanceStatus, OperatorVersion, PlanStatus,
+use crate::api::{ExecutionStatus, Instance, InstanceStatus, OperatorVersion, PlanStatus};
+use crate::cluster::{Cluster, ClusterError, ErrorKind};
+use crate::engine::backoff::retry_delay;
+use crate::engine::decide::{
+    self, DriftWork, Inputs, Intent, Next, Pass, PassEnd, PassStart, PlanStart, finalizers_with,
+    now, operator_name, set_condition,
 };
-use crate::cluster::Cluster;
+use crate::engine::status::new_plan_status;
+use crate::engine::trigger::{LAST_APPLIED_ANNOTATION, Snapshot};
+use crate::engine::workflow::execute;
 use crate::metrics::EngineMetrics;
 use crate::metrics::engine::{
     ClusterLabels, ErrorLabels, PlanLabels, PlanResult, PlanResultLabels, ReconcileLabels,
@@ -31,23 +34,10 @@ use crate::metrics::engine::{
 use crate::package::{params_value, resolve_parameters};
 
 use super::runner::{ClusterRunner, InstanceInfo};
-use crate::engine::backoff::retry_delay;
-use crate::engine::status::{cancel, new_plan_status, retry};
-use crate::engine::trigger::{self, Decision, LAST_APPLIED_ANNOTATION, Snapshot};
-use crate::engine::workflow::execute;
 
-/// Annotation a person (or `kudo plan cancel|retry`) sets to `cancel` or `retry` the
-/// instance's current plan; the manager carries it out and removes it.
-pub const PLAN_REQUEST_ANNOTATION: &str = "kudo.dev/plan-request";
-/// Finalizer held while an instance with a `cleanup` plan is being deleted.
-pub const CLEANUP_FINALIZER: &str = "kudo.dev/cleanup";
-/// Instance condition naming objects with the instance's labels that pruning left in place.
-pub const UNMANAGED_CONDITION: &str = "UnmanagedObjects";
+pub use crate::engine::decide::{CLEANUP_FINALIZER, PLAN_REQUEST_ANNOTATION, UNMANAGED_CONDITION};
 /// Manager name used for the manager's own metadata/status patches.
 pub const MANAGER: &str = "kudo-manager";
-
-/// How long a pass skipped on an outdated copy of its Instance waits when no event comes.
-const OWN_WRITE_WAIT: Duration = Duration::from_secs(1);
 
 /// Shared state of one cluster's controller.
 pub struct Context {
@@ -123,10 +113,9 @@ impl Context {
     /// The OperatorVersion from the watch's store, else from the API.
     async fn operator_version(
         &self,
-        versions: &Api<OperatorVersion>,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<OperatorVersion>, kube::Error> {
+    ) -> Result<Option<OperatorVersion>, ClusterError> {
         let cached = self
             .operator_versions
             .read()
@@ -135,7 +124,7 @@ impl Context {
             .and_then(|s| s.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)));
         match cached {
             Some(ov) => Ok(Some((*ov).clone())),
-            None => versions.get_opt(name).await,
+            None => self.cluster.get_resource_opt(namespace, name).await,
         }
     }
 
@@ -187,43 +176,39 @@ impl Context {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error(
-        "cluster {cluster}: instance {namespace}/{name}: reading OperatorVersion {operator_version}: {source}"
-    )]
+    #[error("instance {namespace}/{name}: reading OperatorVersion {operator_version}: {source}")]
     ReadOperatorVersion {
-        cluster: String,
         namespace: String,
         name: String,
         operator_version: String,
-        source: kube::Error,
+        source: ClusterError,
     },
-    #[error("cluster {cluster}: instance {namespace}/{name}: writing {what}: {source}")]
+    #[error("instance {namespace}/{name}: writing {what}: {source}")]
     Write {
-        cluster: String,
         namespace: String,
         name: String,
         what: &'static str,
-        source: kube::Error,
-    },
-    #[error("cluster {cluster}: instance {namespace}/{name}: {message}")]
-    Invalid {
-        cluster: String,
-        namespace: String,
-        name: String,
-        message: String,
+        source: ClusterError,
     },
 }
 
 impl ReconcileError {
     /// Every value [`Self::category`] returns.
-    pub const CATEGORIES: [&'static str; 3] = ["dereference", "write", "invalid"];
+    pub const CATEGORIES: [&'static str; 2] = ["dereference", "write"];
 
     /// Bounded category for metrics and Events.
     pub fn category(&self) -> &'static str {
         match self {
             ReconcileError::ReadOperatorVersion { .. } => "dereference",
             ReconcileError::Write { .. } => "write",
-            ReconcileError::Invalid { .. } => "invalid",
+        }
+    }
+
+    /// The cluster layer's error underneath (its [`ErrorKind`] says whether a retry helps).
+    pub fn cluster_error(&self) -> &ClusterError {
+        match self {
+            ReconcileError::ReadOperatorVersion { source, .. }
+            | ReconcileError::Write { source, .. } => source,
         }
     }
 }
@@ -237,14 +222,46 @@ struct Names {
 }
 
 impl Names {
+    /// Merge-patches the Instance (guarded by `expect_version` when given) and notes the
+    /// resourceVersion the write left it at.
+    async fn patch(
+        &self,
+        ctx: &Context,
+        what: &'static str,
+        patch: &serde_json::Value,
+        expect_version: Option<&str>,
+    ) -> Result<(), ReconcileError> {
+        let written = ctx
+            .cluster
+            .merge_patch_resource::<Instance>(&self.namespace, &self.name, patch, expect_version)
+            .await
+            .map_err(|source| self.write_error(what, source))?;
+        self.wrote(&written);
+        Ok(())
+    }
+
+    /// Merge-patches the Instance's status subresource.
+    async fn patch_status(
+        &self,
+        ctx: &Context,
+        patch: &serde_json::Value,
+    ) -> Result<(), ReconcileError> {
+        let written = ctx
+            .cluster
+            .merge_patch_resource_status::<Instance>(&self.namespace, &self.name, patch)
+            .await
+            .map_err(|source| self.write_error("status", source))?;
+        self.wrote(&written);
+        Ok(())
+    }
+
     /// Notes the Instance as an engine write returned it.
     fn wrote(&self, written: &Instance) {
         *self.wrote.lock().unwrap_or_else(|p| p.into_inner()) = written.resource_version();
     }
 
-    fn write(&self, what: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError + '_ {
-        move |source| ReconcileError::Write {
-            cluster: self.cluster.clone(),
+    fn write_error(&self, what: &'static str, source: ClusterError) -> ReconcileError {
+        ReconcileError::Write {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             what,
@@ -255,14 +272,6 @@ impl Names {
 
 /// Reconciles one Instance. Returns when to look again.
 pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    if let Some(other) = inst
-        .labels()
-        .get(crate::engine::objects::CONTROL_PLANE_LABEL)
-        && *other != ctx.control_plane
-    {
-        // Another control plane's Instance: not ours to run, write or delete.
-        return Ok(Action::await_change());
-    }
     let names = Names {
         cluster: ctx.cluster.name().to_string(),
         namespace: inst.namespace().unwrap_or_default(),
@@ -270,16 +279,14 @@ pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action,
         wrote: Mutex::new(None),
     };
     let key = format!("{}/{}", names.namespace, names.name);
-    if ctx
-        .own_writes
-        .behind(&key, inst.resource_version().as_deref())
-    {
-        // The watch has not delivered this engine's last write yet: a pass on this copy
-        // would act on a state the engine already left (start the plan again, run a
-        // finished step again). The write's own event wakes the instance; the requeue is
-        // the fallback while the watch is down.
-        debug!(cluster = %names.cluster, instance = %key, "copy older than the engine's last write; waiting for it");
-        return Ok(Action::requeue(OWN_WRITE_WAIT));
+    if let Some(next) = decide::gate(&inst, &ctx.control_plane, || {
+        ctx.own_writes
+            .behind(&key, inst.resource_version().as_deref())
+    }) {
+        if next != Next::AwaitChange {
+            debug!(cluster = %names.cluster, instance = %key, "copy older than the engine's last write; waiting for it");
+        }
+        return Ok(action(next));
     }
     let span = tracing::info_span!(
         "reconcile",
@@ -299,16 +306,15 @@ pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action,
         ctx.own_writes
             .record(&key, inst.resource_version().unwrap_or_default(), wrote);
     }
-    // A plan start written from a copy that is no longer current is refused by the server
-    // (resourceVersion precondition): not a failure, the pass is run again on a fresh copy.
+    // A guarded write (plan start, finalizer) from a copy that is no longer current is
+    // refused by the server (resourceVersion precondition): not a failure, the pass is run
+    // again on a fresh copy.
     let result = match result {
         Err(ReconcileError::Write {
-            source: kube::Error::Api(ref status),
-            what,
-            ..
-        }) if status.code == 409 => {
+            ref source, what, ..
+        }) if source.kind() == ErrorKind::Conflict => {
             info!(cluster = %names.cluster, instance = %key, what, "the Instance changed since it was read; looking again");
-            Ok(Action::requeue(OWN_WRITE_WAIT))
+            Ok(action(Next::Requeue(decide::OWN_WRITE_WAIT)))
         }
         other => other,
     };
@@ -343,427 +349,244 @@ pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action,
     result
 }
 
+fn action(next: Next) -> Action {
+    match next {
+        Next::AwaitChange => Action::await_change(),
+        Next::Requeue(after) => Action::requeue(after),
+    }
+}
+
+/// Reads the OperatorVersion, asks [`decide::decide`] and performs its intents in order.
 async fn reconcile_instance(
     inst: &Instance,
     ctx: &Context,
     names: &Names,
 ) -> Result<Action, ReconcileError> {
-    let span = tracing::Span::current();
-    let client = ctx.cluster.client().clone();
-    let instances: Api<Instance> = Api::namespaced(client.clone(), &names.namespace);
-    // KUDO resolves the OperatorVersion in `spec.operatorVersion.namespace` when given
-    // (e.g. a shared one in `default`), else in the instance's namespace.
-    let ov_namespace = inst
-        .spec
-        .operator_version
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| names.namespace.clone());
-    let versions: Api<OperatorVersion> = Api::namespaced(client, &ov_namespace);
+    let ov_ref = decide::operator_version_ref(inst);
+    let ov = match &ov_ref {
+        Some((namespace, name)) => {
+            ctx.operator_version(namespace, name)
+                .await
+                .map_err(|source| ReconcileError::ReadOperatorVersion {
+                    namespace: names.namespace.clone(),
+                    name: names.name.clone(),
+                    operator_version: name.clone(),
+                    source,
+                })?
+        }
+        None => None,
+    };
+    let uid = uuid::Uuid::new_v4().to_string();
+    let intents = decide::decide(Inputs {
+        instance: inst,
+        operator_version: ov.as_ref(),
+        new_uid: &uid,
+    });
     let mut status = inst.status.clone().unwrap_or_default();
     let before = status.clone();
-
-    // 1. Dereference the OperatorVersion the spec names.
-    let ov_name = inst.spec.operator_version.name.clone().unwrap_or_default();
-    if ov_name.is_empty() {
-        set_ready(
-            &mut status,
-            "False",
-            "InvalidSpec",
-            "spec.operatorVersion.name is empty",
-        );
-        write_status(&instances, names, &before, &status).await?;
-        return Ok(Action::await_change());
-    }
-    let ov = ctx
-        .operator_version(&versions, &ov_namespace, &ov_name)
-        .await
-        .map_err(|source| ReconcileError::ReadOperatorVersion {
-            cluster: names.cluster.clone(),
-            namespace: names.namespace.clone(),
-            name: names.name.clone(),
-            operator_version: ov_name.clone(),
-            source,
-        })?;
-
-    let snapshot: Option<Snapshot> = inst
-        .annotations()
-        .get(LAST_APPLIED_ANNOTATION)
-        .and_then(|s| serde_json::from_str(s).ok());
-    let deleting = inst.meta().deletion_timestamp.is_some();
-    let has_finalizer = inst.finalizers().iter().any(|f| f == CLEANUP_FINALIZER);
-
-    // 2. Deletion: run cleanup (if any), then delete the cluster-scoped objects the
-    // inventory lists (garbage collection handles namespaced ones through owner references),
-    // then let the Instance go.
-    if deleting {
-        if !has_finalizer {
-            return Ok(Action::await_change());
-        }
-        if let Some(ov) = ov.as_ref()
-            && trigger::on_deletion(&ov.spec).is_some()
-        {
-            let running_cleanup = snapshot
-                .as_ref()
-                .is_some_and(|s| s.plan == trigger::CLEANUP);
-            if !running_cleanup {
-                let snap = start_plan(
-                    inst,
-                    &instances,
-                    names,
-                    ov,
-                    trigger::CLEANUP,
-                    &mut status,
-                    false,
-                )
-                .await?;
-                info!(plan = trigger::CLEANUP, reason = %trigger::Reason::Deletion, "plan started");
-                let written = Some(ExecutionStatus::InProgress);
-                return run_active(
-                    inst, &instances, ctx, names, ov, &snap, &before, status, written,
-                )
-                .await;
-            }
-            let finished = snapshot.as_ref().is_none_or(|s| {
-                status.plan_status.get(&s.plan).is_none_or(|p| {
-                    p.uid == s.plan_uid && p.status.is_some_and(ExecutionStatus::is_terminal)
-                })
-            });
-            if !finished {
-                let snap = snapshot.clone().unwrap_or_default();
-                let written = written_status(inst, &snap);
-                return run_active(
-                    inst, &instances, ctx, names, ov, &snap, &before, status, written,
-                )
-                .await;
-            }
-        }
-        let cluster_scoped: Vec<_> = status
-            .applied
-            .iter()
-            .filter(|o| o.namespace.is_empty())
-            .cloned()
-            .collect();
-        let operator = match ov.as_ref() {
-            Some(ov) => operator_name(inst, ov),
-            None => inst
-                .labels()
-                .get(crate::engine::objects::OPERATOR_LABEL)
-                .cloned()
-                .unwrap_or_default(),
-        };
-        let uid = inst.uid().unwrap_or_default();
-        let claim = crate::engine::prune::Claim {
-            operator: &operator,
-            instance: &names.name,
-            namespace: &names.namespace,
-            uid: &uid,
-        };
-        match super::prune::delete_owned(&ctx.cluster, &claim, &cluster_scoped).await {
-            Ok((deleted, reported)) => {
-                for entry in &deleted {
-                    info!(kind = %entry.kind, name = %entry.name, "deleted cluster-scoped object");
+    for intent in intents {
+        match intent {
+            Intent::Condition(condition) => {
+                if matches!(condition.reason, "ChangeRejected" | "InvalidParameters") {
+                    warn!(message = %condition.message, reason = condition.reason, "change not acted on");
                 }
-                for why in &reported {
-                    warn!(object = %why, "not deleted");
+                condition.apply(&mut status);
+            }
+            Intent::StartPlan(start) => {
+                start_plan(inst, ctx, names, ov.as_ref(), &start, &mut status).await?;
+                info!(plan = %start.plan, reason = %start.reason, uid = %start.snapshot.plan_uid, "plan started");
+            }
+            Intent::SetFinalizer => set_finalizer(inst, ctx, names, true).await?,
+            Intent::RemoveFinalizer => set_finalizer(inst, ctx, names, false).await?,
+            Intent::DeleteClusterScoped { operator, objects } => {
+                let uid = inst.uid().unwrap_or_default();
+                let claim = crate::engine::prune::Claim {
+                    operator: &operator,
+                    instance: &names.name,
+                    namespace: &names.namespace,
+                    uid: &uid,
+                };
+                match super::prune::delete_owned(&ctx.cluster, &claim, &objects).await {
+                    Ok((deleted, reported)) => {
+                        for entry in &deleted {
+                            info!(kind = %entry.kind, name = %entry.name, "deleted cluster-scoped object");
+                        }
+                        for why in &reported {
+                            warn!(object = %why, "not deleted");
+                        }
+                    }
+                    Err(message) => {
+                        warn!(%message, "deleting cluster-scoped objects failed; retrying");
+                        return Ok(action(Next::Requeue(decide::RETRY_SOON)));
+                    }
                 }
             }
-            Err(message) => {
-                warn!(%message, "deleting cluster-scoped objects failed; retrying");
-                return Ok(Action::requeue(Duration::from_secs(5)));
+            Intent::ExecutePass(pass) => {
+                // `decide` runs a pass only for an Instance whose OperatorVersion it has.
+                let (Some(ov), Some((ov_namespace, _))) = (ov, ov_ref) else {
+                    return Ok(Action::await_change());
+                };
+                tracing::Span::current().record("plan", pass.active.plan.as_str());
+                // A rejected version change keeps running the version last acted on.
+                let ov = match &pass.run_version {
+                    Some(version) => match ctx.operator_version(&ov_namespace, version).await {
+                        Ok(Some(old)) => old,
+                        _ => ov,
+                    },
+                    None => ov,
+                };
+                return run_active(inst, ctx, names, &ov, &pass, &before, status).await;
             }
-        }
-        set_finalizer(inst, &instances, names, false).await?;
-        return Ok(Action::await_change());
-    }
-    let Some(ov) = ov else {
-        let msg = format!(
-            "OperatorVersion {ov_name} not found in namespace {ov_namespace}; retrying until it appears"
-        );
-        set_ready(&mut status, "False", "OperatorVersionNotFound", &msg);
-        write_status(&instances, names, &before, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
-    };
-    // The finalizer is held while the instance has a cleanup plan or owns cluster-scoped
-    // objects: both need the manager before the Instance may go.
-    // A plan starting in this pass carries it in its start write (one write, not two).
-    let add_finalizer = !has_finalizer && needs_finalizer(&ov, &status);
-
-    // 3. Decide (pure) and 4. validate parameters before anything is applied.
-    let mut active = snapshot.clone();
-    // A plan started in this pass: its planExecution already says IN_PROGRESS.
-    let mut started = false;
-    match trigger::decide(&ov.spec, &inst.spec, snapshot.as_ref()) {
-        Decision::Nothing => {}
-        Decision::Reject { message } => {
-            warn!(%message, "change rejected");
-            set_ready(&mut status, "False", "ChangeRejected", &message);
-        }
-        Decision::Run { plan, reason } => {
-            let old = snapshot.as_ref().map(|s| &s.parameters);
-            match resolve_parameters(&ov.spec.parameters, &inst.spec.parameters, old) {
-                Err(errors) => {
-                    let message = format!("plan {plan} not started: {errors}");
-                    warn!(%message, "parameters rejected");
-                    set_ready(&mut status, "False", "InvalidParameters", &message);
-                }
-                Ok(_) => {
-                    let snap = start_plan(
-                        inst,
-                        &instances,
-                        names,
-                        &ov,
-                        &plan,
-                        &mut status,
-                        add_finalizer,
-                    )
-                    .await?;
-                    info!(%plan, %reason, uid = %snap.plan_uid, "plan started");
-                    active = Some(snap);
-                    started = true;
-                }
-            }
+            Intent::WriteStatus => write_status(ctx, names, &before, &status).await?,
+            Intent::Then(next) => return Ok(action(next)),
         }
     }
-
-    if add_finalizer && !started {
-        set_finalizer(inst, &instances, names, true).await?;
-    }
-
-    let Some(active) = active else {
-        write_status(&instances, names, &before, &status).await?;
-        return Ok(Action::await_change());
-    };
-    span.record("plan", active.plan.as_str());
-    // A rejected version change keeps running the version last acted on.
-    let ov = if active.operator_version == ov.name_any() {
-        ov
-    } else {
-        match ctx
-            .operator_version(&versions, &ov_namespace, &active.operator_version)
-            .await
-        {
-            Ok(Some(old)) => old,
-            _ => ov,
-        }
-    };
-    let written = if started {
-        Some(ExecutionStatus::InProgress)
-    } else {
-        written_status(inst, &active)
-    };
-    run_active(
-        inst, &instances, ctx, names, &ov, &active, &before, status, written,
-    )
-    .await
-}
-
-/// The `spec.planExecution.status` the Instance carries for the run `active` (none for
-/// another run).
-fn written_status(inst: &Instance, active: &Snapshot) -> Option<ExecutionStatus> {
-    let execution = &inst.spec.plan_execution;
-    if execution.uid == active.plan_uid {
-        execution.status
-    } else {
-        None
-    }
+    Ok(Action::await_change())
 }
 
 /// Records the new plan run: snapshot annotation and `spec.planExecution` (already
-/// IN_PROGRESS: the same pass executes it, and one write fewer), with kudo's finalizer when
-/// `add_finalizer`, first; then a fresh status tree under a new uid.
+/// IN_PROGRESS: the same pass executes it), with kudo's finalizer when asked, first; then
+/// a fresh status tree under the new uid.
 async fn start_plan(
     inst: &Instance,
-    instances: &Api<Instance>,
+    ctx: &Context,
     names: &Names,
-    ov: &OperatorVersion,
-    plan: &str,
+    ov: Option<&OperatorVersion>,
+    start: &PlanStart,
     status: &mut InstanceStatus,
-    add_finalizer: bool,
-) -> Result<Snapshot, ReconcileError> {
-    let uid = uuid::Uuid::new_v4().to_string();
-    let snap = Snapshot::of(&inst.spec, plan, &uid);
-    let snap_text = serde_json::to_string(&snap).unwrap_or_default();
-    // Guarded by the resourceVersion that was read: a plan is started from the current
-    // Instance only, never twice from a copy that predates an earlier start.
+) -> Result<(), ReconcileError> {
+    let uid = &start.snapshot.plan_uid;
+    let snap_text = serde_json::to_string(&start.snapshot).unwrap_or_default();
     let mut patch = json!({
-        "metadata": {
-            "annotations": {LAST_APPLIED_ANNOTATION: snap_text},
-            "resourceVersion": inst.resource_version(),
-        },
-        "spec": {"planExecution": {"planName": plan, "uid": uid, "status": ExecutionStatus::InProgress}},
+        "metadata": {"annotations": {LAST_APPLIED_ANNOTATION: snap_text}},
+        "spec": {"planExecution": {"planName": start.plan, "uid": uid, "status": ExecutionStatus::InProgress}},
     });
-    if add_finalizer {
+    if start.add_finalizer {
         patch["metadata"]["finalizers"] = json!(finalizers_with(inst, true));
     }
-    instances
-        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|i| names.wrote(&i))
-        .map_err(names.write("plan start"))?;
-    let plan_spec = ov.spec.plans.get(plan).cloned().unwrap_or_default();
-    let mut tree = new_plan_status(plan, &plan_spec, &uid);
+    // Guarded by the resourceVersion that was read: a plan is started from the current
+    // Instance only, never twice from a copy that predates an earlier start.
+    names
+        .patch(
+            ctx,
+            "plan start",
+            &patch,
+            inst.resource_version().as_deref(),
+        )
+        .await?;
+    let plan_spec = ov
+        .and_then(|ov| ov.spec.plans.get(&start.plan))
+        .cloned()
+        .unwrap_or_default();
+    let mut tree = new_plan_status(&start.plan, &plan_spec, uid);
     tree.last_updated_timestamp = Some(now());
-    status.plan_status.insert(plan.to_string(), tree);
-    Ok(snap)
+    status.plan_status.insert(start.plan.clone(), tree);
+    Ok(())
 }
 
 /// Executes one pass of the active plan and writes what changed.
-#[allow(clippy::too_many_arguments)]
 async fn run_active(
     inst: &Instance,
-    instances: &Api<Instance>,
     ctx: &Context,
     names: &Names,
     ov: &OperatorVersion,
-    active: &Snapshot,
+    pass: &Pass,
     before: &InstanceStatus,
     mut status: InstanceStatus,
-    written: Option<ExecutionStatus>,
 ) -> Result<Action, ReconcileError> {
-    let Some(plan) = ov.spec.plans.get(&active.plan) else {
-        let msg = format!(
-            "plan {} is not defined by OperatorVersion {}",
-            active.plan,
-            ov.name_any()
-        );
-        set_ready(&mut status, "False", "PlanNotFound", &msg);
-        write_status(instances, names, before, &status).await?;
-        return Ok(Action::await_change());
-    };
-    let tree = status
-        .plan_status
-        .entry(active.plan.clone())
-        .or_insert_with(|| new_plan_status(&active.plan, plan, &active.plan_uid));
-    // The snapshot is written first; a status from an earlier run of this plan is reset.
-    if tree.uid != active.plan_uid {
-        *tree = new_plan_status(&active.plan, plan, &active.plan_uid);
-    }
-    let plan_before = tree.status;
-    if let Some(request) = inst.annotations().get(PLAN_REQUEST_ANNOTATION) {
-        let result = match request.as_str() {
-            "cancel" => cancel(tree),
-            "retry" => retry(tree),
-            other => Err(format!("unknown plan request {other:?} (cancel or retry)")),
+    let active = &pass.active;
+    let (plan_before, request, parameters) =
+        match decide::prepare_pass(inst, ov, active, &mut status) {
+            PassStart::PlanNotFound(condition) => {
+                condition.apply(&mut status);
+                write_status(ctx, names, before, &status).await?;
+                return Ok(Action::await_change());
+            }
+            PassStart::Run {
+                plan_before,
+                request,
+                execute,
+            } => (plan_before, request, execute),
         };
-        match result {
-            Ok(()) => info!(plan = %active.plan, %request, "plan request carried out"),
-            Err(message) => warn!(plan = %active.plan, %request, %message, "plan request refused"),
+    if let Some(request) = request {
+        match &request.refused {
+            None => {
+                info!(plan = %active.plan, request = %request.request, "plan request carried out")
+            }
+            Some(message) => {
+                warn!(plan = %active.plan, request = %request.request, %message, "plan request refused")
+            }
         }
         let patch = json!({"metadata": {"annotations": {PLAN_REQUEST_ANNOTATION: null}}});
-        instances
-            .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(|i| names.wrote(&i))
-            .map_err(names.write("plan request"))?;
+        names.patch(ctx, "plan request", &patch, None).await?;
     }
     let key = format!("{}/{}", names.namespace, names.name);
     let mut report = Default::default();
     // Objects pruning left in place, when it ran in this pass.
     let mut unpruned: Option<Vec<String>> = None;
-    if !tree.status.is_some_and(ExecutionStatus::is_terminal) {
-        let values = match resolve_parameters(&ov.spec.parameters, &active.parameters, None) {
-            Ok(v) => v,
-            Err(errors) => {
-                fail_plan(tree, &format!("parameters invalid: {errors}"));
-                BTreeMap::new()
-            }
+    if let Some(parameters) = parameters
+        && let Some(plan) = ov.spec.plans.get(&active.plan)
+        && let Some(tree) = status.plan_status.get_mut(&active.plan)
+    {
+        let info = instance_info(inst, ov, names, ctx);
+        let mut runner = ClusterRunner {
+            cluster: &ctx.cluster,
+            ov: &ov.spec,
+            info: &info,
+            params: &parameters.params,
+            values: &parameters.values,
+            applied: Default::default(),
+            newly_adopted: Default::default(),
         };
-        if !tree.status.is_some_and(ExecutionStatus::is_terminal) {
-            match params_value(&ov.spec.parameters, &values) {
-                Ok(params) => {
-                    let info = instance_info(inst, ov, names, ctx);
-                    let mut runner = ClusterRunner {
-                        cluster: &ctx.cluster,
-                        ov: &ov.spec,
-                        info: &info,
-                        params: &params,
-                        values: &values,
-                        applied: Default::default(),
-                        newly_adopted: Default::default(),
-                    };
-                    report = execute(plan, &ov.spec.tasks, tree, &mut runner).await;
-                    let applied = std::mem::take(
-                        &mut *runner.applied.lock().unwrap_or_else(|p| p.into_inner()),
-                    );
-                    crate::engine::prune::merge(&mut status.applied, &applied);
-                    let prune_off = inst
-                        .annotations()
-                        .get(crate::engine::prune::PRUNE_ANNOTATION)
-                        .is_some_and(|v| v == "false");
-                    if tree.status == Some(ExecutionStatus::Complete) && !prune_off {
-                        unpruned = Some(prune_stale(&runner, &mut status.applied).await);
-                    }
-                    // A cluster-scoped object was just applied: hold the finalizer now, not
-                    // on the next reconcile, so a deletion in between cannot leak it.
-                    let has_finalizer = inst.finalizers().iter().any(|f| f == CLEANUP_FINALIZER);
-                    if !has_finalizer && applied.iter().any(|o| o.namespace.is_empty()) {
-                        // Unguarded: this reconcile may already have written the Instance.
-                        let mut finalizers = inst.finalizers().to_vec();
-                        finalizers.push(CLEANUP_FINALIZER.to_string());
-                        let patch = json!({"metadata": {"finalizers": finalizers}});
-                        instances
-                            .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
-                            .await
-                            .map(|i| names.wrote(&i))
-                            .map_err(names.write("finalizer"))?;
-                    }
-                }
-                Err(errors) => fail_plan(tree, &format!("parameters invalid: {errors}")),
-            }
+        report = execute(plan, &ov.spec.tasks, tree, &mut runner).await;
+        let applied =
+            std::mem::take(&mut *runner.applied.lock().unwrap_or_else(|p| p.into_inner()));
+        crate::engine::prune::merge(&mut status.applied, &applied);
+        let after = decide::after_execute(inst, tree.status, &applied);
+        if after.prune {
+            unpruned = Some(prune_stale(&runner, &mut status.applied).await);
+        }
+        if after.add_finalizer {
+            let mut finalizers = inst.finalizers().to_vec();
+            finalizers.push(CLEANUP_FINALIZER.to_string());
+            let patch = json!({"metadata": {"finalizers": finalizers}});
+            names.patch(ctx, "finalizer", &patch, None).await?;
         }
     }
-    if before.plan_status.get(&active.plan) != Some(&*tree) {
-        tree.last_updated_timestamp = Some(now());
+    if let Some(tree) = status.plan_status.get(&active.plan) {
+        // The span names where the plan stands: its first unfinished (or failed) step.
+        if let Some((phase, step)) = tree.phases.iter().find_map(|ph| {
+            ph.steps
+                .iter()
+                .find(|st| st.status != Some(ExecutionStatus::Complete))
+                .map(|st| (ph.name.as_str(), st.name.as_str()))
+        }) {
+            let span = tracing::Span::current();
+            span.record("phase", phase);
+            span.record("step", step);
+        }
+        record_plan_metrics(
+            ctx,
+            names,
+            &operator_name(inst, ov),
+            tree,
+            plan_before,
+            &report,
+        );
     }
-    let plan_now = tree.status;
-    let plan_message = tree.message.clone();
-    // The span names where the plan stands: its first unfinished (or failed) step.
-    if let Some((phase, step)) = tree.phases.iter().find_map(|ph| {
-        ph.steps
-            .iter()
-            .find(|st| st.status != Some(ExecutionStatus::Complete))
-            .map(|st| (ph.name.as_str(), st.name.as_str()))
-    }) {
-        let span = tracing::Span::current();
-        span.record("phase", phase);
-        span.record("step", step);
-    }
-    record_plan_metrics(
-        ctx,
-        names,
-        &operator_name(inst, ov),
-        tree,
-        plan_before,
-        &report,
-    );
     for (phase, step) in &report.completed_steps {
         debug!(%phase, %step, "step complete");
     }
-    match plan_now {
-        Some(ExecutionStatus::Complete) => set_ready(
-            &mut status,
-            "True",
-            "PlanComplete",
-            &format!("plan {} complete", active.plan),
-        ),
-        Some(ExecutionStatus::FatalError) => {
-            set_ready(&mut status, "False", "PlanFailed", &plan_message);
-        }
-        Some(ExecutionStatus::Cancelled) => set_ready(
-            &mut status,
-            "False",
-            "PlanCancelled",
-            &format!("plan {} was cancelled", active.plan),
-        ),
-        _ => set_ready(
-            &mut status,
-            "False",
-            "PlanInProgress",
-            &format!("plan {} in progress", active.plan),
-        ),
-    }
+    let finish = decide::finish_pass(
+        active,
+        before,
+        plan_before,
+        pass.written,
+        report.has_error,
+        unpruned.as_deref(),
+        &mut status,
+    );
+    let plan_now = status.plan_status.get(&active.plan).and_then(|t| t.status);
     if plan_now != plan_before {
         info!(
             status = plan_now.map(ExecutionStatus::as_str).unwrap_or("none"),
@@ -771,63 +594,64 @@ async fn run_active(
         );
     }
     // Written when the Instance does not say it yet (not on every change of the tree).
-    if plan_now != written {
+    if let Some(plan_now) = finish.write_plan_execution {
         let patch = json!({"spec": {"planExecution": {"status": plan_now}}});
-        instances
-            .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(|i| names.wrote(&i))
-            .map_err(names.write("planExecution"))?;
+        names.patch(ctx, "planExecution", &patch, None).await?;
     }
-    // Drift is looked for once the plan that ran last has completed (and not in the pass
-    // that completed it: what was just applied matches by construction).
-    if let Some(left) = &unpruned {
-        report_unpruned(&mut status, left);
-    }
-    let complete = plan_now == Some(ExecutionStatus::Complete);
-    if complete && plan_before == Some(ExecutionStatus::Complete) {
+    if finish.drift == DriftWork::Check {
         // Watched kinds on every pass (from the cache); every kind when the period is up.
         let full = std::time::Instant::now() >= ctx.next_full_check(&key);
         check_drift(inst, ctx, names, ov, active, &mut status, full).await;
         if full {
             ctx.full_check_done(&key);
         }
-    } else if complete
-        && !status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == crate::engine::drift::DRIFT_CONDITION)
-    {
-        // A first completion: what was just applied matches, and saying so now spares the
-        // next pass a status write of its own.
-        let (value, reason, message) =
-            crate::engine::drift::condition(&crate::engine::drift::Check::default(), true);
-        set_condition(
-            &mut status,
-            crate::engine::drift::DRIFT_CONDITION,
-            value,
-            reason,
-            &message,
-        );
     }
-    write_status(instances, names, before, &status).await?;
-    if complete {
-        ctx.next_attempt(&key, false);
-        let until = ctx
-            .next_full_check(&key)
-            .saturating_duration_since(std::time::Instant::now());
-        return Ok(Action::requeue(until.max(Duration::from_secs(1))));
-    }
-    if plan_now.is_some_and(ExecutionStatus::is_terminal) {
-        ctx.next_attempt(&key, false);
-        return Ok(Action::await_change());
-    }
-    let attempt = ctx.next_attempt(&key, report.has_error);
-    Ok(if report.has_error {
-        Action::requeue(retry_delay(attempt))
-    } else {
-        Action::requeue(ctx.poll)
+    write_status(ctx, names, before, &status).await?;
+    Ok(match finish.end {
+        PassEnd::UntilFullCheck => {
+            ctx.next_attempt(&key, false);
+            let until = ctx
+                .next_full_check(&key)
+                .saturating_duration_since(std::time::Instant::now());
+            Action::requeue(until.max(Duration::from_secs(1)))
+        }
+        PassEnd::AwaitChange => {
+            ctx.next_attempt(&key, false);
+            Action::await_change()
+        }
+        PassEnd::Backoff => Action::requeue(retry_delay(ctx.next_attempt(&key, true))),
+        PassEnd::Poll => {
+            ctx.next_attempt(&key, false);
+            Action::requeue(ctx.poll)
+        }
     })
+}
+
+/// Writes the status subresource when it changed.
+async fn write_status(
+    ctx: &Context,
+    names: &Names,
+    before: &InstanceStatus,
+    status: &InstanceStatus,
+) -> Result<(), ReconcileError> {
+    if before == status {
+        return Ok(());
+    }
+    names.patch_status(ctx, &json!({ "status": status })).await
+}
+
+/// Adds or removes kudo's finalizer, guarded by the resourceVersion that was read (a
+/// concurrent change makes the write fail and the reconcile look again).
+async fn set_finalizer(
+    inst: &Instance,
+    ctx: &Context,
+    names: &Names,
+    present: bool,
+) -> Result<(), ReconcileError> {
+    let patch = json!({"metadata": {"finalizers": finalizers_with(inst, present)}});
+    names
+        .patch(ctx, "finalizer", &patch, inst.resource_version().as_deref())
+        .await
 }
 
 /// Plan status gauge, runs that ended, plan and step durations.
@@ -949,21 +773,6 @@ async fn prune_stale(
     left
 }
 
-/// The `UnmanagedObjects` condition (a kudo extension): objects pruning left in place.
-fn report_unpruned(status: &mut InstanceStatus, left: &[String]) {
-    if left.is_empty() {
-        status.conditions.retain(|c| c.type_ != UNMANAGED_CONDITION);
-    } else {
-        set_condition(
-            status,
-            UNMANAGED_CONDITION,
-            "True",
-            "LeftInPlace",
-            &left.join("; "),
-        );
-    }
-}
-
 fn instance_info(
     inst: &Instance,
     ov: &OperatorVersion,
@@ -1079,118 +888,4 @@ async fn check_drift(
         reason,
         &message,
     );
-}
-
-fn fail_plan(tree: &mut PlanStatus, message: &str) {
-    tree.status = Some(ExecutionStatus::FatalError);
-    tree.message = message.to_string();
-}
-
-fn operator_name(inst: &Instance, ov: &OperatorVersion) -> String {
-    ov.spec
-        .operator
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            inst.labels()
-                .get(crate::engine::objects::OPERATOR_LABEL)
-                .cloned()
-        })
-        .unwrap_or_else(|| ov.name_any())
-}
-
-fn now() -> Time {
-    Time(Timestamp::now())
-}
-
-/// Sets the Ready condition, keeping lastTransitionTime when the status is unchanged.
-fn set_ready(status: &mut InstanceStatus, value: &str, reason: &str, message: &str) {
-    set_condition(status, "Ready", value, reason, message);
-}
-
-/// Sets a condition, keeping lastTransitionTime when the status is unchanged.
-fn set_condition(
-    status: &mut InstanceStatus,
-    type_: &str,
-    value: &str,
-    reason: &str,
-    message: &str,
-) {
-    let existing = status.conditions.iter_mut().find(|c| c.type_ == type_);
-    match existing {
-        Some(c) => {
-            if c.status != value {
-                c.last_transition_time = Some(now());
-            }
-            c.status = value.to_string();
-            c.reason = reason.to_string();
-            c.message = message.to_string();
-        }
-        None => status.conditions.push(Condition {
-            type_: type_.into(),
-            status: value.into(),
-            reason: reason.into(),
-            message: message.into(),
-            last_transition_time: Some(now()),
-            observed_generation: None,
-        }),
-    }
-}
-
-/// Writes the status subresource when it changed.
-async fn write_status(
-    instances: &Api<Instance>,
-    names: &Names,
-    before: &InstanceStatus,
-    status: &InstanceStatus,
-) -> Result<(), ReconcileError> {
-    if before == status {
-        return Ok(());
-    }
-    let patch = json!({ "status": status });
-    instances
-        .patch_status(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|i| names.wrote(&i))
-        .map_err(names.write("status"))?;
-    Ok(())
-}
-
-fn needs_finalizer(ov: &OperatorVersion, status: &InstanceStatus) -> bool {
-    trigger::on_deletion(&ov.spec).is_some()
-        || status.applied.iter().any(|o| o.namespace.is_empty())
-}
-
-/// Adds or removes kudo's finalizer, guarded by the resourceVersion that was read (a
-/// concurrent change makes the write fail and the reconcile retry).
-async fn set_finalizer(
-    inst: &Instance,
-    instances: &Api<Instance>,
-    names: &Names,
-    present: bool,
-) -> Result<(), ReconcileError> {
-    let finalizers = finalizers_with(inst, present);
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": inst.resource_version()}});
-    instances
-        .patch(&names.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|i| names.wrote(&i))
-        .map_err(names.write("finalizer"))?;
-    Ok(())
-}
-
-/// The Instance's finalizers with kudo's present or not.
-fn finalizers_with(inst: &Instance, present: bool) -> Vec<String> {
-    let mut finalizers: Vec<String> = inst
-        .finalizers()
-        .iter()
-        .filter(|f| *f != CLEANUP_FINALIZER)
-        .cloned()
-        .collect();
-    if present {
-        finalizers.push(CLEANUP_FINALIZER.to_string());
-    }
-    finalizers
 }
