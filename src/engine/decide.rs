@@ -688,3 +688,7 @@ pub fn set_condition(
         }),
     }
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -511,10 +511,10 @@ async fn run_active(
     if let Some(request) = request {
         match &request.refused {
             None => {
-                info!(plan = %active.plan, request = %request.request, "plan request carried out")
+                info!(plan = %active.plan, request = %request.request, "plan request carried out");
             }
             Some(message) => {
-                warn!(plan = %active.plan, request = %request.request, %message, "plan request refused")
+                warn!(plan = %active.plan, request = %request.request, %message, "plan request refused");
             }
         }
         let patch = json!({"metadata": {"annotations": {PLAN_REQUEST_ANNOTATION: null}}});
