@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod engine;
 pub mod gitops;
 pub mod kuttl;
+pub mod manager;
 pub mod metrics;
 pub mod notify;
 pub mod package;

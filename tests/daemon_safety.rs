@@ -240,16 +240,16 @@ async fn a_panicking_reconcile_is_reported_and_the_engine_carries_on() {
     // itself) goes through the engine's real guard on the real Instance: reported on it,
     // sensitive values scrubbed, counted, and the engine's other work goes on.
     let (registry, engine_metrics) = kudo::metrics::registry_with_engine();
-    let ctx = std::sync::Arc::new(kudo::engine::reconcile::Context::with_metrics(
+    let ctx = std::sync::Arc::new(kudo::manager::reconcile::Context::with_metrics(
         std::sync::Arc::new(Cluster::from_client("c", sim.client())),
         Duration::from_millis(200),
         engine_metrics,
     ));
-    let panics = std::sync::Arc::new(kudo::engine::guard::Panics::default());
+    let panics = std::sync::Arc::new(kudo::manager::guard::Panics::default());
     let live: kudo::api::Instance =
         serde_json::from_value(instance_on(&cluster, "bad").await.expect("bad")).expect("instance");
     let live = std::sync::Arc::new(live);
-    let outcome = kudo::engine::guard::guard(live.clone(), ctx.clone(), panics.clone(), async {
+    let outcome = kudo::manager::guard::guard(live.clone(), ctx.clone(), panics.clone(), async {
         panic!("byte index 5 is not a char boundary; text pw-bad-5678")
     })
     .await;
@@ -306,7 +306,7 @@ async fn a_panicking_reconcile_is_reported_and_the_engine_carries_on() {
     // A clean pass afterwards clears the condition.
     let live: kudo::api::Instance =
         serde_json::from_value(instance_on(&cluster, "bad").await.expect("bad")).expect("instance");
-    let outcome = kudo::engine::guard::guard(std::sync::Arc::new(live), ctx, panics, async {
+    let outcome = kudo::manager::guard::guard(std::sync::Arc::new(live), ctx, panics, async {
         Ok(kube::runtime::controller::Action::await_change())
     })
     .await;

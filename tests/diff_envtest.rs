@@ -110,7 +110,7 @@ async fn diff_of_a_parameter_change_against_the_live_cluster() {
     .await
     .expect("apply instance");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(kudo::engine::controller::run(
+    tokio::spawn(kudo::manager::controller::run(
         Arc::new(cluster),
         Some(ns.clone()),
         Duration::from_millis(200),

@@ -76,7 +76,7 @@ async fn hand_edits_are_reverted_and_counted_and_only_reported_without_self_heal
     let (registry, metrics) = kudo::metrics::registry_with_engine();
     let cluster = Arc::new(kudo::cluster::Cluster::from_client("envtest-1", c.clone()));
     let ctx = Arc::new(
-        kudo::engine::reconcile::Context::with_metrics(
+        kudo::manager::reconcile::Context::with_metrics(
             cluster,
             Duration::from_millis(200),
             metrics,
@@ -85,7 +85,7 @@ async fn hand_edits_are_reverted_and_counted_and_only_reported_without_self_heal
         .with_drift_interval(Duration::from_secs(3600)),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(kudo::engine::controller::run_with(
+    tokio::spawn(kudo::manager::controller::run_with(
         ctx,
         Some(ns.name.clone()),
         async move {

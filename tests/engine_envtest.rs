@@ -110,7 +110,7 @@ async fn setup(prefix: &str) -> (kube::Client, Namespace) {
 fn start_manager(c: &kube::Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
     let cluster = Arc::new(kudo::cluster::Cluster::from_client("envtest-1", c.clone()));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(kudo::engine::controller::run(
+    tokio::spawn(kudo::manager::controller::run(
         cluster,
         Some(ns.to_string()),
         Duration::from_millis(200),
@@ -995,14 +995,14 @@ async fn a_pass_on_a_copy_older_than_the_engines_own_write_changes_nothing() {
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(c.clone(), &ns.name);
     let engine = || {
-        Arc::new(kudo::engine::reconcile::Context::new(
+        Arc::new(kudo::manager::reconcile::Context::new(
             Arc::new(kudo::cluster::Cluster::from_client("envtest-1", c.clone())),
             Duration::from_millis(200),
         ))
     };
     let ctx = engine();
-    let pass = |copy: &Arc<Instance>, ctx: &Arc<kudo::engine::reconcile::Context>| {
-        kudo::engine::reconcile::reconcile(copy.clone(), ctx.clone())
+    let pass = |copy: &Arc<Instance>, ctx: &Arc<kudo::manager::reconcile::Context>| {
+        kudo::manager::reconcile::reconcile(copy.clone(), ctx.clone())
     };
     let greeting = || async {
         let cm = cms.get("shop-config").await.expect("configmap");

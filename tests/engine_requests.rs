@@ -159,7 +159,7 @@ async fn one_plan_applies_each_object_once_and_reads_no_operator_version_per_pas
         recording(sim.client(), log.clone()),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(kudo::engine::controller::run(
+    tokio::spawn(kudo::manager::controller::run(
         engine,
         Some("default".into()),
         Duration::from_millis(200),
@@ -208,7 +208,7 @@ async fn one_plan_applies_each_object_once_and_reads_no_operator_version_per_pas
     assert!(
         kube::ResourceExt::finalizers(&app)
             .iter()
-            .any(|f| f == kudo::engine::reconcile::CLEANUP_FINALIZER),
+            .any(|f| f == kudo::manager::reconcile::CLEANUP_FINALIZER),
         "the finalizer came with the plan start: {:?}",
         app.metadata.finalizers
     );
@@ -227,7 +227,7 @@ fn start_engine(
         recording(sim.client(), log.clone()),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(kudo::engine::controller::run(
+    let handle = tokio::spawn(kudo::manager::controller::run(
         engine,
         Some("default".into()),
         Duration::from_millis(200),
@@ -356,11 +356,11 @@ async fn unwatched_kinds_are_verified_on_the_interval_not_on_every_pass() {
     ));
     let interval = Duration::from_secs(10);
     let ctx = Arc::new(
-        kudo::engine::reconcile::Context::new(engine, Duration::from_millis(200))
+        kudo::manager::reconcile::Context::new(engine, Duration::from_millis(200))
             .with_drift_interval(interval),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(kudo::engine::controller::run_with(
+    let handle = tokio::spawn(kudo::manager::controller::run_with(
         ctx.clone(),
         Some("default".into()),
         async move {

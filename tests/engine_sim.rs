@@ -81,7 +81,7 @@ async fn install(cluster: &Cluster) {
 
 fn start_engine(cluster: Arc<Cluster>) -> tokio::sync::oneshot::Sender<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(kudo::engine::controller::run(
+    tokio::spawn(kudo::manager::controller::run(
         cluster,
         Some("default".into()),
         Duration::from_millis(100),

@@ -134,7 +134,7 @@ async fn prepared(
         .expect("namespace");
     apply_yaml(&client, "shop", OPERATOR_VERSION).await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(kudo::engine::controller::run(
+    tokio::spawn(kudo::manager::controller::run(
         Arc::new(cluster),
         Some("shop".to_string()),
         Duration::from_millis(200),

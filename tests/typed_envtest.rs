@@ -309,7 +309,7 @@ fn start_manager(cluster: Arc<Cluster>, ns: &str) -> tokio::sync::watch::Sender<
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tokio::spawn(kudo::engine::controller::run(
+    tokio::spawn(kudo::manager::controller::run(
         cluster.clone(),
         Some(ns.to_string()),
         Duration::from_millis(200),

@@ -78,14 +78,14 @@ pub async fn run(args: Args) -> CliResult {
             )));
         }
         let ctx = Arc::new(
-            crate::engine::reconcile::Context::with_metrics(
+            crate::manager::reconcile::Context::with_metrics(
                 cluster,
                 args.poll_interval,
                 metrics.clone(),
             )
             .with_drift_interval(args.drift_interval),
         );
-        tasks.push(tokio::spawn(crate::engine::controller::run_with(
+        tasks.push(tokio::spawn(crate::manager::controller::run_with(
             ctx,
             args.namespace.clone(),
             stopped(rx.clone()),

@@ -380,7 +380,7 @@ async fn request(cluster: &Cluster, ns: &str, instance: &str, action: &str) -> C
         "metadata": {
             "name": instance,
             "namespace": ns,
-            "annotations": {crate::engine::reconcile::PLAN_REQUEST_ANNOTATION: action},
+            "annotations": {crate::manager::reconcile::PLAN_REQUEST_ANNOTATION: action},
         },
     });
     cluster.merge_patch(&patch).await?;

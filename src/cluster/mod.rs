@@ -9,6 +9,7 @@
 pub mod error;
 pub mod health;
 pub mod object;
+pub mod resource;
 
 use std::collections::HashMap;
 use std::fmt::Display;

@@ -18,10 +18,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::api::AppliedObject;
-use crate::cluster::{FIELD_MANAGER, ObjectRef};
 
 use super::objects::{PHASE_ANNOTATION, PLAN_ANNOTATION, STEP_ANNOTATION};
-use super::runner::{ClusterRunner, applied_object};
 
 /// Annotation on an Instance that turns drift repair off when `"false"` (drift is then only
 /// reported). A kudo extension; `kudo serve` sets it from an instance file's `selfHeal`.
@@ -178,86 +176,6 @@ pub fn keep_step_annotations(desired: &mut Value, live: &Value) {
             annotations.insert(key.to_string(), v);
         }
     }
-}
-
-/// Checks every inventory object the instance still renders; repairs drift when `heal`.
-/// `last_plan` is the plan that completed last (its rendering of an object wins). Unless
-/// `full`, only objects a watch keeps are checked (their edits wake the instance; the rest
-/// wait for the periodic full check).
-pub async fn check(
-    runner: &ClusterRunner<'_>,
-    inventory: &[AppliedObject],
-    last_plan: &str,
-    heal: bool,
-    full: bool,
-) -> Result<Check, String> {
-    let desired = runner.desired_values(Some(last_plan)).await?;
-    let cluster = runner.cluster;
-    let mut result = Check::default();
-    for mut obj in desired {
-        let Some(entry) = applied_object(&obj) else {
-            continue;
-        };
-        // Only what kudo applied is compared: a step not reached yet is not drift.
-        if !inventory.contains(&entry) {
-            continue;
-        }
-        let r = ObjectRef::new(
-            entry.api_version.clone(),
-            entry.kind.clone(),
-            (!entry.namespace.is_empty()).then_some(entry.namespace.as_str()),
-            entry.name.clone(),
-        );
-        if !full && !cluster.watches(&r) {
-            continue;
-        }
-        // The watch's copy carrying exactly what kudo applied settles it without a request;
-        // anything else (not cached, an edit, another rendering) is confirmed by a dry run.
-        if let Some(cached) = cluster.cached(&r) {
-            let mut intent = obj.clone();
-            keep_step_annotations(&mut intent, &cached);
-            super::cache::stamp(&mut intent);
-            if super::cache::carries(&cached, &intent) {
-                continue;
-            }
-        }
-        let live = match cluster.get_opt(&r).await {
-            Ok(live) => live,
-            Err(e) => {
-                result.errors.push(e.to_string());
-                continue;
-            }
-        };
-        let change = match &live {
-            None => Change::Deleted,
-            Some(live) => {
-                keep_step_annotations(&mut obj, live);
-                let after = match cluster.apply_dry_run_as(&obj, FIELD_MANAGER).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        result.errors.push(e.to_string());
-                        continue;
-                    }
-                };
-                let paths = changed_paths(live, &after);
-                if paths.is_empty() {
-                    continue;
-                }
-                Change::Fields(paths)
-            }
-        };
-        if heal {
-            match cluster.apply(&obj).await {
-                Ok(_) => result.repaired += 1,
-                Err(e) => result.errors.push(format!("repairing {r}: {e}")),
-            }
-        }
-        result.drifted.push(Drifted {
-            object: entry,
-            change,
-        });
-    }
-    Ok(result)
 }
 
 /// The Drifted condition's (status, reason, message) for a check.

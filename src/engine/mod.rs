@@ -1,18 +1,15 @@
-//! The universal plan engine, as pure logic: which plan runs ([`trigger`]), how a pass over
-//! an active plan advances its status tree ([`workflow`]), the tree itself ([`status`]) and
-//! retry timing ([`backoff`]). Cluster I/O enters only through [`workflow::TaskRunner`].
+//! The universal plan engine, as pure logic: what a reconcile of one Instance must do
+//! ([`decide`]), which plan runs ([`trigger`]), how a pass over an active plan advances its
+//! status tree ([`workflow`]), the tree itself ([`status`]), retry timing ([`backoff`]) and
+//! the rules of pruning and drift. Nothing here sends a request: cluster I/O enters only
+//! through [`workflow::TaskRunner`], and [`crate::manager`] performs what [`decide`] says.
 
 pub mod backoff;
 pub mod cache;
-pub mod controller;
+pub mod decide;
 pub mod drift;
-pub mod freshness;
-pub mod guard;
 pub mod objects;
-pub mod pipe;
 pub mod prune;
-pub mod reconcile;
-pub mod runner;
 pub mod status;
 pub mod tasks;
 pub mod trigger;

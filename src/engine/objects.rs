@@ -237,6 +237,17 @@ fn label_pod_template(data: &mut Value, path: &[&str], owner: &Owner<'_>) {
     }
 }
 
+/// The inventory entry of a live or rendered object.
+pub fn applied_object(obj: &Value) -> Option<crate::api::AppliedObject> {
+    let r = crate::cluster::ObjectRef::from_object(obj).ok()?;
+    Some(crate::api::AppliedObject {
+        api_version: r.api_version,
+        kind: r.kind,
+        namespace: r.namespace.unwrap_or_default(),
+        name: r.name,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

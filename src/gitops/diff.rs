@@ -23,8 +23,8 @@ use super::serve::{FIELD_MANAGER as GITOPS_MANAGER, MANAGED_LABEL};
 use crate::api::{AppliedObject, Instance, InstanceSpec};
 use crate::cluster::{Cluster, ErrorKind, FIELD_MANAGER, ObjectRef};
 use crate::engine::drift::{keep_step_annotations, normalize};
-use crate::engine::runner::{ClusterRunner, InstanceInfo, applied_object};
 use crate::engine::trigger::{self, Decision, LAST_APPLIED_ANNOTATION, Snapshot};
+use crate::manager::runner::{ClusterRunner, InstanceInfo, applied_object};
 use crate::package::redact;
 use crate::package::{DirTree, params_value, resolve_parameters};
 

@@ -167,7 +167,7 @@ async fn supervise<F, Fut>(
         match ended {
             Ok(()) => error!(component = %name, "core task stopped unexpectedly; restarting it"),
             Err(e) if e.is_panic() => {
-                let message = crate::engine::guard::panic_message(e.into_panic().as_ref());
+                let message = crate::manager::guard::panic_message(e.into_panic().as_ref());
                 error!(component = %name, panic = %message, "core task panicked; restarting it");
             }
             Err(e) => error!(component = %name, error = %e, "core task ended; restarting it"),
@@ -191,7 +191,7 @@ async fn supervise<F, Fut>(
 /// watch turns false once the lease was not renewed within `renewDeadline`), so no engine
 /// write outlives the lease.
 pub async fn engine(
-    ctx: Arc<crate::engine::reconcile::Context>,
+    ctx: Arc<crate::manager::reconcile::Context>,
     mut stop: watch::Receiver<bool>,
     leading: Option<watch::Receiver<bool>>,
 ) {
@@ -215,7 +215,7 @@ pub async fn engine(
             }
         }
     };
-    crate::engine::controller::run_with(ctx, None, shutdown).await;
+    crate::manager::controller::run_with(ctx, None, shutdown).await;
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

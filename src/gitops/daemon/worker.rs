@@ -41,7 +41,7 @@ pub(super) async fn cluster_worker(
             if !engine_started {
                 install_crds(&slot.cluster).await?;
                 let ctx = Arc::new(
-                    crate::engine::reconcile::Context::with_metrics(
+                    crate::manager::reconcile::Context::with_metrics(
                         slot.cluster.clone(),
                         shared.options.engine_poll,
                         shared.engine_metrics.clone(),

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 use tracing::{error, info, warn};
@@ -22,8 +21,8 @@ use tracing::{error, info, warn};
 use crate::api::{Instance, OperatorVersion};
 use crate::metrics::engine::{ErrorLabels, ReconcileLabels, ReconcileResult};
 
-use super::backoff::retry_delay;
 use super::reconcile::{Context, ReconcileError, reconcile};
+use crate::engine::backoff::retry_delay;
 
 /// Instance condition set while its reconcile panics (status `True`), `False` once a
 /// reconcile succeeds again.
@@ -217,8 +216,11 @@ async fn scrub_sensitive(inst: &Instance, ctx: &Context, message: &str) -> Strin
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| inst.namespace().unwrap_or_default());
-    let api: Api<OperatorVersion> = Api::namespaced(ctx.cluster.client().clone(), &ns);
-    let sensitive = match api.get_opt(&ov_name).await {
+    let sensitive = match ctx
+        .cluster
+        .get_resource_opt::<OperatorVersion>(&ns, &ov_name)
+        .await
+    {
         Ok(Some(ov)) => redact::sensitive_names(&ov.spec.parameters),
         _ => inst.spec.parameters.keys().cloned().collect(),
     };
@@ -231,12 +233,13 @@ async fn scrub_sensitive(inst: &Instance, ctx: &Context, message: &str) -> Strin
 /// Sets (`Some(message)`) or clears (`None`) the panic condition on the live Instance.
 /// Best effort: a cluster that cannot take the write still has the log and the metric.
 async fn set_panic_condition(inst: &Instance, ctx: &Context, message: Option<&str>) {
-    let api: Api<Instance> = Api::namespaced(
-        ctx.cluster.client().clone(),
-        &inst.namespace().unwrap_or_default(),
-    );
+    let namespace = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
-    let live = match api.get_opt(&name).await {
+    let live = match ctx
+        .cluster
+        .get_resource_opt::<Instance>(&namespace, &name)
+        .await
+    {
         Ok(Some(live)) => live,
         Ok(None) => return,
         Err(e) => {
@@ -282,8 +285,9 @@ async fn set_panic_condition(inst: &Instance, ctx: &Context, message: Option<&st
         }),
     }
     let patch = json!({"status": {"conditions": status.conditions}});
-    match api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    match ctx
+        .cluster
+        .merge_patch_resource_status::<Instance>(&namespace, &name, &patch)
         .await
     {
         Ok(_) if message.is_none() => {

@@ -27,8 +27,8 @@ use crate::api::{Instance, OperatorVersion};
 use crate::cluster::Cluster;
 
 use super::guard::{Panics, error_action, reconcile_guarded};
-use super::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL};
 use super::reconcile::Context;
+use crate::engine::objects::{HERITAGE_LABEL, HERITAGE_VALUE, INSTANCE_LABEL};
 
 /// Runs the engine for every Instance on `cluster` (in `namespace`, or all namespaces) until
 /// `shutdown` resolves.
@@ -145,7 +145,7 @@ where
     cluster.serve_from_cache(
         <K as k8s_openapi::Resource>::API_VERSION,
         <K as k8s_openapi::Resource>::KIND,
-        super::cache::lookup(store),
+        crate::engine::cache::lookup(store),
     );
     watcher(api::<K>(cluster.client(), namespace), owned.clone())
         .modify(|o| o.managed_fields_mut().clear())

@@ -9,10 +9,11 @@ use crate::api::{AppliedObject, OperatorVersionSpec, Task};
 use crate::cluster::{Cluster, ClusterError, ErrorKind, Health, ObjectRef, health};
 use crate::package::{RenderContext, RenderedObject, context_value, render_task};
 
-use super::objects::{Owner, decorate};
-use super::tasks::{TaskKind, ToggleMode, dummy, toggle_mode};
-use super::unknown_kind;
-use super::workflow::{StepRef, TaskOutcome, TaskRunner};
+pub use crate::engine::objects::applied_object;
+use crate::engine::objects::{Owner, decorate};
+use crate::engine::tasks::{TaskKind, ToggleMode, dummy, toggle_mode};
+use crate::engine::unknown_kind;
+use crate::engine::workflow::{StepRef, TaskOutcome, TaskRunner};
 
 /// Who the objects belong to, fixed for one reconcile.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +32,7 @@ pub struct InstanceInfo {
     /// The Instance's inventory (`status.applied`): objects kudo applied before.
     pub inventory: std::collections::BTreeSet<AppliedObject>,
     /// Objects that existed before kudo's first apply (the Instance's
-    /// [`super::objects::ADOPTED_OBJECTS_ANNOTATION`]).
+    /// [`crate::engine::objects::ADOPTED_OBJECTS_ANNOTATION`]).
     pub adopted: std::collections::BTreeSet<AppliedObject>,
 }
 
@@ -58,7 +59,7 @@ fn mark_adopted(obj: &mut Value, instance_uid: &str) {
             .or_insert_with(|| Value::Object(Default::default()));
         if let Some(a) = annotations.as_object_mut() {
             a.insert(
-                super::objects::ADOPTED_ANNOTATION.into(),
+                crate::engine::objects::ADOPTED_ANNOTATION.into(),
                 Value::String("true".into()),
             );
         }
@@ -159,13 +160,13 @@ impl ClusterRunner<'_> {
                 Ok(obj) => obj,
                 Err(e) => return outcome_of(&e),
             };
-            super::cache::stamp(&mut obj);
+            crate::engine::cache::stamp(&mut obj);
             // Applied once per step run: a later pass (or a restarted manager) finds the
             // object as kudo applied it in the watch cache and only reads its health.
             let current = ObjectRef::from_object(&obj)
                 .ok()
                 .and_then(|r| self.cluster.cached(&r))
-                .filter(|live| super::cache::carries(live, &obj));
+                .filter(|live| crate::engine::cache::carries(live, &obj));
             let live = match current {
                 Some(live) => live,
                 None => match self.cluster.apply(&obj).await {
@@ -361,7 +362,7 @@ impl ClusterRunner<'_> {
             // adopted: it goes when the last instance listing it goes.
             let preexisting = match self.cluster.get_opt(&r).await? {
                 None => false,
-                Some(live) => !super::prune::made_by_kudo(&live),
+                Some(live) => !crate::engine::prune::made_by_kudo(&live),
             };
             if preexisting {
                 self.record_adoption(&entry).await?;
@@ -410,7 +411,7 @@ impl ClusterRunner<'_> {
                 "metadata": {
                     "name": self.info.instance,
                     "namespace": self.info.namespace,
-                    "annotations": {super::objects::ADOPTED_OBJECTS_ANNOTATION: text},
+                    "annotations": {crate::engine::objects::ADOPTED_OBJECTS_ANNOTATION: text},
                 },
             }))
             .await
@@ -500,7 +501,7 @@ impl ClusterRunner<'_> {
         &self,
         stale: &[AppliedObject],
     ) -> Result<(Vec<AppliedObject>, Vec<String>), String> {
-        let claim = super::prune::Claim {
+        let claim = crate::engine::prune::Claim {
             operator: &self.info.operator,
             instance: &self.info.instance,
             namespace: &self.info.namespace,
@@ -549,7 +550,10 @@ impl ClusterRunner<'_> {
         // The child is an instance of its own operator; the parent is recorded by the
         // owner reference and the kudo.dev/instance label.
         if let Some(labels) = object.metadata.labels.as_mut() {
-            labels.insert(super::objects::OPERATOR_LABEL.into(), spec.package.clone());
+            labels.insert(
+                crate::engine::objects::OPERATOR_LABEL.into(),
+                spec.package.clone(),
+            );
         }
         let value = match serde_json::to_value(&object) {
             Ok(v) => v,
@@ -825,17 +829,6 @@ fn outcome_of(e: &ClusterError) -> TaskOutcome {
         ErrorKind::Invalid => TaskOutcome::Fatal(e.to_string()),
         _ => TaskOutcome::Error(e.to_string()),
     }
-}
-
-/// The inventory entry of a live or rendered object.
-pub fn applied_object(obj: &Value) -> Option<AppliedObject> {
-    let r = ObjectRef::from_object(obj).ok()?;
-    Some(AppliedObject {
-        api_version: r.api_version,
-        kind: r.kind,
-        namespace: r.namespace.unwrap_or_default(),
-        name: r.name,
-    })
 }
 
 fn describe(obj: &Value) -> String {
