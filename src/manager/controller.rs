@@ -60,7 +60,7 @@ pub async fn run_with(
     ctx.cluster.serve_from_cache(
         crate::api::API_VERSION,
         "Instance",
-        super::cache::lookup(instances.clone()),
+        crate::engine::cache::lookup(instances.clone()),
     );
     let noted = ctx.cluster.clone();
     let instance_events = kube::runtime::reflector(
@@ -83,7 +83,7 @@ pub async fn run_with(
     ctx.cluster.serve_from_cache(
         crate::api::API_VERSION,
         "OperatorVersion",
-        super::cache::lookup(versions.clone()),
+        crate::engine::cache::lookup(versions.clone()),
     );
     ctx.set_operator_versions(versions);
     let cluster = &ctx.cluster;
