@@ -69,6 +69,7 @@ fn config(work: &Path, repo: &Path) -> Config {
 fn options(sims: &[&SimCluster]) -> Options {
     Options {
         observe_interval: Duration::from_millis(200),
+        probe_interval: Duration::from_secs(1),
         engine_poll: Duration::from_millis(200),
         debounce: Duration::from_millis(100),
         sims: sims

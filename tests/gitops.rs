@@ -435,6 +435,7 @@ async fn serve_on_three_real_clusters() {
     }
     let options = Options {
         observe_interval: Duration::from_millis(300),
+        probe_interval: Duration::from_secs(1),
         engine_poll: Duration::from_millis(500),
         debounce: Duration::from_millis(100),
         ..Default::default()
@@ -636,6 +637,7 @@ async fn serve_on_hundred_simulated_clusters() {
     let config = Config::parse("kudo.yaml", &config_text, work.path()).expect("config");
     let options = Options {
         observe_interval: Duration::from_millis(500),
+        probe_interval: Duration::from_secs(1),
         engine_poll: Duration::from_secs(1),
         debounce: Duration::from_millis(100),
         ..Default::default()
@@ -748,6 +750,7 @@ async fn rejected_credentials_mark_only_that_cluster_down() {
     let config = Config::parse("kudo.yaml", &config_text, work.path()).expect("config");
     let options = Options {
         observe_interval: Duration::from_millis(200),
+        probe_interval: Duration::from_secs(1),
         engine_poll: Duration::from_millis(200),
         debounce: Duration::from_millis(100),
         ..Default::default()
@@ -880,6 +883,7 @@ async fn a_watched_local_directory_applies_each_settled_edit() {
     let config = Config::parse("kudo.yaml", &config_text, work.path()).expect("config");
     let options = Options {
         observe_interval: Duration::from_millis(500),
+        probe_interval: Duration::from_secs(1),
         engine_poll: Duration::from_millis(500),
         debounce: Duration::from_millis(100),
         ..Default::default()

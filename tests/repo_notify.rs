@@ -565,6 +565,7 @@ async fn run_serve(config_text: &str, base: &Path) -> (Daemon, Duration) {
     let config = Config::parse("kudo.yaml", config_text, base).expect("config");
     let options = Options {
         observe_interval: Duration::from_millis(200),
+        probe_interval: Duration::from_secs(1),
         engine_poll: Duration::from_millis(200),
         debounce: Duration::from_millis(50),
         ..Default::default()

@@ -281,6 +281,14 @@ impl Cluster {
             .clone()
     }
 
+    /// One cheap request (`GET /version`, no storage behind it) that says whether the API
+    /// server answers: liveness for a handle whose reads come from watches.
+    pub async fn probe(&self) -> Result<()> {
+        self.call("probe", &"/version", self.client.apiserver_version())
+            .await
+            .map(|_| ())
+    }
+
     pub fn client(&self) -> &kube::Client {
         &self.client
     }

@@ -156,6 +156,7 @@ impl Fleet {
     pub fn options(&self) -> Options {
         Options {
             observe_interval: Duration::from_millis(200),
+            probe_interval: Duration::from_millis(500),
             engine_poll: Duration::from_millis(200),
             debounce: Duration::from_millis(50),
             sims: self.sims.clone(),

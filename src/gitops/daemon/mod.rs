@@ -77,6 +77,10 @@ pub enum ServeError {
 pub struct Options {
     /// How often each cluster worker re-observes its Instances without an event.
     pub observe_interval: Duration,
+    /// How often a cluster worker asks the API server whether it answers (`GET /version`).
+    /// Instances come from the watch cache and an open watch stays quiet through a
+    /// partition, so without this probe a converged cluster would never be seen down.
+    pub probe_interval: Duration,
     /// The engine's re-check interval for running plans.
     pub engine_poll: Duration,
     /// Quiet period before a changed local directory is loaded.
@@ -91,6 +95,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             observe_interval: Duration::from_secs(2),
+            probe_interval: Duration::from_secs(10),
             engine_poll: Duration::from_secs(2),
             debounce: Duration::from_millis(300),
             sims: BTreeMap::new(),

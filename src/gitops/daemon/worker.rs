@@ -23,6 +23,8 @@ pub(super) async fn cluster_worker(
     let name = slot.info.name.clone();
     let mut engine_started = false;
     let mut failures: u32 = 0;
+    // When the API server last answered the probe (see `Options::probe_interval`).
+    let mut probed: Option<std::time::Instant> = None;
     if let Some(mut leading) = shared.leading.clone()
         && !*leading.borrow()
     {
@@ -60,9 +62,17 @@ pub(super) async fn cluster_worker(
                     info!(cluster = %name, "CRDs installed, engine started");
                 }
             }
-            work(&shared, &slot).await
+            work(&shared, &slot).await?;
+            if probed.is_none_or(|at| at.elapsed() >= shared.options.probe_interval) {
+                slot.cluster.probe().await?;
+                probed = Some(std::time::Instant::now());
+            }
+            Ok(())
         }
         .await;
+        if result.is_err() {
+            probed = None;
+        }
         let delay = match result {
             Ok(()) => {
                 failures = 0;
