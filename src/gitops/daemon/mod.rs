@@ -209,6 +209,7 @@ impl Daemon {
                 apply: Mutex::new(BTreeSet::new()),
                 delete: Mutex::new(BTreeSet::new()),
                 relabel: Mutex::new(BTreeSet::new()),
+                observed_changes: Mutex::new(None),
             }));
         }
         let repo_wake = config
@@ -244,6 +245,7 @@ impl Daemon {
             desired: RwLock::new(None),
             rollouts: Mutex::new(BTreeMap::new()),
             passes: Default::default(),
+            observations: Default::default(),
             planned: Mutex::new(PlanSummary::default()),
             registry: Arc::new(registry),
             engine_metrics: metrics.engine.clone(),

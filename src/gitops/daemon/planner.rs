@@ -18,11 +18,17 @@ use crate::gitops::ownership::{self, Decision, Owner, RepoState};
 use crate::gitops::rollout::{self, Progress, State};
 use crate::metrics::gitops::RolloutState;
 
-/// Runs a planner pass whenever one was requested, until stopped.
+/// Runs a planner pass whenever one was requested, and at least every observe interval
+/// (workers of quiet clusters request none), until stopped.
 pub(super) async fn planner(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = shared
+        .options
+        .observe_interval
+        .max(Duration::from_millis(10));
     loop {
         tokio::select! {
             _ = shared.plan_wake.notified() => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let started = Instant::now();

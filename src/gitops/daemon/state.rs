@@ -148,6 +148,10 @@ pub(super) struct ClusterSlot {
     pub(super) delete: Mutex<BTreeSet<String>>,
     /// Instance keys whose ownership labels to rewrite (legacy or moved instances).
     pub(super) relabel: Mutex<BTreeSet<String>>,
+    /// The Instance watch's change count when `seen` was last built from its cache: an
+    /// unchanged count means an unchanged observation, so a quiet cluster costs its worker
+    /// no copy and the planner no pass.
+    pub(super) observed_changes: Mutex<Option<u64>>,
 }
 
 pub struct Shared {
@@ -162,6 +166,8 @@ pub struct Shared {
     pub(super) rollouts: Mutex<BTreeMap<String, State>>,
     /// Planner passes so far (tests wait on progress, not on time).
     pub(super) passes: std::sync::atomic::AtomicU64,
+    /// Observations the cluster workers built (a quiet fleet builds none).
+    pub(super) observations: std::sync::atomic::AtomicU64,
     /// What the last planner pass concluded, per revision (cheap to read while converging).
     pub(super) planned: Mutex<PlanSummary>,
     /// Every subsystem's metrics, served at `/metrics`.
@@ -244,6 +250,11 @@ impl Shared {
 
     pub fn passes(&self) -> u64 {
         self.passes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many times a cluster worker rebuilt its observation of the cluster's Instances.
+    pub fn observations(&self) -> u64 {
+        self.observations.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// "This process can do its job": a desired state was loaded and no core task (planner,

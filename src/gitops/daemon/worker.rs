@@ -258,16 +258,25 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
             cluster.delete_uid(r, uid.as_deref()).await?;
         }
     }
-    // From the engine's Instance watch once it has listed; the API until then.
+    // From the engine's Instance watch once it has listed; the API until then. The count is
+    // read before the cache, so an event landing in between is seen by the next pass.
+    let changes = *cluster
+        .changes(crate::api::API_VERSION, "Instance")
+        .borrow();
+    if *lock(&slot.observed_changes) == Some(changes) {
+        return Ok(());
+    }
     let selector = format!("{MANAGED_LABEL}={FIELD_MANAGER}");
-    let live = match cluster.cached_list_all(crate::api::API_VERSION, "Instance", &selector) {
-        Some(cached) => cached,
-        None => {
-            cluster
-                .list(&[(crate::api::API_VERSION, "Instance")], None, &selector)
-                .await?
-        }
-    };
+    let (live, from_cache) =
+        match cluster.cached_list_all(crate::api::API_VERSION, "Instance", &selector) {
+            Some(cached) => (cached, true),
+            None => (
+                cluster
+                    .list(&[(crate::api::API_VERSION, "Instance")], None, &selector)
+                    .await?,
+                false,
+            ),
+        };
     let mut seen = BTreeMap::new();
     for v in live {
         if let Ok(instance) = serde_json::from_value::<Instance>(v) {
@@ -292,6 +301,10 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
         }
         *previous = Some(Arc::new(seen));
     }
+    *lock(&slot.observed_changes) = from_cache.then_some(changes);
+    shared
+        .observations
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     shared.request_plan();
     Ok(())
 }
