@@ -70,6 +70,7 @@ fn options(sims: &[&SimCluster]) -> Options {
     Options {
         observe_interval: Duration::from_millis(200),
         probe_interval: Duration::from_secs(1),
+        clock: Default::default(),
         engine_poll: Duration::from_millis(200),
         debounce: Duration::from_millis(100),
         sims: sims

@@ -240,6 +240,7 @@ async fn serve_dry_run_reports_and_leaves_the_cluster_untouched() {
     let options = Options {
         observe_interval: Duration::from_millis(100),
         probe_interval: Duration::from_secs(1),
+        clock: Default::default(),
         engine_poll: Duration::from_millis(100),
         debounce: Duration::from_millis(50),
         ..Default::default()

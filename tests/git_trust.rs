@@ -177,6 +177,7 @@ async fn start(config_text: &str, base: &Path) -> (Daemon, SocketAddr) {
     let options = Options {
         observe_interval: Duration::from_millis(200),
         probe_interval: Duration::from_secs(1),
+        clock: Default::default(),
         engine_poll: Duration::from_millis(200),
         debounce: Duration::from_millis(100),
         ..Default::default()

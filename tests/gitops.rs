@@ -436,6 +436,7 @@ async fn serve_on_three_real_clusters() {
     let options = Options {
         observe_interval: Duration::from_millis(300),
         probe_interval: Duration::from_secs(1),
+        clock: Default::default(),
         engine_poll: Duration::from_millis(500),
         debounce: Duration::from_millis(100),
         ..Default::default()
@@ -638,6 +639,7 @@ async fn serve_on_hundred_simulated_clusters() {
     let options = Options {
         observe_interval: Duration::from_millis(500),
         probe_interval: Duration::from_secs(1),
+        clock: Default::default(),
         engine_poll: Duration::from_secs(1),
         debounce: Duration::from_millis(100),
         ..Default::default()
@@ -751,6 +753,7 @@ async fn rejected_credentials_mark_only_that_cluster_down() {
     let options = Options {
         observe_interval: Duration::from_millis(200),
         probe_interval: Duration::from_secs(1),
+        clock: Default::default(),
         engine_poll: Duration::from_millis(200),
         debounce: Duration::from_millis(100),
         ..Default::default()
@@ -884,6 +887,7 @@ async fn a_watched_local_directory_applies_each_settled_edit() {
     let options = Options {
         observe_interval: Duration::from_millis(500),
         probe_interval: Duration::from_secs(1),
+        clock: Default::default(),
         engine_poll: Duration::from_millis(500),
         debounce: Duration::from_millis(100),
         ..Default::default()

@@ -566,6 +566,7 @@ async fn run_serve(config_text: &str, base: &Path) -> (Daemon, Duration) {
     let options = Options {
         observe_interval: Duration::from_millis(200),
         probe_interval: Duration::from_secs(1),
+        clock: Default::default(),
         engine_poll: Duration::from_millis(200),
         debounce: Duration::from_millis(50),
         ..Default::default()

@@ -146,6 +146,7 @@ async fn todays_format_is_taken_over_without_deleting_or_rerunning_anything() {
     let options = || Options {
         observe_interval: Duration::from_millis(300),
         probe_interval: Duration::from_secs(1),
+        clock: Default::default(),
         engine_poll: Duration::from_millis(300),
         debounce: Duration::from_millis(100),
         ..Default::default()

@@ -17,6 +17,7 @@ pub mod package;
 pub mod plan;
 pub mod render;
 pub mod repo;
+pub mod rollout;
 pub mod serve;
 pub mod sim;
 pub mod status;
@@ -60,6 +61,8 @@ pub enum Command {
     Status(status::Args),
     /// GitOps deletions held over `maxDeletions`: `kudo deletions confirm REPO --revision R`.
     Deletions(deletions::Args),
+    /// Staged rollouts of a running `kudo serve`: approve a stage, pause, resume, status.
+    Rollout(rollout::Args),
     /// Scale measurements: fan-out to many simulated clusters, rollouts, restarts, Git sync,
     /// rendering (prints tables, writes JSON).
     Bench(bench::Args),
@@ -139,6 +142,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Serve(args) => serve::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Deletions(args) => deletions::run(args).await,
+        Command::Rollout(args) => rollout::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Workloads(args) => workloads::run(args).await,
         Command::Repo(args) => repo::run(args).await,

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::placement::{ClusterInfo, LabelSelector, targets};
-use super::rollout::{Count, Strategy};
+use super::rollout::Strategy;
 use crate::api::{Operator, OperatorVersion};
 use crate::package::{
     FileTree, Package, PackageError, RenderContext, context_value, params_value, render_plan,
@@ -85,6 +85,8 @@ pub struct DesiredInstance {
     pub parameters: BTreeMap<String, String>,
     pub strategy: Strategy,
     pub canary: Vec<String>,
+    /// The rollout model over `targets` (today's forms read as stages too).
+    pub rollout: super::stages::RolloutSpec,
     /// Target cluster names, in configuration order.
     pub targets: Vec<String>,
     /// Whether drift is repaired (`spec.selfHeal`, default true); applied to the Instance
@@ -155,23 +157,11 @@ struct DocSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct DocPlacement {
     cluster_selector: LabelSelector,
+    /// `parallel`, `serial` or a mapping (see [`super::stage_doc`]).
     #[serde(default)]
-    rollout: Option<DocRollout>,
+    rollout: Option<Value>,
     #[serde(default)]
     canary: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum DocRollout {
-    Named(String),
-    Waves(DocWaves),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DocWaves {
-    max_unavailable: Value,
 }
 
 /// A view of a subfolder of a tree, so a package loads from `frameworks/<n>/<v>/`.
@@ -733,6 +723,27 @@ fn key_line(text: &str, key: &str) -> Option<u64> {
         .map(|i| i as u64 + 1)
 }
 
+/// The line of `key` inside `placement.rollout` (inside its stage `stage`, counted by the
+/// stages' `name:` keys, when given).
+fn rollout_line(text: &str, stage: Option<usize>, key: &str) -> Option<u64> {
+    let from = |line: u64, key: &str| -> Option<u64> {
+        let skip = line.saturating_sub(1) as usize;
+        let rest = text.lines().skip(skip).collect::<Vec<_>>().join("\n");
+        key_line(&rest, key).map(|n| n + skip as u64)
+    };
+    let mut line = from(1, "rollout")?;
+    if let Some(i) = stage {
+        line = from(line, "stages")?;
+        for _ in 0..=i {
+            line = from(line + 1, "name")?;
+        }
+        if key == "name" {
+            return Some(line);
+        }
+    }
+    from(line, key)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn instance(
     l: &mut Loader<'_>,
@@ -818,30 +829,7 @@ fn instance(
             );
         }
     }
-    let strategy = match &doc.spec.placement.rollout {
-        None => Strategy::Parallel,
-        Some(DocRollout::Named(s)) if s == "parallel" => Strategy::Parallel,
-        Some(DocRollout::Named(s)) if s == "serial" => Strategy::Serial,
-        Some(DocRollout::Named(s)) => {
-            l.error(
-                file,
-                at("rollout"),
-                format!("placement.rollout {s:?} is not parallel, serial or {{maxUnavailable: N}}"),
-            );
-            Strategy::Parallel
-        }
-        Some(DocRollout::Waves(w)) => match parse_count(&w.max_unavailable) {
-            Ok(c) => Strategy::MaxUnavailable(c),
-            Err(reason) => {
-                l.error(
-                    file,
-                    at("maxUnavailable"),
-                    format!("placement.rollout.maxUnavailable {reason}"),
-                );
-                Strategy::Parallel
-            }
-        },
-    };
+    let targets = targets(&doc.spec.placement.cluster_selector, clusters);
     let mut parameters = BTreeMap::new();
     for (k, v) in &doc.spec.parameters {
         let s = match v {
@@ -873,6 +861,25 @@ fn instance(
         return None;
     };
     let spec = &fw.operator_version.spec;
+    let plans: BTreeSet<String> = spec.plans.keys().cloned().collect();
+    let rollout = match super::stage_doc::read(
+        doc.spec.placement.rollout.as_ref(),
+        &super::stage_doc::Context {
+            targets: &targets,
+            canary: &doc.spec.placement.canary,
+            clusters,
+            plans: &plans,
+        },
+    ) {
+        Ok(read) => Some(read),
+        Err(problems) => {
+            for p in problems {
+                let line = rollout_line(text, p.stage, &p.key).map(|n| n + start - 1);
+                l.error(file, line.or(at("rollout")), p.reason);
+            }
+            None
+        }
+    };
     let resolved = match resolve_parameters(&spec.parameters, &parameters, None) {
         Ok(r) => r,
         Err(errors) => {
@@ -929,6 +936,7 @@ fn instance(
     if l.errors.len() > before {
         return None;
     }
+    let (rollout, strategy) = rollout?;
     Some(DesiredInstance {
         file: file.to_string(),
         name: doc.metadata.name,
@@ -944,35 +952,18 @@ fn instance(
         parameters,
         strategy,
         canary: doc.spec.placement.canary,
-        targets: targets(&doc.spec.placement.cluster_selector, clusters),
+        rollout,
+        targets,
         self_heal: doc.spec.self_heal.unwrap_or(true),
         deletion_protection: doc.spec.deletion_protection.unwrap_or(false),
         repository: String::new(),
     })
 }
 
-fn parse_count(v: &Value) -> Result<Count, String> {
-    match v {
-        Value::Number(n) => match n.as_u64() {
-            Some(n) if n >= 1 => Ok(Count::Fixed(n as u32)),
-            _ => Err(format!("{n} must be a whole number ≥ 1")),
-        },
-        Value::String(s) => match s.strip_suffix('%').map(str::parse::<u32>) {
-            Some(Ok(p)) if (1..=100).contains(&p) => Ok(Count::Percent(p)),
-            _ => match s.parse::<u32>() {
-                Ok(n) if n >= 1 => Ok(Count::Fixed(n)),
-                _ => Err(format!(
-                    "{s:?} must be a number ≥ 1 or a percentage like \"25%\""
-                )),
-            },
-        },
-        other => Err(format!("{other} must be a number or a percentage")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gitops::rollout::Count;
     use crate::package::{DirTree, MemTree};
 
     fn clusters() -> Vec<ClusterInfo> {
@@ -1292,6 +1283,138 @@ mod tests {
             e.contains(
                 "instance messaging/edge-relay is also defined in instances/all/edge-relay.yaml"
             ),
+            "{e}"
+        );
+    }
+
+    const STAGED: &str = "apiVersion: kudo.dev/v1beta1
+kind: Instance
+metadata:
+  name: staged
+  namespace: messaging
+spec:
+  framework: relay
+  version: 2.0.0
+  placement:
+    clusterSelector: {}
+    rollout:
+      maxFailures: 1
+      progressDeadline: 30m
+      stages:
+        - name: canary
+          clusters: [staging]
+          gates:
+            - bake: 10m
+        - name: prod
+          clusterSelector: {matchLabels: {env: prod}}
+          maxUnavailable: 25%
+          gates:
+            - approval: {}
+";
+
+    #[test]
+    fn a_staged_rollout_resolves_its_stages_over_the_targets() {
+        let tree = example_with(&[("instances/zz.yaml", Some(STAGED))]);
+        let d = load(&tree, REV, &clusters()).expect("loads");
+        let r = &d.instances["messaging/staged"].rollout;
+        let stages: Vec<(&str, Vec<&str>)> = r
+            .stages
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.clusters.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                ("canary", vec!["staging"]),
+                ("prod", vec!["prod"]),
+                ("remaining", vec!["dev"])
+            ]
+        );
+        assert_eq!(r.max_failures, 1);
+        assert_eq!(
+            r.progress_deadline,
+            Some(std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(
+            r.stages[0].gates,
+            [crate::gitops::stages::Gate::Bake(
+                std::time::Duration::from_secs(600)
+            )]
+        );
+        assert_eq!(r.stages[1].gates, [crate::gitops::stages::Gate::Approval]);
+        assert_eq!(
+            r.stages[1].strategy,
+            Strategy::MaxUnavailable(Count::Percent(25))
+        );
+    }
+
+    #[test]
+    fn staged_rollout_problems_are_named_with_their_lines() {
+        let bad = |from: &str, to: &str| {
+            assert!(STAGED.contains(from), "{from}");
+            errors(&example_with(&[(
+                "instances/zz.yaml",
+                Some(&STAGED.replace(from, to)),
+            )]))
+        };
+        let e = bad("maxFailures: 1", "maxFailurez: 1");
+        assert!(
+            e.contains("instances/zz.yaml:12: placement.rollout: unknown field `maxFailurez`"),
+            "{e}"
+        );
+        let e = bad("- bake: 10m", "- bake: 10 minutes");
+        assert!(
+            e.contains(
+                "instances/zz.yaml:18: placement.rollout.stages[0].gates[0].bake \"10 minutes\""
+            ),
+            "{e}"
+        );
+        let e = bad("clusters: [staging]", "clusters: [moon]");
+        assert!(
+            e.contains("instances/zz.yaml:16: placement.rollout.stages[0].clusters names \"moon\", which is not a registered cluster"),
+            "{e}"
+        );
+        let e = bad("- name: prod", "- name: canary");
+        assert!(
+            e.contains("instances/zz.yaml:19: placement.rollout.stages[1].name \"canary\" must be non-empty, unique"),
+            "{e}"
+        );
+        let e = bad(
+            "          clusterSelector: {matchLabels: {env: prod}}\n",
+            "",
+        );
+        assert!(
+            e.contains("instances/zz.yaml:19: placement.rollout.stages[1] (prod) needs exactly one of clusters or clusterSelector"),
+            "{e}"
+        );
+        let e = bad("- approval: {}", "- plan: smoke-test");
+        assert!(
+            e.contains("instances/zz.yaml:23: placement.rollout.stages[1].gates[0].plan names \"smoke-test\", which the framework does not have (plans: deploy"),
+            "{e}"
+        );
+        let e = bad("maxUnavailable: 25%", "maxUnavailable: 0");
+        assert!(
+            e.contains("instances/zz.yaml:21: placement.rollout.stages[1].maxUnavailable"),
+            "{e}"
+        );
+        let e = bad("progressDeadline: 30m", "progressDeadline: soon");
+        assert!(
+            e.contains("instances/zz.yaml:13: placement.rollout.progressDeadline \"soon\""),
+            "{e}"
+        );
+        let e = bad("maxFailures: 1", "onFailure: sometimes");
+        assert!(
+            e.contains("instances/zz.yaml:12: placement.rollout.onFailure \"sometimes\" is not halt or revert"),
+            "{e}"
+        );
+        let e = bad("    rollout:\n", "    canary: [dev]\n    rollout:\n");
+        assert!(
+            e.contains("placement.canary and placement.rollout.stages together"),
             "{e}"
         );
     }

@@ -13,6 +13,8 @@ pub mod placement;
 pub mod rollout;
 pub mod serve;
 pub mod signing;
+pub mod stage_doc;
+pub mod stages;
 pub mod status;
 pub mod supervise;
 pub mod sync;

@@ -70,8 +70,16 @@ pub enum State {
         wave: usize,
         waves: usize,
     },
+    /// A gate of a stage holds the rollout (see [`super::stages`]).
+    Waiting {
+        stage: String,
+        gate: String,
+        reason: String,
+    },
+    /// `paused`: nothing more is applied; what runs keeps running.
+    Paused,
     Complete,
-    /// A cluster failed; no further cluster gets the spec.
+    /// More clusters failed than the rollout tolerates; no further cluster gets the spec.
     Halted {
         cluster: String,
         reason: String,

@@ -32,10 +32,16 @@ pub enum EventKind {
     DeletionsHeld,
     /// A write through the API (confirming deletions, ...), with the token's name.
     ApiWrite,
+    /// A rollout waits for a gate (bake, prometheus, plan).
+    GateWaiting,
+    /// A rollout waits for a person to approve a stage.
+    ApprovalRequired,
+    RolloutPaused,
+    RolloutResumed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::PlanStarted,
         EventKind::PlanComplete,
         EventKind::PlanFatalError,
@@ -45,6 +51,10 @@ impl EventKind {
         EventKind::ClusterUp,
         EventKind::DeletionsHeld,
         EventKind::ApiWrite,
+        EventKind::GateWaiting,
+        EventKind::ApprovalRequired,
+        EventKind::RolloutPaused,
+        EventKind::RolloutResumed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +68,10 @@ impl EventKind {
             EventKind::ClusterUp => "clusterUp",
             EventKind::DeletionsHeld => "deletionsHeld",
             EventKind::ApiWrite => "apiWrite",
+            EventKind::GateWaiting => "gateWaiting",
+            EventKind::ApprovalRequired => "approvalRequired",
+            EventKind::RolloutPaused => "rolloutPaused",
+            EventKind::RolloutResumed => "rolloutResumed",
         }
     }
 }

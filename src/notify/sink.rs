@@ -30,7 +30,11 @@ pub fn request(kind: &SinkKind, token: Option<&str>, event: &Event) -> Option<Re
                 EventKind::ClusterDown
                 | EventKind::ClusterUp
                 | EventKind::DeletionsHeld
-                | EventKind::ApiWrite => return None,
+                | EventKind::ApiWrite
+                | EventKind::GateWaiting
+                | EventKind::ApprovalRequired
+                | EventKind::RolloutPaused
+                | EventKind::RolloutResumed => return None,
             };
             let url = format!(
                 "{}/repos/{owner}/{repo}/statuses/{sha}",
@@ -62,7 +66,11 @@ pub fn request(kind: &SinkKind, token: Option<&str>, event: &Event) -> Option<Re
                 EventKind::ClusterDown
                 | EventKind::ClusterUp
                 | EventKind::DeletionsHeld
-                | EventKind::ApiWrite => return None,
+                | EventKind::ApiWrite
+                | EventKind::GateWaiting
+                | EventKind::ApprovalRequired
+                | EventKind::RolloutPaused
+                | EventKind::RolloutResumed => return None,
             };
             let id: String = form_urlencoded::byte_serialize(project.as_bytes()).collect();
             let url = format!(

@@ -93,9 +93,41 @@ pub fn flag(text: &str) -> Result<Duration, String> {
     parse_go(text).map_err(|e| e.to_string())
 }
 
+/// A duration the way [`parse`] reads it back, to whole seconds (`1h30m`, `10m`, `45s`;
+/// under a second: `0s`), for messages.
+pub fn format(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_reads_back() {
+        for (d, text) in [
+            (5400, "1h30m"),
+            (600, "10m"),
+            (45, "45s"),
+            (0, "0s"),
+            (3601, "1h1s"),
+        ] {
+            assert_eq!(format(Duration::from_secs(d)), text);
+            assert_eq!(parse(text), Ok(Duration::from_secs(d)));
+        }
+    }
 
     #[test]
     fn go_syntax_everywhere() {

@@ -3,6 +3,7 @@
 //! else of the crate, so every folder can use it without forming an import cycle (see
 //! `tests/module_graph.rs`).
 
+pub mod clock;
 pub mod dns;
 pub mod duration;
 pub mod subset;

@@ -157,6 +157,7 @@ impl Fleet {
         Options {
             observe_interval: Duration::from_millis(200),
             probe_interval: Duration::from_millis(500),
+            clock: Default::default(),
             engine_poll: Duration::from_millis(200),
             debounce: Duration::from_millis(50),
             sims: self.sims.clone(),

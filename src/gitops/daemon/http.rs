@@ -83,6 +83,10 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
             post(confirm_deletions),
         )
         .route(
+            "/api/v1/rollouts/{namespace}/{name}/{action}",
+            post(rollout_action),
+        )
+        .route(
             "/api/v1/hooks/git",
             post(hook).layer(axum::extract::DefaultBodyLimit::max(
                 crate::gitops::webhook::MAX_BODY_BYTES,
@@ -144,6 +148,62 @@ async fn confirm_deletions(
     match s.confirm_deletions(&name, &body.revision, &caller.0) {
         Ok(count) => axum::Json(json!({"repository": name, "confirmed": count})).into_response(),
         Err(reason) => (axum::http::StatusCode::CONFLICT, format!("{reason}\n")).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    stage: String,
+}
+
+/// `POST /api/v1/rollouts/{namespace}/{name}/approve` with `{"stage": "prod"}`, `.../pause`
+/// and `.../resume` (writes: see [`require_api_token`]). 404 for an unknown instance or
+/// action, 409 when the rollout is not in a state the action applies to.
+async fn rollout_action(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    axum::extract::Path((namespace, name, action)): axum::extract::Path<(String, String, String)>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use super::rollouts::RolloutError;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let key = format!("{namespace}/{name}");
+    let result = match action.as_str() {
+        "approve" => {
+            let body: ApproveBody = match serde_json::from_slice(&body) {
+                Ok(b) => b,
+                Err(e) => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("expected a JSON body {{\"stage\": \"<stage>\"}}: {e}\n"),
+                    )
+                        .into_response();
+                }
+            };
+            s.approve_stage(&key, &body.stage, &caller.0)
+                .map(|()| json!({"instance": key, "approved": body.stage, "by": caller.0}))
+        }
+        "pause" | "resume" => s.set_paused(&key, action == "pause", &caller.0).map(
+            |changed| json!({"instance": key, "paused": action == "pause", "changed": changed}),
+        ),
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("no rollout action {other:?} (approve, pause, resume)\n"),
+            )
+                .into_response();
+        }
+    };
+    match result {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e @ RolloutError::Unknown { .. }) => {
+            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
+        Err(e @ RolloutError::Conflict(_)) => {
+            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod http;
 mod planner;
 #[cfg(test)]
 mod planner_tests;
+pub mod rollouts;
 mod state;
 mod status;
 #[cfg(test)]
@@ -65,6 +66,8 @@ pub enum ServeError {
         #[source]
         source: ClusterError,
     },
+    #[error("rollout state {0}")]
+    RolloutState(String),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -81,6 +84,8 @@ pub struct Options {
     /// Instances come from the watch cache and an open watch stays quiet through a
     /// partition, so without this probe a converged cluster would never be seen down.
     pub probe_interval: Duration,
+    /// The clock of rollout timing (bake, progress deadlines); tests move a manual one.
+    pub clock: crate::util::clock::Clock,
     /// The engine's re-check interval for running plans.
     pub engine_poll: Duration,
     /// Quiet period before a changed local directory is loaded.
@@ -96,6 +101,7 @@ impl Default for Options {
         Options {
             observe_interval: Duration::from_secs(2),
             probe_interval: Duration::from_secs(10),
+            clock: crate::util::clock::Clock::system(),
             engine_poll: Duration::from_secs(2),
             debounce: Duration::from_millis(300),
             sims: BTreeMap::new(),
@@ -235,6 +241,8 @@ impl Daemon {
         }
         let notifier = crate::notify::Notifier::start(&config.notifications, &mut registry);
         let health = crate::gitops::supervise::Health::register(&mut registry);
+        let saved = rollouts::load(&config.cache_dir.join(rollouts::STATE_FILE))
+            .map_err(ServeError::RolloutState)?;
         let shared = Arc::new(Shared {
             config: config.clone(),
             options,
@@ -245,6 +253,9 @@ impl Daemon {
             desired: RwLock::new(None),
             rollouts: Mutex::new(BTreeMap::new()),
             passes: Default::default(),
+            rollout_memory: Mutex::new(saved.rollouts.clone()),
+            rollout_pauses: Mutex::new(saved.pauses.clone()),
+            rollout_saved: Mutex::new(Some(saved)),
             observations: Default::default(),
             planned: Mutex::new(PlanSummary::default()),
             registry: Arc::new(registry),

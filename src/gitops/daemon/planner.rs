@@ -16,6 +16,7 @@ use super::state::{Observation, PlanSummary, Seen, Shared, lock};
 use crate::gitops::desired::{DesiredState, short};
 use crate::gitops::ownership::{self, Decision, Owner, RepoState};
 use crate::gitops::rollout::{self, Progress, State};
+use crate::gitops::stages;
 use crate::metrics::gitops::RolloutState;
 
 /// Runs a planner pass whenever one was requested, and at least every observe interval
@@ -63,6 +64,13 @@ pub(super) struct Inputs<'a> {
     pub revision_times: &'a BTreeMap<String, i64>,
     /// Unix seconds now (for the commit-to-converged time).
     pub now: i64,
+    /// Unix milliseconds now (bake, progress deadlines).
+    pub now_ms: i64,
+    /// Instance key → what the control plane remembers of its rollout (see
+    /// [`stages::Memory`]).
+    pub memory: &'a BTreeMap<String, stages::Memory>,
+    /// Instance key → who paused its rollout through the API (beside `paused` in Git).
+    pub pauses: &'a BTreeMap<String, stages::Approval>,
 }
 
 /// One instance's rollout as a pass sees it.
@@ -96,6 +104,8 @@ pub(super) struct PlanActions {
     pub ownership: Decision,
     /// Cluster → desired Instances another control plane owns there (`key: why`).
     pub conflicts: BTreeMap<String, Vec<String>>,
+    /// The rollouts' memory after this pass (desired instances only).
+    pub memory: BTreeMap<String, stages::Memory>,
 }
 
 /// One planner pass: per desired instance, the progress on each target, the rollout plan and
@@ -119,8 +129,22 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
             };
             observed.insert(name.clone(), progress_on(key, name, seen.as_deref(), inst));
         }
-        let waves = rollout::waves(inst.strategy, &inst.targets, &inst.canary);
-        let p = rollout::plan(&waves, &observed);
+        let spec_id = spec_id(inst);
+        let p = stages::decide(&stages::Input {
+            instance: key,
+            spec: &inst.rollout,
+            spec_id: &spec_id,
+            observed: &observed,
+            memory: inputs.memory.get(key),
+            paused: inputs.pauses.contains_key(key),
+            external: &BTreeMap::new(),
+            now: inputs.now_ms,
+        });
+        out.memory.insert(key.clone(), p.memory);
+        let p = rollout::RolloutPlan {
+            apply_now: p.apply_now,
+            state: p.phase,
+        };
         for c in &p.apply_now {
             // Never applied over another control plane's Instance.
             if foreign(inputs.observed.get(c), key).is_none() {
@@ -190,6 +214,21 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
     }
     out.ownership = ownership::decide(&desired.instances, inputs.repos, &lives);
     out
+}
+
+/// What identifies a desired spec for the rollout's memory: a new version or parameter
+/// starts a new rollout (approvals and bake times do not carry over).
+fn spec_id(inst: &crate::gitops::desired::DesiredInstance) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(inst.operator_version.as_bytes());
+    for (k, v) in &inst.parameters {
+        h.update([0]);
+        h.update(k.as_bytes());
+        h.update([1]);
+        h.update(v.as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 /// The desired spec's progress on one cluster. A cluster never observed is unknown: it is
@@ -267,6 +306,8 @@ impl Shared {
             .collect();
         let repos = self.repo_states();
         let previous = lock(&self.rollouts).clone();
+        let memory = lock(&self.rollout_memory).clone();
+        let pauses = lock(&self.rollout_pauses).clone();
         let converging = lock(&self.converging).clone();
         let revision_times: BTreeMap<String, i64> = {
             let times = lock(&self.revision_times);
@@ -284,6 +325,9 @@ impl Shared {
             converging: &converging,
             revision_times: &revision_times,
             now: jiff::Timestamp::now().as_second(),
+            now_ms: self.options.clock.now_ms(),
+            memory: &memory,
+            pauses: &pauses,
         });
         self.publish(&desired, actions);
     }
@@ -300,16 +344,31 @@ impl Shared {
             summary,
             ownership,
             mut conflicts,
+            memory,
         } = actions;
+        *lock(&self.rollout_memory) = memory;
         let gm = &self.metrics.gitops;
+        let before = lock(&self.rollouts).clone();
         for (key, r) in &rollouts {
             if let Some(inst) = desired.instances.get(key) {
                 gm.set_rollout(&inst.namespace, &inst.name, &r.counts);
             }
             if r.changed {
+                if before.get(key) == Some(&State::Paused) {
+                    self.notifier.emit(
+                        crate::notify::Event::new(
+                            crate::notify::EventKind::RolloutResumed,
+                            "resumed",
+                            format!("rollout of {key} resumed"),
+                        )
+                        .instance(key)
+                        .revision(&desired.revision),
+                    );
+                }
                 self.report_transition(key, &r.state, &desired.revision);
             }
         }
+        self.save_rollout_state();
         for (framework, seconds) in converged {
             gm.commit_to_converged
                 .get_or_create(&crate::metrics::gitops::OperatorLabels {
@@ -380,6 +439,39 @@ impl Shared {
             }
             State::Progressing { wave, waves } => {
                 info!(instance = %key, wave = wave + 1, waves, "rollout progressing");
+            }
+            State::Waiting {
+                stage,
+                gate,
+                reason,
+            } => {
+                info!(instance = %key, %stage, %gate, %reason, "rollout waiting for a gate");
+                let kind = if gate == "approval" {
+                    crate::notify::EventKind::ApprovalRequired
+                } else {
+                    crate::notify::EventKind::GateWaiting
+                };
+                self.notifier.emit(
+                    crate::notify::Event::new(
+                        kind,
+                        "waiting",
+                        format!("stage {stage}: {gate}: {reason}"),
+                    )
+                    .instance(key)
+                    .revision(revision),
+                );
+            }
+            State::Paused => {
+                info!(instance = %key, "rollout paused");
+                self.notifier.emit(
+                    crate::notify::Event::new(
+                        crate::notify::EventKind::RolloutPaused,
+                        "paused",
+                        format!("rollout of {key} paused"),
+                    )
+                    .instance(key)
+                    .revision(revision),
+                );
             }
         }
     }

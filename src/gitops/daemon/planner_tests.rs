@@ -35,6 +35,11 @@ pub(super) fn instance(
         parameters: BTreeMap::new(),
         strategy,
         canary: canary.iter().map(|c| c.to_string()).collect(),
+        rollout: crate::gitops::stages::RolloutSpec::legacy(
+            strategy,
+            &targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            &canary.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        ),
         targets: targets.iter().map(|t| t.to_string()).collect(),
         self_heal: true,
         deletion_protection: false,
@@ -138,6 +143,9 @@ fn run(d: &DesiredState, o: &Observed) -> PlanActions {
         converging: &BTreeSet::new(),
         revision_times: &BTreeMap::new(),
         now: 0,
+        now_ms: 0,
+        memory: &BTreeMap::new(),
+        pauses: &BTreeMap::new(),
     })
 }
 
@@ -326,6 +334,9 @@ fn a_fatal_error_halts_the_rollout_and_is_reported_once() {
         converging: &BTreeSet::new(),
         revision_times: &BTreeMap::new(),
         now: 0,
+        now_ms: 0,
+        memory: &BTreeMap::new(),
+        pauses: &BTreeMap::new(),
     });
     assert!(!again.rollouts[K].changed, "a halt is reported once");
 }
@@ -365,6 +376,9 @@ fn an_instance_dropped_from_git_is_deleted_only_when_ownership_allows() {
         converging: &BTreeSet::new(),
         revision_times: &BTreeMap::new(),
         now: 0,
+        now_ms: 0,
+        memory: &BTreeMap::new(),
+        pauses: &BTreeMap::new(),
     });
     assert!(a.ownership.delete.is_empty(), "{:?}", a.ownership.delete);
     assert!(
@@ -472,6 +486,9 @@ fn commit_to_converged_is_measured_once_for_rollouts_the_planner_started() {
             converging,
             revision_times: &times,
             now: 190,
+            now_ms: 190 * 1000,
+            memory: &BTreeMap::new(),
+            pauses: &BTreeMap::new(),
         })
     };
     let started = inputs(&observed(&[("a", Some(vec![]))]), &BTreeSet::new());
@@ -506,6 +523,9 @@ fn rollouts_of_instances_no_longer_desired_are_gone() {
         converging: &converging,
         revision_times: &BTreeMap::new(),
         now: 0,
+        now_ms: 0,
+        memory: &BTreeMap::new(),
+        pauses: &BTreeMap::new(),
     });
     assert_eq!(a.gone, ["ns/removed"]);
     assert!(!a.converging.contains("ns/removed"));

@@ -164,6 +164,12 @@ pub struct Shared {
     pub(super) repo_wake: BTreeMap<String, Arc<Notify>>,
     pub(super) desired: RwLock<Option<Arc<DesiredState>>>,
     pub(super) rollouts: Mutex<BTreeMap<String, State>>,
+    /// What the planner remembers of each rollout (bake and deadline clocks, approvals).
+    pub(super) rollout_memory: Mutex<BTreeMap<String, crate::gitops::stages::Memory>>,
+    /// Instance key → who paused its rollout through the API.
+    pub(super) rollout_pauses: Mutex<BTreeMap<String, crate::gitops::stages::Approval>>,
+    /// What `rollout-state.json` holds (written only when this changes).
+    pub(super) rollout_saved: Mutex<Option<super::rollouts::Saved>>,
     /// Planner passes so far (tests wait on progress, not on time).
     pub(super) passes: std::sync::atomic::AtomicU64,
     /// Observations the cluster workers built (a quiet fleet builds none).

@@ -220,6 +220,8 @@ pub(super) fn instance_detail(
     let rollout = match s.rollouts.get(&key) {
         Some(State::Complete) => "Complete",
         Some(State::Halted { .. }) => "Halted",
+        Some(State::Waiting { .. }) => "Waiting",
+        Some(State::Paused) => "Paused",
         _ => "Progressing",
     };
     Ok(crate::gitops::status::InstanceDetail {

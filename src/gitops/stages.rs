@@ -1,0 +1,411 @@
+//! Staged fleet rollouts as one pure function: which clusters get an instance's desired spec
+//! now, given its stages and gates, what the clusters report, what the control plane
+//! remembers (when a stage finished, when a cluster got the spec, approvals), and the clock.
+//!
+//! Guarantees:
+//! - Stages run in order; a cluster belongs to the first stage that names or selects it, and
+//!   targets no stage takes form a last stage, `remaining`, with the rollout's own
+//!   `maxUnavailable`. Today's forms (`parallel`, `serial`, `{maxUnavailable}`, `canary`) are
+//!   stages too ([`RolloutSpec::legacy`]), with the same waves as before.
+//! - Within a stage, waves of at most `maxUnavailable` clusters; a wave advances when each of
+//!   its clusters is COMPLETE or counted failed.
+//! - An `approval` gate holds its stage's start; `bake`, `prometheus` and `plan` gates hold
+//!   everything after their stage until they open, in the order written. A stage that has
+//!   started is never held by its approval again (a restart mid-stage does not ask twice).
+//! - A failed cluster (FATAL_ERROR, a refused spec, or not COMPLETE within
+//!   `progressDeadline` of getting the spec) counts once; more than `maxFailures` halt the
+//!   rollout: no cluster gets the spec any more.
+//! - `paused` applies nothing; what runs keeps running.
+//! - Time is an input (`now`, Unix milliseconds): nothing here reads a clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use super::rollout::State as Phase;
+use super::rollout::{Count, Progress, Strategy};
+
+/// What to do when more than `maxFailures` clusters failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnFailure {
+    #[default]
+    Halt,
+    Revert,
+}
+
+/// A condition between stages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Gate {
+    /// The stage stays COMPLETE this long.
+    Bake(#[serde(with = "secs")] Duration),
+    /// A person approves before the stage starts.
+    Approval,
+    /// A plan of the framework that must COMPLETE on every cluster of the stage.
+    Plan(String),
+    /// A PromQL query whose result must be non-empty and all non-zero.
+    Prometheus {
+        query: String,
+        #[serde(with = "opt_secs")]
+        timeout: Option<Duration>,
+    },
+}
+
+impl Gate {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Gate::Bake(_) => "bake",
+            Gate::Approval => "approval",
+            Gate::Plan(_) => "plan",
+            Gate::Prometheus { .. } => "prometheus",
+        }
+    }
+}
+
+/// One stage, its clusters resolved against the instance's targets (in target order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stage {
+    pub name: String,
+    pub clusters: Vec<String>,
+    pub strategy: Strategy,
+    pub gates: Vec<Gate>,
+}
+
+/// An instance's rollout model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    pub stages: Vec<Stage>,
+    pub max_failures: u32,
+    #[serde(with = "opt_secs")]
+    pub progress_deadline: Option<Duration>,
+    pub on_failure: OnFailure,
+    pub paused: bool,
+}
+
+impl RolloutSpec {
+    /// Today's forms: the canaries as one stage, then the other targets in waves of the
+    /// strategy (a percentage counts every target, as it always did).
+    pub fn legacy(strategy: Strategy, targets: &[String], canary: &[String]) -> RolloutSpec {
+        let (first, rest): (Vec<String>, Vec<String>) =
+            targets.iter().cloned().partition(|t| canary.contains(t));
+        let strategy = match strategy {
+            Strategy::MaxUnavailable(Count::Percent(p)) => Strategy::MaxUnavailable(Count::Fixed(
+                (targets.len() * p as usize).div_ceil(100).max(1) as u32,
+            )),
+            s => s,
+        };
+        let mut stages = Vec::new();
+        if !first.is_empty() {
+            stages.push(Stage {
+                name: "canary".into(),
+                clusters: first,
+                strategy: Strategy::Parallel,
+                gates: Vec::new(),
+            });
+        }
+        stages.push(Stage {
+            name: REMAINING.into(),
+            clusters: rest,
+            strategy,
+            gates: Vec::new(),
+        });
+        RolloutSpec {
+            stages,
+            max_failures: 0,
+            progress_deadline: None,
+            on_failure: OnFailure::Halt,
+            paused: false,
+        }
+    }
+
+    /// The waves of every stage, in order (what the status shows as `wave i of n`).
+    pub fn waves(&self) -> Vec<Vec<String>> {
+        self.stages.iter().flat_map(stage_waves).collect()
+    }
+}
+
+/// The name of the stage that takes the targets no stage names or selects.
+pub const REMAINING: &str = "remaining";
+
+/// A stage's clusters in waves of its strategy.
+pub fn stage_waves(stage: &Stage) -> Vec<Vec<String>> {
+    let size = match stage.strategy {
+        Strategy::Parallel => stage.clusters.len().max(1),
+        Strategy::Serial => 1,
+        Strategy::MaxUnavailable(Count::Fixed(n)) => (n as usize).max(1),
+        Strategy::MaxUnavailable(Count::Percent(p)) => {
+            (stage.clusters.len() * p as usize).div_ceil(100).max(1)
+        }
+    };
+    stage
+        .clusters
+        .chunks(size)
+        .map(<[String]>::to_vec)
+        .collect()
+}
+
+/// What the control plane remembers about one instance's rollout of one spec (the clusters
+/// cannot tell it). Reset when the desired spec changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Memory {
+    /// Identity of the desired spec this memory is about.
+    pub spec: String,
+    /// Cluster → when it got the spec (Unix ms), for `progressDeadline` (not saved).
+    #[serde(skip)]
+    pub applied_at: BTreeMap<String, i64>,
+    /// Stage → since when every cluster of it is COMPLETE (Unix ms), for `bake`.
+    #[serde(default)]
+    pub complete_since: BTreeMap<String, i64>,
+    /// Stage → who approved it and when.
+    #[serde(default)]
+    pub approvals: BTreeMap<String, Approval>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub by: String,
+    pub at: i64,
+}
+
+/// A gate's verdict that the pure pass cannot compute itself (prometheus, plan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum External {
+    Open,
+    Closed(String),
+}
+
+/// One pass's decision for one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub apply_now: Vec<String>,
+    pub phase: Phase,
+    /// Clusters counted failed (cluster → reason).
+    pub failed: BTreeMap<String, String>,
+    pub memory: Memory,
+}
+
+/// Everything [`decide`] reads.
+pub struct Input<'a> {
+    /// `namespace/name` (for messages).
+    pub instance: &'a str,
+    pub spec: &'a RolloutSpec,
+    /// Identity of the desired spec ([`Memory::spec`]).
+    pub spec_id: &'a str,
+    /// Target cluster → progress of the desired spec there (a target missing is not reached).
+    pub observed: &'a BTreeMap<String, Progress>,
+    pub memory: Option<&'a Memory>,
+    /// Paused through the API (beside `spec.paused` from Git).
+    pub paused: bool,
+    /// (stage, gate index) → the verdict of a gate computed outside (prometheus, plan).
+    pub external: &'a BTreeMap<(String, usize), External>,
+    /// Unix milliseconds.
+    pub now: i64,
+}
+
+/// The decision for one instance (see the module's guarantees).
+pub fn decide(input: &Input<'_>) -> Decision {
+    let spec = input.spec;
+    let paused = spec.paused || input.paused;
+    let mut memory = match input.memory {
+        Some(m) if m.spec == input.spec_id => m.clone(),
+        _ => Memory {
+            spec: input.spec_id.to_string(),
+            ..Memory::default()
+        },
+    };
+    let progress = |c: &String| {
+        input
+            .observed
+            .get(c)
+            .cloned()
+            .unwrap_or(Progress::NotApplied)
+    };
+    // When each cluster got the spec: recorded on first sight (a restart starts the clock
+    // anew for clusters already running, never earlier).
+    let members: BTreeSet<&String> = spec.stages.iter().flat_map(|s| &s.clusters).collect();
+    memory.applied_at.retain(|c, _| members.contains(c));
+    for c in &members {
+        match progress(c) {
+            Progress::NotApplied => {
+                memory.applied_at.remove(*c);
+            }
+            _ => {
+                memory.applied_at.entry((*c).clone()).or_insert(input.now);
+            }
+        }
+    }
+    let mut failed = BTreeMap::new();
+    for c in &members {
+        match progress(c) {
+            Progress::Failed(reason) => {
+                failed.insert((*c).clone(), reason);
+            }
+            Progress::Pending | Progress::InProgress => {
+                if let (Some(deadline), Some(at)) =
+                    (spec.progress_deadline, memory.applied_at.get(*c))
+                    && input.now - at >= deadline.as_millis() as i64
+                {
+                    failed.insert(
+                        (*c).clone(),
+                        format!(
+                            "not COMPLETE within progressDeadline {}",
+                            crate::util::duration::format(deadline)
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let done = |c: &String| progress(c) == Progress::Complete || failed.contains_key(c);
+    let total_waves: usize = spec.stages.iter().map(|s| stage_waves(s).len()).sum();
+    let mut decision = Decision {
+        apply_now: Vec::new(),
+        phase: Phase::Complete,
+        failed: failed.clone(),
+        memory: Memory::default(),
+    };
+    if failed.len() > spec.max_failures as usize {
+        let (cluster, reason) = failed
+            .iter()
+            .next()
+            .map(|(c, r)| (c.clone(), r.clone()))
+            .unwrap_or_default();
+        decision.phase = Phase::Halted {
+            cluster,
+            reason: if spec.max_failures == 0 {
+                reason
+            } else {
+                format!(
+                    "{} clusters failed, more than maxFailures {} (first: {reason})",
+                    failed.len(),
+                    spec.max_failures
+                )
+            },
+        };
+        decision.memory = memory;
+        return decision;
+    }
+    let mut wave_index = 0;
+    for stage in spec.stages.iter().filter(|s| !s.clusters.is_empty()) {
+        let waves = stage_waves(stage);
+        let started = stage
+            .clusters
+            .iter()
+            .any(|c| progress(c) != Progress::NotApplied);
+        if !started {
+            if paused {
+                decision.phase = Phase::Paused;
+                break;
+            }
+            if stage.gates.contains(&Gate::Approval) && !memory.approvals.contains_key(&stage.name)
+            {
+                decision.phase = Phase::Waiting {
+                    stage: stage.name.clone(),
+                    gate: "approval".into(),
+                    reason: format!(
+                        "waiting for approval: kudo rollout approve {} --stage {}",
+                        input.instance, stage.name
+                    ),
+                };
+                break;
+            }
+        }
+        let mut current = None;
+        for (i, wave) in waves.iter().enumerate() {
+            if !wave.iter().all(&done) {
+                current = Some((i, wave));
+                break;
+            }
+        }
+        if let Some((i, wave)) = current {
+            if paused {
+                decision.phase = Phase::Paused;
+            } else {
+                decision.apply_now = wave
+                    .iter()
+                    .filter(|c| progress(c) == Progress::NotApplied)
+                    .cloned()
+                    .collect();
+                decision.phase = Phase::Progressing {
+                    wave: wave_index + i,
+                    waves: total_waves,
+                };
+            }
+            memory.complete_since.remove(&stage.name);
+            break;
+        }
+        wave_index += waves.len();
+        // Every cluster of the stage is done: the gates after it, in order.
+        let since = *memory
+            .complete_since
+            .entry(stage.name.clone())
+            .or_insert(input.now);
+        let mut held = None;
+        for (g, gate) in stage.gates.iter().enumerate() {
+            let closed = match gate {
+                Gate::Approval => None,
+                Gate::Bake(d) => {
+                    let left = d.as_millis() as i64 - (input.now - since);
+                    (left > 0).then(|| {
+                        format!(
+                            "baking: {} of {} left",
+                            crate::util::duration::format(Duration::from_millis(left as u64)),
+                            crate::util::duration::format(*d)
+                        )
+                    })
+                }
+                Gate::Plan(_) | Gate::Prometheus { .. } => {
+                    match input.external.get(&(stage.name.clone(), g)) {
+                        Some(External::Open) => None,
+                        Some(External::Closed(reason)) => Some(reason.clone()),
+                        None => Some("not evaluated yet".into()),
+                    }
+                }
+            };
+            if let Some(reason) = closed {
+                held = Some((gate.kind(), reason));
+                break;
+            }
+        }
+        if let Some((gate, reason)) = held {
+            decision.phase = Phase::Waiting {
+                stage: stage.name.clone(),
+                gate: gate.into(),
+                reason,
+            };
+            break;
+        }
+    }
+    decision.memory = memory;
+    decision
+}
+
+mod secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+}
+
+mod opt_secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "stages_tests.rs"]
+mod tests;

@@ -1,0 +1,371 @@
+use super::*;
+
+const MIN: i64 = 60_000;
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn stage(name: &str, clusters: &[&str], strategy: Strategy, gates: Vec<Gate>) -> Stage {
+    Stage {
+        name: name.into(),
+        clusters: names(clusters),
+        strategy,
+        gates,
+    }
+}
+
+fn spec(stages: Vec<Stage>) -> RolloutSpec {
+    RolloutSpec {
+        stages,
+        max_failures: 0,
+        progress_deadline: None,
+        on_failure: OnFailure::Halt,
+        paused: false,
+    }
+}
+
+fn observed(pairs: &[(&str, Progress)]) -> BTreeMap<String, Progress> {
+    pairs
+        .iter()
+        .map(|(c, p)| (c.to_string(), p.clone()))
+        .collect()
+}
+
+fn run(
+    spec: &RolloutSpec,
+    observed: &BTreeMap<String, Progress>,
+    memory: Option<&Memory>,
+    now: i64,
+) -> Decision {
+    decide(&Input {
+        instance: "ns/x",
+        spec,
+        spec_id: "v1",
+        observed,
+        memory,
+        paused: false,
+        external: &BTreeMap::new(),
+        now,
+    })
+}
+
+use Progress::{Complete, Failed, InProgress, NotApplied};
+
+#[test]
+fn legacy_forms_keep_their_waves() {
+    let targets = names(&["a", "b", "c", "d", "e"]);
+    let s = RolloutSpec::legacy(
+        Strategy::MaxUnavailable(Count::Percent(40)),
+        &targets,
+        &names(&["c"]),
+    );
+    assert_eq!(
+        s.waves(),
+        vec![names(&["c"]), names(&["a", "b"]), names(&["d", "e"])]
+    );
+    assert_eq!(
+        super::super::rollout::waves(
+            Strategy::MaxUnavailable(Count::Percent(40)),
+            &targets,
+            &names(&["c"])
+        ),
+        s.waves()
+    );
+    let serial = RolloutSpec::legacy(Strategy::Serial, &targets, &[]);
+    assert_eq!(serial.waves().len(), 5);
+}
+
+#[test]
+fn stages_run_in_order_in_waves() {
+    let s = spec(vec![
+        stage("canary", &["a"], Strategy::Parallel, vec![]),
+        stage(
+            "prod",
+            &["b", "c", "d"],
+            Strategy::MaxUnavailable(Count::Fixed(2)),
+            vec![],
+        ),
+    ]);
+    let d = run(&s, &observed(&[]), None, 0);
+    assert_eq!(d.apply_now, names(&["a"]));
+    assert_eq!(d.phase, Phase::Progressing { wave: 0, waves: 3 });
+    let d = run(&s, &observed(&[("a", Complete)]), Some(&d.memory), MIN);
+    assert_eq!(d.apply_now, names(&["b", "c"]));
+    let d = run(
+        &s,
+        &observed(&[("a", Complete), ("b", Complete), ("c", InProgress)]),
+        Some(&d.memory),
+        2 * MIN,
+    );
+    assert!(d.apply_now.is_empty(), "{d:?}");
+    let all = observed(&[
+        ("a", Complete),
+        ("b", Complete),
+        ("c", Complete),
+        ("d", Complete),
+    ]);
+    assert_eq!(
+        run(&s, &all, Some(&d.memory), 3 * MIN).phase,
+        Phase::Complete
+    );
+}
+
+#[test]
+fn bake_holds_the_next_stage_for_its_duration_from_when_the_stage_completed() {
+    let s = spec(vec![
+        stage(
+            "canary",
+            &["a"],
+            Strategy::Parallel,
+            vec![Gate::Bake(Duration::from_secs(600))],
+        ),
+        stage("prod", &["b"], Strategy::Parallel, vec![]),
+    ]);
+    let done = observed(&[("a", Complete)]);
+    let d = run(&s, &done, None, 0);
+    assert!(d.apply_now.is_empty());
+    assert_eq!(
+        d.phase,
+        Phase::Waiting {
+            stage: "canary".into(),
+            gate: "bake".into(),
+            reason: "baking: 10m of 10m left".into(),
+        }
+    );
+    let d = run(&s, &done, Some(&d.memory), 9 * MIN);
+    assert!(d.apply_now.is_empty());
+    // A failure-free but no longer complete canary restarts the bake.
+    let d2 = run(
+        &s,
+        &observed(&[("a", InProgress)]),
+        Some(&d.memory),
+        9 * MIN + 1,
+    );
+    assert!(!d2.memory.complete_since.contains_key("canary"));
+    let d = run(&s, &done, Some(&d.memory), 10 * MIN);
+    assert_eq!(d.apply_now, names(&["b"]));
+}
+
+#[test]
+fn approval_holds_its_stage_until_given_and_never_again_once_started() {
+    let s = spec(vec![
+        stage("canary", &["a"], Strategy::Parallel, vec![]),
+        stage("prod", &["b"], Strategy::Parallel, vec![Gate::Approval]),
+    ]);
+    let d = run(&s, &observed(&[("a", Complete)]), None, 0);
+    assert!(d.apply_now.is_empty());
+    assert!(
+        matches!(&d.phase, Phase::Waiting { stage, gate, .. } if stage == "prod" && gate == "approval")
+    );
+    let mut m = d.memory.clone();
+    m.approvals.insert(
+        "prod".into(),
+        Approval {
+            by: "alice".into(),
+            at: 1,
+        },
+    );
+    let d = run(&s, &observed(&[("a", Complete)]), Some(&m), 1);
+    assert_eq!(d.apply_now, names(&["b"]));
+    // Started without the approval in memory (a restart without the state): not held.
+    let d = run(
+        &s,
+        &observed(&[("a", Complete), ("b", InProgress)]),
+        None,
+        2,
+    );
+    assert!(matches!(d.phase, Phase::Progressing { .. }), "{d:?}");
+}
+
+#[test]
+fn external_gates_hold_with_their_reason_in_order() {
+    let s = spec(vec![
+        stage(
+            "canary",
+            &["a"],
+            Strategy::Parallel,
+            vec![
+                Gate::Prometheus {
+                    query: "up".into(),
+                    timeout: None,
+                },
+                Gate::Plan("smoke".into()),
+            ],
+        ),
+        stage("prod", &["b"], Strategy::Parallel, vec![]),
+    ]);
+    let done = observed(&[("a", Complete)]);
+    let mut external = BTreeMap::new();
+    external.insert(
+        ("canary".to_string(), 0),
+        External::Closed("query returned 0".into()),
+    );
+    external.insert(("canary".to_string(), 1), External::Open);
+    let d = decide(&Input {
+        instance: "ns/x",
+        spec: &s,
+        spec_id: "v1",
+        observed: &done,
+        memory: None,
+        paused: false,
+        external: &external,
+        now: 0,
+    });
+    assert_eq!(
+        d.phase,
+        Phase::Waiting {
+            stage: "canary".into(),
+            gate: "prometheus".into(),
+            reason: "query returned 0".into()
+        }
+    );
+    external.insert(("canary".to_string(), 0), External::Open);
+    let d = decide(&Input {
+        instance: "ns/x",
+        spec: &s,
+        spec_id: "v1",
+        observed: &done,
+        memory: None,
+        paused: false,
+        external: &external,
+        now: 0,
+    });
+    assert_eq!(d.apply_now, names(&["b"]));
+}
+
+#[test]
+fn failures_up_to_max_failures_are_tolerated_and_one_more_halts() {
+    let mut s = spec(vec![stage(
+        "all",
+        &["a", "b", "c", "d"],
+        Strategy::MaxUnavailable(Count::Fixed(2)),
+        vec![],
+    )]);
+    s.max_failures = 1;
+    let d = run(
+        &s,
+        &observed(&[
+            ("a", Failed("plan deploy FATAL_ERROR".into())),
+            ("b", Complete),
+        ]),
+        None,
+        0,
+    );
+    assert_eq!(d.apply_now, names(&["c", "d"]));
+    assert_eq!(d.failed.len(), 1);
+    let d = run(
+        &s,
+        &observed(&[
+            ("a", Failed("plan deploy FATAL_ERROR".into())),
+            ("b", Complete),
+            ("c", Failed("boom".into())),
+            ("d", NotApplied),
+        ]),
+        Some(&d.memory),
+        1,
+    );
+    assert!(d.apply_now.is_empty());
+    match d.phase {
+        Phase::Halted { cluster, reason } => {
+            assert_eq!(cluster, "a");
+            assert!(
+                reason.contains("2 clusters failed, more than maxFailures 1"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn progress_deadline_counts_a_slow_cluster_failed_from_when_it_got_the_spec() {
+    let mut s = spec(vec![
+        stage("one", &["a"], Strategy::Parallel, vec![]),
+        stage("two", &["b"], Strategy::Parallel, vec![]),
+    ]);
+    s.progress_deadline = Some(Duration::from_secs(1800));
+    let d = run(&s, &observed(&[("a", InProgress)]), None, 0);
+    assert_eq!(d.memory.applied_at.get("a"), Some(&0));
+    let d = run(
+        &s,
+        &observed(&[("a", InProgress)]),
+        Some(&d.memory),
+        29 * MIN,
+    );
+    assert!(matches!(d.phase, Phase::Progressing { .. }));
+    let d = run(
+        &s,
+        &observed(&[("a", InProgress)]),
+        Some(&d.memory),
+        30 * MIN,
+    );
+    match &d.phase {
+        Phase::Halted { cluster, reason } => {
+            assert_eq!(cluster, "a");
+            assert!(reason.contains("progressDeadline 30m"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // maxFailures 1 lets the rollout go on past it.
+    s.max_failures = 1;
+    let d = run(
+        &s,
+        &observed(&[("a", InProgress)]),
+        Some(&d.memory),
+        30 * MIN,
+    );
+    assert_eq!(d.apply_now, names(&["b"]));
+}
+
+#[test]
+fn paused_applies_nothing_and_resumes_where_it_was() {
+    let mut s = spec(vec![stage("all", &["a", "b"], Strategy::Serial, vec![])]);
+    s.paused = true;
+    let d = run(&s, &observed(&[("a", Complete)]), None, 0);
+    assert!(d.apply_now.is_empty());
+    assert_eq!(d.phase, Phase::Paused);
+    s.paused = false;
+    let d = run(&s, &observed(&[("a", Complete)]), Some(&d.memory), 1);
+    assert_eq!(d.apply_now, names(&["b"]));
+}
+
+#[test]
+fn a_new_spec_starts_with_fresh_memory() {
+    let s = spec(vec![stage(
+        "prod",
+        &["a"],
+        Strategy::Parallel,
+        vec![Gate::Approval],
+    )]);
+    let mut m = Memory {
+        spec: "v0".into(),
+        ..Memory::default()
+    };
+    m.approvals.insert(
+        "prod".into(),
+        Approval {
+            by: "bob".into(),
+            at: 0,
+        },
+    );
+    // The approval was for another spec: v1 waits for its own.
+    let d = run(&s, &observed(&[]), Some(&m), 5);
+    assert!(d.apply_now.is_empty());
+    assert_eq!(d.memory.spec, "v1");
+    assert!(d.memory.approvals.is_empty());
+}
+
+#[test]
+fn empty_stages_are_skipped() {
+    let s = spec(vec![
+        stage(
+            "nothing",
+            &[],
+            Strategy::Parallel,
+            vec![Gate::Approval, Gate::Bake(Duration::from_secs(60))],
+        ),
+        stage("prod", &["a"], Strategy::Parallel, vec![]),
+    ]);
+    assert_eq!(run(&s, &observed(&[]), None, 0).apply_now, names(&["a"]));
+}
