@@ -185,10 +185,26 @@ mod tests {
         );
     }
 
-    /// A busy thread on a simulator runtime is counted as the simulators', not ours.
+    /// A busy thread on a simulator runtime is counted as the simulators', not ours. Other
+    /// tests of this process start and drop simulator runtimes of their own: a runtime that
+    /// ends inside the window takes its threads' CPU out of the simulators' sum, so a window
+    /// may read low. Up to five windows; a split that never counts the spin fails.
     #[test]
     fn a_simulator_runtime_thread_is_measured_as_simulator_cpu() {
         let rt = crate::sim::SimRuntime::new(1).expect("runtime");
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let used = spin_and_measure(&rt);
+            if used.simulators >= 0.15 && used.simulators > used.control_plane {
+                drop(rt);
+                return;
+            }
+            seen.push(used);
+        }
+        panic!("the spin was never counted as simulator CPU: {seen:?}");
+    }
+
+    fn spin_and_measure(rt: &crate::sim::SimRuntime) -> CpuSplit {
         let before = CpuSplit::now(None);
         // Spins until its thread has used 0.2 s of CPU (however loaded the machine is).
         let spun = rt.handle().spawn(async {
@@ -217,11 +233,6 @@ mod tests {
             .build()
             .expect("runtime");
         main.block_on(spun).expect("spin ran");
-        let used = CpuSplit::now(None).since(&before);
-        assert!(
-            used.simulators >= 0.15 && used.simulators > used.control_plane,
-            "{used:?}"
-        );
-        drop(rt);
+        CpuSplit::now(None).since(&before)
     }
 }

@@ -1017,10 +1017,21 @@ mod tests {
         assert_eq!(cache.parameters["METRICS_ENABLED"], "true");
         let ledger = &state.instances["finance/orders-ledger"];
         assert_eq!(ledger.targets, ["staging", "prod"]);
-        assert_eq!(ledger.canary, ["staging"]);
+        let stages: Vec<(&str, &[String])> = ledger
+            .rollout
+            .stages
+            .iter()
+            .map(|s| (s.name.as_str(), s.clusters.as_slice()))
+            .collect();
+        assert_eq!(stages[0], ("staging", &["staging".to_string()][..]));
+        assert_eq!(stages[1], ("prod", &["prod".to_string()][..]));
         assert_eq!(
-            ledger.strategy,
+            ledger.rollout.stages[1].strategy,
             Strategy::MaxUnavailable(Count::Percent(50))
+        );
+        assert_eq!(
+            ledger.rollout.stages[1].gates,
+            [crate::gitops::stages::Gate::Approval]
         );
         assert_eq!(state.instances["web/session-cache-prod"].targets, ["prod"]);
     }
