@@ -263,3 +263,51 @@ async fn a_corrupt_rollout_state_file_stops_the_start_naming_it() {
         "{\"version\": 1, \"pauses\": ["
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_waits_on_each_cluster_for_its_dependency_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path(), "a");
+    write_store(&repo);
+    // zk reaches c2 only after approval; db depends on zk on the same cluster.
+    repo.write(
+        "instances/zk.yaml",
+        &instance_doc(
+            "zk",
+            "apps",
+            &[],
+            "    rollout:\n      stages:\n        - name: first\n          clusters: [c1]\n        - name: second\n          clusters: [c2]\n          gates: [{approval: {}}]\n",
+        ),
+    );
+    repo.write(
+        "instances/db.yaml",
+        &format!(
+            "{}  dependsOn:\n    - instance: apps/zk\n",
+            instance_doc("db", "apps", &[("ROLE", "")], "")
+        ),
+    );
+    repo.commit("zk and db");
+    let fleet = Fleet::new(&["c1", "c2"]);
+    let daemon = Daemon::start(
+        fleet.config(dir.path(), "", &[("a", repo.url(), "")]),
+        fleet.options(),
+    )
+    .await
+    .expect("daemon");
+    wait_complete(&fleet.cluster("c1"), "apps", "zk").await;
+    wait_complete(&fleet.cluster("c1"), "apps", "db").await;
+    wait_state(&daemon, "apps/db", "db waits for zk on c2", |s| {
+        matches!(s, State::Waiting { gate, reason, .. }
+            if gate == "dependsOn" && reason == "waiting for apps/zk on c2: NotApplied")
+    })
+    .await;
+    assert_eq!(role_on(&fleet, "c2").await, None, "db reached c2 before zk");
+    daemon
+        .shared
+        .approve_stage("apps/zk", "second", "test")
+        .expect("approve");
+    wait_complete(&fleet.cluster("c2"), "apps", "zk").await;
+    wait_complete(&fleet.cluster("c2"), "apps", "db").await;
+    wait_state(&daemon, "apps/db", "db complete", |s| *s == State::Complete).await;
+    daemon.shutdown().await;
+}

@@ -145,16 +145,23 @@ pub fn describe(key: &str, inst: &Value) -> String {
     out.push_str(&format!("  rollout: {line}\n"));
     if let Some(clusters) = inst.get("clusters").and_then(Value::as_object) {
         for (name, c) in clusters {
-            out.push_str(&format!(
-                "  {name}: {}\n",
-                c.get("state")
-                    .or_else(|| c.get("progress"))
-                    .map(|v| match v {
-                        Value::String(t) => t.clone(),
-                        other => other.to_string(),
-                    })
-                    .unwrap_or_default()
-            ));
+            let progress = c.get("progress");
+            let mut line = format!("  {name}: {}", s(progress.and_then(|p| p.get("state"))));
+            if let Some(d) = c.get("detail") {
+                line.push_str(&format!(
+                    " (plan {} {} {}/{})",
+                    s(d.get("plan")),
+                    s(d.get("status")),
+                    d.get("stepsDone").and_then(Value::as_u64).unwrap_or(0),
+                    d.get("stepsTotal").and_then(Value::as_u64).unwrap_or(0)
+                ));
+            }
+            let message = s(progress.and_then(|p| p.get("message")));
+            if !message.is_empty() {
+                line.push_str(&format!(": {message}"));
+            }
+            out.push_str(&line);
+            out.push('\n');
         }
     }
     out

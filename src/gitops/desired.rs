@@ -87,6 +87,9 @@ pub struct DesiredInstance {
     pub canary: Vec<String>,
     /// The rollout model over `targets` (today's forms read as stages too).
     pub rollout: super::stages::RolloutSpec,
+    /// Instances whose current spec must be COMPLETE before this one's new spec reaches a
+    /// cluster (`spec.dependsOn`).
+    pub depends_on: Vec<super::stages::Dependency>,
     /// Target cluster names, in configuration order.
     pub targets: Vec<String>,
     /// Whether drift is repaired (`spec.selfHeal`, default true); applied to the Instance
@@ -151,6 +154,16 @@ struct DocSpec {
     self_heal: Option<bool>,
     #[serde(default, rename = "deletionProtection")]
     deletion_protection: Option<bool>,
+    #[serde(default, rename = "dependsOn")]
+    depends_on: Vec<DocDependency>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocDependency {
+    instance: String,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -471,6 +484,7 @@ fn load_with(
             instances.insert(key, inst);
         }
     }
+    check_dependencies(&mut l, &instances);
     if l.errors.is_empty() {
         Ok(DesiredState {
             revision: revision.to_string(),
@@ -480,6 +494,52 @@ fn load_with(
     } else {
         Err(RevisionErrors(l.errors))
     }
+}
+
+/// `dependsOn` within one revision: an instance depending on itself or on a cycle back to
+/// itself is refused at each entry of the cycle. A dependency this revision does not declare
+/// may belong to another repository: it is not refused here, and blocks until declared.
+fn check_dependencies(l: &mut Loader<'_>, instances: &BTreeMap<String, DesiredInstance>) {
+    for (key, inst) in instances {
+        for dep in &inst.depends_on {
+            // Depth-first from the dependency back to `key`, within this revision.
+            let mut path = vec![key.clone(), dep.instance.clone()];
+            let mut seen = BTreeSet::new();
+            if reaches(instances, &dep.instance, key, &mut seen, &mut path) {
+                l.error(
+                    &inst.file,
+                    dep.line,
+                    format!("dependsOn forms a cycle: {}", path.join(" → ")),
+                );
+            }
+        }
+    }
+}
+
+fn reaches(
+    instances: &BTreeMap<String, DesiredInstance>,
+    from: &str,
+    to: &str,
+    seen: &mut BTreeSet<String>,
+    path: &mut Vec<String>,
+) -> bool {
+    if from == to {
+        return true;
+    }
+    if !seen.insert(from.to_string()) {
+        return false;
+    }
+    let Some(inst) = instances.get(from) else {
+        return false;
+    };
+    for dep in &inst.depends_on {
+        path.push(dep.instance.clone());
+        if reaches(instances, &dep.instance, to, seen, path) {
+            return true;
+        }
+        path.pop();
+    }
+    false
 }
 
 /// An instance file's text, read on first need; a failed read is reported once.
@@ -830,6 +890,54 @@ fn instance(
         }
     }
     let targets = targets(&doc.spec.placement.cluster_selector, clusters);
+    let mut depends_on = Vec::new();
+    let dep_line = |i: usize| -> Option<u64> {
+        let first = key_line(text, "dependsOn")?;
+        let rest: Vec<&str> = text.lines().skip(first as usize).collect();
+        let n = rest
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("instance:"))
+            .nth(i)
+            .map(|(n, _)| n as u64 + 1)?;
+        Some(first + n + start - 1)
+    };
+    for (i, d) in doc.spec.depends_on.iter().enumerate() {
+        let line = dep_line(i).or(at("dependsOn"));
+        let valid = d
+            .instance
+            .split_once('/')
+            .is_some_and(|(ns, name)| is_dns_label(ns) && is_dns_label(name));
+        if !valid {
+            l.error(
+                file,
+                line,
+                format!(
+                    "dependsOn[{i}].instance {:?} is not NAMESPACE/NAME",
+                    d.instance
+                ),
+            );
+        }
+        let scope = match d.scope.as_deref() {
+            None | Some("sameCluster") => Some(super::stages::Scope::SameCluster),
+            Some("everywhere") => Some(super::stages::Scope::Everywhere),
+            Some(other) => {
+                l.error(
+                    file,
+                    line,
+                    format!("dependsOn[{i}].scope {other:?} is not sameCluster or everywhere"),
+                );
+                None
+            }
+        };
+        if let (true, Some(scope)) = (valid, scope) {
+            depends_on.push(super::stages::Dependency {
+                instance: d.instance.clone(),
+                scope,
+                line,
+            });
+        }
+    }
     let mut parameters = BTreeMap::new();
     for (k, v) in &doc.spec.parameters {
         let s = match v {
@@ -953,6 +1061,7 @@ fn instance(
         strategy,
         canary: doc.spec.placement.canary,
         rollout,
+        depends_on,
         targets,
         self_heal: doc.spec.self_heal.unwrap_or(true),
         deletion_protection: doc.spec.deletion_protection.unwrap_or(false),
@@ -1427,6 +1536,62 @@ spec:
         assert!(
             e.contains("placement.canary and placement.rollout.stages together"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn depends_on_cycles_and_bad_entries_are_named_with_their_lines() {
+        let doc = |name: &str, deps: &str| {
+            format!(
+                "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: {name}\n  namespace: data\nspec:\n  framework: relay\n  version: 2.0.0\n  placement:\n    clusterSelector: {{}}\n  dependsOn:\n{deps}"
+            )
+        };
+        let a = doc("a", "    - instance: data/b\n");
+        let b = doc(
+            "b",
+            "    - {instance: data/other, scope: everywhere}\n    - instance: data/a\n",
+        );
+        let e = errors(&example_with(&[
+            ("instances/a.yaml", Some(&a)),
+            ("instances/b.yaml", Some(&b)),
+        ]));
+        assert!(
+            e.contains("instances/a.yaml:12: dependsOn forms a cycle: data/a → data/b → data/a"),
+            "{e}"
+        );
+        assert!(
+            e.contains("instances/b.yaml:13: dependsOn forms a cycle: data/b → data/a → data/b"),
+            "{e}"
+        );
+        let own = doc("a", "    - instance: data/a\n");
+        let e = errors(&example_with(&[("instances/a.yaml", Some(&own))]));
+        assert!(
+            e.contains("instances/a.yaml:12: dependsOn forms a cycle: data/a → data/a"),
+            "{e}"
+        );
+        let bad = doc(
+            "a",
+            "    - {instance: zookeeper, scope: nearby}\n    - {instance: data/zk, scope: nearby}\n",
+        );
+        let e = errors(&example_with(&[("instances/a.yaml", Some(&bad))]));
+        assert!(
+            e.contains(
+                "instances/a.yaml:12: dependsOn[0].instance \"zookeeper\" is not NAMESPACE/NAME"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("instances/a.yaml:13: dependsOn[1].scope \"nearby\" is not sameCluster or everywhere"),
+            "{e}"
+        );
+        // A dependency on an instance this revision does not declare loads (another
+        // repository may declare it); the planner holds the rollout until it exists.
+        let other = doc("a", "    - instance: data/elsewhere\n");
+        let tree = example_with(&[("instances/a.yaml", Some(&other))]);
+        let d = load(&tree, REV, &clusters()).expect("loads");
+        assert_eq!(
+            d.instances["data/a"].depends_on[0].instance,
+            "data/elsewhere"
         );
     }
 

@@ -834,6 +834,7 @@ mod tests {
                 .collect(),
             strategy: Strategy::Parallel,
             canary: vec![],
+            depends_on: Vec::new(),
             rollout: crate::gitops::stages::RolloutSpec::legacy(Strategy::Parallel, &[], &[]),
             targets: targets.iter().map(|t| t.to_string()).collect(),
             self_heal: true,

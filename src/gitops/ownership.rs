@@ -294,6 +294,7 @@ mod tests {
                 parameters: Default::default(),
                 strategy: Strategy::Parallel,
                 canary: Vec::new(),
+                depends_on: Vec::new(),
                 rollout: crate::gitops::stages::RolloutSpec::legacy(Strategy::Parallel, &[], &[]),
                 targets: targets.iter().map(|t| t.to_string()).collect(),
                 self_heal: true,

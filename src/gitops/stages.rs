@@ -148,6 +148,29 @@ pub fn stage_waves(stage: &Stage) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Where a dependency must be COMPLETE before an instance's new spec reaches a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Scope {
+    /// On that same cluster.
+    #[default]
+    SameCluster,
+    /// On every cluster the dependency targets.
+    Everywhere,
+}
+
+/// `spec.dependsOn` of an instance document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    /// `namespace/name` of the instance depended on.
+    pub instance: String,
+    pub scope: Scope,
+    /// The line of the entry in its file (for errors about it).
+    #[serde(skip)]
+    pub line: Option<u64>,
+}
+
 /// What the control plane remembers about one instance's rollout of one spec (the clusters
 /// cannot tell it). Reset when the desired spec changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +225,8 @@ pub struct Input<'a> {
     pub memory: Option<&'a Memory>,
     /// Paused through the API (beside `spec.paused` from Git).
     pub paused: bool,
+    /// Clusters the new spec may not reach yet (dependencies not COMPLETE), with the reason.
+    pub blocked: &'a BTreeMap<String, String>,
     /// (stage, gate index) → the verdict of a gate computed outside (prometheus, plan).
     pub external: &'a BTreeMap<(String, usize), External>,
     /// Unix milliseconds.
@@ -328,14 +353,29 @@ pub fn decide(input: &Input<'_>) -> Decision {
             if paused {
                 decision.phase = Phase::Paused;
             } else {
-                decision.apply_now = wave
+                let due: Vec<&String> = wave
                     .iter()
                     .filter(|c| progress(c) == Progress::NotApplied)
-                    .cloned()
                     .collect();
-                decision.phase = Phase::Progressing {
-                    wave: wave_index + i,
-                    waves: total_waves,
+                decision.apply_now = due
+                    .iter()
+                    .filter(|c| !input.blocked.contains_key(**c))
+                    .map(|c| (*c).clone())
+                    .collect();
+                let running = wave
+                    .iter()
+                    .any(|c| matches!(progress(c), Progress::Pending | Progress::InProgress));
+                decision.phase = match due.iter().find_map(|c| input.blocked.get(*c)) {
+                    // Nothing of the wave can move: say what it waits for.
+                    Some(reason) if decision.apply_now.is_empty() && !running => Phase::Waiting {
+                        stage: stage.name.clone(),
+                        gate: "dependsOn".into(),
+                        reason: reason.clone(),
+                    },
+                    _ => Phase::Progressing {
+                        wave: wave_index + i,
+                        waves: total_waves,
+                    },
                 };
             }
             memory.complete_since.remove(&stage.name);

@@ -45,6 +45,7 @@ fn run(
         observed,
         memory,
         paused: false,
+        blocked: &BTreeMap::new(),
         external: &BTreeMap::new(),
         now,
     })
@@ -209,6 +210,7 @@ fn external_gates_hold_with_their_reason_in_order() {
         observed: &done,
         memory: None,
         paused: false,
+        blocked: &BTreeMap::new(),
         external: &external,
         now: 0,
     });
@@ -228,6 +230,7 @@ fn external_gates_hold_with_their_reason_in_order() {
         observed: &done,
         memory: None,
         paused: false,
+        blocked: &BTreeMap::new(),
         external: &external,
         now: 0,
     });
@@ -368,4 +371,47 @@ fn empty_stages_are_skipped() {
         stage("prod", &["a"], Strategy::Parallel, vec![]),
     ]);
     assert_eq!(run(&s, &observed(&[]), None, 0).apply_now, names(&["a"]));
+}
+
+#[test]
+fn blocked_clusters_wait_with_the_reason_and_the_others_go_on() {
+    let s = spec(vec![stage("all", &["a", "b"], Strategy::Parallel, vec![])]);
+    let mut blocked = BTreeMap::new();
+    blocked.insert(
+        "a".to_string(),
+        "waiting for data/zk on a: deploy IN_PROGRESS 2/4".to_string(),
+    );
+    let input = |observed: &BTreeMap<String, Progress>, blocked: &BTreeMap<String, String>| {
+        decide(&Input {
+            instance: "ns/x",
+            spec: &s,
+            spec_id: "v1",
+            observed,
+            memory: None,
+            paused: false,
+            blocked,
+            external: &BTreeMap::new(),
+            now: 0,
+        })
+    };
+    let d = input(&observed(&[]), &blocked);
+    assert_eq!(d.apply_now, names(&["b"]));
+    assert!(matches!(d.phase, Phase::Progressing { .. }));
+    blocked.insert(
+        "b".to_string(),
+        "waiting for data/zk on b: not placed there".to_string(),
+    );
+    let d = input(&observed(&[]), &blocked);
+    assert!(d.apply_now.is_empty());
+    assert_eq!(
+        d.phase,
+        Phase::Waiting {
+            stage: "all".into(),
+            gate: "dependsOn".into(),
+            reason: "waiting for data/zk on a: deploy IN_PROGRESS 2/4".into()
+        }
+    );
+    // A cluster already running the spec is not stopped by a dependency.
+    let d = input(&observed(&[("a", InProgress)]), &blocked);
+    assert!(matches!(d.phase, Phase::Progressing { .. }), "{d:?}");
 }

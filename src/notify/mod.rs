@@ -38,10 +38,12 @@ pub enum EventKind {
     ApprovalRequired,
     RolloutPaused,
     RolloutResumed,
+    /// A rollout waits for an instance it depends on (`dependsOn`).
+    DependencyBlocked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::PlanStarted,
         EventKind::PlanComplete,
         EventKind::PlanFatalError,
@@ -55,6 +57,7 @@ impl EventKind {
         EventKind::ApprovalRequired,
         EventKind::RolloutPaused,
         EventKind::RolloutResumed,
+        EventKind::DependencyBlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +75,7 @@ impl EventKind {
             EventKind::ApprovalRequired => "approvalRequired",
             EventKind::RolloutPaused => "rolloutPaused",
             EventKind::RolloutResumed => "rolloutResumed",
+            EventKind::DependencyBlocked => "dependencyBlocked",
         }
     }
 }

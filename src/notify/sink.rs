@@ -34,7 +34,8 @@ pub fn request(kind: &SinkKind, token: Option<&str>, event: &Event) -> Option<Re
                 | EventKind::GateWaiting
                 | EventKind::ApprovalRequired
                 | EventKind::RolloutPaused
-                | EventKind::RolloutResumed => return None,
+                | EventKind::RolloutResumed
+                | EventKind::DependencyBlocked => return None,
             };
             let url = format!(
                 "{}/repos/{owner}/{repo}/statuses/{sha}",
@@ -70,7 +71,8 @@ pub fn request(kind: &SinkKind, token: Option<&str>, event: &Event) -> Option<Re
                 | EventKind::GateWaiting
                 | EventKind::ApprovalRequired
                 | EventKind::RolloutPaused
-                | EventKind::RolloutResumed => return None,
+                | EventKind::RolloutResumed
+                | EventKind::DependencyBlocked => return None,
             };
             let id: String = form_urlencoded::byte_serialize(project.as_bytes()).collect();
             let url = format!(

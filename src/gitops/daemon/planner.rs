@@ -121,6 +121,8 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
             .collect(),
         ..Default::default()
     };
+    // Every instance's progress first: dependencies read each other's.
+    let mut progress: BTreeMap<&String, BTreeMap<String, Progress>> = BTreeMap::new();
     for (key, inst) in &desired.instances {
         let mut observed = BTreeMap::new();
         for name in &inst.targets {
@@ -129,6 +131,17 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
             };
             observed.insert(name.clone(), progress_on(key, name, seen.as_deref(), inst));
         }
+        progress.insert(key, observed);
+    }
+    let blocked: BTreeMap<&String, BTreeMap<String, String>> = desired
+        .instances
+        .iter()
+        .filter(|(_, inst)| !inst.depends_on.is_empty())
+        .map(|(key, inst)| (key, blocked_by_dependencies(inst, inputs, &progress)))
+        .collect();
+    let none = BTreeMap::new();
+    for (key, inst) in &desired.instances {
+        let observed = progress.remove(key).unwrap_or_default();
         let spec_id = spec_id(inst);
         let p = stages::decide(&stages::Input {
             instance: key,
@@ -137,6 +150,7 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
             observed: &observed,
             memory: inputs.memory.get(key),
             paused: inputs.pauses.contains_key(key),
+            blocked: blocked.get(key).unwrap_or(&none),
             external: &BTreeMap::new(),
             now: inputs.now_ms,
         });
@@ -213,6 +227,87 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
         }
     }
     out.ownership = ownership::decide(&desired.instances, inputs.repos, &lives);
+    out
+}
+
+/// The targets of `inst` its new spec may not reach yet, each with what it waits for: a
+/// dependency not declared by any loaded repository, not placed on that cluster, or whose
+/// desired spec is not COMPLETE there (`sameCluster`) or on one of its clusters
+/// (`everywhere`).
+fn blocked_by_dependencies(
+    inst: &crate::gitops::desired::DesiredInstance,
+    inputs: &Inputs<'_>,
+    progress: &BTreeMap<&String, BTreeMap<String, Progress>>,
+) -> BTreeMap<String, String> {
+    let state_on = |dep: &str, cluster: &str| -> String {
+        let live = inputs
+            .observed
+            .get(cluster)
+            .and_then(|o| o.as_deref())
+            .and_then(|o| o.get(dep))
+            .and_then(|s| crate::gitops::status::plan_detail(&s.instance));
+        let p = progress
+            .get(&dep.to_string())
+            .and_then(|p| p.get(cluster))
+            .map_or("not observed yet", Progress::as_str);
+        match live {
+            Some(d) if p != "NotApplied" => {
+                format!("{} {} {}/{}", d.plan, d.status, d.steps_done, d.steps_total)
+            }
+            _ => p.to_string(),
+        }
+    };
+    let complete = |dep: &str, cluster: &str| {
+        progress.get(&dep.to_string()).and_then(|p| p.get(cluster)) == Some(&Progress::Complete)
+    };
+    // Per dependency: why it holds every cluster (absent, or `everywhere` not complete).
+    let mut everywhere: BTreeMap<&str, Option<String>> = BTreeMap::new();
+    for dep in &inst.depends_on {
+        let reason = match inputs.desired.instances.get(&dep.instance) {
+            None => Some(format!(
+                "waiting for {}: not declared by any loaded repository",
+                dep.instance
+            )),
+            Some(d) if dep.scope == stages::Scope::Everywhere => d
+                .targets
+                .iter()
+                .find(|c| !complete(&dep.instance, c))
+                .map(|c| {
+                    format!(
+                        "waiting for {} on {c}: {}",
+                        dep.instance,
+                        state_on(&dep.instance, c)
+                    )
+                }),
+            Some(_) => None,
+        };
+        everywhere.insert(&dep.instance, reason);
+    }
+    let mut out = BTreeMap::new();
+    for c in &inst.targets {
+        for dep in &inst.depends_on {
+            let reason = match everywhere.get(dep.instance.as_str()) {
+                Some(Some(r)) => Some(r.clone()),
+                _ if dep.scope == stages::Scope::Everywhere => None,
+                _ => match inputs.desired.instances.get(&dep.instance) {
+                    Some(d) if !d.targets.contains(c) => Some(format!(
+                        "waiting for {} on {c}: it is not placed there",
+                        dep.instance
+                    )),
+                    _ if complete(&dep.instance, c) => None,
+                    _ => Some(format!(
+                        "waiting for {} on {c}: {}",
+                        dep.instance,
+                        state_on(&dep.instance, c)
+                    )),
+                },
+            };
+            if let Some(r) = reason {
+                out.insert(c.clone(), r);
+                break;
+            }
+        }
+    }
     out
 }
 
@@ -446,10 +541,10 @@ impl Shared {
                 reason,
             } => {
                 info!(instance = %key, %stage, %gate, %reason, "rollout waiting for a gate");
-                let kind = if gate == "approval" {
-                    crate::notify::EventKind::ApprovalRequired
-                } else {
-                    crate::notify::EventKind::GateWaiting
+                let kind = match gate.as_str() {
+                    "approval" => crate::notify::EventKind::ApprovalRequired,
+                    "dependsOn" => crate::notify::EventKind::DependencyBlocked,
+                    _ => crate::notify::EventKind::GateWaiting,
                 };
                 self.notifier.emit(
                     crate::notify::Event::new(

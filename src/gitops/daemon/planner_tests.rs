@@ -35,6 +35,7 @@ pub(super) fn instance(
         parameters: BTreeMap::new(),
         strategy,
         canary: canary.iter().map(|c| c.to_string()).collect(),
+        depends_on: Vec::new(),
         rollout: crate::gitops::stages::RolloutSpec::legacy(
             strategy,
             &targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
@@ -530,4 +531,89 @@ fn rollouts_of_instances_no_longer_desired_are_gone() {
     assert_eq!(a.gone, ["ns/removed"]);
     assert!(!a.converging.contains("ns/removed"));
     assert_eq!(a.summary.instances, 1);
+}
+
+#[test]
+fn a_dependency_holds_each_cluster_until_complete_there_or_everywhere() {
+    const ZK: &str = "data/zk";
+    let zk = instance(ZK, &["a", "b"], Strategy::Parallel, &[]);
+    let mut db = instance(K, &["a", "b"], Strategy::Parallel, &[]);
+    db.depends_on = vec![crate::gitops::stages::Dependency {
+        instance: ZK.into(),
+        scope: crate::gitops::stages::Scope::SameCluster,
+        line: None,
+    }];
+    let d = desired("r1", vec![zk.clone(), db.clone()]);
+    // zk COMPLETE on a, running on b: db goes to a only, and says what b waits for.
+    let o = observed(&[
+        (
+            "a",
+            Some(vec![live(ZK, CP, Some(ExecutionStatus::Complete))]),
+        ),
+        (
+            "b",
+            Some(vec![live(ZK, CP, Some(ExecutionStatus::InProgress))]),
+        ),
+    ]);
+    let a = run(&d, &o);
+    assert_eq!(applied_on(&a, K), ["a"]);
+    let o = observed(&[
+        (
+            "a",
+            Some(vec![
+                live(ZK, CP, Some(ExecutionStatus::Complete)),
+                live(K, CP, Some(ExecutionStatus::Complete)),
+            ]),
+        ),
+        (
+            "b",
+            Some(vec![live(ZK, CP, Some(ExecutionStatus::InProgress))]),
+        ),
+    ]);
+    let a = run(&d, &o);
+    assert!(applied_on(&a, K).is_empty());
+    assert_eq!(
+        state(&a, K),
+        State::Waiting {
+            stage: "remaining".into(),
+            gate: "dependsOn".into(),
+            reason: "waiting for data/zk on b: deploy IN_PROGRESS 0/0".into()
+        }
+    );
+    // `everywhere`: nothing until zk is COMPLETE on all its clusters.
+    db.depends_on[0].scope = crate::gitops::stages::Scope::Everywhere;
+    let d = desired("r1", vec![zk.clone(), db.clone()]);
+    let o = observed(&[
+        (
+            "a",
+            Some(vec![live(ZK, CP, Some(ExecutionStatus::Complete))]),
+        ),
+        (
+            "b",
+            Some(vec![live(ZK, CP, Some(ExecutionStatus::InProgress))]),
+        ),
+    ]);
+    assert!(applied_on(&run(&d, &o), K).is_empty());
+    let o = observed(&[
+        (
+            "a",
+            Some(vec![live(ZK, CP, Some(ExecutionStatus::Complete))]),
+        ),
+        (
+            "b",
+            Some(vec![live(ZK, CP, Some(ExecutionStatus::Complete))]),
+        ),
+    ]);
+    assert_eq!(applied_on(&run(&d, &o), K), ["a", "b"]);
+    // A dependency no loaded repository declares blocks, naming it.
+    let d = desired("r1", vec![db]);
+    let a = run(&d, &o);
+    assert!(applied_on(&a, K).is_empty());
+    match state(&a, K) {
+        State::Waiting { reason, .. } => assert_eq!(
+            reason,
+            "waiting for data/zk: not declared by any loaded repository"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
