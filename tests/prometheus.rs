@@ -5,30 +5,20 @@
 #![allow(unsafe_code)] // signals to child processes / a counting allocator; each site has a SAFETY comment
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+
+#[path = "support/prom.rs"]
+mod prom;
+use prom::{Proc, free_port, prometheus_bin};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(150);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Installs Prometheus when missing; returns the directory of `prometheus` and `promtool`.
-fn prometheus_bin() -> PathBuf {
-    let out = Command::new(root().join("scripts/prometheus"))
-        .arg("path")
-        .output()
-        .expect("scripts/prometheus runs");
-    assert!(
-        out.status.success(),
-        "scripts/prometheus path: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 fn promtool(args: &[&str]) -> String {
@@ -155,28 +145,6 @@ fn dashboards_are_importable_with_templated_variables() {
 }
 
 // ---- the done-when test ----
-
-/// A child process killed (if still running) when dropped.
-struct Proc {
-    child: Child,
-    what: &'static str,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 async fn get(url: &str) -> Result<(u16, String), String> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -319,7 +287,8 @@ async fn query(prom: &str, expr: &str) -> Result<Vec<Value>, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
-    let bin = prometheus_bin();
+    // Installed before anything runs (on a fresh machine this is the slow part).
+    prometheus_bin();
     let work = tempfile::tempdir().expect("tempdir");
     let repo = work.path().join("fleet");
     std::fs::create_dir(&repo).expect("mkdir");
@@ -563,33 +532,13 @@ async fn every_dashboard_panel_returns_series_from_a_real_prometheus() {
     );
 
     // A real Prometheus scrapes the daemon every second and loads the alert rules.
-    let prom_port = free_port();
-    let prom = format!("http://127.0.0.1:{prom_port}");
-    std::fs::write(
-        work.path().join("prometheus.yml"),
-        format!(
+    let (_prometheus, prom) = prom::start(
+        work.path(),
+        &format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\nscrape_configs:\n  - job_name: kudo\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n",
             root().join("deploy/prometheus-rules.yaml").display()
         ),
-    )
-    .expect("prometheus.yml");
-    let _prometheus = Proc {
-        child: Command::new(bin.join("prometheus"))
-            .arg(format!(
-                "--config.file={}",
-                work.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                work.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.path().join("prometheus.log")).expect("log"))
-            .spawn()
-            .expect("prometheus starts"),
-        what: "prometheus",
-    };
+    );
     wait_for("Prometheus to scrape kudo", async || {
         let r = query(&prom, "up{job=\"kudo\"} == 1").await?;
         if r.is_empty() {

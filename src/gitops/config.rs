@@ -64,6 +64,19 @@ pub struct Config {
     pub control_plane: String,
     /// `webhook:` limits of the Git webhook endpoint.
     pub webhook: WebhookConfig,
+    /// `prometheus:` the server `prometheus` rollout gates query.
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+/// `prometheus: {url, bearerTokenFile, caFile}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrometheusConfig {
+    /// Base URL (`http(s)://host:port`, with any path prefix).
+    pub url: String,
+    /// Read for every query, so a rotated token needs no restart.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Added to the system roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One `apiTokens[]` entry: the token is read from `file` on every request (rotation needs
@@ -304,7 +317,9 @@ const TOP_KEYS: &[&str] = &[
     "apiTokens",
     "controlPlane",
     "webhook",
+    "prometheus",
 ];
+const PROMETHEUS_KEYS: &[&str] = &["url", "bearerTokenFile", "caFile"];
 const TOKEN_KEYS: &[&str] = &["name", "file", "role"];
 const WEBHOOK_KEYS: &[&str] = &["ratePerMinute", "burst"];
 const LEADER_KEYS: &[&str] = &[
@@ -527,6 +542,7 @@ impl Validator {
             );
         }
         let webhook = self.webhook(top.get("webhook"));
+        let prometheus = self.prometheus(top.get("prometheus"));
         Config {
             listen,
             cache_dir,
@@ -539,7 +555,38 @@ impl Validator {
             api_tokens,
             control_plane,
             webhook,
+            prometheus,
         }
+    }
+
+    fn prometheus(&mut self, value: Option<&Value>) -> Option<PrometheusConfig> {
+        let value = value.filter(|v| !v.is_null())?;
+        let map = self.map("prometheus", value, PROMETHEUS_KEYS)?;
+        let url = self.string("prometheus", map, "url");
+        let bearer_token_file = self.file("prometheus", map, "bearerTokenFile");
+        let ca_file = self.file("prometheus", map, "caFile");
+        let Some(url) = url else {
+            self.problem(
+                "prometheus.url",
+                "is required (e.g. http://prometheus:9090)",
+            );
+            return None;
+        };
+        match reqwest::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
+                self.problem(
+                    "prometheus.url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                );
+                return None;
+            }
+        }
+        Some(PrometheusConfig {
+            url,
+            bearer_token_file,
+            ca_file,
+        })
     }
 
     fn api_tokens(&mut self, value: Option<&Value>) -> Vec<ApiToken> {
@@ -1366,5 +1413,36 @@ clusters:
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn prometheus_for_rollout_gates_is_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = "clusters:\n  - {name: c, sim: {}}\nrepositories:\n  - name: r\n    url: https://h/x.git\n";
+        let c = Config::parse("kudo.yaml", base, dir.path()).expect("valid");
+        assert_eq!(c.prometheus, None);
+        std::fs::write(dir.path().join("token"), "t").expect("token");
+        let text =
+            format!("{base}prometheus: {{url: 'https://prom:9090/p', bearerTokenFile: token}}\n");
+        let c = Config::parse("kudo.yaml", &text, dir.path()).expect("valid");
+        assert_eq!(
+            c.prometheus,
+            Some(PrometheusConfig {
+                url: "https://prom:9090/p".into(),
+                bearer_token_file: Some(dir.path().join("token")),
+                ca_file: None,
+            })
+        );
+        let text = format!("{base}prometheus: {{url: 'prom:9090', caFile: nope.pem, step: 1}}\n");
+        let all = problems(&text, dir.path()).join("\n");
+        for needle in [
+            "prometheus.url: \"prom:9090\" is not an http:// or https:// URL",
+            "prometheus.caFile: file",
+            "prometheus.step: unknown key",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let all = problems(&format!("{base}prometheus: {{}}\n"), dir.path()).join("\n");
+        assert!(all.contains("prometheus.url: is required"), "{all}");
     }
 }

@@ -1517,6 +1517,16 @@ spec:
             e.contains("instances/zz.yaml:23: placement.rollout.stages[1].gates[0].plan names \"smoke-test\", which the framework does not have (plans: deploy"),
             "{e}"
         );
+        let e = bad("- bake: 10m", "- prometheus: {query: up, timeout: soon}");
+        assert!(
+            e.contains("instances/zz.yaml:18: placement.rollout.stages[0].gates[0].prometheus.timeout \"soon\""),
+            "{e}"
+        );
+        let e = bad("- bake: 10m", "- prometheus: {query: ' '}");
+        assert!(
+            e.contains("instances/zz.yaml:18: placement.rollout.stages[0].gates[0].prometheus.query is empty"),
+            "{e}"
+        );
         let e = bad("maxUnavailable: 25%", "maxUnavailable: 0");
         assert!(
             e.contains("instances/zz.yaml:21: placement.rollout.stages[1].maxUnavailable"),

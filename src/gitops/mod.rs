@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod desired;
 pub mod diff;
+pub mod gates;
 pub mod git;
 pub mod leader;
 pub mod ownership;

@@ -288,12 +288,28 @@ pub fn read(
                         }
                     }
                     DocGate::Prometheus(p) => {
-                        let _ = (&p.query, &p.timeout);
-                        problems.push(problem(
-                            Some(i),
-                            "prometheus",
-                            format!("{gat}.prometheus: prometheus gates are not supported by this kudo yet"),
-                        ));
+                        let timeout = match p.timeout.as_deref().map(crate::util::duration::parse) {
+                            None => Ok(None),
+                            Some(Ok(d)) if !d.is_zero() => Ok(Some(d)),
+                            Some(Ok(_)) => Err("must be longer than 0s".to_string()),
+                            Some(Err(e)) => Err(e.to_string()),
+                        };
+                        match timeout {
+                            Err(reason) => problems.push(problem(
+                                Some(i),
+                                "timeout",
+                                format!("{gat}.prometheus.timeout {reason}"),
+                            )),
+                            Ok(_) if p.query.trim().is_empty() => problems.push(problem(
+                                Some(i),
+                                "query",
+                                format!("{gat}.prometheus.query is empty"),
+                            )),
+                            Ok(timeout) => gates.push(Gate::Prometheus {
+                                query: p.query.clone(),
+                                timeout,
+                            }),
+                        }
                     }
                 }
             }

@@ -187,6 +187,13 @@ pub struct Memory {
     /// Stage → who approved it and when.
     #[serde(default)]
     pub approvals: BTreeMap<String, Approval>,
+    /// `stage#gate index` → since when a gate with a timeout has been closed (Unix ms).
+    #[serde(default)]
+    pub gate_since: BTreeMap<String, i64>,
+    /// `stage#gate index` of the gates after a stage that have opened: an opened gate stays
+    /// open for this spec (a later stage is not stopped by an earlier stage's bake or query).
+    #[serde(default)]
+    pub gates_passed: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -388,7 +395,12 @@ pub fn decide(input: &Input<'_>) -> Decision {
             .entry(stage.name.clone())
             .or_insert(input.now);
         let mut held = None;
+        let mut timed_out = None;
         for (g, gate) in stage.gates.iter().enumerate() {
+            let since_key = format!("{}#{g}", stage.name);
+            if memory.gates_passed.contains(&since_key) {
+                continue;
+            }
             let closed = match gate {
                 Gate::Approval => None,
                 Gate::Bake(d) => {
@@ -410,9 +422,35 @@ pub fn decide(input: &Input<'_>) -> Decision {
                 }
             };
             if let Some(reason) = closed {
+                let timeout = match gate {
+                    Gate::Prometheus { timeout, .. } => *timeout,
+                    _ => None,
+                };
+                let since = *memory.gate_since.entry(since_key).or_insert(input.now);
+                if let Some(t) = timeout
+                    && input.now - since >= t.as_millis() as i64
+                {
+                    timed_out = Some(format!(
+                        "stage {}: {} gate still closed after its timeout {}: {reason}",
+                        stage.name,
+                        gate.kind(),
+                        crate::util::duration::format(t)
+                    ));
+                }
                 held = Some((gate.kind(), reason));
                 break;
             }
+            memory.gate_since.remove(&since_key);
+            if *gate != Gate::Approval {
+                memory.gates_passed.insert(since_key);
+            }
+        }
+        if let Some(reason) = timed_out {
+            decision.phase = Phase::Halted {
+                cluster: String::new(),
+                reason,
+            };
+            break;
         }
         if let Some((gate, reason)) = held {
             decision.phase = Phase::Waiting {

@@ -415,3 +415,55 @@ fn blocked_clusters_wait_with_the_reason_and_the_others_go_on() {
     let d = input(&observed(&[("a", InProgress)]), &blocked);
     assert!(matches!(d.phase, Phase::Progressing { .. }), "{d:?}");
 }
+
+#[test]
+fn a_closed_prometheus_gate_halts_the_rollout_after_its_timeout() {
+    let s = spec(vec![
+        stage(
+            "canary",
+            &["a"],
+            Strategy::Parallel,
+            vec![Gate::Prometheus {
+                query: "up".into(),
+                timeout: Some(Duration::from_secs(1800)),
+            }],
+        ),
+        stage("prod", &["b"], Strategy::Parallel, vec![]),
+    ]);
+    let done = observed(&[("a", Complete)]);
+    let mut external = BTreeMap::new();
+    external.insert(
+        ("canary".to_string(), 0),
+        External::Closed("query returned no samples".into()),
+    );
+    let at = |memory: Option<&Memory>, now: i64, external: &BTreeMap<(String, usize), External>| {
+        decide(&Input {
+            instance: "ns/x",
+            spec: &s,
+            spec_id: "v1",
+            observed: &done,
+            memory,
+            paused: false,
+            blocked: &BTreeMap::new(),
+            external,
+            now,
+        })
+    };
+    let d = at(None, 0, &external);
+    assert!(matches!(d.phase, Phase::Waiting { .. }));
+    let d = at(Some(&d.memory), 29 * MIN, &external);
+    assert!(matches!(d.phase, Phase::Waiting { .. }));
+    let halted = at(Some(&d.memory), 30 * MIN, &external);
+    match &halted.phase {
+        Phase::Halted { reason, .. } => assert_eq!(
+            reason,
+            "stage canary: prometheus gate still closed after its timeout 30m: query returned no samples"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Opened in time: the next stage goes, and the clock is forgotten.
+    external.insert(("canary".to_string(), 0), External::Open);
+    let d = at(Some(&d.memory), 29 * MIN, &external);
+    assert_eq!(d.apply_now, names(&["b"]));
+    assert!(d.memory.gate_since.is_empty());
+}

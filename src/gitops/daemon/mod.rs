@@ -16,6 +16,7 @@
 //! `planner` (rollout and ownership decisions), `status` (the status views), `http` (the API);
 //! this file starts and stops the tasks. `super::serve` re-exports the public names.
 
+mod gates;
 mod http;
 mod planner;
 #[cfg(test)]
@@ -256,6 +257,7 @@ impl Daemon {
             rollout_memory: Mutex::new(saved.rollouts.clone()),
             rollout_pauses: Mutex::new(saved.pauses.clone()),
             rollout_saved: Mutex::new(Some(saved)),
+            gate_verdicts: Mutex::new(BTreeMap::new()),
             observations: Default::default(),
             planned: Mutex::new(PlanSummary::default()),
             registry: Arc::new(registry),
@@ -274,6 +276,10 @@ impl Daemon {
             hook_limiter: crate::gitops::webhook::RateLimiter::new(config.webhook),
         });
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(gates::gate_evaluator(
+            shared.clone(),
+            stop_rx.clone(),
+        )));
         let (s, rx) = (shared.clone(), stop_rx.clone());
         shared
             .health

@@ -71,6 +71,8 @@ pub(super) struct Inputs<'a> {
     pub memory: &'a BTreeMap<String, stages::Memory>,
     /// Instance key → who paused its rollout through the API (beside `paused` in Git).
     pub pauses: &'a BTreeMap<String, stages::Approval>,
+    /// Instance key → the verdicts of its `prometheus` gates (see `super::gates`).
+    pub external: &'a super::gates::Verdicts,
 }
 
 /// One instance's rollout as a pass sees it.
@@ -140,6 +142,7 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
         .map(|(key, inst)| (key, blocked_by_dependencies(inst, inputs, &progress)))
         .collect();
     let none = BTreeMap::new();
+    let no_verdicts = BTreeMap::new();
     for (key, inst) in &desired.instances {
         let observed = progress.remove(key).unwrap_or_default();
         let spec_id = spec_id(inst);
@@ -151,7 +154,7 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
             memory: inputs.memory.get(key),
             paused: inputs.pauses.contains_key(key),
             blocked: blocked.get(key).unwrap_or(&none),
-            external: &BTreeMap::new(),
+            external: inputs.external.get(key).unwrap_or(&no_verdicts),
             now: inputs.now_ms,
         });
         out.memory.insert(key.clone(), p.memory);
@@ -403,6 +406,7 @@ impl Shared {
         let previous = lock(&self.rollouts).clone();
         let memory = lock(&self.rollout_memory).clone();
         let pauses = lock(&self.rollout_pauses).clone();
+        let external = lock(&self.gate_verdicts).clone();
         let converging = lock(&self.converging).clone();
         let revision_times: BTreeMap<String, i64> = {
             let times = lock(&self.revision_times);
@@ -423,6 +427,7 @@ impl Shared {
             now_ms: self.options.clock.now_ms(),
             memory: &memory,
             pauses: &pauses,
+            external: &external,
         });
         self.publish(&desired, actions);
     }

@@ -147,6 +147,7 @@ fn run(d: &DesiredState, o: &Observed) -> PlanActions {
         now_ms: 0,
         memory: &BTreeMap::new(),
         pauses: &BTreeMap::new(),
+        external: &BTreeMap::new(),
     })
 }
 
@@ -338,6 +339,7 @@ fn a_fatal_error_halts_the_rollout_and_is_reported_once() {
         now_ms: 0,
         memory: &BTreeMap::new(),
         pauses: &BTreeMap::new(),
+        external: &BTreeMap::new(),
     });
     assert!(!again.rollouts[K].changed, "a halt is reported once");
 }
@@ -380,6 +382,7 @@ fn an_instance_dropped_from_git_is_deleted_only_when_ownership_allows() {
         now_ms: 0,
         memory: &BTreeMap::new(),
         pauses: &BTreeMap::new(),
+        external: &BTreeMap::new(),
     });
     assert!(a.ownership.delete.is_empty(), "{:?}", a.ownership.delete);
     assert!(
@@ -490,6 +493,7 @@ fn commit_to_converged_is_measured_once_for_rollouts_the_planner_started() {
             now_ms: 190 * 1000,
             memory: &BTreeMap::new(),
             pauses: &BTreeMap::new(),
+            external: &BTreeMap::new(),
         })
     };
     let started = inputs(&observed(&[("a", Some(vec![]))]), &BTreeSet::new());
@@ -527,6 +531,7 @@ fn rollouts_of_instances_no_longer_desired_are_gone() {
         now_ms: 0,
         memory: &BTreeMap::new(),
         pauses: &BTreeMap::new(),
+        external: &BTreeMap::new(),
     });
     assert_eq!(a.gone, ["ns/removed"]);
     assert!(!a.converging.contains("ns/removed"));

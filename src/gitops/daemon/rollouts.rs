@@ -180,6 +180,8 @@ impl Shared {
                         applied_at: BTreeMap::new(),
                         complete_since: m.complete_since.clone(),
                         approvals: m.approvals.clone(),
+                        gate_since: m.gate_since.clone(),
+                        gates_passed: m.gates_passed.clone(),
                     },
                 )
             })

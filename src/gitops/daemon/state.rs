@@ -170,6 +170,8 @@ pub struct Shared {
     pub(super) rollout_pauses: Mutex<BTreeMap<String, crate::gitops::stages::Approval>>,
     /// What `rollout-state.json` holds (written only when this changes).
     pub(super) rollout_saved: Mutex<Option<super::rollouts::Saved>>,
+    /// The latest verdicts of the `prometheus` gates rollouts wait on.
+    pub(super) gate_verdicts: Mutex<super::gates::Verdicts>,
     /// Planner passes so far (tests wait on progress, not on time).
     pub(super) passes: std::sync::atomic::AtomicU64,
     /// Observations the cluster workers built (a quiet fleet builds none).
