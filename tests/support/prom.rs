@@ -21,6 +21,8 @@ pub fn prometheus_bin() -> PathBuf {
 /// A child process killed (if still running) when dropped.
 pub struct Proc {
     pub child: Child,
+    /// What it is, for messages (read by some test binaries including this module only).
+    #[allow(dead_code)]
     pub what: &'static str,
 }
 
