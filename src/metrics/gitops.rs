@@ -74,6 +74,21 @@ pub struct RolloutLabels {
     pub state: RolloutState,
 }
 
+/// A gate a rollout waits for (`approval`, `bake`, `prometheus`, `dependsOn`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitingLabels {
+    pub namespace: String,
+    pub instance: String,
+    pub stage: String,
+    pub gate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub namespace: String,
+    pub instance: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperatorLabels {
     pub operator: String,
@@ -87,6 +102,11 @@ pub struct GitopsMetrics {
     pub desired_state_errors: Family<RepoLabels, Gauge>,
     pub rollout_clusters: Family<RolloutLabels, Gauge>,
     pub commit_to_converged: Family<OperatorLabels, Histogram>,
+    /// 1 while an instance's rollout waits for a gate (one series: the gate it waits for).
+    pub rollout_waiting: Family<WaitingLabels, Gauge>,
+    /// 1 while an instance's rollout is paused (in Git or through the API).
+    pub rollout_paused: Family<InstanceLabels, Gauge>,
+    waiting_now: std::sync::Mutex<std::collections::HashMap<(String, String), WaitingLabels>>,
 }
 
 impl GitopsMetrics {
@@ -103,6 +123,9 @@ impl GitopsMetrics {
             commit_to_converged: Family::new_with_constructor(|| {
                 Histogram::new(super::duration_buckets())
             }),
+            rollout_waiting: Family::default(),
+            rollout_paused: Family::default(),
+            waiting_now: Default::default(),
         };
         registry.register(
             "git_syncs",
@@ -133,6 +156,16 @@ impl GitopsMetrics {
             "rollout_clusters",
             "Target clusters of an instance's rollout by state",
             m.rollout_clusters.clone(),
+        );
+        registry.register(
+            "rollout_waiting",
+            "1 while an instance's rollout waits for a gate (approval, bake, prometheus, dependsOn) of a stage",
+            m.rollout_waiting.clone(),
+        );
+        registry.register(
+            "rollout_paused",
+            "1 while an instance's rollout is paused",
+            m.rollout_paused.clone(),
         );
         registry.register(
             "commit_to_converged_seconds",
@@ -227,8 +260,46 @@ impl GitopsMetrics {
         }
     }
 
+    /// Records what an instance's rollout waits for (`None`: nothing) and whether it is paused.
+    pub fn set_rollout_phase(
+        &self,
+        namespace: &str,
+        instance: &str,
+        waiting: Option<(&str, &str)>,
+        paused: bool,
+    ) {
+        let key = (namespace.to_string(), instance.to_string());
+        let mut now = self.waiting_now.lock().unwrap_or_else(|p| p.into_inner());
+        let new = waiting.map(|(stage, gate)| WaitingLabels {
+            namespace: namespace.into(),
+            instance: instance.into(),
+            stage: stage.into(),
+            gate: gate.into(),
+        });
+        if now.get(&key) != new.as_ref() {
+            if let Some(old) = now.remove(&key) {
+                self.rollout_waiting.remove(&old);
+            }
+            if let Some(new) = new {
+                self.rollout_waiting.get_or_create(&new).set(1);
+                now.insert(key, new);
+            }
+        }
+        self.rollout_paused
+            .get_or_create(&InstanceLabels {
+                namespace: namespace.into(),
+                instance: instance.into(),
+            })
+            .set(i64::from(paused));
+    }
+
     /// Forgets an instance that is no longer desired.
     pub fn forget_rollout(&self, namespace: &str, instance: &str) {
+        self.set_rollout_phase(namespace, instance, None, false);
+        self.rollout_paused.remove(&InstanceLabels {
+            namespace: namespace.into(),
+            instance: instance.into(),
+        });
         for state in ROLLOUT_STATES {
             self.rollout_clusters.remove(&RolloutLabels {
                 namespace: namespace.into(),
@@ -236,5 +307,38 @@ impl GitopsMetrics {
                 state,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_rollout_waits_for_one_gate_at_a_time_and_is_forgotten() {
+        let (registry, m) = crate::metrics::registry();
+        let g = &m.gitops;
+        g.set_rollout_phase("data", "db", Some(("canary", "bake")), false);
+        g.set_rollout_phase("data", "db", Some(("prod", "approval")), false);
+        let text = crate::metrics::encode(&registry);
+        assert!(
+            text.contains(
+                "kudo_rollout_waiting{namespace=\"data\",instance=\"db\",stage=\"prod\",gate=\"approval\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("gate=\"bake\""), "{text}");
+        assert!(
+            text.contains("kudo_rollout_paused{namespace=\"data\",instance=\"db\"} 0"),
+            "{text}"
+        );
+        g.set_rollout_phase("data", "db", None, true);
+        let text = crate::metrics::encode(&registry);
+        assert!(!text.contains("kudo_rollout_waiting{"), "{text}");
+        assert!(
+            text.contains("kudo_rollout_paused{namespace=\"data\",instance=\"db\"} 1"),
+            "{text}"
+        );
+        g.forget_rollout("data", "db");
+        let text = crate::metrics::encode(&registry);
+        assert!(!text.contains("kudo_rollout_paused{"), "{text}");
     }
 }

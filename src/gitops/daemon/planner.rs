@@ -452,6 +452,16 @@ impl Shared {
         for (key, r) in &rollouts {
             if let Some(inst) = desired.instances.get(key) {
                 gm.set_rollout(&inst.namespace, &inst.name, &r.counts);
+                let waiting = match &r.state {
+                    State::Waiting { stage, gate, .. } => Some((stage.as_str(), gate.as_str())),
+                    _ => None,
+                };
+                gm.set_rollout_phase(
+                    &inst.namespace,
+                    &inst.name,
+                    waiting,
+                    r.state == State::Paused,
+                );
             }
             if r.changed {
                 if before.get(key) == Some(&State::Paused) {
