@@ -311,3 +311,56 @@ async fn an_instance_waits_on_each_cluster_for_its_dependency_there() {
     wait_state(&daemon, "apps/db", "db complete", |s| *s == State::Complete).await;
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_clusters_and_maintenance_windows_in_kudo_yaml_hold_new_specs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path(), "a");
+    write_store(&repo);
+    repo.write(
+        "instances/db.yaml",
+        &instance_doc("db", "apps", &[("ROLE", "")], ""),
+    );
+    repo.commit("db");
+    let fleet = Fleet::new(&["c1", "c2", "c3"]);
+    let text = format!(
+        "cacheDir: {cache}\nrepositories:\n  - {{name: a, url: '{url}', interval: 1h}}\nclusters:\n  - {{name: c1, sim: {{}}, labels: {{fleet: test}}}}\n  - name: c2\n    sim: {{}}\n    labels: {{fleet: test}}\n    windows: [{{schedule: '0 22 * * *', duration: 1h, timezone: Europe/Berlin}}]\n  - {{name: c3, sim: {{}}, labels: {{fleet: test}}, paused: true}}\n",
+        cache = dir.path().join("cache").display(),
+        url = repo.url()
+    );
+    let config =
+        kudo::gitops::config::Config::parse("kudo.yaml", &text, dir.path()).expect("config");
+    // Noon UTC on a Wednesday: Berlin's 22:00 window is 9 hours away.
+    let noon = chrono::DateTime::parse_from_rfc3339("2026-12-02T12:00:00Z")
+        .expect("time")
+        .timestamp_millis();
+    let clock = Clock::manual(noon);
+    let mut options = fleet.options();
+    options.clock = clock.clone();
+    let daemon = Daemon::start(config, options).await.expect("daemon");
+    wait_complete(&fleet.cluster("c1"), "apps", "db").await;
+    wait_state(&daemon, "apps/db", "c2 outside its window", |s| {
+        matches!(s, State::Waiting { gate, reason, .. } if gate == "window"
+            && reason == "cluster c2 is outside its maintenance windows (next opens 2026-12-02T22:00:00+01:00)")
+    })
+    .await;
+    assert_eq!(
+        role_on(&fleet, "c2").await,
+        None,
+        "c2 got the spec outside its window"
+    );
+    // 21:30 UTC is 22:30 in Berlin: the window is open.
+    clock.advance(Duration::from_secs(9 * 3600 + 1800));
+    wait_complete(&fleet.cluster("c2"), "apps", "db").await;
+    wait_state(&daemon, "apps/db", "c3 paused in kudo.yaml", |s| {
+        matches!(s, State::Waiting { gate, reason, .. } if gate == "clusterPaused"
+            && reason == "cluster c3 is paused in kudo.yaml")
+    })
+    .await;
+    assert_eq!(
+        role_on(&fleet, "c3").await,
+        None,
+        "a paused cluster got the spec"
+    );
+    daemon.shutdown().await;
+}

@@ -200,6 +200,10 @@ pub struct ClusterConfig {
     pub access: ClusterAccess,
     /// Upper bound of one API request to this cluster.
     pub request_timeout: Duration,
+    /// `paused: true`: no new spec reaches this cluster (what runs keeps running).
+    pub paused: bool,
+    /// Maintenance windows: with any, a new spec reaches the cluster only inside one.
+    pub windows: Vec<super::windows::Window>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -362,7 +366,10 @@ const CLUSTER_KEYS: &[&str] = &[
     "sim",
     "labels",
     "requestTimeout",
+    "paused",
+    "windows",
 ];
+const WINDOW_KEYS: &[&str] = &["schedule", "duration", "timezone"];
 const SIM_KEYS: &[&str] = &["latency", "readyDelay"];
 
 impl Validator {
@@ -934,12 +941,69 @@ impl Validator {
                 context: self.string(at, map, "context"),
             }
         };
+        let paused = match map.get("paused") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.problem(
+                    &join(at, "paused"),
+                    format!("expected true or false, found {}", kind(other)),
+                );
+                false
+            }
+        };
+        let windows = self.windows(at, name.as_deref(), map.get("windows"));
         Some(ClusterConfig {
             name: name?,
             labels,
             access,
             request_timeout,
+            paused,
+            windows,
         })
+    }
+
+    fn windows(
+        &mut self,
+        at: &str,
+        cluster: Option<&str>,
+        value: Option<&Value>,
+    ) -> Vec<super::windows::Window> {
+        let cluster = cluster.unwrap_or("?");
+        let at = join(at, "windows");
+        let items = match value {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.problem(&at, format!("expected a list, found {}", kind(other)));
+                return Vec::new();
+            }
+        };
+        let mut windows = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let wat = format!("{at}[{i}]");
+            let Some(map) = self.map(&wat, item, WINDOW_KEYS) else {
+                continue;
+            };
+            let Some(schedule) = self.string(&wat, map, "schedule") else {
+                self.problem(
+                    &join(&wat, "schedule"),
+                    "is required (cron: \"0 22 * * 1-5\")",
+                );
+                continue;
+            };
+            if self.string(&wat, map, "duration").is_none() {
+                self.problem(&join(&wat, "duration"), "is required (e.g. 4h)");
+                continue;
+            }
+            let duration = self.duration(&wat, map, "duration", Duration::ZERO);
+            let timezone = self.string(&wat, map, "timezone");
+            match super::windows::Window::new(&schedule, duration, timezone.as_deref()) {
+                Ok(w) => windows.push(w),
+                Err(reason) => self.problem(&wat, format!("cluster {cluster}: {reason}")),
+            }
+        }
+        windows
     }
 }
 
@@ -1410,6 +1474,31 @@ clusters:
             "webhook.ratePerMinute: expected a whole number from 1 to 1000000, found 0",
             "webhook.burst: expected a whole number",
             "webhook.rate: unknown key",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn paused_clusters_and_windows_are_read_and_bad_windows_name_the_cluster() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "repositories: [{name: r, url: https://h/x.git}]\nclusters:\n  - {name: a, sim: {}, paused: true}\n  - name: b\n    sim: {}\n    windows: [{schedule: '0 22 * * 1-5', duration: 4h, timezone: Europe/Berlin}]\n";
+        let c = Config::parse("kudo.yaml", text, dir.path()).expect("valid");
+        assert!(c.clusters[0].paused && c.clusters[0].windows.is_empty());
+        assert!(!c.clusters[1].paused);
+        assert_eq!(c.clusters[1].windows[0].schedule, "0 22 * * 1-5");
+        assert_eq!(
+            c.clusters[1].windows[0].duration,
+            Duration::from_secs(4 * 3600)
+        );
+        let bad = "repositories: [{name: r, url: https://h/x.git}]\nclusters:\n  - name: prod-eu\n    sim: {}\n    paused: sometimes\n    windows:\n      - {schedule: '0 25 * * *', duration: 1h}\n      - {schedule: '0 22 * * *', duration: 1h, timezone: Mars/Olympus}\n      - {schedule: '0 22 * * *'}\n      - {schedule: '0 22 * * *', duration: 1h, every: day}\n";
+        let all = problems(bad, dir.path()).join("\n");
+        for needle in [
+            "clusters[0].paused: expected true or false",
+            "clusters[0].windows[0]: cluster prod-eu: schedule \"0 25 * * *\"",
+            "clusters[0].windows[1]: cluster prod-eu: timezone \"Mars/Olympus\"",
+            "clusters[0].windows[2].duration: is required",
+            "clusters[0].windows[3].every: unknown key",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }

@@ -20,3 +20,4 @@ pub mod status;
 pub mod supervise;
 pub mod sync;
 pub mod webhook;
+pub mod windows;

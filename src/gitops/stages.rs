@@ -232,8 +232,9 @@ pub struct Input<'a> {
     pub memory: Option<&'a Memory>,
     /// Paused through the API (beside `spec.paused` from Git).
     pub paused: bool,
-    /// Clusters the new spec may not reach yet (dependencies not COMPLETE), with the reason.
-    pub blocked: &'a BTreeMap<String, String>,
+    /// Clusters the new spec may not reach yet, with what holds them (`dependsOn`,
+    /// `clusterPaused`, `window`) and why.
+    pub blocked: &'a BTreeMap<String, (&'static str, String)>,
     /// (stage, gate index) → the verdict of a gate computed outside (prometheus, plan).
     pub external: &'a BTreeMap<(String, usize), External>,
     /// Unix milliseconds.
@@ -374,11 +375,13 @@ pub fn decide(input: &Input<'_>) -> Decision {
                     .any(|c| matches!(progress(c), Progress::Pending | Progress::InProgress));
                 decision.phase = match due.iter().find_map(|c| input.blocked.get(*c)) {
                     // Nothing of the wave can move: say what it waits for.
-                    Some(reason) if decision.apply_now.is_empty() && !running => Phase::Waiting {
-                        stage: stage.name.clone(),
-                        gate: "dependsOn".into(),
-                        reason: reason.clone(),
-                    },
+                    Some((gate, reason)) if decision.apply_now.is_empty() && !running => {
+                        Phase::Waiting {
+                            stage: stage.name.clone(),
+                            gate: (*gate).to_string(),
+                            reason: reason.clone(),
+                        }
+                    }
                     _ => Phase::Progressing {
                         wave: wave_index + i,
                         waves: total_waves,

@@ -379,9 +379,13 @@ fn blocked_clusters_wait_with_the_reason_and_the_others_go_on() {
     let mut blocked = BTreeMap::new();
     blocked.insert(
         "a".to_string(),
-        "waiting for data/zk on a: deploy IN_PROGRESS 2/4".to_string(),
+        (
+            "dependsOn",
+            "waiting for data/zk on a: deploy IN_PROGRESS 2/4".to_string(),
+        ),
     );
-    let input = |observed: &BTreeMap<String, Progress>, blocked: &BTreeMap<String, String>| {
+    let input = |observed: &BTreeMap<String, Progress>,
+                 blocked: &BTreeMap<String, (&'static str, String)>| {
         decide(&Input {
             instance: "ns/x",
             spec: &s,
@@ -399,7 +403,7 @@ fn blocked_clusters_wait_with_the_reason_and_the_others_go_on() {
     assert!(matches!(d.phase, Phase::Progressing { .. }));
     blocked.insert(
         "b".to_string(),
-        "waiting for data/zk on b: not placed there".to_string(),
+        ("window", "outside its maintenance windows".to_string()),
     );
     let d = input(&observed(&[]), &blocked);
     assert!(d.apply_now.is_empty());

@@ -73,6 +73,8 @@ pub(super) struct Inputs<'a> {
     pub pauses: &'a BTreeMap<String, stages::Approval>,
     /// Instance key → the verdicts of its `prometheus` gates (see `super::gates`).
     pub external: &'a super::gates::Verdicts,
+    /// Cluster → what holds every new spec there now (`clusterPaused` or `window`, and why).
+    pub cluster_holds: &'a BTreeMap<String, (&'static str, String)>,
 }
 
 /// One instance's rollout as a pass sees it.
@@ -135,11 +137,24 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
         }
         progress.insert(key, observed);
     }
-    let blocked: BTreeMap<&String, BTreeMap<String, String>> = desired
+    // What holds a cluster for every instance (kudo.yaml), then per instance (dependsOn).
+    let blocked: BTreeMap<&String, BTreeMap<String, (&'static str, String)>> = desired
         .instances
         .iter()
-        .filter(|(_, inst)| !inst.depends_on.is_empty())
-        .map(|(key, inst)| (key, blocked_by_dependencies(inst, inputs, &progress)))
+        .filter(|(_, inst)| !inst.depends_on.is_empty() || !inputs.cluster_holds.is_empty())
+        .map(|(key, inst)| {
+            let mut holds: BTreeMap<String, (&'static str, String)> = inst
+                .targets
+                .iter()
+                .filter_map(|c| Some((c.clone(), inputs.cluster_holds.get(c)?.clone())))
+                .collect();
+            if !inst.depends_on.is_empty() {
+                for (c, reason) in blocked_by_dependencies(inst, inputs, &progress) {
+                    holds.entry(c).or_insert(("dependsOn", reason));
+                }
+            }
+            (key, holds)
+        })
         .collect();
     let none = BTreeMap::new();
     let no_verdicts = BTreeMap::new();
@@ -407,6 +422,28 @@ impl Shared {
         let memory = lock(&self.rollout_memory).clone();
         let pauses = lock(&self.rollout_pauses).clone();
         let external = lock(&self.gate_verdicts).clone();
+        let now_ms = self.options.clock.now_ms();
+        let cluster_holds: BTreeMap<String, (&'static str, String)> = self
+            .config
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                if c.paused {
+                    return Some((
+                        c.name.clone(),
+                        (
+                            "clusterPaused",
+                            format!("cluster {} is paused in kudo.yaml", c.name),
+                        ),
+                    ));
+                }
+                let reason = crate::gitops::windows::closed_reason(&c.windows, now_ms)?;
+                Some((
+                    c.name.clone(),
+                    ("window", format!("cluster {} is {reason}", c.name)),
+                ))
+            })
+            .collect();
         let converging = lock(&self.converging).clone();
         let revision_times: BTreeMap<String, i64> = {
             let times = lock(&self.revision_times);
@@ -424,10 +461,11 @@ impl Shared {
             converging: &converging,
             revision_times: &revision_times,
             now: jiff::Timestamp::now().as_second(),
-            now_ms: self.options.clock.now_ms(),
+            now_ms,
             memory: &memory,
             pauses: &pauses,
             external: &external,
+            cluster_holds: &cluster_holds,
         });
         self.publish(&desired, actions);
     }

@@ -148,6 +148,7 @@ fn run(d: &DesiredState, o: &Observed) -> PlanActions {
         memory: &BTreeMap::new(),
         pauses: &BTreeMap::new(),
         external: &BTreeMap::new(),
+        cluster_holds: &BTreeMap::new(),
     })
 }
 
@@ -340,6 +341,7 @@ fn a_fatal_error_halts_the_rollout_and_is_reported_once() {
         memory: &BTreeMap::new(),
         pauses: &BTreeMap::new(),
         external: &BTreeMap::new(),
+        cluster_holds: &BTreeMap::new(),
     });
     assert!(!again.rollouts[K].changed, "a halt is reported once");
 }
@@ -383,6 +385,7 @@ fn an_instance_dropped_from_git_is_deleted_only_when_ownership_allows() {
         memory: &BTreeMap::new(),
         pauses: &BTreeMap::new(),
         external: &BTreeMap::new(),
+        cluster_holds: &BTreeMap::new(),
     });
     assert!(a.ownership.delete.is_empty(), "{:?}", a.ownership.delete);
     assert!(
@@ -494,6 +497,7 @@ fn commit_to_converged_is_measured_once_for_rollouts_the_planner_started() {
             memory: &BTreeMap::new(),
             pauses: &BTreeMap::new(),
             external: &BTreeMap::new(),
+            cluster_holds: &BTreeMap::new(),
         })
     };
     let started = inputs(&observed(&[("a", Some(vec![]))]), &BTreeSet::new());
@@ -532,6 +536,7 @@ fn rollouts_of_instances_no_longer_desired_are_gone() {
         memory: &BTreeMap::new(),
         pauses: &BTreeMap::new(),
         external: &BTreeMap::new(),
+        cluster_holds: &BTreeMap::new(),
     });
     assert_eq!(a.gone, ["ns/removed"]);
     assert!(!a.converging.contains("ns/removed"));
