@@ -79,6 +79,26 @@ impl FleetOptions {
         let per = (self.clusters * self.max_unavailable_percent as usize / 100).max(1);
         self.clusters.div_ceil(per)
     }
+
+    /// Waves of the staged rollout: a one-cluster canary stage, then the rest in waves of
+    /// `maxUnavailable: N%` of the rest, counted by the planner's own `stage_waves`.
+    pub fn staged_waves(&self) -> usize {
+        use crate::gitops::rollout::{Count, Strategy};
+        use crate::gitops::stages::{Stage, stage_waves};
+        let names: Vec<String> = (0..self.clusters)
+            .map(super::clusters::cluster_name)
+            .collect();
+        let (canary, rest) = names.split_at(names.len().min(1));
+        let stage = |clusters: &[String], strategy| Stage {
+            name: String::new(),
+            clusters: clusters.to_vec(),
+            strategy,
+            gates: Vec::new(),
+        };
+        let percent = Strategy::MaxUnavailable(Count::Percent(self.max_unavailable_percent));
+        stage_waves(&stage(canary, Strategy::Parallel)).len()
+            + stage_waves(&stage(rest, percent)).len()
+    }
 }
 
 /// One converge measurement: from the webhook to every plan COMPLETE as the daemon sees it.
@@ -125,6 +145,9 @@ pub struct FleetReport {
     pub rollout_parallel: Option<Converge>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_waves: Option<Converge>,
+    /// A canary stage of one cluster, then the rest in `maxUnavailable` waves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_staged: Option<Converge>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coldstart: Option<ColdStart>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -577,6 +600,26 @@ async fn run_fleet(
                     )
                     .await?,
                 );
+                repo.write_instances(
+                    "v4",
+                    &format!(
+                        "{{stages: [{{name: canary, clusters: [{}]}}, {{name: rest, clusterSelector: {{matchLabels: {{fleet: bench}}}}, maxUnavailable: \"{}%\"}}]}}",
+                        super::clusters::cluster_name(0),
+                        opts.max_unavailable_percent
+                    ),
+                )?;
+                report.rollout_staged = Some(
+                    converge(
+                        &run,
+                        repo,
+                        "MESSAGE=v4",
+                        ideal * opts.staged_waves() as f64,
+                        plans,
+                        opts.timeout(),
+                        sim_pid,
+                    )
+                    .await?,
+                );
             }
             Mode::Idle => report.idle = Some(idle(&run, opts, sim_pid).await?),
             Mode::Fanout | Mode::Coldstart => {}
@@ -845,6 +888,10 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
                 "waves update",
                 "ideal",
                 "ratio",
+                "staged waves",
+                "staged update",
+                "ideal",
+                "ratio",
                 "CP ms/plan (waves)",
                 "req/plan (waves)",
                 "by verb (waves)",
@@ -911,6 +958,7 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
             Mode::Rollout => {
                 let p = r.rollout_parallel.clone().unwrap_or_default();
                 let w = r.rollout_waves.clone().unwrap_or_default();
+                let st = r.rollout_staged.clone().unwrap_or_default();
                 vec![
                     o.clusters.to_string(),
                     r.plans.to_string(),
@@ -922,6 +970,10 @@ pub fn tabulate(mode: Mode, reports: &[FleetReport]) -> (super::Table, serde_jso
                     secs(w.seconds),
                     secs(w.ideal_seconds),
                     format!("{:.2}", w.ratio),
+                    o.staged_waves().to_string(),
+                    secs(st.seconds),
+                    secs(st.ideal_seconds),
+                    format!("{:.2}", st.ratio),
                     amount(w.control_plane_cpu_ms_per_plan),
                     amount(w.requests_per_instance_plan),
                     verb_breakdown(&w.usage.requests_by_verb, plans),
@@ -1021,6 +1073,8 @@ mod tests {
         assert!(u.watches_open > 0, "{u:?}");
         let waves = r.rollout_waves.expect("waves ran");
         assert!(waves.seconds >= waves.ideal_seconds, "{waves:?}");
+        let staged = r.rollout_staged.expect("staged ran");
+        assert!(staged.seconds >= staged.ideal_seconds, "{staged:?}");
         assert!(r.peak_rss_bytes >= r.idle_rss_bytes && r.idle_rss_bytes > 0);
     }
 
