@@ -74,7 +74,8 @@ pub fn resolve_parameters(
         }
     }
     let mut resolved = BTreeMap::new();
-    for p in declared {
+    let declared = marked_sensitive(declared);
+    for p in declared.iter() {
         let given = values.get(&p.name);
         let effective = given.cloned().or_else(|| p.default.clone());
         let required = p.required.unwrap_or(false);
@@ -109,6 +110,34 @@ pub fn resolve_parameters(
     } else {
         Err(ParamErrors(errors))
     }
+}
+
+/// The declarations with every declaration of a name marked sensitive when any one is: a
+/// value is a secret by its name, whichever declaration an error comes from.
+fn marked_sensitive(declared: &[Parameter]) -> std::borrow::Cow<'_, [Parameter]> {
+    let secret: std::collections::BTreeSet<&str> = declared
+        .iter()
+        .filter(|p| p.is_sensitive())
+        .map(|p| p.name.as_str())
+        .collect();
+    if declared
+        .iter()
+        .all(|p| p.is_sensitive() || !secret.contains(p.name.as_str()))
+    {
+        return std::borrow::Cow::Borrowed(declared);
+    }
+    std::borrow::Cow::Owned(
+        declared
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if secret.contains(p.name.as_str()) {
+                    p.sensitive = Some(true);
+                }
+                p
+            })
+            .collect(),
+    )
 }
 
 /// KUDO's `ValidateValue` past the required check: the type and enum check of a value
@@ -356,6 +385,7 @@ pub fn params_value(
 ) -> Result<Value, ParamErrors> {
     let mut params = Map::new();
     let mut errors = Vec::new();
+    let declared = marked_sensitive(declared);
     let mut names: Vec<&Parameter> = declared.iter().collect();
     names.sort_by(|a, b| a.name.cmp(&b.name));
     for p in names {
@@ -490,6 +520,28 @@ mod tests {
             default: default.map(str::to_string),
             required: Some(true),
             ..Default::default()
+        }
+    }
+
+    /// Found by `tests/fuzz.rs` (`fuzz_parameter_validation`): a name declared twice, once
+    /// sensitive, showed its value in the other declaration's type error. `kudo package
+    /// verify` refuses such a package, but the rule holds for any input.
+    #[test]
+    fn a_name_is_sensitive_if_any_declaration_of_it_is() {
+        let secret = "[[not-an-int]]";
+        let mut a = param("TOKEN", ParameterType::String, None);
+        a.sensitive = Some(true);
+        let b = param("TOKEN", ParameterType::Integer, None);
+        let err = resolve_parameters(&[a.clone(), b.clone()], &values(&[("TOKEN", secret)]), None)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("sensitive, not shown") && !err.contains(secret),
+            "{err}"
+        );
+        let all = [("TOKEN".to_string(), Some(secret.to_string()))].into();
+        if let Err(e) = params_value(&[b.clone(), a], &all) {
+            assert!(!e.to_string().contains(secret), "{e}");
         }
     }
 
