@@ -1,4 +1,4 @@
-//! `kudo rollout approve|pause|resume|status NS/NAME`: a person's hand on a staged rollout of
+//! `kudo rollout approve|pause|resume|revert|status NS/NAME`: a person's hand on a staged rollout of
 //! a running `kudo serve` (writes need a write token when the server has tokens).
 
 use serde_json::{Value, json};
@@ -26,6 +26,10 @@ pub enum Sub {
     Pause(Target),
     /// Lift a pause made with `kudo rollout pause` (not `paused: true` in Git).
     Resume(Target),
+    /// Give the clusters that took the current spec the last spec that completed everywhere
+    /// back, and quarantine the current one until a commit changes the instance. Runs a
+    /// plan (the framework's `rollback`, else the trigger plan): not a snapshot restore.
+    Revert(Target),
     /// The rollout's state: stage and wave, the gate it waits for, halts.
     Status(Target),
 }
@@ -92,6 +96,16 @@ pub async fn run(args: Args) -> CliResult {
         Sub::Resume(target) => {
             target.post("resume", json!({})).await?;
             println!("resumed the rollout of {}", target.instance);
+        }
+        Sub::Revert(target) => {
+            let v = target.post("revert", json!({})).await?;
+            println!(
+                "{}: {}",
+                target.instance,
+                v.get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("reverted")
+            );
         }
         Sub::Status(target) => {
             let (ns, name) = target.split()?;

@@ -214,6 +214,60 @@ pub fn observe(
     }
 }
 
+/// Where a named plan stands on one cluster for a spec (a `plan` gate's view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanRun {
+    /// It ran on this spec and completed.
+    Done,
+    /// It runs now (or ended other than COMPLETE: the spec's progress says FATAL_ERROR).
+    Running,
+    /// Asked for (`spec.planExecution.planName` set, no uid yet): the engine starts it next.
+    Requested,
+    /// Not run on this spec yet.
+    NotRun,
+}
+
+/// Whether `plan` ran on the live Instance after it took the spec (`operator_version`,
+/// `parameters`): the engine's snapshot records the last plan started and for which spec.
+pub fn plan_run(
+    live: &Instance,
+    operator_version: &str,
+    parameters: &BTreeMap<String, String>,
+    plan: &str,
+) -> PlanRun {
+    let snapshot: Option<Snapshot> = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LAST_APPLIED_ANNOTATION))
+        .and_then(|s| serde_json::from_str(s).ok());
+    let execution = &live.spec.plan_execution;
+    if execution.plan_name == plan && execution.uid.is_empty() {
+        return PlanRun::Requested;
+    }
+    match snapshot {
+        Some(snap)
+            if snap.plan == plan
+                && snap.operator_version == operator_version
+                && &snap.parameters == parameters =>
+        {
+            let done = live
+                .status
+                .as_ref()
+                .and_then(|s| s.plan_status.get(plan))
+                .is_some_and(|p| {
+                    p.uid == snap.plan_uid && p.status == Some(ExecutionStatus::Complete)
+                });
+            if done {
+                PlanRun::Done
+            } else {
+                PlanRun::Running
+            }
+        }
+        _ => PlanRun::NotRun,
+    }
+}
+
 /// The deepest message of a failed plan (the step's, else the phase's, else the plan's).
 fn fatal_detail(p: &crate::api::PlanStatus) -> String {
     for phase in &p.phases {

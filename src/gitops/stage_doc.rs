@@ -165,14 +165,7 @@ pub fn read(
     };
     let on_failure = match doc.on_failure.as_deref() {
         None | Some("halt") => OnFailure::Halt,
-        Some("revert") => {
-            problems.push(problem(
-                None,
-                "onFailure",
-                "placement.rollout.onFailure: revert is not supported by this kudo yet (use halt)",
-            ));
-            OnFailure::Revert
-        }
+        Some("revert") => OnFailure::Revert,
         Some(other) => {
             problems.push(problem(
                 None,
@@ -269,13 +262,7 @@ pub fn read(
                     DocGate::Approval(_) => gates.push(Gate::Approval),
                     DocGate::Plan(plan) => {
                         if ctx.plans.contains(plan) {
-                            problems.push(problem(
-                                Some(i),
-                                "plan",
-                                format!(
-                                    "{gat}.plan: plan gates are not supported by this kudo yet"
-                                ),
-                            ));
+                            gates.push(Gate::Plan(plan.clone()));
                         } else {
                             problems.push(problem(
                                 Some(i),

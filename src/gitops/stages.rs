@@ -16,6 +16,12 @@
 //!   `progressDeadline` of getting the spec) counts once; more than `maxFailures` halt the
 //!   rollout: no cluster gets the spec any more.
 //! - `paused` applies nothing; what runs keeps running.
+//! - A `plan` gate asks for its plan on the stage's clusters ([`Decision::run_plan`]); the
+//!   caller triggers it and reports the verdict (every cluster ran it on this spec).
+//! - With `onFailure: revert`, a halt on a spec other than the last one that completed
+//!   everywhere reverts: [`Memory::reverted`] quarantines this spec (nothing applies it any
+//!   more) and names the spec to go back to; the caller gives it back to the clusters that
+//!   took the failed one. A new spec (a commit that changes the instance) lifts it.
 //! - Time is an input (`now`, Unix milliseconds): nothing here reads a clock.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -194,6 +200,33 @@ pub struct Memory {
     /// open for this spec (a later stage is not stopped by an earlier stage's bake or query).
     #[serde(default)]
     pub gates_passed: BTreeSet<String>,
+    /// The last spec that completed on every target: what a revert goes back to. Carried
+    /// over when the spec changes (the one field that is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good: Option<GoodSpec>,
+    /// This spec failed and was reverted: it is quarantined until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<Reverted>,
+}
+
+/// A spec that completed everywhere. Only its identity and revision are kept (parameters may
+/// be secret): the spec itself is read back from a cluster that runs it, or from memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GoodSpec {
+    pub spec: String,
+    pub revision: String,
+}
+
+/// Why and to what a spec was reverted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reverted {
+    pub to: GoodSpec,
+    /// `onFailure` or the API token's name.
+    pub by: String,
+    pub at: i64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +251,11 @@ pub struct Decision {
     /// Clusters counted failed (cluster → reason).
     pub failed: BTreeMap<String, String>,
     pub memory: Memory,
+    /// (stage, plan): a `plan` gate holds the rollout; its plan should run on the stage's
+    /// clusters that have not run it on this spec.
+    pub run_plan: Option<(String, String)>,
+    /// Set when this pass started a revert (the caller notifies it once).
+    pub reverted_now: bool,
 }
 
 /// Everything [`decide`] reads.
@@ -237,6 +275,8 @@ pub struct Input<'a> {
     pub blocked: &'a BTreeMap<String, (&'static str, String)>,
     /// (stage, gate index) → the verdict of a gate computed outside (prometheus, plan).
     pub external: &'a BTreeMap<(String, usize), External>,
+    /// The revision of the desired spec (kept with it once it completes).
+    pub revision: &'a str,
     /// Unix milliseconds.
     pub now: i64,
 }
@@ -247,11 +287,26 @@ pub fn decide(input: &Input<'_>) -> Decision {
     let paused = spec.paused || input.paused;
     let mut memory = match input.memory {
         Some(m) if m.spec == input.spec_id => m.clone(),
-        _ => Memory {
+        other => Memory {
             spec: input.spec_id.to_string(),
+            last_good: other.and_then(|m| m.last_good.clone()),
             ..Memory::default()
         },
     };
+    if let Some(r) = &memory.reverted {
+        let reason = r.reason.clone();
+        return Decision {
+            apply_now: Vec::new(),
+            phase: Phase::Halted {
+                cluster: String::new(),
+                reason,
+            },
+            failed: BTreeMap::new(),
+            memory,
+            run_plan: None,
+            reverted_now: false,
+        };
+    }
     let progress = |c: &String| {
         input
             .observed
@@ -265,7 +320,8 @@ pub fn decide(input: &Input<'_>) -> Decision {
     memory.applied_at.retain(|c, _| members.contains(c));
     for c in &members {
         match progress(c) {
-            Progress::NotApplied => {
+            // Complete stops the clock; a plan run after it (a `plan` gate's) gets a new one.
+            Progress::NotApplied | Progress::Complete => {
                 memory.applied_at.remove(*c);
             }
             _ => {
@@ -303,6 +359,8 @@ pub fn decide(input: &Input<'_>) -> Decision {
         phase: Phase::Complete,
         failed: failed.clone(),
         memory: Memory::default(),
+        run_plan: None,
+        reverted_now: false,
     };
     if failed.len() > spec.max_failures as usize {
         let (cluster, reason) = failed
@@ -323,6 +381,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             },
         };
         decision.memory = memory;
+        revert_on_failure(input, &mut decision);
         return decision;
     }
     let mut wave_index = 0;
@@ -425,6 +484,9 @@ pub fn decide(input: &Input<'_>) -> Decision {
                 }
             };
             if let Some(reason) = closed {
+                if let Gate::Plan(plan) = gate {
+                    decision.run_plan = Some((stage.name.clone(), plan.clone()));
+                }
                 let timeout = match gate {
                     Gate::Prometheus { timeout, .. } => *timeout,
                     _ => None,
@@ -453,8 +515,12 @@ pub fn decide(input: &Input<'_>) -> Decision {
                 cluster: String::new(),
                 reason,
             };
-            break;
+            decision.run_plan = None;
+            decision.memory = memory;
+            revert_on_failure(input, &mut decision);
+            return decision;
         }
+
         if let Some((gate, reason)) = held {
             decision.phase = Phase::Waiting {
                 stage: stage.name.clone(),
@@ -464,8 +530,64 @@ pub fn decide(input: &Input<'_>) -> Decision {
             break;
         }
     }
+    if decision.phase == Phase::Complete {
+        memory.last_good = Some(GoodSpec {
+            spec: input.spec_id.to_string(),
+            revision: input.revision.to_string(),
+        });
+    }
     decision.memory = memory;
     decision
+}
+
+/// A halted rollout with `onFailure: revert`: quarantine this spec and go back to the last
+/// good one, when there is one other than this spec (else it stays halted and says why).
+fn revert_on_failure(input: &Input<'_>, decision: &mut Decision) {
+    if input.spec.on_failure != OnFailure::Revert {
+        return;
+    }
+    let Phase::Halted { reason, .. } = &mut decision.phase else {
+        return;
+    };
+    match revert(&mut decision.memory, "onFailure", reason, input.now) {
+        Ok(()) => {
+            decision.reverted_now = true;
+            decision.apply_now.clear();
+            if let Some(r) = &decision.memory.reverted {
+                *reason = r.reason.clone();
+            }
+        }
+        Err(why) => reason.push_str(&format!(" (onFailure: revert: {why})")),
+    }
+}
+
+/// Marks the spec of `memory` reverted to its last good spec (see [`Memory::reverted`]).
+/// Refused when there is nothing to go back to, or it was reverted already.
+pub fn revert(memory: &mut Memory, by: &str, why: &str, now: i64) -> Result<(), String> {
+    if memory.reverted.is_some() {
+        return Err("this spec was reverted already".into());
+    }
+    let to = match &memory.last_good {
+        None => {
+            return Err(
+                "nothing to revert to: no earlier spec of it completed on every cluster".into(),
+            );
+        }
+        Some(g) if g.spec == memory.spec => {
+            return Err("the spec it runs is the last one that completed everywhere".into());
+        }
+        Some(g) => g.clone(),
+    };
+    memory.reverted = Some(Reverted {
+        reason: format!(
+            "reverted to revision {} by {by}: {why}; this spec stays quarantined until a commit changes the instance",
+            super::desired::short(&to.revision)
+        ),
+        to,
+        by: by.to_string(),
+        at: now,
+    });
+    Ok(())
 }
 
 mod secs {

@@ -47,6 +47,7 @@ fn run(
         paused: false,
         blocked: &BTreeMap::new(),
         external: &BTreeMap::new(),
+        revision: "r1",
         now,
     })
 }
@@ -212,6 +213,7 @@ fn external_gates_hold_with_their_reason_in_order() {
         paused: false,
         blocked: &BTreeMap::new(),
         external: &external,
+        revision: "r1",
         now: 0,
     });
     assert_eq!(
@@ -232,6 +234,7 @@ fn external_gates_hold_with_their_reason_in_order() {
         paused: false,
         blocked: &BTreeMap::new(),
         external: &external,
+        revision: "r1",
         now: 0,
     });
     assert_eq!(d.apply_now, names(&["b"]));
@@ -395,6 +398,7 @@ fn blocked_clusters_wait_with_the_reason_and_the_others_go_on() {
             paused: false,
             blocked,
             external: &BTreeMap::new(),
+            revision: "r1",
             now: 0,
         })
     };
@@ -450,6 +454,7 @@ fn a_closed_prometheus_gate_halts_the_rollout_after_its_timeout() {
             paused: false,
             blocked: &BTreeMap::new(),
             external,
+            revision: "r1",
             now,
         })
     };
@@ -470,4 +475,184 @@ fn a_closed_prometheus_gate_halts_the_rollout_after_its_timeout() {
     let d = at(Some(&d.memory), 29 * MIN, &external);
     assert_eq!(d.apply_now, names(&["b"]));
     assert!(d.memory.gate_since.is_empty());
+}
+
+// ---- plan gates and revert ----
+
+fn with_memory(
+    spec: &RolloutSpec,
+    observed: &BTreeMap<String, Progress>,
+    spec_id: &str,
+    memory: Option<&Memory>,
+    external: &BTreeMap<(String, usize), External>,
+) -> Decision {
+    decide(&Input {
+        instance: "ns/x",
+        spec,
+        spec_id,
+        observed,
+        memory,
+        paused: false,
+        blocked: &BTreeMap::new(),
+        external,
+        revision: "r2",
+        now: 0,
+    })
+}
+
+#[test]
+fn a_plan_gate_asks_for_its_plan_and_holds_the_next_stage_until_it_opens() {
+    let s = spec(vec![
+        stage(
+            "canary",
+            &["a"],
+            Strategy::Parallel,
+            vec![Gate::Plan("smoke".into())],
+        ),
+        stage("prod", &["b"], Strategy::Parallel, vec![]),
+    ]);
+    let o = observed(&[("a", Complete), ("b", NotApplied)]);
+    let mut external = BTreeMap::new();
+    external.insert(
+        ("canary".to_string(), 0),
+        External::Closed("plan smoke COMPLETE on 0 of 1 clusters; starting on a".into()),
+    );
+    let d = with_memory(&s, &o, "v1", None, &external);
+    assert_eq!(d.run_plan, Some(("canary".into(), "smoke".into())));
+    assert!(d.apply_now.is_empty(), "{d:?}");
+    assert!(
+        matches!(&d.phase, Phase::Waiting { stage, gate, reason } if stage == "canary" && gate == "plan" && reason.contains("starting on a")),
+        "{:?}",
+        d.phase
+    );
+    external.insert(("canary".to_string(), 0), External::Open);
+    let d = with_memory(&s, &o, "v1", Some(&d.memory), &external);
+    assert_eq!(d.run_plan, None);
+    assert_eq!(d.apply_now, names(&["b"]));
+}
+
+#[test]
+fn a_rollout_that_completes_remembers_its_spec_as_the_last_good_one_across_spec_changes() {
+    let s = spec(vec![stage("all", &["a", "b"], Strategy::Parallel, vec![])]);
+    let done = observed(&[("a", Complete), ("b", Complete)]);
+    let d = with_memory(&s, &done, "v1", None, &BTreeMap::new());
+    assert_eq!(d.phase, Phase::Complete);
+    let good = d.memory.last_good.clone().expect("last good");
+    assert_eq!((good.spec.as_str(), good.revision.as_str()), ("v1", "r2"));
+    // A new spec starts a new memory, but keeps what to go back to.
+    let fresh = observed(&[("a", NotApplied), ("b", NotApplied)]);
+    let d = with_memory(&s, &fresh, "v2", Some(&d.memory), &BTreeMap::new());
+    assert_eq!(d.memory.spec, "v2");
+    assert_eq!(d.memory.last_good, Some(good));
+}
+
+#[test]
+fn on_failure_revert_quarantines_the_failed_spec_and_applies_nothing_more() {
+    let mut s = spec(vec![
+        stage("canary", &["a"], Strategy::Parallel, vec![]),
+        stage("prod", &["b"], Strategy::Parallel, vec![]),
+    ]);
+    s.on_failure = OnFailure::Revert;
+    let mut m = Memory {
+        spec: "v2".into(),
+        last_good: Some(GoodSpec {
+            spec: "v1".into(),
+            revision: "r1abcdef".into(),
+        }),
+        ..Memory::default()
+    };
+    let o = observed(&[
+        ("a", Failed("plan update FATAL_ERROR".into())),
+        ("b", NotApplied),
+    ]);
+    let d = with_memory(&s, &o, "v2", Some(&m), &BTreeMap::new());
+    assert!(d.reverted_now);
+    assert!(d.apply_now.is_empty());
+    let r = d.memory.reverted.clone().expect("reverted");
+    assert_eq!(r.to.spec, "v1");
+    assert!(
+        matches!(&d.phase, Phase::Halted { reason, .. } if reason.contains("reverted to revision r1abcde") && reason.contains("onFailure") && reason.contains("plan update FATAL_ERROR")),
+        "{:?}",
+        d.phase
+    );
+    // Quarantined: even once the failure is gone (the cluster runs the good spec again),
+    // nothing applies the failed spec, and no second revert starts.
+    let healed = observed(&[("a", NotApplied), ("b", NotApplied)]);
+    let d = with_memory(&s, &healed, "v2", Some(&d.memory), &BTreeMap::new());
+    assert!(!d.reverted_now && d.apply_now.is_empty(), "{d:?}");
+    assert!(matches!(d.phase, Phase::Halted { .. }));
+    // A new spec (a commit) lifts the quarantine.
+    let d = with_memory(&s, &healed, "v3", Some(&d.memory), &BTreeMap::new());
+    assert_eq!(d.memory.reverted, None);
+    assert_eq!(d.apply_now, names(&["a"]));
+    // Without a last good spec: halted, and it says why it did not revert.
+    m.last_good = None;
+    let d = with_memory(&s, &o, "v2", Some(&m), &BTreeMap::new());
+    assert!(!d.reverted_now && d.memory.reverted.is_none());
+    assert!(
+        matches!(&d.phase, Phase::Halted { reason, .. } if reason.contains("onFailure: revert: nothing to revert to")),
+        "{:?}",
+        d.phase
+    );
+}
+
+#[test]
+fn a_gate_timeout_with_on_failure_revert_reverts() {
+    let mut s = spec(vec![
+        stage(
+            "canary",
+            &["a"],
+            Strategy::Parallel,
+            vec![Gate::Prometheus {
+                query: "up".into(),
+                timeout: Some(std::time::Duration::from_secs(60)),
+            }],
+        ),
+        stage("prod", &["b"], Strategy::Parallel, vec![]),
+    ]);
+    s.on_failure = OnFailure::Revert;
+    let m = Memory {
+        spec: "v2".into(),
+        last_good: Some(GoodSpec {
+            spec: "v1".into(),
+            revision: "r1".into(),
+        }),
+        ..Memory::default()
+    };
+    let o = observed(&[("a", Complete), ("b", NotApplied)]);
+    let mut external = BTreeMap::new();
+    external.insert(
+        ("canary".to_string(), 0),
+        External::Closed("0 samples".into()),
+    );
+    let d = with_memory(&s, &o, "v2", Some(&m), &external);
+    assert!(d.memory.reverted.is_none());
+    let mut later = d.memory.clone();
+    for v in later.gate_since.values_mut() {
+        *v -= MIN;
+    }
+    let d = with_memory(&s, &o, "v2", Some(&later), &external);
+    assert!(d.reverted_now, "{d:?}");
+    assert!(d.apply_now.is_empty());
+}
+
+#[test]
+fn a_revert_by_hand_is_refused_without_something_to_go_back_to() {
+    let mut m = Memory {
+        spec: "v1".into(),
+        ..Memory::default()
+    };
+    let e = revert(&mut m, "alice", "by hand", 5).expect_err("no last good");
+    assert!(e.contains("nothing to revert to"), "{e}");
+    m.last_good = Some(GoodSpec {
+        spec: "v1".into(),
+        revision: "r1".into(),
+    });
+    let e = revert(&mut m, "alice", "by hand", 5).expect_err("same spec");
+    assert!(e.contains("last one that completed everywhere"), "{e}");
+    m.spec = "v2".into();
+    revert(&mut m, "alice", "by hand", 5).expect("reverts");
+    assert_eq!(m.reverted.as_ref().map(|r| r.by.as_str()), Some("alice"));
+    let e = revert(&mut m, "alice", "by hand", 6).expect_err("twice");
+    assert!(e.contains("reverted already"), "{e}");
 }

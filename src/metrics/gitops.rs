@@ -106,6 +106,8 @@ pub struct GitopsMetrics {
     pub rollout_waiting: Family<WaitingLabels, Gauge>,
     /// 1 while an instance's rollout is paused (in Git or through the API).
     pub rollout_paused: Family<InstanceLabels, Gauge>,
+    /// Reverts of a failed spec (`onFailure: revert` or `kudo rollout revert`).
+    pub rollout_reverts: Family<InstanceLabels, Counter>,
     waiting_now: std::sync::Mutex<std::collections::HashMap<(String, String), WaitingLabels>>,
 }
 
@@ -125,6 +127,7 @@ impl GitopsMetrics {
             }),
             rollout_waiting: Family::default(),
             rollout_paused: Family::default(),
+            rollout_reverts: Family::default(),
             waiting_now: Default::default(),
         };
         registry.register(
@@ -166,6 +169,11 @@ impl GitopsMetrics {
             "rollout_paused",
             "1 while an instance's rollout is paused",
             m.rollout_paused.clone(),
+        );
+        registry.register(
+            "rollout_reverts",
+            "Reverts of an instance's failed spec to its last good spec",
+            m.rollout_reverts.clone(),
         );
         registry.register(
             "commit_to_converged_seconds",
@@ -294,6 +302,15 @@ impl GitopsMetrics {
     }
 
     /// Forgets an instance that is no longer desired.
+    pub fn count_revert(&self, namespace: &str, instance: &str) {
+        self.rollout_reverts
+            .get_or_create(&InstanceLabels {
+                namespace: namespace.into(),
+                instance: instance.into(),
+            })
+            .inc();
+    }
+
     pub fn forget_rollout(&self, namespace: &str, instance: &str) {
         self.set_rollout_phase(namespace, instance, None, false);
         self.rollout_paused.remove(&InstanceLabels {

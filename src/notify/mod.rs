@@ -40,10 +40,12 @@ pub enum EventKind {
     RolloutResumed,
     /// A rollout waits for an instance it depends on (`dependsOn`).
     DependencyBlocked,
+    /// A failed spec was reverted (`onFailure: revert` or `kudo rollout revert`).
+    RolloutReverted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::PlanStarted,
         EventKind::PlanComplete,
         EventKind::PlanFatalError,
@@ -58,6 +60,7 @@ impl EventKind {
         EventKind::RolloutPaused,
         EventKind::RolloutResumed,
         EventKind::DependencyBlocked,
+        EventKind::RolloutReverted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +79,7 @@ impl EventKind {
             EventKind::RolloutPaused => "rolloutPaused",
             EventKind::RolloutResumed => "rolloutResumed",
             EventKind::DependencyBlocked => "dependencyBlocked",
+            EventKind::RolloutReverted => "rolloutReverted",
         }
     }
 }

@@ -35,7 +35,8 @@ pub fn request(kind: &SinkKind, token: Option<&str>, event: &Event) -> Option<Re
                 | EventKind::ApprovalRequired
                 | EventKind::RolloutPaused
                 | EventKind::RolloutResumed
-                | EventKind::DependencyBlocked => return None,
+                | EventKind::DependencyBlocked
+                | EventKind::RolloutReverted => return None,
             };
             let url = format!(
                 "{}/repos/{owner}/{repo}/statuses/{sha}",
@@ -72,7 +73,8 @@ pub fn request(kind: &SinkKind, token: Option<&str>, event: &Event) -> Option<Re
                 | EventKind::ApprovalRequired
                 | EventKind::RolloutPaused
                 | EventKind::RolloutResumed
-                | EventKind::DependencyBlocked => return None,
+                | EventKind::DependencyBlocked
+                | EventKind::RolloutReverted => return None,
             };
             let id: String = form_urlencoded::byte_serialize(project.as_bytes()).collect();
             let url = format!(

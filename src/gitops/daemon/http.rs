@@ -158,7 +158,7 @@ struct ApproveBody {
 }
 
 /// `POST /api/v1/rollouts/{namespace}/{name}/approve` with `{"stage": "prod"}`, `.../pause`
-/// and `.../resume` (writes: see [`require_api_token`]). 404 for an unknown instance or
+/// `.../resume` and `.../revert` (writes: see [`require_api_token`]). 404 for an unknown instance or
 /// action, 409 when the rollout is not in a state the action applies to.
 async fn rollout_action(
     axum::extract::State(s): axum::extract::State<Arc<Shared>>,
@@ -185,13 +185,16 @@ async fn rollout_action(
             s.approve_stage(&key, &body.stage, &caller.0)
                 .map(|()| json!({"instance": key, "approved": body.stage, "by": caller.0}))
         }
+        "revert" => s.revert_rollout(&key, &caller.0).map(
+            |reason| json!({"instance": key, "reverted": true, "by": caller.0, "reason": reason}),
+        ),
         "pause" | "resume" => s.set_paused(&key, action == "pause", &caller.0).map(
             |changed| json!({"instance": key, "paused": action == "pause", "changed": changed}),
         ),
         other => {
             return (
                 StatusCode::NOT_FOUND,
-                format!("no rollout action {other:?} (approve, pause, resume)\n"),
+                format!("no rollout action {other:?} (approve, pause, resume, revert)\n"),
             )
                 .into_response();
         }

@@ -216,6 +216,9 @@ impl Daemon {
                 apply: Mutex::new(BTreeSet::new()),
                 delete: Mutex::new(BTreeSet::new()),
                 relabel: Mutex::new(BTreeSet::new()),
+                trigger: Mutex::new(BTreeSet::new()),
+                revert: Mutex::new(BTreeMap::new()),
+                sent: Mutex::new(BTreeSet::new()),
                 observed_changes: Mutex::new(None),
             }));
         }
@@ -256,6 +259,7 @@ impl Daemon {
             passes: Default::default(),
             rollout_memory: Mutex::new(saved.rollouts.clone()),
             rollout_pauses: Mutex::new(saved.pauses.clone()),
+            good_specs: Mutex::new(BTreeMap::new()),
             rollout_saved: Mutex::new(Some(saved)),
             gate_verdicts: Mutex::new(BTreeMap::new()),
             observations: Default::default(),

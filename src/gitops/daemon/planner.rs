@@ -75,7 +75,30 @@ pub(super) struct Inputs<'a> {
     pub external: &'a super::gates::Verdicts,
     /// Cluster → what holds every new spec there now (`clusterPaused` or `window`, and why).
     pub cluster_holds: &'a BTreeMap<String, (&'static str, String)>,
+    /// Instance key → its last spec that completed everywhere, while this process saw it
+    /// (after a restart a revert reads it back from a cluster that still runs it).
+    pub good: &'a BTreeMap<String, Arc<GoodInstance>>,
 }
+
+/// A spec that completed on every target, whole (see [`stages::GoodSpec`] for what is saved).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct GoodInstance {
+    pub spec: String,
+    pub revision: String,
+    pub instance: crate::gitops::desired::DesiredInstance,
+}
+
+/// What a cluster is given back when a spec is reverted: the good spec as a desired state of
+/// one instance (its framework's objects when the desired state still has them), and the
+/// plan to run instead of the trigger plan (the framework's `rollback`, when it has one).
+#[derive(Clone)]
+pub(super) struct RevertTo {
+    pub state: DesiredState,
+    pub plan: Option<String>,
+}
+
+/// The plan a revert runs when the framework defines it.
+pub const ROLLBACK_PLAN: &str = "rollback";
 
 /// One instance's rollout as a pass sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +133,32 @@ pub(super) struct PlanActions {
     pub conflicts: BTreeMap<String, Vec<String>>,
     /// The rollouts' memory after this pass (desired instances only).
     pub memory: BTreeMap<String, stages::Memory>,
+    /// Cluster → (Instance key, plan) a `plan` gate runs there now.
+    pub trigger: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// Cluster → Instance key → the good spec to give back (a revert).
+    pub revert: BTreeMap<String, BTreeMap<String, Arc<RevertTo>>>,
+    /// Instance key → its spec, for the instances complete in this pass.
+    pub good: BTreeMap<String, Arc<GoodInstance>>,
+    /// Reverts that started in this pass: (Instance key, why).
+    pub reverted: Vec<(String, String)>,
 }
+
+impl std::fmt::Debug for RevertTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RevertTo({}, {:?})", self.state.revision, self.plan)
+    }
+}
+
+impl PartialEq for RevertTo {
+    fn eq(&self, other: &Self) -> bool {
+        self.state.revision == other.state.revision
+            && self.plan == other.plan
+            && self.state.instances == other.state.instances
+    }
+}
+
+impl Eq for RevertTo {}
+impl Eq for GoodInstance {}
 
 /// One planner pass: per desired instance, the progress on each target, the rollout plan and
 /// state; then who owns what (deletions only where [`ownership::decide`] allows).
@@ -161,7 +209,21 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
     for (key, inst) in &desired.instances {
         let observed = progress.remove(key).unwrap_or_default();
         let spec_id = spec_id(inst);
-        let p = stages::decide(&stages::Input {
+        let live = |c: &str| {
+            inputs
+                .observed
+                .get(c)
+                .and_then(|o| o.as_deref())
+                .and_then(|o| o.get(key))
+                .filter(|s| matches!(s.owner, Owner::Ours { .. }))
+                .map(|s| &s.instance)
+        };
+        let runs = plan_gate_runs(inst, &observed, &live);
+        let mut external = inputs.external.get(key).unwrap_or(&no_verdicts).clone();
+        for ((stage, g), (_, verdict)) in &runs {
+            external.insert((stage.clone(), *g), verdict.clone());
+        }
+        let d = stages::decide(&stages::Input {
             instance: key,
             spec: &inst.rollout,
             spec_id: &spec_id,
@@ -169,13 +231,51 @@ pub(super) fn pass(inputs: &Inputs<'_>) -> PlanActions {
             memory: inputs.memory.get(key),
             paused: inputs.pauses.contains_key(key),
             blocked: blocked.get(key).unwrap_or(&none),
-            external: inputs.external.get(key).unwrap_or(&no_verdicts),
+            external: &external,
+            revision: &desired.revision,
             now: inputs.now_ms,
         });
-        out.memory.insert(key.clone(), p.memory);
+        if let Some((stage, plan)) = &d.run_plan {
+            let not_run = runs
+                .iter()
+                .filter(|((s, _), _)| s == stage)
+                .flat_map(|(_, (not_run, _))| not_run);
+            for c in not_run {
+                if foreign(inputs.observed.get(c), key).is_none() {
+                    out.trigger
+                        .entry(c.clone())
+                        .or_default()
+                        .insert((key.clone(), plan.clone()));
+                }
+            }
+        }
+        let mut state = d.phase;
+        if let Some(reverted) = &d.memory.reverted {
+            if d.reverted_now {
+                out.reverted.push((key.clone(), reverted.reason.clone()));
+            }
+            let good = good_instance(inputs, key, inst, &reverted.to, &live);
+            let (assign, progress) = revert_work(desired, inst, good.as_deref(), &live);
+            for (c, to) in assign {
+                out.revert.entry(c).or_default().insert(key.clone(), to);
+            }
+            if let State::Halted { reason, .. } = &mut state {
+                reason.push_str(&format!(" ({progress})"));
+            }
+        } else if state == State::Complete {
+            out.good.insert(
+                key.clone(),
+                Arc::new(GoodInstance {
+                    spec: spec_id.clone(),
+                    revision: desired.revision.clone(),
+                    instance: inst.clone(),
+                }),
+            );
+        }
+        out.memory.insert(key.clone(), d.memory);
         let p = rollout::RolloutPlan {
-            apply_now: p.apply_now,
-            state: p.phase,
+            apply_now: d.apply_now,
+            state,
         };
         for c in &p.apply_now {
             // Never applied over another control plane's Instance.
@@ -329,13 +429,159 @@ fn blocked_by_dependencies(
     out
 }
 
+/// Per `plan` gate of an instance ((stage, gate index)): the stage's clusters that have not
+/// run the plan on this spec (to trigger), and the gate's verdict: open when every cluster of
+/// the stage not counted failed ran it to COMPLETE.
+fn plan_gate_runs<'a>(
+    inst: &crate::gitops::desired::DesiredInstance,
+    observed: &BTreeMap<String, Progress>,
+    live: &dyn Fn(&str) -> Option<&'a crate::api::Instance>,
+) -> BTreeMap<(String, usize), (Vec<String>, stages::External)> {
+    let mut out = BTreeMap::new();
+    for stage in &inst.rollout.stages {
+        for (g, gate) in stage.gates.iter().enumerate() {
+            let stages::Gate::Plan(plan) = gate else {
+                continue;
+            };
+            let (mut done, mut running, mut not_run) = (Vec::new(), Vec::new(), Vec::new());
+            for c in &stage.clusters {
+                if matches!(observed.get(c), Some(Progress::Failed(_))) {
+                    continue;
+                }
+                match live(c)
+                    .map(|l| rollout::plan_run(l, &inst.operator_version, &inst.parameters, plan))
+                {
+                    Some(rollout::PlanRun::Done) => done.push(c.clone()),
+                    Some(rollout::PlanRun::Running | rollout::PlanRun::Requested) => {
+                        running.push(c.clone())
+                    }
+                    Some(rollout::PlanRun::NotRun) | None => not_run.push(c.clone()),
+                }
+            }
+            let verdict = if running.is_empty() && not_run.is_empty() {
+                stages::External::Open
+            } else {
+                let mut reason = format!(
+                    "plan {plan} COMPLETE on {} of {} clusters",
+                    done.len(),
+                    done.len() + running.len() + not_run.len()
+                );
+                if !running.is_empty() {
+                    reason.push_str(&format!("; running on {}", running.join(", ")));
+                }
+                if !not_run.is_empty() {
+                    reason.push_str(&format!("; starting on {}", not_run.join(", ")));
+                }
+                stages::External::Closed(reason)
+            };
+            out.insert((stage.name.clone(), g), (not_run, verdict));
+        }
+    }
+    out
+}
+
+/// The good spec a revert goes back to: from this process's memory when it saw that spec
+/// complete, else read back from a cluster whose Instance still runs it (parameters are never
+/// saved: they may be secret).
+fn good_instance<'a>(
+    inputs: &Inputs<'_>,
+    key: &str,
+    inst: &crate::gitops::desired::DesiredInstance,
+    to: &stages::GoodSpec,
+    live: &dyn Fn(&str) -> Option<&'a crate::api::Instance>,
+) -> Option<Arc<GoodInstance>> {
+    if let Some(g) = inputs.good.get(key).filter(|g| g.spec == to.spec) {
+        return Some(g.clone());
+    }
+    inst.targets.iter().filter_map(|c| live(c)).find_map(|l| {
+        let ov = l.spec.operator_version.name.clone()?;
+        (spec_id_of(&ov, &l.spec.parameters) == to.spec).then(|| {
+            let mut instance = inst.clone();
+            if let Some(fw) = inputs.desired.frameworks.values().find(|f| {
+                f.name == inst.framework
+                    && f.operator_version.metadata.name.as_deref() == Some(ov.as_str())
+            }) {
+                instance.version = fw.version.clone();
+            }
+            instance.operator_version = ov;
+            instance.parameters = l.spec.parameters.clone();
+            Arc::new(GoodInstance {
+                spec: to.spec.clone(),
+                revision: to.revision.clone(),
+                instance,
+            })
+        })
+    })
+}
+
+/// The clusters a revert gives the good spec back to (every target whose Instance runs
+/// another spec; a cluster the instance never reached is left alone), and how far it got.
+fn revert_work<'a>(
+    desired: &DesiredState,
+    inst: &crate::gitops::desired::DesiredInstance,
+    good: Option<&GoodInstance>,
+    live: &dyn Fn(&str) -> Option<&'a crate::api::Instance>,
+) -> (Vec<(String, Arc<RevertTo>)>, String) {
+    let Some(good) = good else {
+        return (
+            Vec::new(),
+            "cannot revert yet: no cluster runs the last good spec any more and this process did not see it complete".into(),
+        );
+    };
+    let g = &good.instance;
+    let framework = desired
+        .frameworks
+        .get(&(g.framework.clone(), g.version.clone()))
+        .filter(|f| {
+            f.operator_version.metadata.name.as_deref() == Some(g.operator_version.as_str())
+        });
+    let plan = framework
+        .filter(|f| f.operator_version.spec.plans.contains_key(ROLLBACK_PLAN))
+        .map(|_| ROLLBACK_PLAN.to_string());
+    let to = Arc::new(RevertTo {
+        state: DesiredState {
+            revision: good.revision.clone(),
+            frameworks: framework
+                .map(|f| ((g.framework.clone(), g.version.clone()), f.clone()))
+                .into_iter()
+                .collect(),
+            instances: [(g.key(), g.clone())].into_iter().collect(),
+        },
+        plan,
+    });
+    let (mut assign, mut back, mut running) = (Vec::new(), 0, Vec::new());
+    for c in &inst.targets {
+        let Some(l) = live(c) else { continue };
+        match rollout::observe(Some(l), &g.operator_version, &g.parameters) {
+            Progress::NotApplied => assign.push((c.clone(), to.clone())),
+            Progress::Complete => back += 1,
+            Progress::Failed(why) => running.push(format!("{c} failed: {why}")),
+            Progress::Pending | Progress::InProgress => running.push(c.clone()),
+        }
+    }
+    let mut progress = format!("{back} clusters back on the good spec");
+    if !assign.is_empty() {
+        let names: Vec<&str> = assign.iter().map(|(c, _)| c.as_str()).collect();
+        progress.push_str(&format!("; reverting {}", names.join(", ")));
+    }
+    if !running.is_empty() {
+        progress.push_str(&format!("; running: {}", running.join(", ")));
+    }
+    (assign, progress)
+}
+
 /// What identifies a desired spec for the rollout's memory: a new version or parameter
 /// starts a new rollout (approvals and bake times do not carry over).
 fn spec_id(inst: &crate::gitops::desired::DesiredInstance) -> String {
+    spec_id_of(&inst.operator_version, &inst.parameters)
+}
+
+/// [`spec_id`] of an OperatorVersion name and parameters (a live Instance's too).
+pub(super) fn spec_id_of(operator_version: &str, parameters: &BTreeMap<String, String>) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    h.update(inst.operator_version.as_bytes());
-    for (k, v) in &inst.parameters {
+    h.update(operator_version.as_bytes());
+    for (k, v) in parameters {
         h.update([0]);
         h.update(k.as_bytes());
         h.update([1]);
@@ -421,6 +667,7 @@ impl Shared {
         let previous = lock(&self.rollouts).clone();
         let memory = lock(&self.rollout_memory).clone();
         let pauses = lock(&self.rollout_pauses).clone();
+        let good = lock(&self.good_specs).clone();
         let external = lock(&self.gate_verdicts).clone();
         let now_ms = self.options.clock.now_ms();
         let cluster_holds: BTreeMap<String, (&'static str, String)> = self
@@ -466,6 +713,7 @@ impl Shared {
             pauses: &pauses,
             external: &external,
             cluster_holds: &cluster_holds,
+            good: &good,
         });
         self.publish(&desired, actions);
     }
@@ -483,8 +731,30 @@ impl Shared {
             ownership,
             mut conflicts,
             memory,
+            mut trigger,
+            mut revert,
+            good,
+            reverted,
         } = actions;
         *lock(&self.rollout_memory) = memory;
+        lock(&self.good_specs).extend(good);
+        for (key, reason) in reverted {
+            warn!(instance = %key, %reason, "rollout reverted");
+            if let Some(inst) = desired.instances.get(&key) {
+                self.metrics
+                    .gitops
+                    .count_revert(&inst.namespace, &inst.name);
+            }
+            self.notifier.emit(
+                crate::notify::Event::new(
+                    crate::notify::EventKind::RolloutReverted,
+                    "reverted",
+                    reason,
+                )
+                .instance(&key)
+                .revision(&desired.revision),
+            );
+        }
         let gm = &self.metrics.gitops;
         let before = lock(&self.rollouts).clone();
         for (key, r) in &rollouts {
@@ -552,6 +822,22 @@ impl Shared {
         if !ownership.resync.is_empty() {
             let names: Vec<String> = ownership.resync.into_iter().collect();
             self.sync_now(Some(&names));
+        }
+        for slot in &self.clusters {
+            let name = &slot.info.name;
+            let triggers = trigger.remove(name).unwrap_or_default();
+            let reverts = revert.remove(name).unwrap_or_default();
+            let work = {
+                let mut t = lock(&slot.trigger);
+                let mut r = lock(&slot.revert);
+                let work = (!triggers.is_subset(&t)) || reverts.keys().any(|k| !r.contains_key(k));
+                *t = triggers;
+                *r = reverts;
+                work
+            };
+            if work {
+                slot.wake.notify_one();
+            }
         }
         for slot in &self.clusters {
             let new = apply.remove(&slot.info.name).unwrap_or_default();

@@ -149,6 +149,7 @@ fn run(d: &DesiredState, o: &Observed) -> PlanActions {
         pauses: &BTreeMap::new(),
         external: &BTreeMap::new(),
         cluster_holds: &BTreeMap::new(),
+        good: &BTreeMap::new(),
     })
 }
 
@@ -342,6 +343,7 @@ fn a_fatal_error_halts_the_rollout_and_is_reported_once() {
         pauses: &BTreeMap::new(),
         external: &BTreeMap::new(),
         cluster_holds: &BTreeMap::new(),
+        good: &BTreeMap::new(),
     });
     assert!(!again.rollouts[K].changed, "a halt is reported once");
 }
@@ -386,6 +388,7 @@ fn an_instance_dropped_from_git_is_deleted_only_when_ownership_allows() {
         pauses: &BTreeMap::new(),
         external: &BTreeMap::new(),
         cluster_holds: &BTreeMap::new(),
+        good: &BTreeMap::new(),
     });
     assert!(a.ownership.delete.is_empty(), "{:?}", a.ownership.delete);
     assert!(
@@ -498,6 +501,7 @@ fn commit_to_converged_is_measured_once_for_rollouts_the_planner_started() {
             pauses: &BTreeMap::new(),
             external: &BTreeMap::new(),
             cluster_holds: &BTreeMap::new(),
+            good: &BTreeMap::new(),
         })
     };
     let started = inputs(&observed(&[("a", Some(vec![]))]), &BTreeSet::new());
@@ -537,6 +541,7 @@ fn rollouts_of_instances_no_longer_desired_are_gone() {
         pauses: &BTreeMap::new(),
         external: &BTreeMap::new(),
         cluster_holds: &BTreeMap::new(),
+        good: &BTreeMap::new(),
     });
     assert_eq!(a.gone, ["ns/removed"]);
     assert!(!a.converging.contains("ns/removed"));
@@ -626,4 +631,170 @@ fn a_dependency_holds_each_cluster_until_complete_there_or_everywhere() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+// ---- plan gates and revert ----
+
+fn staged(key: &str) -> DesiredInstance {
+    use crate::gitops::stages::{Gate, RolloutSpec, Stage};
+    let mut inst = instance(key, &["a", "b"], Strategy::Parallel, &[]);
+    inst.rollout = RolloutSpec {
+        stages: vec![
+            Stage {
+                name: "canary".into(),
+                clusters: vec!["a".into()],
+                strategy: Strategy::Parallel,
+                gates: vec![Gate::Plan("smoke".into())],
+            },
+            Stage {
+                name: "prod".into(),
+                clusters: vec!["b".into()],
+                strategy: Strategy::Parallel,
+                gates: vec![],
+            },
+        ],
+        ..RolloutSpec::legacy(Strategy::Parallel, &[], &[])
+    };
+    inst
+}
+
+fn pass_with(
+    d: &DesiredState,
+    o: &Observed,
+    memory: &BTreeMap<String, crate::gitops::stages::Memory>,
+) -> PlanActions {
+    pass(&Inputs {
+        desired: d,
+        observed: o,
+        repos: &loaded_repo(&d.revision),
+        previous: &BTreeMap::new(),
+        converging: &BTreeSet::new(),
+        revision_times: &BTreeMap::new(),
+        now: 0,
+        now_ms: 0,
+        memory,
+        pauses: &BTreeMap::new(),
+        external: &BTreeMap::new(),
+        cluster_holds: &BTreeMap::new(),
+        good: &BTreeMap::new(),
+    })
+}
+
+/// `live` after the engine ran `plan` (uid u2) on it, with that plan's status.
+fn ran(mut i: Instance, plan: &str, status: ExecutionStatus) -> Instance {
+    let snap = Snapshot::of(&i.spec, plan, "u2");
+    i.metadata.annotations = Some(
+        [(
+            LAST_APPLIED_ANNOTATION.to_string(),
+            serde_json::to_string(&snap).expect("json"),
+        )]
+        .into(),
+    );
+    let s = i.status.get_or_insert_with(Default::default);
+    s.plan_status.insert(
+        plan.into(),
+        PlanStatus {
+            name: plan.into(),
+            uid: "u2".into(),
+            status: Some(status),
+            ..Default::default()
+        },
+    );
+    i
+}
+
+#[test]
+fn a_plan_gate_runs_its_plan_on_the_stage_and_opens_when_it_completed_there() {
+    let key = "ns/db";
+    let d = desired("r1", vec![staged(key)]);
+    let done = live(key, CP, Some(ExecutionStatus::Complete));
+    let o = observed(&[("a", Some(vec![done.clone()])), ("b", Some(vec![]))]);
+    let out = run(&d, &o);
+    assert_eq!(
+        out.trigger.get("a"),
+        Some(&BTreeSet::from([(key.to_string(), "smoke".to_string())]))
+    );
+    assert!(out.apply.is_empty(), "{:?}", out.apply);
+    assert!(
+        matches!(&out.rollouts[key].state, State::Waiting { gate, reason, .. } if gate == "plan" && reason.contains("starting on a")),
+        "{:?}",
+        out.rollouts[key].state
+    );
+    // Running: no second trigger, still closed.
+    let running = ran(done.clone(), "smoke", ExecutionStatus::InProgress);
+    let out = run(
+        &d,
+        &observed(&[("a", Some(vec![running])), ("b", Some(vec![]))]),
+    );
+    assert!(out.trigger.is_empty(), "{:?}", out.trigger);
+    assert!(out.apply.is_empty());
+    // Complete on the stage: prod gets the spec.
+    let smoked = ran(done, "smoke", ExecutionStatus::Complete);
+    let out = run(
+        &d,
+        &observed(&[("a", Some(vec![smoked])), ("b", Some(vec![]))]),
+    );
+    assert!(out.trigger.is_empty());
+    assert_eq!(out.apply.get("b").map(|s| s.len()), Some(1), "{out:?}");
+}
+
+#[test]
+fn a_revert_gives_the_good_spec_back_to_the_clusters_that_took_the_failed_one() {
+    use super::planner::spec_id_of;
+    let key = "ns/db";
+    let mut inst = staged(key);
+    inst.parameters.insert("X".into(), "2".into());
+    let d = desired("r2", vec![inst]);
+    let good_params: BTreeMap<String, String> = [("X".to_string(), "1".to_string())].into();
+    let failed_params: BTreeMap<String, String> = [("X".to_string(), "2".to_string())].into();
+    let mut on_a = live(key, CP, None);
+    on_a.spec.parameters = failed_params.clone();
+    let mut on_b = live(key, CP, None);
+    on_b.spec.parameters = good_params.clone();
+    let on_b = ran(on_b, "deploy", ExecutionStatus::Complete);
+    let to = crate::gitops::stages::GoodSpec {
+        spec: spec_id_of(OV, &good_params),
+        revision: "r1".into(),
+    };
+    let mut m = crate::gitops::stages::Memory {
+        spec: spec_id_of(OV, &failed_params),
+        last_good: Some(to.clone()),
+        ..Default::default()
+    };
+    crate::gitops::stages::revert(&mut m, "onFailure", "plan update FATAL_ERROR", 0)
+        .expect("revert");
+    let memory = BTreeMap::from([(key.to_string(), m)]);
+    let o = observed(&[("a", Some(vec![on_a])), ("b", Some(vec![on_b]))]);
+    let out = pass_with(&d, &o, &memory);
+    // The good spec is read back from b (this pass never saw it complete) and given to a.
+    let back = out
+        .revert
+        .get("a")
+        .and_then(|r| r.get(key))
+        .expect("a reverts");
+    assert_eq!(back.state.revision, "r1");
+    assert_eq!(back.state.instances[key].parameters, good_params);
+    assert_eq!(back.plan, None, "the framework has no rollback plan here");
+    assert!(!out.revert.contains_key("b"), "{:?}", out.revert);
+    assert!(
+        out.apply.is_empty(),
+        "the failed spec is quarantined: {:?}",
+        out.apply
+    );
+    assert!(
+        matches!(&out.rollouts[key].state, State::Halted { reason, .. } if reason.contains("reverted to revision r1") && reason.contains("1 clusters back on the good spec; reverting a")),
+        "{:?}",
+        out.rollouts[key].state
+    );
+    // No cluster runs the good spec and this process never saw it: it says so, and waits.
+    let mut on_a = live(key, CP, None);
+    on_a.spec.parameters = failed_params;
+    let o = observed(&[("a", Some(vec![on_a])), ("b", Some(vec![]))]);
+    let out = pass_with(&d, &o, &memory);
+    assert!(out.revert.is_empty());
+    assert!(
+        matches!(&out.rollouts[key].state, State::Halted { reason, .. } if reason.contains("cannot revert yet")),
+        "{:?}",
+        out.rollouts[key].state
+    );
 }

@@ -138,6 +138,47 @@ impl Shared {
         Ok(())
     }
 
+    /// Reverts `key`'s current spec to its last good spec by hand (see
+    /// [`crate::gitops::stages::revert`]); the planner's next pass gives it back to the
+    /// clusters. Returns the reason the rollout now shows.
+    pub fn revert_rollout(&self, key: &str, by: &str) -> Result<String, RolloutError> {
+        self.known_instance(key)?;
+        let reason = {
+            let mut memory = lock(&self.rollout_memory);
+            let Some(m) = memory.get_mut(key) else {
+                return Err(RolloutError::Conflict(format!(
+                    "{key}: the rollout has no state yet; try again"
+                )));
+            };
+            crate::gitops::stages::revert(
+                m,
+                by,
+                "reverted by hand (kudo rollout revert)",
+                self.options.clock.now_ms(),
+            )
+            .map_err(|why| RolloutError::Conflict(format!("{key} cannot be reverted: {why}")))?;
+            m.reverted
+                .as_ref()
+                .map(|r| r.reason.clone())
+                .unwrap_or_default()
+        };
+        info!(target: "audit", instance = key, token = by, "rollout reverted through the API");
+        if let Some((ns, name)) = key.split_once('/') {
+            self.metrics.gitops.count_revert(ns, name);
+        }
+        self.notifier.emit(
+            crate::notify::Event::new(
+                crate::notify::EventKind::RolloutReverted,
+                "reverted",
+                reason.clone(),
+            )
+            .instance(key),
+        );
+        self.save_rollout_state();
+        self.request_plan();
+        Ok(reason)
+    }
+
     /// Pauses (`true`) or resumes `key`'s rollout through the API. Idempotent; a resume does
     /// not lift `paused: true` written in Git.
     pub fn set_paused(&self, key: &str, paused: bool, by: &str) -> Result<bool, RolloutError> {
@@ -182,6 +223,8 @@ impl Shared {
                         approvals: m.approvals.clone(),
                         gate_since: m.gate_since.clone(),
                         gates_passed: m.gates_passed.clone(),
+                        last_good: m.last_good.clone(),
+                        reverted: m.reverted.clone(),
                     },
                 )
             })

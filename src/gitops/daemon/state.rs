@@ -148,6 +148,14 @@ pub(super) struct ClusterSlot {
     pub(super) delete: Mutex<BTreeSet<String>>,
     /// Instance keys whose ownership labels to rewrite (legacy or moved instances).
     pub(super) relabel: Mutex<BTreeSet<String>>,
+    /// (Instance key, plan) a `plan` gate runs here now (from the planner).
+    pub(super) trigger: Mutex<BTreeSet<(String, String)>>,
+    /// Instance key → the good spec a revert gives back here (from the planner).
+    pub(super) revert: Mutex<BTreeMap<String, Arc<super::planner::RevertTo>>>,
+    /// Plan triggers and reverts this worker sent, by `key|plan|spec`: each is sent once,
+    /// even while the watch cache does not show it yet (a second trigger would run the plan
+    /// twice). Forgotten when the planner stops asking.
+    pub(super) sent: Mutex<BTreeSet<String>>,
     /// The Instance watch's change count when `seen` was last built from its cache: an
     /// unchanged count means an unchanged observation, so a quiet cluster costs its worker
     /// no copy and the planner no pass.
@@ -166,6 +174,8 @@ pub struct Shared {
     pub(super) rollouts: Mutex<BTreeMap<String, State>>,
     /// What the planner remembers of each rollout (bake and deadline clocks, approvals).
     pub(super) rollout_memory: Mutex<BTreeMap<String, crate::gitops::stages::Memory>>,
+    /// Instance key → its last spec that completed everywhere, as this process saw it.
+    pub(super) good_specs: Mutex<BTreeMap<String, Arc<super::planner::GoodInstance>>>,
     /// Instance key → who paused its rollout through the API.
     pub(super) rollout_pauses: Mutex<BTreeMap<String, crate::gitops::stages::Approval>>,
     /// What `rollout-state.json` holds (written only when this changes).

@@ -190,6 +190,7 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
                 apply_instance_as(cluster, d, inst, control_plane).await?;
             }
         }
+        gate_and_revert_writes(shared, slot, d).await?;
         // Ownership labels of legacy or moved Instances: labels only, never the spec (a
         // wave not yet due must not get the new spec early).
         let relabel = lock(&slot.relabel).clone();
@@ -309,6 +310,94 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
     Ok(())
 }
 
+/// The writes of `plan` gates (run a plan on an Instance) and of reverts (give the good spec
+/// back), each sent once per Instance and spec: a plan trigger is checked against the
+/// Instance as the API server has it now and sent with its resourceVersion, so it can never
+/// start the plan a second time.
+async fn gate_and_revert_writes(
+    shared: &Arc<Shared>,
+    slot: &ClusterSlot,
+    d: &DesiredState,
+) -> Result<(), ClusterError> {
+    let cluster = &slot.cluster;
+    let triggers = lock(&slot.trigger).clone();
+    let reverts = lock(&slot.revert).clone();
+    let mut wanted = std::collections::BTreeSet::new();
+    for (key, plan) in &triggers {
+        let Some(inst) = d.instances.get(key) else {
+            continue;
+        };
+        let id = format!(
+            "{key}|{plan}|{}",
+            super::planner::spec_id_of(&inst.operator_version, &inst.parameters)
+        );
+        wanted.insert(id.clone());
+        if lock(&slot.sent).contains(&id) || !shared.is_leader() {
+            continue;
+        }
+        let r = ObjectRef::new(
+            crate::api::API_VERSION,
+            "Instance",
+            Some(&inst.namespace),
+            &inst.name,
+        );
+        let Some(live) = cluster
+            .get_opt(&r)
+            .await?
+            .and_then(|v| serde_json::from_value::<Instance>(v).ok())
+        else {
+            continue;
+        };
+        let run =
+            crate::gitops::rollout::plan_run(&live, &inst.operator_version, &inst.parameters, plan);
+        if run == crate::gitops::rollout::PlanRun::NotRun {
+            info!(cluster = %slot.info.name, instance = %key, %plan, "running the plan of a plan gate");
+            let patch = json!({
+                "apiVersion": crate::api::API_VERSION,
+                "kind": "Instance",
+                "metadata": {
+                    "name": inst.name,
+                    "namespace": inst.namespace,
+                    "resourceVersion": live.metadata.resource_version,
+                },
+                "spec": {"planExecution": {"planName": plan, "uid": null, "status": null}},
+            });
+            match cluster.merge_patch(&patch).await {
+                Ok(_) => {}
+                // Changed since the GET: the next pass looks again.
+                Err(e) if e.kind() == crate::cluster::ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        lock(&slot.sent).insert(id);
+    }
+    for (key, to) in &reverts {
+        let Some(good) = to.state.instances.get(key) else {
+            continue;
+        };
+        let id = format!(
+            "{key}|revert|{}",
+            super::planner::spec_id_of(&good.operator_version, &good.parameters)
+        );
+        wanted.insert(id.clone());
+        if lock(&slot.sent).contains(&id) || !shared.is_leader() {
+            continue;
+        }
+        warn!(cluster = %slot.info.name, instance = %key, revision = short(&to.state.revision), plan = to.plan.as_deref().unwrap_or("(its trigger plan)"), "reverting to the last good spec");
+        apply_instance_with(
+            cluster,
+            &to.state,
+            good,
+            &shared.config.control_plane,
+            to.plan.as_deref(),
+        )
+        .await?;
+        lock(&slot.sent).insert(id);
+    }
+    lock(&slot.sent).retain(|id| wanted.contains(id));
+    Ok(())
+}
+
 /// The labels recording who owns a GitOps Instance.
 fn ownership_labels(inst: &DesiredInstance, control_plane: &str) -> Value {
     let mut labels = json!({
@@ -346,6 +435,19 @@ pub async fn apply_instance_as(
     inst: &DesiredInstance,
     control_plane: &str,
 ) -> Result<(), ClusterError> {
+    apply_instance_with(cluster, d, inst, control_plane, None).await
+}
+
+/// [`apply_instance_as`], and with `plan` the engine runs that plan for the new spec instead
+/// of the one its triggers pick (a manual trigger in the same write; a version change still
+/// runs the upgrade plan, as in KUDO).
+async fn apply_instance_with(
+    cluster: &Cluster,
+    d: &DesiredState,
+    inst: &DesiredInstance,
+    control_plane: &str,
+    plan: Option<&str>,
+) -> Result<(), ClusterError> {
     let rev = &d.revision;
     cluster
         .apply_as(
@@ -368,7 +470,7 @@ pub async fn apply_instance_as(
             cluster.apply_as(&obj, FIELD_MANAGER).await?;
         }
     }
-    let body = json!({
+    let mut body = json!({
         "apiVersion": crate::api::API_VERSION,
         "kind": "Instance",
         "metadata": {
@@ -386,6 +488,9 @@ pub async fn apply_instance_as(
             "parameters": inst.parameters,
         },
     });
+    if let Some(plan) = plan {
+        body["spec"]["planExecution"] = json!({"planName": plan, "uid": ""});
+    }
     info!(cluster = %cluster.name(), instance = %inst.key(), revision = short(rev), "applying instance spec");
     cluster.apply_as(&body, FIELD_MANAGER).await?;
     Ok(())
