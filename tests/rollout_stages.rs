@@ -364,3 +364,213 @@ async fn paused_clusters_and_maintenance_windows_in_kudo_yaml_hold_new_specs() {
     );
     daemon.shutdown().await;
 }
+
+/// A framework with a smoke-test plan (a Job the workload simulator fails when
+/// SMOKE_FAIL=true) and a rollback plan (the config step only).
+fn write_checked(repo: &Repo) {
+    let base = "frameworks/checked/1.0.0";
+    repo.write(
+        &format!("{base}/operator.yaml"),
+        r#"apiVersion: kudo.dev/v1beta1
+name: checked
+operatorVersion: 1.0.0
+kubernetesVersion: 1.20.0
+tasks:
+  - {name: config, kind: Apply, spec: {resources: [config.yaml]}}
+  - {name: smoke-cleanup, kind: Delete, spec: {resources: [smoke.yaml]}}
+  - {name: smoke, kind: Apply, spec: {resources: [smoke.yaml]}}
+plans:
+  deploy:
+    strategy: serial
+    phases:
+      - {name: main, strategy: serial, steps: [{name: config, tasks: [config]}]}
+  smoke-test:
+    strategy: serial
+    phases:
+      - name: main
+        strategy: serial
+        steps:
+          - {name: cleanup, tasks: [smoke-cleanup]}
+          - {name: smoke, tasks: [smoke]}
+  rollback:
+    strategy: serial
+    phases:
+      - {name: main, strategy: serial, steps: [{name: config, tasks: [config]}]}
+"#,
+    );
+    repo.write(
+        &format!("{base}/params.yaml"),
+        "apiVersion: kudo.dev/v1beta1\nparameters:\n  - {name: MESSAGE, default: hello}\n  - {name: SMOKE_FAIL, type: boolean, default: false}\n",
+    );
+    repo.write(
+        &format!("{base}/templates/config.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Name }}-config\ndata:\n  message: {{ .Params.MESSAGE | quote }}\n",
+    );
+    repo.write(
+        &format!("{base}/templates/smoke.yaml"),
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Name }}-smoke\n  annotations:\n    sim.kudo.dev/fail: {{ .Params.SMOKE_FAIL | quote }}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: smoke\n          image: busybox\n",
+    );
+}
+
+fn checked_doc(message: &str, smoke_fail: bool) -> String {
+    format!(
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: db\n  namespace: apps\nspec:\n  framework: checked\n  version: 1.0.0\n  parameters:\n    MESSAGE: {message}\n    SMOKE_FAIL: \"{smoke_fail}\"\n  placement:\n    clusterSelector:\n      matchLabels: {{fleet: test}}\n    rollout:\n      onFailure: revert\n      stages:\n        - name: canary\n          clusters: [c1]\n          gates:\n            - plan: smoke-test\n        - name: prod\n          clusters: [c2, c3]\n          gates:\n            - approval: {{}}\n"
+    )
+}
+
+/// `MESSAGE` of the Instance on a cluster, and the status of `plan` there.
+async fn message_and_plan(
+    fleet: &Fleet,
+    cluster: &str,
+    plan: &str,
+) -> (Option<String>, Option<String>) {
+    let v = get(&fleet.cluster(cluster), &instance_ref("apps", "db")).await;
+    let at = |p: &str| {
+        v.as_ref()
+            .and_then(|v| v.pointer(p))
+            .and_then(|s| s.as_str())
+            .map(str::to_string)
+    };
+    (
+        at("/spec/parameters/MESSAGE"),
+        at(&format!("/status/planStatus/{plan}/status")),
+    )
+}
+
+async fn wait_message_and_plan(
+    fleet: &Fleet,
+    cluster: &str,
+    message: &str,
+    plan: &str,
+    status: &str,
+) {
+    wait_until(
+        &format!("{cluster}: MESSAGE {message}, plan {plan} {status}"),
+        || async {
+            match message_and_plan(fleet, cluster, plan).await {
+                (Some(m), Some(s)) if m == message && s == status => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_gate_runs_the_smoke_test_and_a_failed_one_reverts_with_the_rollback_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path(), "a");
+    write_checked(&repo);
+    repo.write("instances/db.yaml", &checked_doc("one", false));
+    repo.commit("one");
+    let fleet = Fleet::new(&["c1", "c2", "c3"]);
+    let config = fleet.config(dir.path(), "", &[("a", repo.url(), "")]);
+    let daemon = Daemon::start(config, fleet.options())
+        .await
+        .expect("daemon");
+    let (addr, _http) = serve_http(
+        daemon.shared.clone(),
+        "127.0.0.1:0".parse().expect("addr"),
+        std::future::pending::<()>(),
+    )
+    .await
+    .expect("http");
+    let server = format!("http://{addr}");
+    let key = "apps/db";
+
+    // The canary deploys, then its smoke test runs there (only there) before prod may start.
+    wait_message_and_plan(&fleet, "c1", "one", "smoke-test", "COMPLETE").await;
+    wait_state(&daemon, key, "prod waiting for approval", |s| {
+        matches!(s, State::Waiting { stage, gate, .. } if stage == "prod" && gate == "approval")
+    })
+    .await;
+    daemon
+        .shared
+        .approve_stage(key, "prod", "test")
+        .expect("approve");
+    wait_state(&daemon, key, "complete", |s| *s == State::Complete).await;
+    for c in ["c2", "c3"] {
+        assert_eq!(
+            message_and_plan(&fleet, c, "smoke-test").await,
+            (Some("one".into()), None),
+            "{c}: the smoke test runs on the canary stage only"
+        );
+    }
+
+    // A spec whose smoke test fails: the canary takes it, the smoke test fails, and
+    // onFailure: revert gives the canary "one" back through the rollback plan.
+    repo.write("instances/db.yaml", &checked_doc("two", true));
+    repo.commit("two, with a failing smoke test");
+    daemon.shared.sync_now(None);
+    wait_message_and_plan(&fleet, "c1", "one", "rollback", "COMPLETE").await;
+    wait_state(&daemon, key, "halted, reverted", |s| {
+        matches!(s, State::Halted { reason, .. } if reason.contains("reverted to revision") && reason.contains("smoke-test FATAL_ERROR") && reason.contains("3 of 3 clusters on the good spec"))
+    })
+    .await;
+    let metrics = daemon.shared.metrics_text();
+    assert!(
+        metrics.contains("kudo_rollout_reverts_total{namespace=\"apps\",instance=\"db\"} 1"),
+        "{metrics}"
+    );
+    // Quarantined: passes go by, nothing gets "two" again; prod never saw it.
+    wait_passes(&daemon.shared, 10).await;
+    for c in ["c1", "c2", "c3"] {
+        assert_eq!(
+            message_and_plan(&fleet, c, "deploy").await.0.as_deref(),
+            Some("one"),
+            "{c}"
+        );
+    }
+    let (ok, out) = kudo(rollout_cmd(&server, &["revert", key])).await;
+    assert!(
+        !ok && out.contains("409") && out.contains("reverted already"),
+        "{out}"
+    );
+
+    // A new commit lifts the quarantine; it completes, then a person reverts the next one
+    // by hand while prod waits for approval.
+    repo.write("instances/db.yaml", &checked_doc("three", false));
+    repo.commit("three");
+    daemon.shared.sync_now(None);
+    wait_state(&daemon, key, "three waits for approval", |s| {
+        matches!(s, State::Waiting { stage, gate, .. } if stage == "prod" && gate == "approval")
+    })
+    .await;
+    daemon
+        .shared
+        .approve_stage(key, "prod", "test")
+        .expect("approve");
+    wait_state(&daemon, key, "three complete", |s| *s == State::Complete).await;
+    repo.write("instances/db.yaml", &checked_doc("four", false));
+    repo.commit("four");
+    daemon.shared.sync_now(None);
+    wait_message_and_plan(&fleet, "c1", "four", "smoke-test", "COMPLETE").await;
+    wait_state(&daemon, key, "four waits for approval", |s| {
+        matches!(s, State::Waiting { stage, gate, .. } if stage == "prod" && gate == "approval")
+    })
+    .await;
+    let (ok, out) = kudo(rollout_cmd(&server, &["revert", key])).await;
+    assert!(ok && out.contains("reverted to revision"), "{out}");
+    wait_until("c1 back on three", || async {
+        match message_and_plan(&fleet, "c1", "rollback").await {
+            (Some(m), Some(s)) if m == "three" && s == "COMPLETE" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        message_and_plan(&fleet, "c2", "deploy").await.0.as_deref(),
+        Some("three")
+    );
+    let saved = std::fs::read_to_string(dir.path().join("cache/rollout-state.json"))
+        .expect("rollout state file");
+    assert!(
+        saved.contains("\"reverted\"") && saved.contains("\"by\": \"anonymous\""),
+        "{saved}"
+    );
+    assert!(
+        !saved.contains("three") && !saved.contains("four"),
+        "parameters are never saved: {saved}"
+    );
+    daemon.shutdown().await;
+}

@@ -153,6 +153,7 @@ pub fn describe(key: &str, inst: &Value) -> String {
             s(r.get("gate")),
             s(r.get("reason"))
         ),
+        "halted" if s(r.get("cluster")).is_empty() => format!("halted: {}", s(r.get("reason"))),
         "halted" => format!("halted on {}: {}", s(r.get("cluster")), s(r.get("reason"))),
         other => other.to_string(),
     };

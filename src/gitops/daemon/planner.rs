@@ -453,7 +453,7 @@ fn plan_gate_runs<'a>(
                 {
                     Some(rollout::PlanRun::Done) => done.push(c.clone()),
                     Some(rollout::PlanRun::Running | rollout::PlanRun::Requested) => {
-                        running.push(c.clone())
+                        running.push(c.clone());
                     }
                     Some(rollout::PlanRun::NotRun) | None => not_run.push(c.clone()),
                 }
@@ -549,9 +549,10 @@ fn revert_work<'a>(
         },
         plan,
     });
-    let (mut assign, mut back, mut running) = (Vec::new(), 0, Vec::new());
+    let (mut assign, mut back, mut running, mut total) = (Vec::new(), 0, Vec::new(), 0);
     for c in &inst.targets {
         let Some(l) = live(c) else { continue };
+        total += 1;
         match rollout::observe(Some(l), &g.operator_version, &g.parameters) {
             Progress::NotApplied => assign.push((c.clone(), to.clone())),
             Progress::Complete => back += 1,
@@ -559,7 +560,7 @@ fn revert_work<'a>(
             Progress::Pending | Progress::InProgress => running.push(c.clone()),
         }
     }
-    let mut progress = format!("{back} clusters back on the good spec");
+    let mut progress = format!("{back} of {total} clusters on the good spec");
     if !assign.is_empty() {
         let names: Vec<&str> = assign.iter().map(|(c, _)| c.as_str()).collect();
         progress.push_str(&format!("; reverting {}", names.join(", ")));

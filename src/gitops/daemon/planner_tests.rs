@@ -782,7 +782,7 @@ fn a_revert_gives_the_good_spec_back_to_the_clusters_that_took_the_failed_one() 
         out.apply
     );
     assert!(
-        matches!(&out.rollouts[key].state, State::Halted { reason, .. } if reason.contains("reverted to revision r1") && reason.contains("1 clusters back on the good spec; reverting a")),
+        matches!(&out.rollouts[key].state, State::Halted { reason, .. } if reason.contains("reverted to revision r1") && reason.contains("1 of 2 clusters on the good spec; reverting a")),
         "{:?}",
         out.rollouts[key].state
     );
