@@ -76,6 +76,16 @@ pub async fn run(args: Args) -> CliResult {
     })
     .await?;
     info!(address = %bound, "HTTP API: /healthz /readyz /api/v1/status, POST /api/v1/hooks/git");
+    // kudo.yaml reloads on change and on SIGHUP (the embedded default has no file).
+    let (reload_stop, reload_stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(path) = &args.config {
+        tokio::spawn(crate::gitops::serve::reload_on_change(
+            daemon.shared.clone(),
+            path.clone(),
+            args.listen,
+            reload_stop_rx,
+        ));
+    }
     let lost = match election {
         None => {
             super::manager::shutdown_signal().await;
@@ -91,6 +101,7 @@ pub async fn run(args: Args) -> CliResult {
         },
     };
     info!("shutting down");
+    let _ = reload_stop.send(true);
     let _ = stop_tx.send(());
     daemon.shutdown().await;
     // Released only after the workers stopped, so the next leader never overlaps with us.

@@ -127,6 +127,32 @@ impl Health {
         true
     }
 
+    /// Forgets the tasks of a cluster taken out of the config (after its stop signal) and
+    /// waits for them to end, so a cluster added back under that name never has two engines.
+    pub async fn retire(&self, cluster: &str) {
+        let suffix = format!(" {cluster}");
+        let retired: Vec<(String, JoinHandle<()>)> = {
+            let mut handles = lock(&self.handles);
+            let (gone, kept) = std::mem::take(&mut *handles)
+                .into_iter()
+                .partition(|(name, _)| name.ends_with(&suffix));
+            *handles = kept;
+            gone
+        };
+        lock(&self.components).retain(|name, _| !name.ends_with(&suffix));
+        for component in ["worker", "engine"] {
+            self.up.remove(&ComponentLabels {
+                component,
+                cluster: cluster.to_string(),
+            });
+        }
+        for (name, h) in retired {
+            if tokio::time::timeout(JOIN_TIMEOUT, h).await.is_err() {
+                warn!(component = %name, "a retired task did not stop within {JOIN_TIMEOUT:?}");
+            }
+        }
+    }
+
     /// Waits for every supervised task (after the stop signal), each for at most
     /// [`JOIN_TIMEOUT`].
     pub async fn join(&self) {

@@ -125,6 +125,16 @@ impl ClusterMetrics {
         }
     }
 
+    /// Drops the gauges of a cluster taken out of the config (a removed cluster is not
+    /// down; counters stay, as Prometheus expects of counters).
+    pub fn forget_cluster(&self, cluster: &str) {
+        let labels = ClusterLabels {
+            cluster: cluster.into(),
+        };
+        self.up.remove(&labels);
+        self.watches_open.remove(&labels);
+    }
+
     /// Records the outcome of one control-plane pass on a cluster.
     pub fn set_up(&self, cluster: &str, up: bool, category: Option<&'static str>) {
         self.up

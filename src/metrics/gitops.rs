@@ -94,6 +94,11 @@ pub struct OperatorLabels {
     pub operator: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
 pub struct GitopsMetrics {
     pub syncs: Family<SyncLabels, Counter>,
     pub sync_duration: Family<RepoLabels, Histogram>,
@@ -108,6 +113,8 @@ pub struct GitopsMetrics {
     pub rollout_paused: Family<InstanceLabels, Gauge>,
     /// Reverts of a failed spec (`onFailure: revert` or `kudo rollout revert`).
     pub rollout_reverts: Family<InstanceLabels, Counter>,
+    /// kudo.yaml reloads by result (`applied`, `refused`).
+    pub config_reloads: Family<ReloadLabels, Counter>,
     waiting_now: std::sync::Mutex<std::collections::HashMap<(String, String), WaitingLabels>>,
 }
 
@@ -128,6 +135,7 @@ impl GitopsMetrics {
             rollout_waiting: Family::default(),
             rollout_paused: Family::default(),
             rollout_reverts: Family::default(),
+            config_reloads: Family::default(),
             waiting_now: Default::default(),
         };
         registry.register(
@@ -169,6 +177,11 @@ impl GitopsMetrics {
             "rollout_paused",
             "1 while an instance's rollout is paused",
             m.rollout_paused.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "kudo.yaml reloads (file change or SIGHUP) by result: applied or refused",
+            m.config_reloads.clone(),
         );
         registry.register(
             "rollout_reverts",
@@ -302,6 +315,14 @@ impl GitopsMetrics {
     }
 
     /// Forgets an instance that is no longer desired.
+    pub fn count_reload(&self, applied: bool) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels {
+                result: if applied { "applied" } else { "refused" },
+            })
+            .inc();
+    }
+
     pub fn count_revert(&self, namespace: &str, instance: &str) {
         self.rollout_reverts
             .get_or_create(&InstanceLabels {

@@ -16,13 +16,17 @@ pub(super) async fn gate_evaluator(
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let client = shared
-        .config
-        .prometheus
-        .as_ref()
-        .map(crate::gitops::gates::client);
+    // Rebuilt when a kudo.yaml reload changes `prometheus:`.
+    let mut built: Option<crate::gitops::config::PrometheusConfig> = None;
+    let mut client = None;
     let every = shared.options.observe_interval * 5;
     loop {
+        let config = shared.config();
+        if client.is_none() || built != config.prometheus {
+            built = config.prometheus.clone();
+            client = Some(built.as_ref().map(crate::gitops::gates::client));
+        }
+        let client = client.as_ref().and_then(Option::as_ref);
         let waiting: Vec<(String, String)> = lock(&shared.rollouts)
             .iter()
             .filter_map(|(key, state)| match state {
@@ -50,7 +54,7 @@ pub(super) async fn gate_evaluator(
                 let Gate::Prometheus { query, .. } = gate else {
                     continue;
                 };
-                let verdict = match (&shared.config.prometheus, &client) {
+                let verdict = match (&config.prometheus, client) {
                     (Some(config), Some(Ok(client))) => {
                         crate::gitops::gates::evaluate(client, config, query).await
                     }

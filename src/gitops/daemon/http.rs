@@ -237,7 +237,7 @@ async fn require_api_token(
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
     );
-    let tokens = s.config.all_api_tokens();
+    let tokens = s.config().all_api_tokens();
     let caller = if tokens.is_empty() {
         if write && !s.loopback_listener() {
             return (
@@ -337,7 +337,7 @@ async fn hook(
             .into_response();
     }
     let secrets: Vec<(String, HookSecret)> = s
-        .config
+        .config()
         .repositories
         .iter()
         .map(|r| {

@@ -21,6 +21,7 @@ mod http;
 mod planner;
 #[cfg(test)]
 mod planner_tests;
+pub mod reload;
 pub mod rollouts;
 mod state;
 mod status;
@@ -44,13 +45,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use crate::cluster::{Cluster, ClusterError};
-use crate::gitops::config::{ClusterAccess, Config, Source};
+use crate::cluster::ClusterError;
+use crate::gitops::config::{Config, Source};
 use crate::gitops::git::watch_dir;
-use crate::gitops::placement::ClusterInfo;
 use crate::sim::SimCluster;
-use crate::sim::workload::{WorkloadConfig, Workloads};
-use state::ClusterSlot;
 
 /// Field manager of everything the control plane applies.
 pub const FIELD_MANAGER: &str = "kudo-gitops";
@@ -115,7 +113,6 @@ pub struct Daemon {
     pub shared: Arc<Shared>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _sims: Vec<(SimCluster, Workloads)>,
     _watchers: Vec<notify::RecommendedWatcher>,
 }
 
@@ -151,76 +148,14 @@ impl Daemon {
     ) -> Result<Daemon, ServeError> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (mut registry, metrics) = crate::metrics::registry();
-        let mut sims = Vec::new();
+        let mut sims = BTreeMap::new();
         let mut slots = Vec::new();
         for c in &config.clusters {
-            let cluster = match &c.access {
-                ClusterAccess::Sim(_) if options.sims.contains_key(&c.name) => {
-                    let sim = &options.sims[&c.name];
-                    Cluster::from_client(&c.name, sim.client())
-                }
-                ClusterAccess::Sim(s) => {
-                    let sim = SimCluster::new(&c.name);
-                    sim.faults().set_latency(s.latency);
-                    let workloads = sim.spawn_workloads(WorkloadConfig {
-                        ready_delay: s.ready_delay,
-                        job_duration: s.ready_delay,
-                    });
-                    let cluster = Cluster::from_client(&c.name, sim.client());
-                    sims.push((sim, workloads));
-                    cluster
-                }
-                ClusterAccess::InCluster => {
-                    Cluster::in_cluster(&c.name).map_err(|source| ServeError::Cluster {
-                        cluster: c.name.clone(),
-                        source,
-                    })?
-                }
-                ClusterAccess::Kubeconfig { path, context } => {
-                    Cluster::from_kubeconfig(&c.name, path, context.as_deref())
-                        .await
-                        .map_err(|source| ServeError::Cluster {
-                            cluster: c.name.clone(),
-                            source,
-                        })?
-                }
+            let (slot, sim) = reload::build_slot(c, &options, &metrics, &leading).await?;
+            if let Some(sim) = sim {
+                sims.insert(c.name.clone(), sim);
             }
-            .with_request_timeout(c.request_timeout)
-            .with_api_metrics(metrics.cluster.clone());
-            // With leader election every write to the cluster checks leadership as it is sent.
-            let cluster = match &leading {
-                Some(l) => cluster.map_client(|client| {
-                    crate::gitops::leader::leader_gated_client(client, l.clone())
-                }),
-                None => cluster,
-            };
-            metrics.cluster.set_up(&c.name, false, None);
-            metrics
-                .cluster
-                .init_cluster(&c.name, &crate::cluster::ErrorKind::labels());
-            slots.push(Arc::new(ClusterSlot {
-                info: ClusterInfo {
-                    name: c.name.clone(),
-                    labels: c.labels.clone(),
-                },
-                cluster: Arc::new(cluster),
-                wake: Notify::new(),
-                status: Mutex::new(ClusterStatus {
-                    name: c.name.clone(),
-                    labels: c.labels.clone(),
-                    up: false,
-                    reason: Some("not probed yet".into()),
-                    ..Default::default()
-                }),
-                seen: Mutex::new(None),
-                apply: Mutex::new(BTreeSet::new()),
-                delete: Mutex::new(BTreeSet::new()),
-                relabel: Mutex::new(BTreeSet::new()),
-                trigger: Mutex::new(BTreeSet::new()),
-                revert: Mutex::new(BTreeMap::new()),
-                sent: Mutex::new(BTreeSet::new()),
-                observed_changes: Mutex::new(None),
-            }));
+            slots.push(slot);
         }
         let repo_wake = config
             .repositories
@@ -248,10 +183,15 @@ impl Daemon {
         let saved = rollouts::load(&config.cache_dir.join(rollouts::STATE_FILE))
             .map_err(ServeError::RolloutState)?;
         let shared = Arc::new(Shared {
-            config: config.clone(),
+            config: RwLock::new(Arc::new(config.clone())),
             options,
             plan_wake: Notify::new(),
-            clusters: slots,
+            clusters: RwLock::new(slots),
+            clusters_epoch: Default::default(),
+            stop_rx: stop_rx.clone(),
+            sims: Mutex::new(sims),
+            reload_status: Mutex::new(reload::ReloadStatus::default()),
+            reload_lock: tokio::sync::Mutex::new(()),
             repos: Mutex::new(repos),
             repo_wake,
             desired: RwLock::new(None),
@@ -296,14 +236,8 @@ impl Daemon {
             stop_rx.clone(),
         )));
         let mut watchers = Vec::new();
-        for slot in &shared.clusters {
-            let (s, slot, rx) = (shared.clone(), slot.clone(), stop_rx.clone());
-            let name = slot.info.name.clone();
-            shared
-                .health
-                .spawn("worker", &name, stop_rx.clone(), move || {
-                    worker::cluster_worker(s.clone(), slot.clone(), rx.clone())
-                });
+        for slot in &shared.slots() {
+            reload::spawn_worker(&shared, slot);
         }
         for repo in &config.repositories {
             let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -326,7 +260,6 @@ impl Daemon {
             shared,
             stop,
             tasks,
-            _sims: sims,
             _watchers: watchers,
         })
     }

@@ -660,7 +660,7 @@ impl Shared {
             return;
         };
         let observed: BTreeMap<String, Option<Arc<Observation>>> = self
-            .clusters
+            .slots()
             .iter()
             .map(|slot| (slot.info.name.clone(), lock(&slot.seen).clone()))
             .collect();
@@ -672,7 +672,7 @@ impl Shared {
         let external = lock(&self.gate_verdicts).clone();
         let now_ms = self.options.clock.now_ms();
         let cluster_holds: BTreeMap<String, (&'static str, String)> = self
-            .config
+            .config()
             .clusters
             .iter()
             .filter_map(|c| {
@@ -803,7 +803,7 @@ impl Shared {
         }
         *lock(&self.planned) = summary;
         *lock(&self.rollouts) = rollouts.into_iter().map(|(k, r)| (k, r.state)).collect();
-        for slot in &self.clusters {
+        for slot in &self.slots() {
             let name = &slot.info.name;
             let delete = ownership.delete.get(name).cloned().unwrap_or_default();
             let relabel = ownership.relabel.get(name).cloned().unwrap_or_default();
@@ -824,7 +824,7 @@ impl Shared {
             let names: Vec<String> = ownership.resync.into_iter().collect();
             self.sync_now(Some(&names));
         }
-        for slot in &self.clusters {
+        for slot in &self.slots() {
             let name = &slot.info.name;
             let triggers = trigger.remove(name).unwrap_or_default();
             let reverts = revert.remove(name).unwrap_or_default();
@@ -840,7 +840,7 @@ impl Shared {
                 slot.wake.notify_one();
             }
         }
-        for slot in &self.clusters {
+        for slot in &self.slots() {
             let new = apply.remove(&slot.info.name).unwrap_or_default();
             let mut current = lock(&slot.apply);
             if *current != new {
@@ -915,7 +915,7 @@ impl Shared {
     fn repo_states(&self) -> BTreeMap<String, RepoState> {
         let confirmations = lock(&self.confirmations).clone();
         let statuses = lock(&self.repos);
-        self.config
+        self.config()
             .repositories
             .iter()
             .map(|r| {

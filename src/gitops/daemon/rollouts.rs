@@ -74,7 +74,7 @@ fn describe(state: Option<&State>) -> String {
 
 impl Shared {
     pub(super) fn state_path(&self) -> PathBuf {
-        self.config.cache_dir.join(STATE_FILE)
+        self.config().cache_dir.join(STATE_FILE)
     }
 
     fn known_instance(&self, key: &str) -> Result<(), RolloutError> {

@@ -94,6 +94,8 @@ pub struct StatusDoc {
     pub repositories: Vec<RepoStatus>,
     pub clusters: Vec<ClusterStatus>,
     pub instances: Vec<InstanceStatusView>,
+    /// kudo.yaml reloads: how many applied, the last changes, why the newest was refused.
+    pub config: super::reload::ReloadStatus,
 }
 
 /// What a cluster worker saw of one Instance.
@@ -135,7 +137,16 @@ impl Seen {
 pub(super) type Observation = BTreeMap<String, Seen>;
 
 pub(super) struct ClusterSlot {
+    /// The name and the labels the slot started with (see `labels` for the current ones).
     pub(super) info: ClusterInfo,
+    /// The cluster's labels now (a kudo.yaml reload may change them).
+    pub(super) labels: Mutex<BTreeMap<String, String>>,
+    /// What the client was built from (the config entry and its kubeconfig's content): a
+    /// reload that changes it replaces the cluster.
+    pub(super) access: String,
+    /// Stops this cluster's worker and engine: the daemon's stop, or the cluster leaving
+    /// kudo.yaml.
+    pub(super) stop: Arc<tokio::sync::watch::Sender<bool>>,
     pub(super) cluster: Arc<Cluster>,
     pub(super) wake: Notify,
     pub(super) status: Mutex<ClusterStatus>,
@@ -162,10 +173,34 @@ pub(super) struct ClusterSlot {
     pub(super) observed_changes: Mutex<Option<u64>>,
 }
 
+impl ClusterSlot {
+    /// Name and current labels (what placement reads).
+    pub(super) fn cluster_info(&self) -> ClusterInfo {
+        ClusterInfo {
+            name: self.info.name.clone(),
+            labels: lock(&self.labels).clone(),
+        }
+    }
+}
+
 pub struct Shared {
-    pub(super) config: Config,
+    /// The running kudo.yaml; a reload swaps it whole (see `super::reload`).
+    pub(super) config: RwLock<Arc<Config>>,
     pub(super) options: Options,
-    pub(super) clusters: Vec<Arc<ClusterSlot>>,
+    /// One slot per configured cluster, in config order (a reload adds and removes).
+    pub(super) clusters: RwLock<Vec<Arc<ClusterSlot>>>,
+    /// Bumped when a reload changed the clusters or their labels: repositories load their
+    /// revision again (placement is resolved at load).
+    pub(super) clusters_epoch: std::sync::atomic::AtomicU64,
+    /// The daemon's stop signal (clusters added by a reload start under it).
+    pub(super) stop_rx: tokio::sync::watch::Receiver<bool>,
+    /// Simulated clusters this daemon runs, with their workload simulators (by name).
+    pub(super) sims:
+        Mutex<BTreeMap<String, (crate::sim::SimCluster, crate::sim::workload::Workloads)>>,
+    /// The last reload's outcome (shown in the status).
+    pub(super) reload_status: Mutex<super::reload::ReloadStatus>,
+    /// Reloads one at a time.
+    pub(super) reload_lock: tokio::sync::Mutex<()>,
     /// Wakes the planner task: observations coalesce into one pass over every instance.
     pub(super) plan_wake: Notify,
     pub(super) repos: Mutex<BTreeMap<String, RepoStatus>>,
@@ -238,8 +273,20 @@ impl Shared {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The running kudo.yaml.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The cluster slots now.
+    pub(super) fn slots(&self) -> Vec<Arc<ClusterSlot>> {
+        self.clusters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the HTTP listener is a loopback address.

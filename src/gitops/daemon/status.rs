@@ -31,7 +31,7 @@ impl Shared {
         Snapshot {
             repositories: lock(&self.repos).values().cloned().collect(),
             clusters: self
-                .clusters
+                .slots()
                 .iter()
                 .map(|c| lock(&c.status).clone())
                 .collect(),
@@ -41,7 +41,7 @@ impl Shared {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             observed: self
-                .clusters
+                .slots()
                 .iter()
                 .map(|c| (c.info.name.clone(), lock(&c.seen).clone()))
                 .collect(),
@@ -50,7 +50,9 @@ impl Shared {
     }
 
     pub fn status(&self) -> StatusDoc {
-        status_doc(self.snapshot())
+        let mut doc = status_doc(self.snapshot());
+        doc.config = self.reload_status();
+        doc
     }
 
     /// One desired instance (by name, and namespace when given) on each of its clusters:
@@ -125,6 +127,7 @@ pub(super) fn status_doc(s: Snapshot) -> StatusDoc {
         repositories: s.repositories,
         clusters: s.clusters,
         instances,
+        config: Default::default(),
     }
 }
 

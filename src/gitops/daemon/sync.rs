@@ -65,17 +65,27 @@ pub(super) async fn repo_task(
 ) {
     let wake = shared.repo_wake[&repo.name].clone();
     let git = match &repo.source {
-        Source::Git(url) => Some(GitSource::new(&repo, url, &shared.config.cache_dir)),
+        Source::Git(url) => Some(GitSource::new(&repo, url, &shared.config().cache_dir)),
         Source::Dir(_) => None,
     };
     let mut last_seen: Option<String> = None;
     let cache = Arc::new(Mutex::new(desired::DesiredCache::new()));
     // libgit2's timeouts are process-wide: the shortest sync deadline of all repositories.
-    if let Some(t) = shared.config.repositories.iter().map(|r| r.timeout).min() {
+    if let Some(t) = shared.config().repositories.iter().map(|r| r.timeout).min() {
         crate::gitops::git::set_network_timeout(t.min(crate::gitops::git::DEFAULT_NETWORK_TIMEOUT));
     }
     let mut deadline = crate::gitops::sync::Deadline::new(&repo.name, repo.timeout);
+    let mut clusters_epoch = 0;
     loop {
+        // A kudo.yaml reload changed the clusters or their labels: load the revision again,
+        // placement is resolved at load.
+        let epoch = shared
+            .clusters_epoch
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if epoch != clusters_epoch {
+            clusters_epoch = epoch;
+            last_seen = None;
+        }
         let failures = sync_once(
             &shared,
             &repo,
@@ -107,20 +117,20 @@ async fn sync_once(
     deadline: &mut crate::gitops::sync::Deadline<SyncWork>,
 ) -> u32 {
     let cache = cache.clone();
-    let clusters: Vec<ClusterInfo> = shared.clusters.iter().map(|c| c.info.clone()).collect();
+    let clusters: Vec<ClusterInfo> = shared.slots().iter().map(|c| c.cluster_info()).collect();
     let mirror = git.map(|g| g.mirror.clone());
     let git = git.cloned();
     let source = repo.source.clone();
     let subpath = repo.path.clone();
     let seen = last_seen.clone();
-    let package_repos = shared.config.package_repositories.clone();
-    let package_cache = shared.config.cache_dir.join("package-repositories");
+    let package_repos = shared.config().package_repositories.clone();
+    let package_cache = shared.config().cache_dir.join("package-repositories");
     let verify = repo.verify.clone();
     let name = repo.name.clone();
     let allow_rollback = repo.allow_rollback;
     let applied_store = git
         .as_ref()
-        .map(|g| crate::gitops::sync::AppliedStore::new(&shared.config.cache_dir, repo, &g.url));
+        .map(|g| crate::gitops::sync::AppliedStore::new(&shared.config().cache_dir, repo, &g.url));
     let persist = !shared.dry_run;
     let started = Instant::now();
     let result = deadline

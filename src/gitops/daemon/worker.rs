@@ -48,7 +48,7 @@ pub(super) async fn cluster_worker(
                         shared.options.engine_poll,
                         shared.engine_metrics.clone(),
                     )
-                    .with_control_plane(&shared.config.control_plane),
+                    .with_control_plane(&shared.config().control_plane),
                 );
                 let (rx, leading) = (stop.clone(), shared.leading.clone());
                 // Supervised (restarted if it ever ends) and joined on shutdown; a restarted
@@ -179,7 +179,7 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
         .clone();
     let cluster = &slot.cluster;
     if let Some(d) = &desired {
-        let control_plane = &shared.config.control_plane;
+        let control_plane = &shared.config().control_plane;
         let assigned = lock(&slot.apply).clone();
         for key in &assigned {
             // A lapsed lease stops writes here (and in the cluster's client).
@@ -247,7 +247,7 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
                 i.metadata.uid == *uid
                     && i.metadata.deletion_timestamp.is_none()
                     && matches!(
-                        Seen::new(i, &shared.config.control_plane).owner,
+                        Seen::new(i, &shared.config().control_plane).owner,
                         crate::gitops::ownership::Owner::Ours { .. }
                     )
             });
@@ -286,7 +286,7 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
                 instance.metadata.namespace.clone().unwrap_or_default(),
                 instance.metadata.name.clone().unwrap_or_default()
             );
-            seen.insert(key, Seen::new(instance, &shared.config.control_plane));
+            seen.insert(key, Seen::new(instance, &shared.config().control_plane));
         }
     }
     {
@@ -388,7 +388,7 @@ async fn gate_and_revert_writes(
             cluster,
             &to.state,
             good,
-            &shared.config.control_plane,
+            &shared.config().control_plane,
             to.plan.as_deref(),
         )
         .await?;
@@ -517,7 +517,7 @@ async fn dry_run_work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), Cl
     for v in values {
         if let Ok(instance) = serde_json::from_value::<Instance>(v) {
             // Another control plane's Instances are none of this one's business.
-            let owner = Seen::new(instance.clone(), &shared.config.control_plane).owner;
+            let owner = Seen::new(instance.clone(), &shared.config().control_plane).owner;
             if matches!(owner, crate::gitops::ownership::Owner::Foreign(_)) {
                 continue;
             }
@@ -556,7 +556,7 @@ async fn dry_run_work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), Cl
     }
     let seen = live
         .into_iter()
-        .map(|(k, instance)| (k, Seen::new(instance, &shared.config.control_plane)))
+        .map(|(k, instance)| (k, Seen::new(instance, &shared.config().control_plane)))
         .collect();
     *lock(&slot.seen) = Some(Arc::new(seen));
     shared.request_plan();
