@@ -309,6 +309,33 @@ async fn an_instance_waits_on_each_cluster_for_its_dependency_there() {
     wait_complete(&fleet.cluster("c2"), "apps", "zk").await;
     wait_complete(&fleet.cluster("c2"), "apps", "db").await;
     wait_state(&daemon, "apps/db", "db complete", |s| *s == State::Complete).await;
+    // A dependency no repository declares (a typo): the only repository has loaded, so the
+    // revision is refused naming the file and line, and the last good one keeps running.
+    repo.write(
+        "instances/db.yaml",
+        &format!(
+            "{}  dependsOn:\n    - instance: apps/zookeper\n",
+            instance_doc("db", "apps", &[("ROLE", "x")], "")
+        ),
+    );
+    let bad = repo.commit("typo in dependsOn");
+    daemon.shared.sync_now(None);
+    wait_until("the typo refused", || async {
+        let st = daemon.shared.status();
+        let r = &st.repositories[0];
+        if r.revision.as_deref() == Some(bad.as_str()) && !r.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{:?} {:?}", r.revision, r.errors))
+        }
+    })
+    .await;
+    let errors = daemon.shared.status().repositories[0].errors.join("\n");
+    assert!(
+        errors.contains("instances/db.yaml:15: dependsOn apps/zookeper: no instance of that name"),
+        "{errors}"
+    );
+    assert_eq!(role_on(&fleet, "c1").await.as_deref(), Some(""));
     daemon.shutdown().await;
 }
 

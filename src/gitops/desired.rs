@@ -496,6 +496,41 @@ fn load_with(
     }
 }
 
+/// `dependsOn` entries no repository declares: with every other repository loaded (`others`
+/// is `None` while one has not), a dependency neither this revision nor another repository's
+/// declares is a mistake (a typo, a removed instance) and refuses the revision, naming the
+/// entry's file and line. While a repository has not loaded yet it may be that one's: the
+/// rollout blocks instead, saying so.
+pub fn unknown_dependencies(
+    state: &DesiredState,
+    others: Option<&[&DesiredState]>,
+) -> Vec<DesiredError> {
+    let Some(others) = others else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    for inst in state.instances.values() {
+        for dep in &inst.depends_on {
+            let declared = state.instances.contains_key(&dep.instance)
+                || others
+                    .iter()
+                    .any(|o| o.instances.contains_key(&dep.instance));
+            if !declared {
+                errors.push(DesiredError {
+                    revision: state.revision.clone(),
+                    file: inst.file.clone(),
+                    line: dep.line,
+                    reason: format!(
+                        "dependsOn {}: no instance of that name in this revision or any other repository",
+                        dep.instance
+                    ),
+                });
+            }
+        }
+    }
+    errors
+}
+
 /// `dependsOn` within one revision: an instance depending on itself or on a cycle back to
 /// itself is refused at each entry of the cycle. A dependency this revision does not declare
 /// may belong to another repository: it is not refused here, and blocks until declared.
@@ -1603,6 +1638,22 @@ spec:
             d.instances["data/a"].depends_on[0].instance,
             "data/elsewhere"
         );
+        // Once every other repository has loaded, a dependency none of them declares is
+        // refused with its file and line; another repository declaring it is fine; a
+        // repository not loaded yet (None) may be the one.
+        let e = unknown_dependencies(&d, Some(&[]));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].to_string(),
+            format!(
+                "{}: instances/a.yaml:12: dependsOn data/elsewhere: no instance of that name in this revision or any other repository",
+                short(REV)
+            )
+        );
+        let mut declared = d.clone();
+        declared.instances = [("data/elsewhere".to_string(), d.instances["data/a"].clone())].into();
+        assert!(unknown_dependencies(&d, Some(&[&declared])).is_empty());
+        assert!(unknown_dependencies(&d, None).is_empty());
     }
 
     #[test]

@@ -220,6 +220,26 @@ async fn sync_once(
             .problem()
             .map(str::to_string);
     let mut repos = lock(&shared.repos);
+    // Dependencies no repository declares refuse the revision once every other repository
+    // has loaded (until then they may be another's, and the rollout blocks instead).
+    let result = match result {
+        Ok(Some(((rev, Ok(state)), time))) => {
+            let others: Option<Vec<Arc<DesiredState>>> = repos
+                .iter()
+                .filter(|(name, _)| **name != repo.name)
+                .map(|(_, s)| s.good.clone())
+                .collect();
+            let others: Option<Vec<&DesiredState>> =
+                others.as_ref().map(|o| o.iter().map(|s| &**s).collect());
+            let unknown = desired::unknown_dependencies(&state, others.as_deref());
+            if unknown.is_empty() {
+                Ok(Some(((rev, Ok(state)), time)))
+            } else {
+                Ok(Some(((rev, Err(desired::RevisionErrors(unknown))), time)))
+            }
+        }
+        other => other,
+    };
     let status = repos.entry(repo.name.clone()).or_default();
     if result.is_ok() {
         let epoch = shared
