@@ -485,6 +485,12 @@ impl Shared {
             memory,
         } = actions;
         *lock(&self.rollout_memory) = memory;
+        if !self.rollout_state_current() {
+            // A standby, or a new leader still reading the rollout state: its memory may
+            // lack a pause or an approval given since it read it, so no cluster gets a spec
+            // from this pass (the read asks for a pass of its own).
+            apply.clear();
+        }
         let gm = &self.metrics.gitops;
         let before = lock(&self.rollouts).clone();
         for (key, r) in &rollouts {
