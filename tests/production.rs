@@ -388,6 +388,280 @@ async fn two_replicas_hand_over_without_repeating_a_step() {
         .await;
 }
 
+/// A framework whose deploy plan applies one ConfigMap: COMPLETE as soon as it exists.
+fn write_one_step_framework(repo: &Path) {
+    let base = "frameworks/onestep/1.0.0";
+    write(
+        repo,
+        &format!("{base}/operator.yaml"),
+        "apiVersion: kudo.dev/v1beta1\nname: onestep\noperatorVersion: 1.0.0\nkubernetesVersion: 1.20.0\ntasks:\n  - {name: config, kind: Apply, spec: {resources: [config.yaml]}}\nplans:\n  deploy:\n    strategy: serial\n    phases:\n      - name: main\n        strategy: serial\n        steps:\n          - {name: config, tasks: [config]}\n",
+    );
+    write(
+        repo,
+        &format!("{base}/params.yaml"),
+        "apiVersion: kudo.dev/v1beta1\nparameters:\n  - {name: MESSAGE, default: hello}\n",
+    );
+    write(
+        repo,
+        &format!("{base}/templates/config.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Name }}-config\ndata:\n  message: {{ .Params.MESSAGE | quote }}\n",
+    );
+}
+
+/// An `onestep` Instance on cluster `managed` whose only stage waits for an approval.
+fn approval_gated_doc(name: &str, namespace: &str, stage: &str, spec_extra: &str) -> String {
+    format!(
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  framework: onestep\n  version: 1.0.0\n{spec_extra}  placement:\n    clusterSelector:\n      matchLabels: {{fleet: state}}\n    rollout:\n      stages:\n        - name: {stage}\n          clusters: [managed]\n          gates: [{{approval: {{}}}}]\n"
+    )
+}
+
+/// The rollout of `namespace/name` in a replica's `/api/v1/status` (`{"state": ...}`).
+fn rollout_of(serve: &Serve, namespace: &str, name: &str) -> Option<Value> {
+    let (code, body) = serve.get("/api/v1/status");
+    if code != 200 {
+        return None;
+    }
+    let status: Value = serde_json::from_str(&body).ok()?;
+    status
+        .get("instances")?
+        .as_array()?
+        .iter()
+        .find(|i| i["namespace"] == namespace && i["name"] == name)
+        .map(|i| i["rollout"].clone())
+}
+
+fn is_waiting(rollout: &Value, stage: &str, gate: &str) -> bool {
+    rollout["state"] == "waiting" && rollout["stage"] == stage && rollout["gate"] == gate
+}
+
+/// `POST /api/v1/rollouts/{namespace}/{name}/{action}` (loopback, no tokens: allowed).
+fn rollout_action(serve: &Serve, key: &str, action: &str, body: &str) -> (u16, String) {
+    http(
+        serve.port,
+        "POST",
+        &format!("/api/v1/rollouts/{key}/{action}"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+/// The rollout state the leader keeps in ConfigMap `kudo-rollout-state` beside the Lease.
+async fn rollout_state(mgmt: &Cluster, namespace: &str) -> Option<Value> {
+    let cm = get_opt(mgmt, "v1", "ConfigMap", namespace, "kudo-rollout-state").await?;
+    serde_json::from_str(cm.pointer("/data/rollout-state.json")?.as_str()?).ok()
+}
+
+/// Issue 21: approvals and pauses given to the leader survive a leader handover. Each replica
+/// has its own cacheDir, so only the ConfigMap can carry them. `app` (approval-gated, and
+/// depending on `dep` on the same cluster) is approved and `dep` paused through the leader's
+/// API; the standby refuses rollout actions and still shows its stale view; after the leader
+/// is killed, the new leader shows `dep` paused and `app` approved (waiting for `dep`, not for
+/// an approval), has applied neither, and once `dep` is resumed and approved, `app` rolls out
+/// without being approved again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_and_pauses_survive_a_leader_handover() {
+    let kubeconfig = envtest::kubeconfig();
+    let mgmt = envtest::cluster(1).await;
+    let managed = envtest::cluster(2).await;
+    let lease_ns = envtest::unique("lease");
+    let app_ns = envtest::unique("state");
+    mgmt.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lease_ns}}))
+        .await
+        .expect("lease namespace");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    write_one_step_framework(&repo);
+    write(
+        &repo,
+        "instances/dep.yaml",
+        &approval_gated_doc("dep", &app_ns, "first", ""),
+    );
+    write(
+        &repo,
+        "instances/app.yaml",
+        &approval_gated_doc(
+            "app",
+            &app_ns,
+            "prod",
+            &format!("  dependsOn:\n    - instance: {app_ns}/dep\n"),
+        ),
+    );
+    let config = |tag: &str| {
+        let file = format!("kudo-{tag}.yaml");
+        write(
+            dir.path(),
+            &file,
+            &format!(
+                "cacheDir: {cache}\nrepositories:\n  - {{name: state, url: {repo}, interval: 1s}}\nclusters:\n  - name: managed\n    kubeconfig: {kc}\n    context: envtest-2\n    labels: {{fleet: state}}\nleaderElection:\n  kubeconfig: {kc}\n  context: envtest-1\n  namespace: {lease_ns}\n  name: kudo\n  leaseDuration: 4s\n  renewDeadline: 3s\n  retryPeriod: 500ms\n",
+                cache = dir.path().join(format!("cache-{tag}")).display(),
+                repo = repo.display(),
+                kc = kubeconfig.display(),
+            ),
+        );
+        dir.path().join(file)
+    };
+    let (dep, app) = (format!("{app_ns}/dep"), format!("{app_ns}/app"));
+
+    let a = Serve::start(dir.path(), "a", &config("a"), &[("POD_NAME", "replica-a")]);
+    wait_for("replica a to take the lease", TIMEOUT, || async {
+        lease_holder(&mgmt, &lease_ns)
+            .await
+            .filter(|h| h.starts_with("replica-a-"))
+    })
+    .await;
+    let b = Serve::start(dir.path(), "b", &config("b"), &[("POD_NAME", "replica-b")]);
+    wait_for("replica b to stand by", TIMEOUT, || async {
+        (b.leader_gauge() == Some(0)).then_some(())
+    })
+    .await;
+    wait_for(
+        "both rollouts to wait for their approval",
+        TIMEOUT,
+        || async {
+            let d = rollout_of(&a, &app_ns, "dep")?;
+            let p = rollout_of(&a, &app_ns, "app")?;
+            (is_waiting(&d, "first", "approval") && is_waiting(&p, "prod", "approval"))
+                .then_some(())
+        },
+    )
+    .await;
+    // A standby sees no cluster (it does not observe), so its rollouts show progressing.
+    wait_for(
+        "the standby to plan from the desired state",
+        TIMEOUT,
+        || async {
+            rollout_of(&b, &app_ns, "dep")
+                .filter(|d| d["state"] == "progressing" && d["waves"] == 1)
+        },
+    )
+    .await;
+
+    // A standby's change would be dropped when it next reads the state: refused.
+    let (code, body) = rollout_action(&b, &dep, "pause", "");
+    assert_eq!(code, 503, "a standby refuses rollout actions: {body}");
+    assert!(body.contains("does not lead"), "{body}");
+
+    let (code, body) = rollout_action(&a, &dep, "pause", "");
+    assert_eq!(code, 200, "pause through the leader: {body}");
+    let (code, body) = rollout_action(&a, &app, "approve", r#"{"stage": "prod"}"#);
+    assert_eq!(code, 200, "approve through the leader: {body}");
+    wait_for(
+        "the leader to show dep paused and app approved (waiting for dep)",
+        TIMEOUT,
+        || async {
+            let d = rollout_of(&a, &app_ns, "dep")?;
+            let p = rollout_of(&a, &app_ns, "app")?;
+            (d["state"] == "paused" && is_waiting(&p, "prod", "dependsOn")).then_some(())
+        },
+    )
+    .await;
+    let saved = wait_for(
+        "the ConfigMap to hold the pause and the approval",
+        TIMEOUT,
+        || async {
+            let s = rollout_state(&mgmt, &lease_ns).await?;
+            (s.pointer(&format!("/pauses/{app_ns}~1dep/by")).is_some()
+                && s.pointer(&format!("/rollouts/{app_ns}~1app/approvals/prod/by"))
+                    .is_some())
+            .then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(
+        saved.pointer(&format!("/rollouts/{app_ns}~1app/approvals/prod/by")),
+        Some(&json!("anonymous")),
+        "{saved}"
+    );
+    // The standby did not read it (its memory is as old as its start).
+    let stale = rollout_of(&b, &app_ns, "dep").expect("standby status");
+    assert_eq!(stale["state"], "progressing", "{stale}");
+
+    let mut a = a;
+    a.child.kill().expect("kill -9 the leader");
+    let _ = a.child.wait();
+    wait_for("replica b to take the lease", TIMEOUT, || async {
+        lease_holder(&mgmt, &lease_ns)
+            .await
+            .filter(|h| h.starts_with("replica-b-"))
+    })
+    .await;
+    wait_for(
+        "the new leader to show dep paused and app approved",
+        TIMEOUT,
+        || async {
+            let d = rollout_of(&b, &app_ns, "dep")?;
+            let p = rollout_of(&b, &app_ns, "app")?;
+            (d["state"] == "paused" && is_waiting(&p, "prod", "dependsOn")).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(b.leader_gauge(), Some(1), "b leads: {}", b.logs());
+    assert!(
+        b.logs().contains("leading: rollout state read"),
+        "{}",
+        b.logs()
+    );
+    for name in ["dep", "app"] {
+        assert!(
+            get_opt(&managed, "kudo.dev/v1beta1", "Instance", &app_ns, name)
+                .await
+                .is_none(),
+            "{name} reached the cluster through a pause or a missing approval"
+        );
+    }
+
+    // Resume and approve dep on the new leader: app follows without a second approval.
+    let (code, body) = rollout_action(&b, &dep, "resume", "");
+    assert_eq!(code, 200, "resume through the new leader: {body}");
+    assert!(body.contains(r#""changed":true"#), "{body}");
+    wait_for("dep to wait for its approval again", TIMEOUT, || async {
+        rollout_of(&b, &app_ns, "dep").filter(|d| is_waiting(d, "first", "approval"))
+    })
+    .await;
+    let (code, body) = rollout_action(&b, &dep, "approve", r#"{"stage": "first"}"#);
+    assert_eq!(code, 200, "approve dep through the new leader: {body}");
+    for name in ["dep", "app"] {
+        wait_for(
+            &format!("{name} to complete on the cluster"),
+            TIMEOUT,
+            || async {
+                plan(&managed, &app_ns, name)
+                    .await
+                    .filter(|(s, _)| s == "COMPLETE")
+            },
+        )
+        .await;
+    }
+    wait_for("app's rollout to complete", TIMEOUT, || async {
+        rollout_of(&b, &app_ns, "app").filter(|p| p["state"] == "complete")
+    })
+    .await;
+    let saved = wait_for("the new leader to write the resume", TIMEOUT, || async {
+        rollout_state(&mgmt, &lease_ns)
+            .await
+            .filter(|s| s.pointer(&format!("/pauses/{app_ns}~1dep")).is_none())
+    })
+    .await;
+    assert!(
+        saved
+            .pointer(&format!("/rollouts/{app_ns}~1dep/approvals/first"))
+            .is_some(),
+        "{saved}"
+    );
+    for tag in ["a", "b"] {
+        let file = dir.path().join(format!("cache-{tag}/rollout-state.json"));
+        assert!(!file.exists(), "the state went to {}", file.display());
+    }
+    drop(b);
+    let _ = managed
+        .delete(&ObjectRef::new("v1", "Namespace", None, &app_ns))
+        .await;
+    let _ = mgmt
+        .delete(&ObjectRef::new("v1", "Namespace", None, &lease_ns))
+        .await;
+}
+
 // ---- secrets ----
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -752,6 +1026,21 @@ fn deploy_manifests_dry_run_and_rbac() {
         &["get", "secrets", "-n", "kudo-system"],
         &["list", "configmaps", "-n", "kudo-system"],
         &["create", "events", "-n", "kudo-system"],
+        // The rollout state's ConfigMap (see rbac.yaml: create cannot name it).
+        &["create", "configmaps", "-n", "kudo-system"],
+        &["get", "configmaps/kudo-rollout-state", "-n", "kudo-system"],
+        &[
+            "update",
+            "configmaps/kudo-rollout-state",
+            "-n",
+            "kudo-system",
+        ],
+        &[
+            "patch",
+            "configmaps/kudo-rollout-state",
+            "-n",
+            "kudo-system",
+        ],
     ] {
         assert!(can_i(mgmt, allowed), "kudo must be allowed to {allowed:?}");
     }
@@ -765,6 +1054,19 @@ fn deploy_manifests_dry_run_and_rbac() {
         &["create", "deployments.apps", "-n", "kudo-system"],
         &["create", "instances.kudo.dev", "-n", "default"],
         &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+        // Only the rollout state's ConfigMap, only in its namespace, never deleted.
+        &["update", "configmaps/kudo-config", "-n", "kudo-system"],
+        &["update", "configmaps", "-n", "kudo-system"],
+        &["patch", "configmaps/other", "-n", "kudo-system"],
+        &[
+            "delete",
+            "configmaps/kudo-rollout-state",
+            "-n",
+            "kudo-system",
+        ],
+        &["update", "configmaps/kudo-rollout-state", "-n", "default"],
+        &["create", "configmaps", "-n", "default"],
+        &["create", "configmaps", "--all-namespaces"],
     ] {
         assert!(
             !can_i(mgmt, refused),

@@ -181,6 +181,22 @@ pub fn leader_gated_client(client: kube::Client, leading: watch::Receiver<bool>)
     kube::Client::new(service, namespace)
 }
 
+/// A client for the cluster that holds the Lease: the kubeconfig of `leaderElection`, else
+/// the cluster this process runs in. The rollout state's ConfigMap lives there too, beside
+/// the Lease, so that whoever holds the Lease can read it.
+pub async fn election_client(
+    config: &LeaderElectionConfig,
+) -> Result<kube::Client, crate::cluster::ClusterError> {
+    let cluster = match &config.access {
+        ClusterAccess::Kubeconfig { path, context } => {
+            Cluster::from_kubeconfig("leader-election", path, context.as_deref()).await?
+        }
+        // Validation refuses `sim`; in-cluster is the default.
+        _ => Cluster::in_cluster("leader-election")?,
+    };
+    Ok(cluster.client().clone())
+}
+
 /// The error of a write refused by [`leader_gated_client`].
 #[derive(Debug, thiserror::Error)]
 #[error("not the leader (lease not held or not renewed in time): write refused")]
@@ -200,21 +216,14 @@ pub struct Elector {
 
 impl Elector {
     pub async fn new(config: &LeaderElectionConfig) -> Result<Elector, LeaderError> {
-        let fail = |source| LeaderError::Client {
-            namespace: config.namespace.clone(),
-            name: config.name.clone(),
-            source,
-        };
-        let cluster = match &config.access {
-            ClusterAccess::Kubeconfig { path, context } => {
-                Cluster::from_kubeconfig("leader-election", path, context.as_deref())
-                    .await
-                    .map_err(fail)?
-            }
-            // Validation refuses `sim`; in-cluster is the default.
-            _ => Cluster::in_cluster("leader-election").map_err(fail)?,
-        };
-        Ok(Elector::with_client(cluster.client().clone(), config))
+        let client = election_client(config)
+            .await
+            .map_err(|source| LeaderError::Client {
+                namespace: config.namespace.clone(),
+                name: config.name.clone(),
+                source,
+            })?;
+        Ok(Elector::with_client(client, config))
     }
 
     /// An elector on the Lease `config` names, through `client`.

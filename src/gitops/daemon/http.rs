@@ -158,8 +158,9 @@ struct ApproveBody {
 }
 
 /// `POST /api/v1/rollouts/{namespace}/{name}/approve` with `{"stage": "prod"}`, `.../pause`
-/// `.../resume` and `.../revert` (writes: see [`require_api_token`]). 404 for an unknown instance or
-/// action, 409 when the rollout is not in a state the action applies to.
+/// `.../resume` and `.../revert` (writes: see [`require_api_token`]). 404 for an unknown
+/// instance or action, 409 when the rollout is not in a state the action applies to, 503 on
+/// a replica that does not lead (the change would be lost when it next reads the state).
 async fn rollout_action(
     axum::extract::State(s): axum::extract::State<Arc<Shared>>,
     axum::extract::Path((namespace, name, action)): axum::extract::Path<(String, String, String)>,
@@ -206,6 +207,9 @@ async fn rollout_action(
         }
         Err(e @ RolloutError::Conflict(_)) => {
             (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        }
+        Err(e @ RolloutError::NotLeader(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
         }
     }
 }

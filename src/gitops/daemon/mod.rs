@@ -13,8 +13,9 @@
 //!   completion event.
 //!
 //! Files: `state` (what the tasks share), `sync` (repositories), `worker` (clusters),
-//! `planner` (rollout and ownership decisions), `status` (the status views), `http` (the API);
-//! this file starts and stops the tasks. `super::serve` re-exports the public names.
+//! `planner` (rollout and ownership decisions), `status` (the status views), `http` (the API),
+//! `rollouts` (rollout actions) and `rollout_store` (where the rollout state is kept); this
+//! file starts and stops the tasks. `super::serve` re-exports the public names.
 
 mod gates;
 mod http;
@@ -22,6 +23,7 @@ mod planner;
 #[cfg(test)]
 mod planner_tests;
 pub mod reload;
+pub mod rollout_store;
 pub mod rollouts;
 mod state;
 mod status;
@@ -67,6 +69,8 @@ pub enum ServeError {
     },
     #[error("rollout state {0}")]
     RolloutState(String),
+    #[error(transparent)]
+    RolloutStore(#[from] rollout_store::StoreError),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -180,8 +184,7 @@ impl Daemon {
         }
         let notifier = crate::notify::Notifier::start(&config.notifications, &mut registry);
         let health = crate::gitops::supervise::Health::register(&mut registry);
-        let saved = rollouts::load(&config.cache_dir.join(rollouts::STATE_FILE))
-            .map_err(ServeError::RolloutState)?;
+        let opened = rollout_store::open(&config, leading.as_ref(), dry_run).await?;
         let shared = Arc::new(Shared {
             config: RwLock::new(Arc::new(config.clone())),
             options,
@@ -197,10 +200,13 @@ impl Daemon {
             desired: RwLock::new(None),
             rollouts: Mutex::new(BTreeMap::new()),
             passes: Default::default(),
-            rollout_memory: Mutex::new(saved.rollouts.clone()),
-            rollout_pauses: Mutex::new(saved.pauses.clone()),
+            rollout_memory: Mutex::new(BTreeMap::new()),
+            rollout_pauses: Mutex::new(BTreeMap::new()),
+            rollout_saved: Mutex::new(None),
+            rollout_sink: opened.sink,
+            rollout_current: std::sync::atomic::AtomicBool::new(opened.current),
+            rollout_state_error: Mutex::new(None),
             good_specs: Mutex::new(BTreeMap::new()),
-            rollout_saved: Mutex::new(Some(saved)),
             gate_verdicts: Mutex::new(BTreeMap::new()),
             observations: Default::default(),
             planned: Mutex::new(PlanSummary::default()),
@@ -219,7 +225,16 @@ impl Daemon {
             health,
             hook_limiter: crate::gitops::webhook::RateLimiter::new(config.webhook),
         });
+        shared.install_rollout_state(opened.saved);
         let mut tasks = Vec::new();
+        if let Some((store, saves)) = opened.keeper {
+            tasks.push(tokio::spawn(rollout_store::keeper(
+                shared.clone(),
+                store,
+                saves,
+                stop_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(gates::gate_evaluator(
             shared.clone(),
             stop_rx.clone(),

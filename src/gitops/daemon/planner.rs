@@ -738,8 +738,17 @@ impl Shared {
             reverted,
         } = actions;
         *lock(&self.rollout_memory) = memory;
+        let current = self.rollout_state_current();
+        if !current {
+            // A standby, or a new leader still reading the rollout state: its memory may
+            // lack a pause or an approval given since it read it, so no cluster gets a spec,
+            // a plan trigger or a revert from this pass (the read asks for a pass of its own).
+            apply.clear();
+            trigger.clear();
+            revert.clear();
+        }
         lock(&self.good_specs).extend(good);
-        for (key, reason) in reverted {
+        for (key, reason) in reverted.into_iter().filter(|_| current) {
             warn!(instance = %key, %reason, "rollout reverted");
             if let Some(inst) = desired.instances.get(&key) {
                 self.metrics

@@ -1,14 +1,16 @@
 //! What people do to rollouts through the API (approve a stage, pause, resume), and the
 //! rollout state the clusters cannot tell (approvals, pauses, when a stage finished or a
-//! cluster got its spec), kept in `rollout-state.json` under `cacheDir` so a restart
+//! cluster got its spec), kept in `rollout-state.json` under `cacheDir`, or with leader
+//! election in a ConfigMap (see `super::rollout_store`), so a restart or a new leader
 //! continues where the rollout was.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::rollout_store::Sink;
 use super::state::{Shared, lock};
 use crate::gitops::rollout::State;
 use crate::gitops::stages::{Approval, Memory};
@@ -16,8 +18,8 @@ use crate::gitops::stages::{Approval, Memory};
 /// The file's name under `cacheDir`.
 pub const STATE_FILE: &str = "rollout-state.json";
 
-/// The file's content.
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+/// The file's (or the ConfigMap key's) content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Saved {
     pub version: u32,
@@ -34,6 +36,9 @@ pub enum RolloutError {
     Unknown { key: String, known: String },
     #[error("{0}")]
     Conflict(String),
+    /// A standby (or a new leader still reading the state) would lose the change.
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 /// Reads the saved state; a missing file is an empty state. A file that does not parse
@@ -73,10 +78,6 @@ fn describe(state: Option<&State>) -> String {
 }
 
 impl Shared {
-    pub(super) fn state_path(&self) -> PathBuf {
-        self.config().cache_dir.join(STATE_FILE)
-    }
-
     fn known_instance(&self, key: &str) -> Result<(), RolloutError> {
         let desired = self
             .desired
@@ -99,6 +100,10 @@ impl Shared {
     /// Approves `stage` of `key`'s rollout; only a stage waiting for its approval can be.
     pub fn approve_stage(&self, key: &str, stage: &str, by: &str) -> Result<(), RolloutError> {
         self.known_instance(key)?;
+        self.rollout_writable()?;
+        // A pass publishes the memory it started from: without the lock, one running now
+        // would drop this approval.
+        let one_at_a_time = lock(&self.pass_lock);
         let state = lock(&self.rollouts).get(key).cloned();
         match &state {
             Some(State::Waiting { stage: s, gate, .. }) if s == stage && gate == "approval" => {}
@@ -124,6 +129,7 @@ impl Shared {
                 },
             );
         }
+        drop(one_at_a_time);
         info!(target: "audit", instance = key, stage, token = by, "rollout stage approved");
         self.notifier.emit(
             crate::notify::Event::new(
@@ -143,6 +149,9 @@ impl Shared {
     /// clusters. Returns the reason the rollout now shows.
     pub fn revert_rollout(&self, key: &str, by: &str) -> Result<String, RolloutError> {
         self.known_instance(key)?;
+        self.rollout_writable()?;
+        // As for approvals: a pass running now would publish the memory it started from.
+        let one_at_a_time = lock(&self.pass_lock);
         let reason = {
             let mut memory = lock(&self.rollout_memory);
             let Some(m) = memory.get_mut(key) else {
@@ -162,6 +171,7 @@ impl Shared {
                 .map(|r| r.reason.clone())
                 .unwrap_or_default()
         };
+        drop(one_at_a_time);
         info!(target: "audit", instance = key, token = by, "rollout reverted through the API");
         if let Some((ns, name)) = key.split_once('/') {
             self.metrics.gitops.count_revert(ns, name);
@@ -183,6 +193,7 @@ impl Shared {
     /// not lift `paused: true` written in Git.
     pub fn set_paused(&self, key: &str, paused: bool, by: &str) -> Result<bool, RolloutError> {
         self.known_instance(key)?;
+        self.rollout_writable()?;
         let changed = {
             let mut pauses = lock(&self.rollout_pauses);
             if paused {
@@ -206,9 +217,14 @@ impl Shared {
         Ok(changed)
     }
 
-    /// Writes the rollout state when it changed since the last write. A failed write is
-    /// logged and retried on the next pass; the running state is unaffected.
+    /// Writes the rollout state when it changed since the last write (the file now; the
+    /// ConfigMap through its keeper task). A failed write is logged and retried on the next
+    /// pass; the running state is unaffected. A replica whose state is not current (a
+    /// standby) writes nothing.
     pub(super) fn save_rollout_state(&self) {
+        if !self.rollout_state_current() {
+            return;
+        }
         // When clusters got their spec is not kept: after a restart the deadline clock
         // starts anew (later, never earlier), and the file stays small and quiet.
         let rollouts = lock(&self.rollout_memory)
@@ -238,14 +254,22 @@ impl Shared {
         if last.as_ref() == Some(&saved) {
             return;
         }
-        let path = self.state_path();
+        let path = match &self.rollout_sink {
+            Sink::File(path) => path,
+            // The keeper records what it wrote; until then each pass sends the state again.
+            Sink::Keeper { tx, .. } => {
+                tx.send_replace(Some(saved));
+                return;
+            }
+            Sink::ReadOnly => return,
+        };
         if let Some(dir) = path.parent()
             && let Err(e) = std::fs::create_dir_all(dir)
         {
             warn!(file = %path.display(), error = %e, "cannot write the rollout state");
             return;
         }
-        match store(&path, &saved) {
+        match store(path, &saved) {
             Ok(()) => *last = Some(saved),
             Err(e) => warn!(file = %path.display(), error = %e, "cannot write the rollout state"),
         }

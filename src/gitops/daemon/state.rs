@@ -213,8 +213,14 @@ pub struct Shared {
     pub(super) good_specs: Mutex<BTreeMap<String, Arc<super::planner::GoodInstance>>>,
     /// Instance key → who paused its rollout through the API.
     pub(super) rollout_pauses: Mutex<BTreeMap<String, crate::gitops::stages::Approval>>,
-    /// What `rollout-state.json` holds (written only when this changes).
+    /// What the rollout state's store holds (written only when this changes).
     pub(super) rollout_saved: Mutex<Option<super::rollouts::Saved>>,
+    /// Where the rollout state is written: the file, or the ConfigMap's keeper task.
+    pub(super) rollout_sink: super::rollout_store::Sink,
+    /// Whether the rollout memory is the one to act on (see `Shared::rollout_state_current`).
+    pub(super) rollout_current: std::sync::atomic::AtomicBool,
+    /// Why this leader could not read the rollout state yet (it plans no rollout meanwhile).
+    pub(super) rollout_state_error: Mutex<Option<String>>,
     /// The latest verdicts of the `prometheus` gates rollouts wait on.
     pub(super) gate_verdicts: Mutex<super::gates::Verdicts>,
     /// Planner passes so far (tests wait on progress, not on time).
@@ -338,6 +344,9 @@ impl Shared {
             .is_some();
         if !has_desired {
             return Some("no desired state loaded yet".to_string());
+        }
+        if let Some(e) = lock(&self.rollout_state_error).as_ref() {
+            return Some(e.clone());
         }
         let down = self.health.down();
         (!down.is_empty()).then(|| format!("core tasks down: {}", down.join(", ")))
