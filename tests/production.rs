@@ -662,6 +662,147 @@ async fn approvals_and_pauses_survive_a_leader_handover() {
         .await;
 }
 
+/// Issue 21: a quarantined (reverted) spec stays quarantined across a leader handover. `q`
+/// completes with MESSAGE=one, then MESSAGE=two reaches the cluster; the leader reverts it by
+/// hand (the cluster gets "one" back); after the leader is killed, the new leader, which never
+/// saw "one" complete, reads the quarantine from the ConfigMap and the good spec from the
+/// cluster: it shows the rollout halted and reverted, and never applies "two" again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_revision_survives_a_leader_handover() {
+    let kubeconfig = envtest::kubeconfig();
+    let mgmt = envtest::cluster(1).await;
+    let managed = envtest::cluster(2).await;
+    let lease_ns = envtest::unique("lease");
+    let app_ns = envtest::unique("quar");
+    mgmt.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lease_ns}}))
+        .await
+        .expect("lease namespace");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    write_one_step_framework(&repo);
+    // "three" bakes an hour after it completes: its rollout is not complete when reverted.
+    let doc = |message: &str| {
+        let bake = if message == "three" {
+            "    rollout:\n      stages:\n        - {name: all, clusters: [managed], gates: [{bake: 1h}]}\n"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: q\n  namespace: {app_ns}\nspec:\n  framework: onestep\n  version: 1.0.0\n  parameters:\n    MESSAGE: {message}\n  placement:\n    clusterSelector:\n      matchLabels: {{fleet: quar}}\n{bake}"
+        )
+    };
+    write(&repo, "instances/q.yaml", &doc("one"));
+    let config = |tag: &str| {
+        let file = format!("kudo-{tag}.yaml");
+        write(
+            dir.path(),
+            &file,
+            &format!(
+                "cacheDir: {cache}\nrepositories:\n  - {{name: quar, url: {repo}, interval: 1s}}\nclusters:\n  - name: managed\n    kubeconfig: {kc}\n    context: envtest-2\n    labels: {{fleet: quar}}\nleaderElection:\n  kubeconfig: {kc}\n  context: envtest-1\n  namespace: {lease_ns}\n  name: kudo\n  leaseDuration: 4s\n  renewDeadline: 3s\n  retryPeriod: 500ms\n",
+                cache = dir.path().join(format!("cache-{tag}")).display(),
+                repo = repo.display(),
+                kc = kubeconfig.display(),
+            ),
+        );
+        dir.path().join(file)
+    };
+    let key = format!("{app_ns}/q");
+    let message = || async {
+        get_opt(&managed, "kudo.dev/v1beta1", "Instance", &app_ns, "q")
+            .await
+            .and_then(|v| {
+                v.pointer("/spec/parameters/MESSAGE")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+    };
+    let a = Serve::start(dir.path(), "a", &config("a"), &[("POD_NAME", "replica-a")]);
+    wait_for("replica a to take the lease", TIMEOUT, || async {
+        lease_holder(&mgmt, &lease_ns)
+            .await
+            .filter(|h| h.starts_with("replica-a-"))
+    })
+    .await;
+    let b = Serve::start(dir.path(), "b", &config("b"), &[("POD_NAME", "replica-b")]);
+    wait_for("q complete with one", TIMEOUT, || async {
+        rollout_of(&a, &app_ns, "q").filter(|r| r["state"] == "complete")
+    })
+    .await;
+    write(&repo, "instances/q.yaml", &doc("two"));
+    wait_for("two on the cluster", TIMEOUT, || async {
+        (message().await.as_deref() == Some("two")).then_some(())
+    })
+    .await;
+    wait_for("the rollout of two to complete", TIMEOUT, || async {
+        rollout_of(&a, &app_ns, "q").filter(|r| r["state"] == "complete")
+    })
+    .await;
+    // "two" completed everywhere: it is the last good spec. "three" is the one reverted.
+    write(&repo, "instances/q.yaml", &doc("three"));
+    wait_for("three baking on the cluster", TIMEOUT, || async {
+        rollout_of(&a, &app_ns, "q").filter(|r| is_waiting(r, "all", "bake"))
+    })
+    .await;
+    assert_eq!(message().await.as_deref(), Some("three"));
+    let (code, body) = rollout_action(&a, &key, "revert", "");
+    assert_eq!(code, 200, "revert through the leader: {body}");
+    wait_for("two back on the cluster", TIMEOUT, || async {
+        (message().await.as_deref() == Some("two")).then_some(())
+    })
+    .await;
+    wait_for("the quarantine in the ConfigMap", TIMEOUT, || async {
+        rollout_state(&mgmt, &lease_ns).await.filter(|s| {
+            s.pointer(&format!("/rollouts/{app_ns}~1q/reverted/by"))
+                .is_some()
+        })
+    })
+    .await;
+
+    let mut a = a;
+    a.child.kill().expect("kill -9 the leader");
+    let _ = a.child.wait();
+    wait_for("replica b to take the lease", TIMEOUT, || async {
+        lease_holder(&mgmt, &lease_ns)
+            .await
+            .filter(|h| h.starts_with("replica-b-"))
+    })
+    .await;
+    let r = wait_for(
+        "the new leader to show q reverted and quarantined",
+        TIMEOUT,
+        || async {
+            rollout_of(&b, &app_ns, "q").filter(|r| {
+                r["state"] == "halted"
+                    && r["reason"].as_str().is_some_and(|s| {
+                        s.contains("quarantined") && s.contains("1 of 1 clusters on the good spec")
+                    })
+            })
+        },
+    )
+    .await;
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("by anonymous"),
+        "{r}"
+    );
+    // The new leader planned from the quarantine it read (a pass without it would have
+    // shown the rollout progressing and applied "three"): the cluster keeps "two".
+    assert_eq!(
+        message().await.as_deref(),
+        Some("two"),
+        "the quarantined spec came back"
+    );
+    drop(b);
+    let _ = managed
+        .delete(&ObjectRef::new("v1", "Namespace", None, &app_ns))
+        .await;
+    let _ = mgmt
+        .delete(&ObjectRef::new("v1", "Namespace", None, &lease_ns))
+        .await;
+}
+
 // ---- secrets ----
 
 fn git(dir: &Path, args: &[&str]) -> String {
