@@ -138,7 +138,11 @@ async fn stages_bake_then_wait_for_approval_and_pauses_survive_a_restart() {
     .await;
     let (ok, out) = kudo(rollout_cmd(&server, &["status", key])).await;
     assert!(
-        ok && out.contains("waiting: stage prod gate approval"),
+        ok && out.contains("waiting: stage prod gate approval")
+            && out.contains("stage canary [c1]: done\n    gate bake 10m: open")
+            && out.contains(
+                "stage prod [c2]: active\n    gate approval: waiting (waiting for approval"
+            ),
         "{out}"
     );
     // Approving a stage that is not waiting: 409 with the reason; an unknown instance: 404.

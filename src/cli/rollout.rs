@@ -158,6 +158,45 @@ pub fn describe(key: &str, inst: &Value) -> String {
         other => other.to_string(),
     };
     out.push_str(&format!("  rollout: {line}\n"));
+    for stage in inst
+        .get("stages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let clusters: Vec<&str> = stage
+            .get("clusters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        out.push_str(&format!(
+            "  stage {} [{}]: {}\n",
+            s(stage.get("name")),
+            clusters.join(", "),
+            s(stage.get("state"))
+        ));
+        for gate in stage
+            .get("gates")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let detail = s(gate.get("detail"));
+            let mut line = format!("    gate {}", s(gate.get("gate")));
+            if !detail.is_empty() {
+                line.push_str(&format!(" {detail}"));
+            }
+            line.push_str(&format!(": {}", s(gate.get("state"))));
+            let reason = s(gate.get("reason"));
+            if !reason.is_empty() {
+                line.push_str(&format!(" ({reason})"));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
     if let Some(clusters) = inst.get("clusters").and_then(Value::as_object) {
         for (name, c) in clusters {
             let progress = c.get("progress");

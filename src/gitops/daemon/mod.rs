@@ -34,8 +34,8 @@ mod worker;
 
 pub use http::{Caller, router, serve_http};
 pub use state::{
-    ClusterProgressView, ClusterStatus, InstanceStatusView, PlanSummary, RepoStatus, Shared,
-    StatusDoc,
+    ClusterProgressView, ClusterStatus, GateView, InstanceStatusView, PlanSummary, RepoStatus,
+    Shared, StageView, StatusDoc,
 };
 pub use worker::{apply_instance, apply_instance_as};
 

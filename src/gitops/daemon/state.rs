@@ -71,7 +71,37 @@ pub struct InstanceStatusView {
     pub version: String,
     pub revision: String,
     pub rollout: State,
+    /// Each stage with its clusters and each gate's state and reason, in order (empty for
+    /// the one-stage forms without gates).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageView>,
     pub clusters: BTreeMap<String, ClusterProgressView>,
+}
+
+/// One stage of a rollout as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageView {
+    pub name: String,
+    pub clusters: Vec<String>,
+    /// `pending` (not started), `active`, `done` (every cluster COMPLETE or failed).
+    pub state: &'static str,
+    pub gates: Vec<GateView>,
+}
+
+/// One gate of a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateView {
+    /// `approval`, `bake`, `prometheus` or `plan`.
+    pub gate: &'static str,
+    /// What it is: the bake time, the query, the plan.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// `open`, `waiting` (the rollout waits on it now) or `pending` (not reached).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -22,6 +22,8 @@ pub(super) struct Snapshot {
     pub desired: Option<Arc<DesiredState>>,
     /// Cluster → its managed Instances from the last observation (None: never answered).
     pub observed: BTreeMap<String, Option<Arc<Observation>>>,
+    /// What the planner remembers of each rollout (approvals, gates passed).
+    pub memory: BTreeMap<String, crate::gitops::stages::Memory>,
     pub rollouts: BTreeMap<String, State>,
 }
 
@@ -46,6 +48,7 @@ impl Shared {
                 .map(|c| (c.info.name.clone(), lock(&c.seen).clone()))
                 .collect(),
             rollouts: lock(&self.rollouts).clone(),
+            memory: lock(&self.rollout_memory).clone(),
         }
     }
 
@@ -108,17 +111,20 @@ pub(super) fn status_doc(s: Snapshot) -> StatusDoc {
                     },
                 );
             }
+            let rollout_state = s
+                .rollouts
+                .get(key)
+                .cloned()
+                .unwrap_or(State::Progressing { wave: 0, waves: 0 });
+            let stages = stage_views(inst, &per, s.memory.get(key), &rollout_state);
             instances.push(InstanceStatusView {
                 namespace: inst.namespace.clone(),
                 name: inst.name.clone(),
                 framework: inst.framework.clone(),
                 version: inst.version.clone(),
                 revision: d.revision.clone(),
-                rollout: s
-                    .rollouts
-                    .get(key)
-                    .cloned()
-                    .unwrap_or(State::Progressing { wave: 0, waves: 0 }),
+                rollout: rollout_state,
+                stages,
                 clusters: per,
             });
         }
@@ -129,6 +135,105 @@ pub(super) fn status_doc(s: Snapshot) -> StatusDoc {
         instances,
         config: Default::default(),
     }
+}
+
+/// Each stage of a staged rollout with its gates: done stages and opened gates from the
+/// clusters' progress and the planner's memory, the gate the rollout waits on with its
+/// reason. The one-stage forms without gates (`parallel`, `serial`, waves) show none.
+pub(super) fn stage_views(
+    inst: &DesiredInstance,
+    per: &BTreeMap<String, ClusterProgressView>,
+    memory: Option<&crate::gitops::stages::Memory>,
+    state: &State,
+) -> Vec<super::state::StageView> {
+    use super::state::{GateView, StageView};
+    use crate::gitops::rollout::Progress;
+    use crate::gitops::stages::Gate;
+    let stages = &inst.rollout.stages;
+    if stages.iter().all(|s| s.gates.is_empty()) && stages.len() <= 1 {
+        return Vec::new();
+    }
+    let memory = memory.filter(|m| !m.spec.is_empty());
+    let progress = |c: &String| per.get(c).map(|v| &v.progress);
+    stages
+        .iter()
+        .map(|stage| {
+            let done = !stage.clusters.is_empty()
+                && stage
+                    .clusters
+                    .iter()
+                    .all(|c| matches!(progress(c), Some(Progress::Complete | Progress::Failed(_))));
+            let started = stage
+                .clusters
+                .iter()
+                .any(|c| !matches!(progress(c), None | Some(Progress::NotApplied)));
+            let waiting_here = match state {
+                State::Waiting {
+                    stage: s,
+                    gate,
+                    reason,
+                } if *s == stage.name => Some((gate.as_str(), reason.as_str())),
+                _ => None,
+            };
+            let mut reached_waiting = false;
+            let gates = stage
+                .gates
+                .iter()
+                .enumerate()
+                .map(|(g, gate)| {
+                    let kind = gate.kind();
+                    let detail = match gate {
+                        Gate::Approval => String::new(),
+                        Gate::Bake(d) => crate::util::duration::format(*d),
+                        Gate::Plan(p) => p.clone(),
+                        Gate::Prometheus { query, .. } => query.clone(),
+                    };
+                    let passed = match gate {
+                        Gate::Approval => {
+                            memory.is_some_and(|m| m.approvals.contains_key(&stage.name)) || started
+                        }
+                        _ => memory.is_some_and(|m| {
+                            m.gates_passed.contains(&format!("{}#{g}", stage.name))
+                        }),
+                    };
+                    let approved_by = match gate {
+                        Gate::Approval => memory
+                            .and_then(|m| m.approvals.get(&stage.name))
+                            .map(|a| format!("approved by {}", a.by)),
+                        _ => None,
+                    };
+                    let (state, reason) = if passed {
+                        ("open", approved_by)
+                    } else if let Some((_, reason)) = waiting_here.filter(|(w, _)| *w == kind)
+                        && !reached_waiting
+                    {
+                        reached_waiting = true;
+                        ("waiting", Some(reason.to_string()))
+                    } else {
+                        ("pending", None)
+                    };
+                    GateView {
+                        gate: kind,
+                        detail,
+                        state,
+                        reason,
+                    }
+                })
+                .collect();
+            StageView {
+                name: stage.name.clone(),
+                clusters: stage.clusters.clone(),
+                state: if done {
+                    "done"
+                } else if started || waiting_here.is_some() {
+                    "active"
+                } else {
+                    "pending"
+                },
+                gates,
+            }
+        })
+        .collect()
 }
 
 /// One desired instance on each of its clusters, sensitive parameters masked. Errors say

@@ -35,6 +35,7 @@ fn snapshot(d: DesiredState, o: super::planner_tests::Observed) -> Snapshot {
         desired: Some(Arc::new(d)),
         observed: o,
         rollouts: BTreeMap::new(),
+        memory: BTreeMap::new(),
     }
 }
 
@@ -191,4 +192,96 @@ fn instance_detail_masks_sensitive_parameters_and_shows_the_cluster_up() {
     assert!(a.operator_version.is_some(), "the OperatorVersion it runs");
     let text = serde_json::to_string(&detail).expect("json");
     assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn a_staged_rollout_shows_each_stage_and_gate_with_its_state_and_reason() {
+    use super::state::{ClusterProgressView, GateView};
+    use super::status::stage_views;
+    use crate::gitops::stages::{Gate, Memory, RolloutSpec, Stage};
+    let mut inst = instance(K, &["a", "b"], Strategy::Parallel, &[]);
+    inst.rollout = RolloutSpec {
+        stages: vec![
+            Stage {
+                name: "canary".into(),
+                clusters: vec!["a".into()],
+                strategy: Strategy::Parallel,
+                gates: vec![
+                    Gate::Bake(std::time::Duration::from_secs(600)),
+                    Gate::Plan("smoke".into()),
+                ],
+            },
+            Stage {
+                name: "prod".into(),
+                clusters: vec!["b".into()],
+                strategy: Strategy::Parallel,
+                gates: vec![Gate::Approval],
+            },
+        ],
+        ..RolloutSpec::legacy(Strategy::Parallel, &[], &[])
+    };
+    let view = |p: Progress| ClusterProgressView {
+        progress: p,
+        plans: BTreeMap::new(),
+        revision: None,
+        detail: None,
+    };
+    let per = BTreeMap::from([
+        ("a".to_string(), view(Progress::Complete)),
+        ("b".to_string(), view(Progress::NotApplied)),
+    ]);
+    let mut memory = Memory {
+        spec: "s1".into(),
+        ..Default::default()
+    };
+    memory.gates_passed.insert("canary#0".into());
+    let waiting = State::Waiting {
+        stage: "canary".into(),
+        gate: "plan".into(),
+        reason: "plan smoke COMPLETE on 0 of 1 clusters; running on a".into(),
+    };
+    let stages = stage_views(&inst, &per, Some(&memory), &waiting);
+    assert_eq!(stages.len(), 2);
+    assert_eq!(
+        (stages[0].name.as_str(), stages[0].state),
+        ("canary", "done")
+    );
+    assert_eq!(
+        stages[0].gates,
+        vec![
+            GateView {
+                gate: "bake",
+                detail: "10m".into(),
+                state: "open",
+                reason: None
+            },
+            GateView {
+                gate: "plan",
+                detail: "smoke".into(),
+                state: "waiting",
+                reason: Some("plan smoke COMPLETE on 0 of 1 clusters; running on a".into())
+            },
+        ]
+    );
+    assert_eq!(
+        (stages[1].state, stages[1].gates[0].state),
+        ("pending", "pending")
+    );
+    // Approved: the approval shows who gave it.
+    memory.approvals.insert(
+        "prod".into(),
+        crate::gitops::stages::Approval {
+            by: "alice".into(),
+            at: 0,
+        },
+    );
+    let stages = stage_views(&inst, &per, Some(&memory), &State::Complete);
+    assert_eq!(stages[1].gates[0].state, "open");
+    assert_eq!(
+        stages[1].gates[0].reason.as_deref(),
+        Some("approved by alice")
+    );
+    // The legacy one-stage forms show no stages.
+    let plain = instance(K, &["a", "b"], Strategy::Parallel, &[]);
+    assert!(stage_views(&plain, &per, None, &State::Complete).is_empty());
 }
