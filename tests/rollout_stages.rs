@@ -605,3 +605,159 @@ async fn a_plan_gate_runs_the_smoke_test_and_a_failed_one_reverts_with_the_rollb
     );
     daemon.shutdown().await;
 }
+
+/// A framework whose deploy plan waits for a Deployment: on a cluster without the workload
+/// simulator it stays IN_PROGRESS.
+fn write_service(repo: &Repo) {
+    let base = "frameworks/svc/1.0.0";
+    repo.write(
+        &format!("{base}/operator.yaml"),
+        "apiVersion: kudo.dev/v1beta1\nname: svc\noperatorVersion: 1.0.0\nkubernetesVersion: 1.20.0\ntasks:\n  - {name: app, kind: Apply, spec: {resources: [deployment.yaml]}}\nplans:\n  deploy:\n    strategy: serial\n    phases:\n      - {name: main, strategy: serial, steps: [{name: app, tasks: [app]}]}\n",
+    );
+    repo.write(
+        &format!("{base}/params.yaml"),
+        "apiVersion: kudo.dev/v1beta1\nparameters:\n  - {name: MESSAGE, default: hello}\n",
+    );
+    repo.write(
+        &format!("{base}/templates/deployment.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Name }}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: svc}\n  template:\n    metadata:\n      labels: {app: svc}\n    spec:\n      containers:\n        - name: app\n          image: busybox\n          args: [\"echo\", {{ .Params.MESSAGE | quote }}]\n",
+    );
+}
+
+fn svc_doc(name: &str, rollout: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: kudo.dev/v1beta1\nkind: Instance\nmetadata:\n  name: {name}\n  namespace: apps\nspec:\n  framework: svc\n  version: 1.0.0\n{extra}  placement:\n    clusterSelector:\n      matchLabels: {{fleet: test}}\n    rollout:\n{rollout}"
+    )
+}
+
+async fn exists_on(fleet: &Fleet, cluster: &str, name: &str) -> bool {
+    get(&fleet.cluster(cluster), &instance_ref("apps", name))
+        .await
+        .is_some()
+}
+
+/// `progressDeadline` counts a cluster whose plan does not complete in time as failed;
+/// up to `maxFailures` failed clusters the rollout goes on, one more halts it. The clock is
+/// moved by hand: no test waits ten minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn progress_deadline_failures_count_against_max_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path(), "a");
+    write_service(&repo);
+    repo.write(
+        "instances/web.yaml",
+        &svc_doc(
+            "web",
+            "      maxFailures: 1\n      progressDeadline: 10m\n      stages:\n        - {name: all, clusters: [c1, c2, c3, c4], maxUnavailable: 1}\n",
+            "",
+        ),
+    );
+    repo.commit("web");
+    // c2 and c3 never get a ready Deployment.
+    let fleet = Fleet::with_workloads_on(&["c1", "c2", "c3", "c4"], &["c1", "c4"]);
+    let clock = Clock::manual(1_000_000);
+    let mut options = fleet.options();
+    options.clock = clock.clone();
+    let daemon = Daemon::start(
+        fleet.config(dir.path(), "", &[("a", repo.url(), "")]),
+        options,
+    )
+    .await
+    .expect("daemon");
+    let key = "apps/web";
+    wait_complete(&fleet.cluster("c1"), "apps", "web").await;
+    wait_until("c2 gets the spec", || async {
+        if exists_on(&fleet, "c2", "web").await {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    // The planner has seen c2 running (its deadline clock started) before time moves.
+    wait_state(&daemon, key, "wave 2 in progress", |s| {
+        matches!(s, State::Progressing { wave: 1, .. })
+    })
+    .await;
+    wait_passes(&daemon.shared, 3).await;
+    clock.advance(Duration::from_secs(600));
+    // One failure is tolerated: the next wave starts.
+    wait_until("c3 gets the spec after c2 failed", || async {
+        if exists_on(&fleet, "c3", "web").await {
+            Ok(())
+        } else {
+            Err(format!("{:?}", rollout(&daemon, key)))
+        }
+    })
+    .await;
+    wait_state(&daemon, key, "wave 3 in progress", |s| {
+        matches!(s, State::Progressing { wave: 2, .. })
+    })
+    .await;
+    wait_passes(&daemon.shared, 3).await;
+    clock.advance(Duration::from_secs(600));
+    wait_state(&daemon, key, "halted after the second failure", |s| {
+        matches!(s, State::Halted { reason, .. }
+            if reason.contains("2 clusters failed, more than maxFailures 1")
+                && reason.contains("not COMPLETE within progressDeadline 10m"))
+    })
+    .await;
+    wait_passes(&daemon.shared, 5).await;
+    assert!(
+        !exists_on(&fleet, "c4", "web").await,
+        "a halted rollout reached c4"
+    );
+    daemon.shutdown().await;
+}
+
+/// `dependsOn` with `scope: everywhere`: the dependent's spec reaches no cluster until the
+/// dependency is COMPLETE on every cluster it targets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_everywhere_dependency_holds_every_cluster_until_it_is_complete_on_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repo::new(dir.path(), "a");
+    write_store(&repo);
+    repo.write(
+        "instances/zk.yaml",
+        &instance_doc(
+            "zk",
+            "apps",
+            &[],
+            "    rollout:\n      stages:\n        - name: first\n          clusters: [c1]\n        - name: second\n          clusters: [c2]\n          gates: [{approval: {}}]\n",
+        ),
+    );
+    repo.write(
+        "instances/db.yaml",
+        &format!(
+            "{}  dependsOn:\n    - {{instance: apps/zk, scope: everywhere}}\n",
+            instance_doc("db", "apps", &[("ROLE", "")], "")
+        ),
+    );
+    repo.commit("zk and db");
+    let fleet = Fleet::new(&["c1", "c2"]);
+    let daemon = Daemon::start(
+        fleet.config(dir.path(), "", &[("a", repo.url(), "")]),
+        fleet.options(),
+    )
+    .await
+    .expect("daemon");
+    wait_complete(&fleet.cluster("c1"), "apps", "zk").await;
+    wait_state(&daemon, "apps/db", "db waits for zk everywhere", |s| {
+        matches!(s, State::Waiting { gate, reason, .. }
+            if gate == "dependsOn" && reason == "waiting for apps/zk on c2: NotApplied")
+    })
+    .await;
+    wait_passes(&daemon.shared, 5).await;
+    // zk is COMPLETE on c1, but not everywhere: db is held on c1 too.
+    assert_eq!(role_on(&fleet, "c1").await, None, "db reached c1 early");
+    daemon
+        .shared
+        .approve_stage("apps/zk", "second", "test")
+        .expect("approve");
+    wait_complete(&fleet.cluster("c2"), "apps", "zk").await;
+    for c in ["c1", "c2"] {
+        wait_complete(&fleet.cluster(c), "apps", "db").await;
+    }
+    wait_state(&daemon, "apps/db", "db complete", |s| *s == State::Complete).await;
+    daemon.shutdown().await;
+}

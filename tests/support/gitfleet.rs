@@ -149,6 +149,23 @@ impl Fleet {
         }
     }
 
+    /// Simulated clusters of which only `simulated` run the workload simulator: on the
+    /// others nothing becomes ready (a Deployment stays unavailable, a plan IN_PROGRESS).
+    pub fn with_workloads_on(names: &[&str], simulated: &[&str]) -> Fleet {
+        let mut fleet = Fleet::new(&[]);
+        for name in names {
+            let sim = SimCluster::new(name);
+            if simulated.contains(name) {
+                fleet._workloads.push(sim.spawn_workloads(WorkloadConfig {
+                    ready_delay: Duration::from_millis(20),
+                    job_duration: Duration::from_millis(20),
+                }));
+            }
+            fleet.sims.insert(name.to_string(), sim);
+        }
+        fleet
+    }
+
     pub fn cluster(&self, name: &str) -> Cluster {
         Cluster::from_client(name, self.sims[name].client())
     }
