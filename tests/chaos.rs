@@ -201,7 +201,11 @@ async fn faults_never_lose_an_instance_rerun_a_plan_or_stop_the_daemon() {
         wait_repo(&daemon.shared, "a", false).await;
 
         // 2. A remote is down when the daemon restarts.
-        daemon.shutdown().await;
+        let late = daemon.shutdown().await;
+        assert!(
+            late.is_empty(),
+            "tasks that did not stop on shutdown: {late:?}"
+        );
         let away = dir.path().join("b-git-away");
         std::fs::rename(b.path.join(".git"), &away).expect("mv");
         daemon = Daemon::start(config(), fleet.options())
@@ -293,7 +297,11 @@ async fn faults_never_lose_an_instance_rerun_a_plan_or_stop_the_daemon() {
         stuck.is_some_and(|r| r.consecutive_failures >= 1 && r.applied_revision.is_none()),
         "{stuck:?}"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
     drop(held);
     println!("\n| fault | injected |\n|---|---|");
     for (fault, n) in &campaign.faults {

@@ -61,7 +61,11 @@ async fn a_partitioned_converged_cluster_is_reported_down_and_then_up_again() {
         }
     })
     .await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// A converged fleet where nothing changes costs nothing per pass: the workers read the
@@ -121,5 +125,9 @@ async fn a_quiet_converged_fleet_rebuilds_no_observation() {
         }
     })
     .await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }

@@ -319,7 +319,11 @@ async fn a_panicking_reconcile_is_reported_and_the_engine_carries_on() {
         Some(json!("False")),
         "{inst}"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// `serve --dry-run` reports a changed sensitive parameter by name only.
@@ -373,7 +377,11 @@ async fn dry_run_status_masks_sensitive_parameters() {
         pending.contains("parameter PASSWORD: changed (sensitive, not shown)"),
         "{pending}"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// `GET /api/v1/instances/{name}` masks sensitive parameters in the live Instance (spec and
@@ -423,7 +431,11 @@ async fn instance_api_masks_sensitive_parameters() {
         Some(&json!("t")),
         "other parameters are shown: {body}"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// `kudo diff` against a cluster running the instance: a changed password shows as a
@@ -451,7 +463,11 @@ async fn diff_masks_sensitive_parameters_and_secret_data() {
             .ok_or_else(|| inst.to_string())
     })
     .await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 
     write(&repo, "instances/db.yaml", &instance_doc("db", "t", new));
     let desired = kudo::gitops::diff::load_revision(&cfg, Some(&repo), None, None).expect("load");

@@ -41,7 +41,11 @@ async fn restart_with_one_remote_down_deletes_nothing_it_declares() {
     wait_complete(&c1, "team-b", "two").await;
     let two = instance_ref("team-b", "two");
     let before = uid(&c1, &two).await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 
     // Repository b's remote stops being a repository; the daemon restarts.
     let moved = dir.path().join("b-git-away");
@@ -95,7 +99,11 @@ async fn restart_with_one_remote_down_deletes_nothing_it_declares() {
     shared.sync_now(None);
     wait_gone(&c1, &two).await;
     assert!(get(&c1, &instance_ref("team-a", "one")).await.is_some());
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 // ---- defect 2: two control planes on one cluster ----
@@ -202,9 +210,21 @@ async fn two_control_planes_never_delete_each_others_instances() {
         !pending.contains("blue/b") && !pending.contains("green/g"),
         "{pending}"
     );
-    dry.shutdown().await;
-    blue.shutdown().await;
-    green.shutdown().await;
+    let late = dry.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
+    let late = blue.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
+    let late = green.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 // ---- defect 3: a cluster-scoped object two instances render ----
@@ -255,7 +275,11 @@ async fn a_cluster_scoped_object_another_instance_lists_survives_deletion() {
     daemon.shared.sync_now(None);
     wait_gone(&c1, &instance_ref("team-b", "db")).await;
     wait_gone(&c1, &role).await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 // ---- defect 4: adopted objects, kept objects and claims outlive the instance ----
@@ -336,7 +360,11 @@ async fn adopted_kept_and_claim_objects_get_no_owner_and_are_never_deleted() {
     }
     let ns = ObjectRef::new("v1", "Namespace", None, "team");
     assert!(get(&c1, &ns).await.is_some());
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 // ---- the safety valve, deletion protection, moves, and who may write ----
@@ -500,7 +528,11 @@ async fn mass_deletions_wait_for_a_write_token_to_confirm_that_revision() {
                 .is_some()
         );
     }
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -551,7 +583,11 @@ async fn an_instance_moved_to_another_repository_changes_owner_in_place() {
         before["status"]["planStatus"]["deploy"]["uid"],
         "no plan re-ran"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -587,5 +623,9 @@ async fn without_tokens_writes_need_a_loopback_listener() {
             .await
             .expect("join");
     assert_eq!(code, 200, "reads stay open");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }

@@ -281,5 +281,9 @@ async fn serve_dry_run_reports_and_leaves_the_cluster_untouched() {
         })
         .unwrap_or(false);
     assert!(!written, "dry run wrote an Instance");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }

@@ -373,7 +373,11 @@ async fn a_remote_that_never_answers_fails_each_sync_within_its_timeout() {
         code, 200,
         "a stuck repository is not a readiness failure: {body}"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
     drop(silent);
 }
 
@@ -446,7 +450,11 @@ async fn an_unreadable_or_blank_webhook_secret_refuses_every_hook() {
     );
     assert_eq!(code, 202, "{text}");
     assert_eq!(repo_status(&shared, "fleet").webhook_error, None);
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// Past `webhook.ratePerMinute` (after the burst) the endpoint answers 429 with Retry-After.
@@ -485,7 +493,11 @@ async fn webhook_requests_past_the_rate_limit_get_429() {
             && first.contains("more than 1 webhook requests per minute (burst 3)"),
         "{first}"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// 300 hooks against a repository whose remote fails do not cause 300 syncs: a hook never
@@ -519,7 +531,11 @@ async fn a_hook_storm_does_not_skip_the_failure_backoff() {
         attempts <= bound,
         "{attempts} sync attempts in {elapsed:.1}s: hooks skipped the backoff"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 // ---- defect 12: a branch moved back ----
@@ -580,7 +596,11 @@ async fn a_branch_moved_back_is_refused_even_after_a_restart() {
         Some(second.as_str()),
         "last good keeps running"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 
     let (daemon, _) = start(&text, work.path()).await;
     let shared = daemon.shared.clone();
@@ -612,7 +632,11 @@ async fn a_branch_moved_back_is_refused_even_after_a_restart() {
     })
     .await;
     assert_eq!(r.applied_revision.as_deref(), Some(third.as_str()), "{r:?}");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// `allowRollback: true` applies a branch moved back.
@@ -632,7 +656,11 @@ async fn allow_rollback_applies_a_branch_moved_back() {
     .await;
     assert_eq!(r.applied_revision.as_deref(), Some(first.as_str()), "{r:?}");
     assert!(r.errors.is_empty(), "{r:?}");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// Changing `ref` in kudo.yaml starts afresh: an older commit on the new ref is applied.
@@ -648,7 +676,11 @@ async fn a_changed_ref_starts_afresh() {
     )
     .await;
     applied_two(&daemon.shared, &repo, &first).await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
     let (daemon, _) = start(
         &rollback_config(work.path(), remote.port, "release", false),
         work.path(),
@@ -659,7 +691,11 @@ async fn a_changed_ref_starts_afresh() {
     })
     .await;
     assert_eq!(r.applied_revision.as_deref(), Some(first.as_str()), "{r:?}");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 // ---- defect 13: a trust file that cannot be read ----
@@ -727,5 +763,9 @@ async fn an_unreadable_allowed_signers_file_is_retried_not_held_against_the_comm
     )
     .await;
     assert!(r.errors.is_empty(), "{r:?}");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }

@@ -604,7 +604,11 @@ async fn serve_on_three_real_clusters() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
     drop(sims);
     for c in &handles {
         let _ = c
@@ -708,7 +712,11 @@ async fn serve_on_hundred_simulated_clusters() {
         "commit-to-converged (webhook, 100 simulated clusters, 4 waves of 25%): {:?}",
         t0.elapsed()
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// A cluster whose credentials are rejected is down with `unauthorized`; another cluster of
@@ -852,7 +860,11 @@ async fn rejected_credentials_mark_only_that_cluster_down() {
         message.is_empty() || !metrics.contains(message),
         "the reason {message:?} leaked into the metrics:\n{metrics}"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -928,5 +940,9 @@ async fn a_watched_local_directory_applies_each_settled_edit() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(second.starts_with("dir-"), "{second}");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }

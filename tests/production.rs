@@ -1406,7 +1406,11 @@ async fn only_commits_signed_by_allowed_keys_are_applied() {
     let r = wait_revision(fixed.clone()).await;
     assert_eq!(r.applied_revision.as_deref(), Some(fixed.as_str()), "{r:?}");
     assert!(r.errors.is_empty(), "{r:?}");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// A throwaway GnuPG home holding real OpenPGP keys; its gpg-agent is stopped on drop.
@@ -1647,7 +1651,11 @@ async fn only_commits_signed_by_allowed_openpgp_keys_are_applied() {
     let r = wait_revision(fixed.clone()).await;
     assert_eq!(r.applied_revision.as_deref(), Some(fixed.as_str()), "{r:?}");
     assert!(r.errors.is_empty(), "{r:?}");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 // ---- HTTP API ----
@@ -1828,7 +1836,11 @@ async fn api_token_read_only_status_and_webhook_limits() {
 
     let _ = stop.send(());
     let _ = http_task.await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// deploy/kudo.yaml uses only keys kudo knows: its only problems outside a pod are the

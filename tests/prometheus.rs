@@ -703,5 +703,9 @@ async fn ready_only_after_the_first_sync() {
         }
     })
     .await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }

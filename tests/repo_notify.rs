@@ -750,7 +750,11 @@ async fn serve_posts_commit_statuses_per_cluster_and_plan_events_in_order() {
         .filter(|r| r.path == "/hook")
         .count();
     assert_eq!(hook_events, 4, "the webhook only wants plan events");
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -762,7 +766,11 @@ async fn a_hanging_sink_does_not_delay_plans() {
 
     let (daemon, without) =
         run_serve(&serve_config(work.path(), &fleet, pkgs, ""), work.path()).await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 
     let work2 = tempfile::tempdir().expect("tmp");
     let (hang, connections) = hanging_server().await;
@@ -787,7 +795,11 @@ async fn a_hanging_sink_does_not_delay_plans() {
         .dropped("hang", DropReason::queue_full);
     assert!(dropped >= 1, "events past the queue are dropped: {dropped}");
     assert_eq!(daemon.shared.notifier().metrics().delivered("hang"), 0);
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 // ---- hostile package repositories ----

@@ -129,7 +129,11 @@ async fn a_prometheus_gate_opens_when_its_query_is_all_non_zero() {
     value.store(5, Ordering::SeqCst);
     wait_passes(&daemon.shared, 10).await;
     assert_eq!(rollout(&daemon, "db"), Some(State::Complete));
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,5 +163,9 @@ async fn an_unreachable_prometheus_keeps_the_gate_closed_and_says_so() {
         &format!("prometheus at {nobody}/api/v1/query unreachable"),
     )
     .await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }

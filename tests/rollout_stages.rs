@@ -193,7 +193,11 @@ async fn stages_bake_then_wait_for_approval_and_pauses_survive_a_restart() {
     repo.commit("new role");
     daemon.shared.sync_now(None);
     wait_state(&daemon, key, "paused", |s| *s == State::Paused).await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
     let daemon = Daemon::start(config(), options.clone())
         .await
         .expect("daemon");
@@ -232,7 +236,11 @@ async fn stages_bake_then_wait_for_approval_and_pauses_survive_a_restart() {
         |s| matches!(s, State::Waiting { stage, gate, .. } if stage == "canary" && gate == "bake"),
     )
     .await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +260,11 @@ async fn a_corrupt_rollout_state_file_stops_the_start_naming_it() {
     .await
     {
         Ok(d) => {
-            d.shutdown().await;
+            let late = d.shutdown().await;
+            assert!(
+                late.is_empty(),
+                "tasks that did not stop on shutdown: {late:?}"
+            );
             panic!("started over a corrupt rollout state");
         }
         Err(e) => e.to_string(),
@@ -340,7 +352,11 @@ async fn an_instance_waits_on_each_cluster_for_its_dependency_there() {
         "{errors}"
     );
     assert_eq!(role_on(&fleet, "c1").await.as_deref(), Some(""));
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -393,7 +409,11 @@ async fn paused_clusters_and_maintenance_windows_in_kudo_yaml_hold_new_specs() {
         None,
         "a paused cluster got the spec"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// A framework with a smoke-test plan (a Job the workload simulator fails when
@@ -603,7 +623,11 @@ async fn a_plan_gate_runs_the_smoke_test_and_a_failed_one_reverts_with_the_rollb
         !saved.contains("three") && !saved.contains("four"),
         "parameters are never saved: {saved}"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// A framework whose deploy plan waits for a Deployment: on a cluster without the workload
@@ -707,7 +731,11 @@ async fn progress_deadline_failures_count_against_max_failures() {
         !exists_on(&fleet, "c4", "web").await,
         "a halted rollout reached c4"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }
 
 /// `dependsOn` with `scope: everywhere`: the dependent's spec reaches no cluster until the
@@ -759,5 +787,9 @@ async fn an_everywhere_dependency_holds_every_cluster_until_it_is_complete_on_al
         wait_complete(&fleet.cluster(c), "apps", "db").await;
     }
     wait_state(&daemon, "apps/db", "db complete", |s| *s == State::Complete).await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
 }

@@ -176,7 +176,11 @@ async fn todays_format_is_taken_over_without_deleting_or_rerunning_anything() {
         .expect("daemon");
     complete(db.clone()).await;
     complete(old.clone()).await;
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
     for r in [&db, &old, &cm] {
         make_legacy(&cluster, r).await;
     }
@@ -232,7 +236,11 @@ async fn todays_format_is_taken_over_without_deleting_or_rerunning_anything() {
         get(&cluster, &old).await.is_some(),
         "a legacy instance is never deleted"
     );
-    daemon.shutdown().await;
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
     for r in [&db, &old] {
         let _ = cluster.delete(r).await;
     }

@@ -155,15 +155,19 @@ impl Health {
 
     /// Waits for every supervised task (after the stop signal), each for at most
     /// [`JOIN_TIMEOUT`].
-    pub async fn join(&self) {
+    /// Returns the tasks that did not stop in time (abandoned; none when the stop signal
+    /// reached every task).
+    pub async fn join(&self) -> Vec<String> {
+        let mut late = Vec::new();
         loop {
             let handles: Vec<_> = std::mem::take(&mut *lock(&self.handles));
             if handles.is_empty() {
-                return;
+                return late;
             }
             for (name, h) in handles {
                 if tokio::time::timeout(JOIN_TIMEOUT, h).await.is_err() {
                     warn!(component = %name, "a supervised task did not stop within {JOIN_TIMEOUT:?}");
+                    late.push(name);
                 }
             }
         }

@@ -64,6 +64,11 @@ impl OwnWrites {
                     (Ok(c), Ok(w)) if c < w
                 ));
         if !older {
+            if now.saturating_duration_since(*at) >= MAX_WAIT {
+                // Should never happen: the watch lost the event of the engine's own write
+                // (or resourceVersions went back). Logged so a stall can be traced to it.
+                tracing::warn!(instance = %key, read = %read, written = %written, current = %current, "the Instance watch never showed the engine's own write within {MAX_WAIT:?}; reconciling the copy it has");
+            }
             pending.remove(key);
         }
         older

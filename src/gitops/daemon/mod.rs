@@ -280,12 +280,21 @@ impl Daemon {
     }
 
     /// Stops every task and waits for them, the engines included (none writes after this).
-    pub async fn shutdown(self) {
+    /// Returns the tasks that did not stop in time (a stop signal that did not reach them);
+    /// tests assert there are none.
+    pub async fn shutdown(self) -> Vec<String> {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        let mut late = Vec::new();
+        for (i, t) in self.tasks.into_iter().enumerate() {
+            if tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .is_err()
+            {
+                late.push(format!("daemon task {i}"));
+            }
         }
-        self.shared.health.join().await;
+        late.extend(self.shared.health.join().await);
+        late
     }
 }
 

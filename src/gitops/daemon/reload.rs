@@ -277,19 +277,26 @@ pub(super) async fn build_slot(
 /// Starts a slot's supervised worker (which starts its engine), stopped by the daemon's stop
 /// or the slot's own.
 pub(super) fn spawn_worker(shared: &Arc<Shared>, slot: &Arc<ClusterSlot>) {
-    let mut global = shared.stop_rx.clone();
-    let own = slot.stop.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = global.wait_for(|s| *s) => { let _ = own.send(true); }
-            _ = own.closed() => {}
-        }
-    });
     let rx = slot.stop.subscribe();
+    tokio::spawn(forward_stop(shared.stop_rx.clone(), slot.stop.clone()));
     let (s, sl, r) = (shared.clone(), slot.clone(), rx.clone());
     shared.health.spawn("worker", &slot.info.name, rx, move || {
         worker::cluster_worker(s.clone(), sl.clone(), r.clone())
     });
+}
+
+/// Passes the daemon's stop on to a cluster's own stop; ends when either is set. (It must
+/// not end on the cluster channel having no receiver: a forwarder that ran before the
+/// worker subscribed would end at once, and the worker never stopped.)
+async fn forward_stop(
+    mut global: tokio::sync::watch::Receiver<bool>,
+    own: Arc<tokio::sync::watch::Sender<bool>>,
+) {
+    let mut removed = own.subscribe();
+    tokio::select! {
+        _ = global.wait_for(|s| *s) => { let _ = own.send(true); }
+        _ = removed.wait_for(|s| *s) => {}
+    }
 }
 
 impl Shared {
@@ -476,6 +483,26 @@ pub async fn reload_on_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the forwarder ran before the worker subscribed, saw no receiver, ended,
+    /// and the daemon's stop never reached the worker (shutdown waited 30 s per task).
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_daemons_stop_reaches_a_cluster_whose_worker_subscribed_late() {
+        let (global_tx, global_rx) = tokio::sync::watch::channel(false);
+        let (own, _) = tokio::sync::watch::channel(false);
+        let own = Arc::new(own);
+        tokio::spawn(forward_stop(global_rx, own.clone()));
+        // The forwarder runs first, before any worker holds a receiver.
+        tokio::task::yield_now().await;
+        let mut worker = own.subscribe();
+        let _ = global_tx.send(true);
+        let stopped =
+            tokio::time::timeout(std::time::Duration::from_secs(10), worker.wait_for(|s| *s)).await;
+        assert!(
+            matches!(stopped, Ok(Ok(_))),
+            "the worker never saw the stop"
+        );
+    }
 
     fn config(text: &str) -> Config {
         Config::parse("kudo.yaml", text, Path::new("/tmp")).expect("config")
