@@ -186,6 +186,10 @@ async fn supervise<F, Fut>(
     let name = display(&labels);
     let mut restarts: u32 = 0;
     loop {
+        // Spawned after the stop (a worker that was still starting): nothing to run.
+        if *stop.borrow() {
+            return;
+        }
         health.set(&labels, true);
         let started = Instant::now();
         // Spawned, so that a panic ends only this run and is seen here.
@@ -232,6 +236,8 @@ pub async fn engine(
         }
     }
     let cluster = ctx.cluster.name().to_string();
+    let cluster_name = cluster.clone();
+    let mut stopped = stop.clone();
     let shutdown = async move {
         match leading {
             Some(mut l) => tokio::select! {
@@ -245,8 +251,23 @@ pub async fn engine(
             }
         }
     };
-    crate::manager::controller::run_with(ctx, None, shutdown).await;
+    let run = crate::manager::controller::run_with(ctx, None, shutdown);
+    tokio::pin!(run);
+    tokio::select! {
+        _ = &mut run => {}
+        () = async { let _ = stopped.wait_for(|s| *s).await; } => {
+            // The controller drains what runs; bounded, since a reconcile waiting on a slow
+            // cluster would hold the whole shutdown. Dropped after that, like a crash (the
+            // engine is restart-safe: the next start resumes from the Instance).
+            if tokio::time::timeout(ENGINE_DRAIN, &mut run).await.is_err() {
+                warn!(%cluster_name, "engine still draining after {ENGINE_DRAIN:?}; stopped");
+            }
+        }
+    }
 }
+
+/// How long a stopping engine may finish its running reconciles.
+pub const ENGINE_DRAIN: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
