@@ -16,7 +16,8 @@ use crate::gitops::serve::{Daemon, Options, serve_http};
 /// and three simulated clusters labelled env=dev, env=staging and env=prod.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The control plane's configuration (see README: "kudo.yaml").
+    /// The control plane's configuration (see README: "kudo.yaml"). Reloaded when the file
+    /// changes and on SIGHUP; a file with errors is refused and the running config stays.
     #[arg(long, short = 'c', env = "KUDO_CONFIG")]
     pub config: Option<PathBuf>,
     /// Override the config's listen address (e.g. 127.0.0.1:0).
