@@ -3,7 +3,8 @@
 
 pub use super::daemon::reload::{ReloadError, ReloadStatus, reload_on_change};
 pub use super::daemon::{
-    Caller, ClusterProgressView, ClusterStatus, Daemon, FIELD_MANAGER, InstanceStatusView,
-    MANAGED_LABEL, Options, PlanSummary, REVISION_ANNOTATION, RepoStatus, ServeError, Shared,
-    StatusDoc, apply_instance, apply_instance_as, default_config, router, serve_http,
+    Caller, ClusterProgressView, ClusterStatus, CommitInfo, Daemon, FIELD_MANAGER,
+    InstanceStatusView, MANAGED_LABEL, Options, PlanSummary, REVISION_ANNOTATION, RepoStatus,
+    ServeError, Shared, StatusDoc, apply_instance, apply_instance_as, default_config, router,
+    serve_http,
 };

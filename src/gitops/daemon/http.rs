@@ -92,6 +92,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
                 crate::gitops::webhook::MAX_BODY_BYTES,
             )),
         )
+        .merge(super::console::routes())
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             require_api_token,
@@ -214,14 +215,126 @@ async fn rollout_action(
     }
 }
 
+/// Who made a request, once authenticated.
+#[derive(Debug, Clone)]
+pub(super) struct Who {
+    /// The token's name (`anonymous` without tokens).
+    pub name: String,
+    /// Whether this caller may write.
+    pub write: bool,
+    /// Set when the caller came with a console session cookie (its writes need the CSRF
+    /// header).
+    pub session: Option<crate::console::session::Session>,
+    /// No token is configured (reads are open).
+    pub open: bool,
+}
+
+/// Why a request was not authenticated.
+pub(super) enum Refused {
+    /// No valid bearer token or session.
+    Unauthorized,
+    /// Every token file is unreadable or empty.
+    Unavailable,
+}
+
+/// Finds who is calling: a bearer token, else a console session cookie; with no token
+/// configured, everyone (writes only on a loopback listener). Token files are read per
+/// request, so rotating one needs no restart and ends the sessions made from the old value.
+pub(super) fn authenticate(s: &Shared, headers: &axum::http::HeaderMap) -> Result<Who, Refused> {
+    let tokens = s.config().all_api_tokens();
+    if tokens.is_empty() {
+        return Ok(Who {
+            name: "anonymous".into(),
+            write: s.loopback_listener(),
+            session: None,
+            open: true,
+        });
+    }
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let session = if given.is_empty() {
+        headers
+            .get(axum::http::header::COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::console::session::cookie_value)
+            .and_then(|id| s.sessions.get(id))
+    } else {
+        None
+    };
+    let mut readable = 0;
+    for token in &tokens {
+        let value = match std::fs::read_to_string(&token.file) {
+            Ok(v) if !v.trim().is_empty() => v,
+            Ok(_) => {
+                warn!(token = %token.name, file = %token.file.display(), "API token file is empty; that token is refused");
+                continue;
+            }
+            Err(e) => {
+                warn!(token = %token.name, file = %token.file.display(), error = %e, "API token file unreadable; that token is refused");
+                continue;
+            }
+        };
+        readable += 1;
+        let write = token.role == crate::gitops::config::TokenRole::Write;
+        let matched = if !given.is_empty() {
+            crate::gitops::webhook::same_secret(&given, value.trim())
+        } else {
+            session
+                .as_ref()
+                .is_some_and(|ss| ss.token == token.name && ss.token_matches(&value))
+        };
+        if matched {
+            return Ok(Who {
+                name: token.name.clone(),
+                write,
+                session: session.filter(|_| given.is_empty()),
+                open: false,
+            });
+        }
+    }
+    if readable == 0 {
+        Err(Refused::Unavailable)
+    } else {
+        Err(Refused::Unauthorized)
+    }
+}
+
+/// Whether a browser sent this request from another site (`Sec-Fetch-Site` says so, or
+/// without it, its `Origin` names another host). Such a request never writes: without this, a page
+/// anywhere could post to a loopback kudo that needs no token.
+pub(super) fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    // Browsers that send it say it best ("same-site" is another port of the same host: a
+    // different application).
+    if let Some(site) = get("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (get("origin"), get("host")) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .map(|(_, rest)| rest.trim_end_matches('/'))
+            .is_none_or(|authority| !authority.eq_ignore_ascii_case(host)),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// The API's access rule, one for every endpoint:
 /// - health, readiness and metrics are open (probes and scrapers); the webhook checks its
 ///   own signature;
 /// - with tokens configured (`apiTokens`, or `apiTokenFile` as the write token `default`),
-///   every `/api/v1/*` request needs `Authorization: Bearer <token>`, and writes (any method
-///   but GET and HEAD) need a `write` token;
+///   every `/api/v1/*` request needs `Authorization: Bearer <token>` or a console session
+///   cookie, and writes (any method but GET and HEAD) need a `write` token; a write made
+///   with a session cookie also needs the session's CSRF token in `X-Kudo-Csrf`;
 /// - with no token configured, reads are open and writes are allowed only when the listener
-///   is a loopback address (the embedded demo).
+///   is a loopback address (the embedded demo);
+/// - a write a browser sends from another site is refused whatever it carries.
 ///
 /// Every write is logged (target `audit`) and notified with the token's name. Token files
 /// are read per request, so rotating one needs no restart; an unreadable one counts as absent
@@ -231,6 +344,7 @@ async fn require_api_token(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::http::StatusCode;
     use axum::response::IntoResponse;
     let path = request.uri().path().to_string();
     let protected = path.starts_with("/api/v1/") && !path.starts_with("/api/v1/hooks/");
@@ -241,83 +355,75 @@ async fn require_api_token(
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
     );
-    let tokens = s.config().all_api_tokens();
-    let caller = if tokens.is_empty() {
-        if write && !s.loopback_listener() {
+    if write && cross_site(request.headers()) {
+        warn!(target: "audit", method = %request.method(), %path, "write refused: sent from another site");
+        return (
+            StatusCode::FORBIDDEN,
+            "writes from another site are refused\n",
+        )
+            .into_response();
+    }
+    let who = match authenticate(&s, request.headers()) {
+        Ok(who) => who,
+        Err(Refused::Unavailable) => {
             return (
-                axum::http::StatusCode::FORBIDDEN,
-                "writes need a write token (apiTokens) unless kudo listens on loopback only\n",
-            )
-                .into_response();
-        }
-        "anonymous".to_string()
-    } else {
-        let given = request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let mut readable = 0;
-        let mut matched = None;
-        for token in &tokens {
-            match std::fs::read_to_string(&token.file) {
-                Ok(expected) if !expected.trim().is_empty() => {
-                    readable += 1;
-                    if !given.is_empty()
-                        && crate::gitops::webhook::same_secret(&given, expected.trim())
-                        && matched.is_none()
-                    {
-                        matched = Some(token);
-                    }
-                }
-                Ok(_) => {
-                    warn!(token = %token.name, file = %token.file.display(), "API token file is empty; that token is refused");
-                }
-                Err(e) => {
-                    warn!(token = %token.name, file = %token.file.display(), error = %e, "API token file unreadable; that token is refused");
-                }
-            }
-        }
-        if readable == 0 {
-            return (
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "API tokens unavailable (every token file is unreadable or empty)\n",
             )
                 .into_response();
         }
-        let Some(token) = matched else {
+        Err(Refused::Unauthorized) => {
             return (
-                axum::http::StatusCode::UNAUTHORIZED,
+                StatusCode::UNAUTHORIZED,
                 [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
                 "a valid bearer token is required\n",
             )
                 .into_response();
-        };
-        if write && token.role != crate::gitops::config::TokenRole::Write {
-            warn!(target: "audit", token = %token.name, method = %request.method(), %path, "write refused: read-only token");
+        }
+    };
+    if write {
+        if who.open && !who.write {
             return (
-                axum::http::StatusCode::FORBIDDEN,
+                StatusCode::FORBIDDEN,
+                "writes need a write token (apiTokens) unless kudo listens on loopback only\n",
+            )
+                .into_response();
+        }
+        if let Some(session) = &who.session {
+            let given = request
+                .headers()
+                .get(crate::console::session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !session.csrf_matches(given) {
+                warn!(target: "audit", token = %who.name, method = %request.method(), %path, "write refused: session without its CSRF token");
+                return (
+                    StatusCode::FORBIDDEN,
+                    "a write with a session cookie needs the session's X-Kudo-Csrf header\n",
+                )
+                    .into_response();
+            }
+        }
+        if !who.write {
+            warn!(target: "audit", token = %who.name, method = %request.method(), %path, "write refused: read-only token");
+            return (
+                StatusCode::FORBIDDEN,
                 format!(
                     "token {:?} is read-only; this needs a write token\n",
-                    token.name
+                    who.name
                 ),
             )
                 .into_response();
         }
-        token.name.clone()
-    };
-    if write {
-        info!(target: "audit", token = %caller, method = %request.method(), %path, "API write");
+        info!(target: "audit", token = %who.name, method = %request.method(), %path, "API write");
         s.notifier.emit(crate::notify::Event::new(
             crate::notify::EventKind::ApiWrite,
             "write",
-            format!("{} {path} by token {caller}", request.method()),
+            format!("{} {path} by token {}", request.method(), who.name),
         ));
     }
-    request.extensions_mut().insert(Caller(caller));
+    request.extensions_mut().insert(Caller(who.name.clone()));
+    request.extensions_mut().insert(who);
     next.run(request).await
 }
 

@@ -17,6 +17,7 @@
 //! `rollouts` (rollout actions) and `rollout_store` (where the rollout state is kept); this
 //! file starts and stops the tasks. `super::serve` re-exports the public names.
 
+mod console;
 mod gates;
 mod http;
 mod planner;
@@ -34,8 +35,8 @@ mod worker;
 
 pub use http::{Caller, router, serve_http};
 pub use state::{
-    ClusterProgressView, ClusterStatus, GateView, InstanceStatusView, PlanSummary, RepoStatus,
-    Shared, StageView, StatusDoc,
+    ClusterProgressView, ClusterStatus, CommitInfo, GateView, InstanceStatusView, PlanSummary,
+    RepoStatus, Shared, StageView, StatusDoc,
 };
 pub use worker::{apply_instance, apply_instance_as};
 
@@ -224,6 +225,10 @@ impl Daemon {
             sync_epoch: std::sync::atomic::AtomicU64::new(0),
             health,
             hook_limiter: crate::gitops::webhook::RateLimiter::new(config.webhook),
+            sessions: Default::default(),
+            live: tokio::sync::watch::channel(Arc::default()).0,
+            live_wake: Notify::new(),
+            server_id: uuid::Uuid::new_v4().simple().to_string(),
         });
         shared.install_rollout_state(opened.saved);
         let mut tasks = Vec::new();
@@ -235,6 +240,10 @@ impl Daemon {
                 stop_rx.clone(),
             )));
         }
+        tasks.push(tokio::spawn(console::publisher(
+            shared.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(gates::gate_evaluator(
             shared.clone(),
             stop_rx.clone(),

@@ -33,6 +33,12 @@ pub struct RepoStatus {
     /// Why the webhook refuses this repository (its secret file unreadable or empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_error: Option<String>,
+    /// The commit of `revision` (Git repositories only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitInfo>,
+    /// The commit of `applied_revision`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_commit: Option<CommitInfo>,
     #[serde(skip)]
     pub good: Option<Arc<DesiredState>>,
     /// The sync epoch (see `Shared::sync_epoch`) of the last sync that reached the source,
@@ -43,6 +49,19 @@ pub struct RepoStatus {
     pub loaded_epoch: u64,
 }
 
+/// What the console and the status show of a commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitInfo {
+    /// The first line of its message.
+    pub subject: String,
+    /// `Name <email>`.
+    pub author: String,
+    /// The verified signer, when the repository verifies commits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
@@ -51,6 +70,15 @@ pub struct ClusterStatus {
     pub up: bool,
     /// Error category and message when down.
     pub reason: Option<String>,
+    /// The error category alone when down (`unreachable`, `unauthorized`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// How long the last probe of the API server took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// When the cluster last answered (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_contact: Option<String>,
     /// Under `--dry-run`: what would be changed on this cluster (nothing is written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_changes: Vec<String>,
@@ -286,6 +314,14 @@ pub struct Shared {
     pub(super) health: Arc<crate::gitops::supervise::Health>,
     /// The webhook endpoint's token bucket (`webhook:` in kudo.yaml).
     pub(super) hook_limiter: crate::gitops::webhook::RateLimiter,
+    /// Console sign-ins (see [`crate::console::session`]).
+    pub(super) sessions: crate::console::session::Sessions,
+    /// The fleet as the console's event streams last saw it (see `super::console`).
+    pub(super) live: tokio::sync::watch::Sender<Arc<crate::console::model::Fleet>>,
+    /// Wakes the console publisher when a stream opens.
+    pub(super) live_wake: Notify,
+    /// This process's id in the event stream (a page that sees it change reloads).
+    pub(super) server_id: String,
 }
 
 /// The last planner pass in numbers: rollouts of the desired revision by state.

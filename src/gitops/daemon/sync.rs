@@ -103,7 +103,16 @@ pub(super) async fn repo_task(
 }
 
 /// The blocking part of one sync: `None` when the revision did not change.
-type SyncWork = Result<Option<(Loaded, Option<i64>)>, String>;
+type SyncWork = Result<Option<(Loaded, Meta)>, String>;
+
+/// What a sync learned of the commit besides its content.
+#[derive(Debug, Default)]
+struct Meta {
+    /// Unix time of the commit (None: a directory, or unreadable).
+    time: Option<i64>,
+    /// The verified signer (repositories with `verify:` only).
+    signer: Option<String>,
+}
 
 /// One sync: new revision → verify (signature, ancestry) → load (blocking thread, under the
 /// repository's deadline) → keep if good. Returns the number of consecutive failures (for
@@ -143,16 +152,18 @@ async fn sync_once(
                     }
                     let refused = |errors| {
                         let time = commit_time(&g.mirror, &commit);
-                        Ok(Some(((commit.clone(), Err(errors)), time)))
+                        Ok(Some(((commit.clone(), Err(errors)), Meta { time, signer: None })))
                     };
+                    let mut signer = None;
                     if let Some(verify) = &verify {
                         // A trust file that cannot be read is a failure (retried), not a
                         // verdict about this commit.
                         let trust =
                             crate::gitops::signing::Trust::load(verify).map_err(|e| e.to_string())?;
                         match crate::gitops::signing::verify_commit(&g.mirror, &commit, &trust) {
-                            Ok(signer) => {
-                                info!(repository = %name, revision = short(&commit), %signer, "commit signature verified");
+                            Ok(by) => {
+                                info!(repository = %name, revision = short(&commit), signer = %by, "commit signature verified");
+                                signer = Some(by.to_string());
                             }
                             Err(refusal) if refusal.is_verdict() => {
                                 return refused(unsigned(&commit, refusal));
@@ -185,7 +196,7 @@ async fn sync_once(
                         store.save(&commit).map_err(|e| e.to_string())?;
                     }
                     let time = commit_time(&g.mirror, &commit);
-                    Ok(Some(((commit, loaded), time)))
+                    Ok(Some(((commit, loaded), Meta { time, signer })))
                 }
                 (None, Source::Dir(dir)) => {
                     let root = if subpath.is_empty() {
@@ -206,7 +217,7 @@ async fn sync_once(
                         &mut cache.repository_refs,
                     )?;
                     let loaded = desired::load_cached(&tree, &rev, &clusters, &mut cache);
-                    Ok(Some(((rev, loaded), None)))
+                    Ok(Some(((rev, loaded), Meta::default())))
                 }
                 (None, Source::Git(_)) => Err("internal: git source without a mirror".into()),
             }
@@ -223,7 +234,7 @@ async fn sync_once(
     // Dependencies no repository declares refuse the revision once every other repository
     // has loaded (until then they may be another's, and the rollout blocks instead).
     let result = match result {
-        Ok(Some(((rev, Ok(state)), time))) => {
+        Ok(Some(((rev, Ok(state)), meta))) => {
             let others: Option<Vec<Arc<DesiredState>>> = repos
                 .iter()
                 .filter(|(name, _)| **name != repo.name)
@@ -233,9 +244,9 @@ async fn sync_once(
                 others.as_ref().map(|o| o.iter().map(|s| &**s).collect());
             let unknown = desired::unknown_dependencies(&state, others.as_deref());
             if unknown.is_empty() {
-                Ok(Some(((rev, Ok(state)), time)))
+                Ok(Some(((rev, Ok(state)), meta)))
             } else {
-                Ok(Some(((rev, Err(desired::RevisionErrors(unknown))), time)))
+                Ok(Some(((rev, Err(desired::RevisionErrors(unknown))), meta)))
             }
         }
         other => other,
@@ -252,6 +263,9 @@ async fn sync_once(
         }
     }
     status.webhook_error = webhook_error;
+    if let (Some(mirror), Ok(Some(((rev, _), meta)))) = (&mirror, &result) {
+        status.commit = commit_info(mirror, rev, meta.signer.clone());
+    }
     match result {
         Ok(None) => {
             gm.record_sync(&repo.name, SyncResult::unchanged, took, None);
@@ -263,7 +277,8 @@ async fn sync_once(
             }
             0
         }
-        Ok(Some(((rev, Ok(state)), time))) => {
+        Ok(Some(((rev, Ok(state)), meta))) => {
+            let time = meta.time;
             gm.record_sync(&repo.name, SyncResult::applied, took, Some(0));
             gm.set_revision(&repo.name, status.applied_revision.as_deref(), &rev);
             let seen_at = time.unwrap_or_else(|| jiff::Timestamp::now().as_second());
@@ -283,6 +298,7 @@ async fn sync_once(
             *last_seen = Some(rev.clone());
             status.revision = Some(rev.clone());
             status.applied_revision = Some(rev);
+            status.applied_commit = status.commit.clone();
             status.errors.clear();
             status.consecutive_failures = 0;
             status.good = Some(Arc::new(state));
@@ -322,6 +338,27 @@ fn commit_message(mirror: &Path, commit: &str) -> Option<String> {
     let repo = git2::Repository::open_bare(mirror).ok()?;
     let oid = git2::Oid::from_str(commit).ok()?;
     Some(repo.find_commit(oid).ok()?.message()?.to_string())
+}
+
+/// A commit's subject and author in a mirror (None when unreadable).
+fn commit_info(
+    mirror: &Path,
+    commit: &str,
+    signer: Option<String>,
+) -> Option<super::state::CommitInfo> {
+    let repo = git2::Repository::open_bare(mirror).ok()?;
+    let oid = git2::Oid::from_str(commit).ok()?;
+    let c = repo.find_commit(oid).ok()?;
+    let author = c.author();
+    Some(super::state::CommitInfo {
+        subject: c.summary().unwrap_or_default().to_string(),
+        author: format!(
+            "{} <{}>",
+            author.name().unwrap_or_default(),
+            author.email().unwrap_or_default()
+        ),
+        signer,
+    })
 }
 
 /// Unix time of a commit in a mirror (None when unreadable: the first-seen time is used).

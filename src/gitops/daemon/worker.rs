@@ -64,7 +64,9 @@ pub(super) async fn cluster_worker(
             }
             work(&shared, &slot).await?;
             if probed.is_none_or(|at| at.elapsed() >= shared.options.probe_interval) {
+                let started = std::time::Instant::now();
                 slot.cluster.probe().await?;
+                lock(&slot.status).latency_ms = Some(started.elapsed().as_millis() as u64);
                 probed = Some(std::time::Instant::now());
             }
             Ok(())
@@ -89,6 +91,13 @@ pub(super) async fn cluster_worker(
                 }
                 st.up = true;
                 st.reason = None;
+                st.category = None;
+                st.last_contact = Some(
+                    jiff::Timestamp::now()
+                        .round(jiff::Unit::Second)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                );
                 shared.metrics.cluster.set_up(&name, true, None);
                 shared.options.observe_interval
             }
@@ -108,6 +117,7 @@ pub(super) async fn cluster_worker(
                 }
                 st.up = false;
                 st.reason = Some(format!("{}: {e}", e.kind().as_str()));
+                st.category = Some(e.kind().as_str().to_string());
                 shared
                     .metrics
                     .cluster
