@@ -14,6 +14,7 @@
 //!   the control plane's share of a core while nothing changes.
 
 pub mod clusters;
+pub mod demo;
 pub mod fleet;
 pub mod git;
 pub mod process;

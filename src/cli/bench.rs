@@ -42,6 +42,26 @@ pub enum Scenario {
     Git(GitArgs),
     /// Templates per second over a package.
     Render(RenderArgs),
+    /// Writes a demo fleet to --out: a Git repository with M instances and a kudo.yaml
+    /// declaring N simulated clusters, for `kudo serve --config <out>/kudo.yaml` (the web
+    /// console at scale; the console bench uses it).
+    DemoFleet(DemoArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Simulated clusters.
+    #[arg(long, default_value_t = 1000)]
+    pub clusters: usize,
+    /// Instances, each on every cluster.
+    #[arg(long, default_value_t = 10)]
+    pub instances: usize,
+    /// How long workloads take to become ready, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub ready_delay_ms: u64,
+    /// An empty or new folder to write to.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -147,6 +167,21 @@ pub async fn run(args: Args) -> CliResult {
                 commits: g.commits,
             };
             tokio::task::spawn_blocking(move || bench::git::run(&opts)).await??
+        }
+        Scenario::DemoFleet(d) => {
+            let config = bench::demo::write_demo_fleet(
+                &d.out,
+                d.clusters,
+                d.instances,
+                std::time::Duration::from_millis(d.ready_delay_ms),
+            )?;
+            println!(
+                "{} clusters × {} instances written; run:\n  kudo serve --config {}\nthen open http://127.0.0.1:8080/",
+                d.clusters,
+                d.instances,
+                config.display()
+            );
+            return Ok(());
         }
         Scenario::Render(r) => {
             let package = r.package.unwrap_or_else(default_render_package);

@@ -268,6 +268,42 @@ pub fn drift_rows(inst: &Instance) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A rollout's state as a status word and its reason.
+pub fn rollout_state(state: &crate::gitops::rollout::State) -> (&'static str, Option<String>) {
+    use crate::gitops::rollout::State;
+    match state {
+        State::Progressing { wave, waves } => (
+            "PROGRESSING",
+            (*waves > 1).then(|| format!("wave {} of {waves}", wave + 1)),
+        ),
+        State::Waiting {
+            stage,
+            gate,
+            reason,
+        } => (
+            "WAITING",
+            Some(format!("stage {stage}, {gate} gate: {reason}")),
+        ),
+        State::Paused => ("PAUSED", None),
+        State::Complete => ("COMPLETE", None),
+        State::Halted { cluster, reason } => {
+            ("HALTED", Some(format!("{reason} (at cluster {cluster})")))
+        }
+    }
+}
+
+/// `InProgress` → `IN_PROGRESS`.
+fn screaming(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.extend(ch.to_uppercase());
+    }
+    out
+}
+
 /// `/instances/{ns}/{name}`: the rollout, then the instance on each of its clusters.
 pub fn instance(
     c: &Chrome,
@@ -277,29 +313,8 @@ pub fn instance(
 ) -> Markup {
     let key = format!("{}/{}", view.namespace, view.name);
     let rollout_url = format!("/api/v1/rollouts/{key}");
-    let state = serde_json::to_value(&view.rollout).unwrap_or_default();
-    let (state_name, state_reason) = match &state {
-        serde_json::Value::String(s) => (s.clone(), None),
-        serde_json::Value::Object(m) => {
-            let (k, v) = m
-                .iter()
-                .next()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .unwrap_or_default();
-            let reason = v
-                .get("reason")
-                .and_then(|r| r.as_str())
-                .map(str::to_string)
-                .or_else(|| {
-                    let wave = v.get("wave").and_then(|w| w.as_u64())?;
-                    let waves = v.get("waves").and_then(|w| w.as_u64())?;
-                    Some(format!("wave {} of {waves}", wave + 1))
-                });
-            (k, reason)
-        }
-        _ => (String::new(), None),
-    };
-    let paused = state_name == "paused";
+    let (state_name, state_reason) = rollout_state(&view.rollout);
+    let paused = state_name == "PAUSED";
     let main = html! {
         h1 { (key) }
         p class="meta" {
@@ -308,7 +323,7 @@ pub fn instance(
         section aria-labelledby="rollout" {
             h2 id="rollout" { "Rollout" }
             p class="rollout-state" data-state=(state_name) {
-                (badge(&state_name.to_uppercase()))
+                (badge(state_name))
                 @if let Some(r) = &state_reason { " " span class="reason" { (r) } }
             }
             div class="actions" {
@@ -355,7 +370,7 @@ pub fn instance(
                         None => {},
                     }
                 }
-                p { "Rollout progress here: " (badge(&ci.progress.to_uppercase())) }
+                p { "Rollout progress here: " (badge(&screaming(&ci.progress))) }
                 @match &ci.instance {
                     None => p { "No Instance here yet." },
                     Some(inst) => {

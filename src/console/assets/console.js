@@ -178,8 +178,12 @@
           headers: { "Content-Type": "application/json", "X-Kudo-Csrf": csrf() },
           body,
         });
-        const text = await res.text();
-        toast((res.ok ? "Done: " : "Refused (" + res.status + "): ") + text.trim(), !res.ok);
+        let text = (await res.text()).trim();
+        try {
+          const j = JSON.parse(text);
+          text = j.result || j.reason || Object.entries(j).map(([k, v]) => k + ": " + v).join(", ");
+        } catch (err) { /* plain text */ }
+        toast((res.ok ? "Done: " : "Refused (" + res.status + "): ") + text, !res.ok);
         if (res.ok) refreshMain();
       } catch (err) {
         toast("The request failed: " + err, true);

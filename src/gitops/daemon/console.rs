@@ -60,15 +60,21 @@ pub(super) fn routes() -> axum::Router<Arc<Shared>> {
 /// A rollout's state in a few words.
 fn rollout_text(state: &Rollout) -> String {
     match state {
-        Rollout::Progressing { wave, waves } if *waves > 1 => {
-            format!("Progressing: wave {} of {waves}", wave + 1)
-        }
-        Rollout::Progressing { .. } => "Progressing".into(),
         Rollout::Waiting { stage, gate, .. } => format!("Waiting: {stage} {gate}"),
-        Rollout::Paused => "Paused".into(),
-        Rollout::Complete => "Complete".into(),
-        Rollout::Halted { reason, .. } => format!("Halted: {reason}"),
+        other => match pages::rollout_state(other) {
+            (name, Some(why)) => format!("{}: {why}", title(name)),
+            (name, None) => title(name),
+        },
     }
+}
+
+/// `IN_PROGRESS` → `In progress`.
+fn title(word: &str) -> String {
+    let lower = word.replace('_', " ").to_lowercase();
+    let mut c = lower.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// The fleet matrix of one snapshot (pure).
