@@ -7,7 +7,6 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
-pub mod console;
 pub mod engine;
 pub mod gitops;
 pub mod kuttl;

@@ -3,6 +3,7 @@
 //! and progressive rollout across them, and the `kudo serve` daemon tying it together.
 
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod desired;
 pub mod diff;

@@ -26,11 +26,11 @@ use super::http::{Caller, Refused, Who, authenticate, cross_site};
 use super::state::{Shared, lock};
 use super::status::Snapshot;
 use crate::cluster::ObjectRef;
-use crate::console::model::{
+use crate::gitops::console::model::{
     Cell, ClusterRow, Filters, Fleet, InstanceCol, RepoRow, instance_changed, matrix_update,
 };
-use crate::console::pages::{self, Chrome};
-use crate::console::session;
+use crate::gitops::console::pages::{self, Chrome};
+use crate::gitops::console::session;
 use crate::gitops::rollout::{self, Progress, State as Rollout};
 
 /// How often the publisher looks at the daemon's view while a page is open.
@@ -395,7 +395,7 @@ async fn script() -> Response {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        crate::console::SCRIPT,
+        crate::gitops::console::SCRIPT,
     )
         .into_response()
 }
@@ -406,7 +406,7 @@ async fn style() -> Response {
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        crate::console::STYLE,
+        crate::gitops::console::STYLE,
     )
         .into_response()
 }
@@ -606,7 +606,7 @@ async fn events(
         .into_response()
 }
 
-fn matrix_event(u: &crate::console::model::MatrixUpdate) -> Event {
+fn matrix_event(u: &crate::gitops::console::model::MatrixUpdate) -> Event {
     Event::default()
         .event("matrix")
         .data(serde_json::to_string(u).unwrap_or_else(|_| "{}".into()))

@@ -224,7 +224,7 @@ pub(super) struct Who {
     pub write: bool,
     /// Set when the caller came with a console session cookie (its writes need the CSRF
     /// header).
-    pub session: Option<crate::console::session::Session>,
+    pub session: Option<crate::gitops::console::session::Session>,
     /// No token is configured (reads are open).
     pub open: bool,
 }
@@ -261,7 +261,7 @@ pub(super) fn authenticate(s: &Shared, headers: &axum::http::HeaderMap) -> Resul
         headers
             .get(axum::http::header::COOKIE)
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::console::session::cookie_value)
+            .and_then(crate::gitops::console::session::cookie_value)
             .and_then(|id| s.sessions.get(id))
     } else {
         None
@@ -392,7 +392,7 @@ async fn require_api_token(
         if let Some(session) = &who.session {
             let given = request
                 .headers()
-                .get(crate::console::session::CSRF_HEADER)
+                .get(crate::gitops::console::session::CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             if !session.csrf_matches(given) {
@@ -524,4 +524,44 @@ fn s_set_loopback(shared: &Shared, bound: std::net::SocketAddr) {
         bound.ip().is_loopback(),
         std::sync::atomic::Ordering::SeqCst,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cross_site;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, axum::http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn a_write_from_another_site_is_told_apart_from_the_cli_and_the_console() {
+        // The CLI and curl send neither header.
+        assert!(!cross_site(&headers(&[("host", "127.0.0.1:8080")])));
+        // The console itself.
+        assert!(!cross_site(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(!cross_site(&headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080")
+        ])));
+        // Another page, another port of the same host, a sandboxed frame.
+        assert!(cross_site(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(cross_site(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(cross_site(&headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://evil.example")
+        ])));
+        assert!(cross_site(&headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:9090")
+        ])));
+        assert!(cross_site(&headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "null")
+        ])));
+    }
 }

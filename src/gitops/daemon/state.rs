@@ -314,10 +314,10 @@ pub struct Shared {
     pub(super) health: Arc<crate::gitops::supervise::Health>,
     /// The webhook endpoint's token bucket (`webhook:` in kudo.yaml).
     pub(super) hook_limiter: crate::gitops::webhook::RateLimiter,
-    /// Console sign-ins (see [`crate::console::session`]).
-    pub(super) sessions: crate::console::session::Sessions,
+    /// Console sign-ins (see [`crate::gitops::console::session`]).
+    pub(super) sessions: crate::gitops::console::session::Sessions,
     /// The fleet as the console's event streams last saw it (see `super::console`).
-    pub(super) live: tokio::sync::watch::Sender<Arc<crate::console::model::Fleet>>,
+    pub(super) live: tokio::sync::watch::Sender<Arc<crate::gitops::console::model::Fleet>>,
     /// Wakes the console publisher when a stream opens.
     pub(super) live_wake: Notify,
     /// This process's id in the event stream (a page that sees it change reloads).

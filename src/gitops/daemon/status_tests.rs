@@ -285,3 +285,60 @@ fn a_staged_rollout_shows_each_stage_and_gate_with_its_state_and_reason() {
     let plain = instance(K, &["a", "b"], Strategy::Parallel, &[]);
     assert!(stage_views(&plain, &per, None, &State::Complete).is_empty());
 }
+
+#[test]
+fn the_console_fleet_shows_the_same_targets_and_statuses_as_the_status_doc() {
+    let d = desired(
+        "r1",
+        vec![
+            instance(K, &["a", "b", "c"], Strategy::Parallel, &[]),
+            instance("ns/cache", &["a"], Strategy::Parallel, &[]),
+        ],
+    );
+    let mut done = live(K, CP, Some(ExecutionStatus::Complete));
+    done.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(REVISION_ANNOTATION.into(), "r0".into());
+    let running = live(K, CP, Some(ExecutionStatus::InProgress));
+    let mut s = snapshot(
+        d,
+        observed(&[
+            ("a", Some(vec![done])),
+            ("b", Some(vec![running])),
+            ("c", None),
+        ]),
+    );
+    s.observed.insert("c".into(), None);
+    s.rollouts.insert(
+        K.into(),
+        State::Halted {
+            cluster: "b".into(),
+            reason: "2 failed".into(),
+        },
+    );
+    let fleet = super::console::fleet_of(&s);
+    let doc = status_doc(s);
+    assert_eq!(fleet.clusters.len(), doc.clusters.len());
+    let cell = |c: &str, k: &str| fleet.cell(c, k).map(|c| c.status.as_str());
+    assert_eq!(cell("a", K), Some("COMPLETE"));
+    assert_eq!(cell("b", K), Some("IN_PROGRESS"));
+    assert_eq!(cell("c", K), Some("UNKNOWN"), "never observed");
+    assert_eq!(cell("a", "ns/cache"), Some("NOT_APPLIED"));
+    assert_eq!(cell("b", "ns/cache"), None, "not a target");
+    assert_eq!(
+        fleet.cell("a", K).and_then(|c| c.revision.as_deref()),
+        Some("r0")
+    );
+    let db = fleet.instances.iter().find(|i| i.key() == K).expect("db");
+    assert_eq!(db.rollout, "Halted: 2 failed (at cluster b)");
+    // Every cell the status document reports has the same status in the fleet.
+    for inst in &doc.instances {
+        let key = format!("{}/{}", inst.namespace, inst.name);
+        for (c, p) in &inst.clusters {
+            if let Some(d) = &p.detail {
+                assert_eq!(cell(c, &key), Some(d.status.as_str()), "{c} × {key}");
+            }
+        }
+    }
+}

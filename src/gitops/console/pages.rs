@@ -568,7 +568,7 @@ pub fn not_found(c: &Chrome, what: &str) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::console::model::{ClusterRow, InstanceCol};
+    use crate::gitops::console::model::{ClusterRow, InstanceCol};
 
     #[test]
     fn text_from_git_is_escaped_everywhere() {

@@ -10,7 +10,8 @@
 //! - a page never polls: it changes when its event stream says something it shows changed.
 //!
 //! Files: `model` (the fleet matrix, filters and the difference two fleets make), `pages`
-//! (HTML), `session` (sign-in); the daemon's `console` module serves them.
+//! (HTML), `session` (sign-in); the daemon's `console` module serves them. It lives under
+//! `gitops` because it renders the daemon's status views.
 
 pub mod model;
 pub mod pages;
