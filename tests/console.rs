@@ -251,6 +251,29 @@ async fn a_parameter_commit_turns_cells_in_progress_then_complete_without_a_relo
             .to_string()
             .contains("hunter2")
     );
+    // Pause and resume the rollout from the page (loopback, no token: actions are on).
+    b.wait_js(
+        "live",
+        "return document.getElementById('live').dataset.state === 'live'",
+    )
+    .await;
+    b.act("button[data-url$='/pause']", true).await;
+    b.wait_js(
+        "the rollout paused",
+        "return document.querySelector('.paused') !== null && document.querySelector(\"button[data-url$='/resume']\") !== null",
+    )
+    .await;
+    let status = serve.status(None);
+    assert_eq!(
+        status["instances"][0]["pausedBy"], "anonymous",
+        "{status:#}"
+    );
+    b.act("button[data-url$='/resume']", true).await;
+    b.wait_js(
+        "the rollout resumed",
+        "return document.querySelector('.paused') === null && document.querySelector(\"button[data-url$='/pause']\") !== null",
+    )
+    .await;
     b.close().await;
 }
 

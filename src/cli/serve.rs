@@ -76,7 +76,7 @@ pub async fn run(args: Args) -> CliResult {
         let _ = stop_rx.await;
     })
     .await?;
-    info!(address = %bound, "HTTP API: /healthz /readyz /api/v1/status, POST /api/v1/hooks/git");
+    info!(address = %bound, "console: http://{bound}/; HTTP API: /healthz /readyz /api/v1/status, POST /api/v1/hooks/git");
     // kudo.yaml reloads on change and on SIGHUP (the embedded default has no file).
     let (reload_stop, reload_stop_rx) = tokio::sync::watch::channel(false);
     if let Some(path) = &args.config {

@@ -314,7 +314,7 @@ pub fn instance(
     let key = format!("{}/{}", view.namespace, view.name);
     let rollout_url = format!("/api/v1/rollouts/{key}");
     let (state_name, state_reason) = rollout_state(&view.rollout);
-    let paused = state_name == "PAUSED";
+    let paused = view.paused_by.is_some();
     let main = html! {
         h1 { (key) }
         p class="meta" {
@@ -325,6 +325,9 @@ pub fn instance(
             p class="rollout-state" data-state=(state_name) {
                 (badge(state_name))
                 @if let Some(r) = &state_reason { " " span class="reason" { (r) } }
+            }
+            @if let Some(by) = &view.paused_by {
+                p class="paused" data-paused="true" { (badge("PAUSED")) " by " (by) ": no new spec reaches a cluster; what runs keeps running." }
             }
             div class="actions" {
                 @if paused {

@@ -35,6 +35,42 @@ use crate::gitops::rollout::{self, Progress, State as Rollout};
 
 /// How often the publisher looks at the daemon's view while a page is open.
 pub const TICK: Duration = Duration::from_millis(200);
+/// At most this many event streams are open at once (each is a connection and a diff per
+/// change); more are answered 503 and the page retries.
+pub const MAX_STREAMS: usize = 256;
+
+/// Counts open event streams against [`MAX_STREAMS`].
+#[derive(Debug, Default)]
+pub struct StreamBudget {
+    open: std::sync::atomic::AtomicUsize,
+}
+
+/// One open stream; dropping it frees its place.
+#[derive(Debug)]
+pub struct StreamSlot(Arc<StreamBudget>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl StreamBudget {
+    /// A place for one more stream, or None when `max` are open.
+    pub fn enter(self: &Arc<Self>, max: usize) -> Option<StreamSlot> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.open
+            .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| StreamSlot(self.clone()))
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
 
 pub(super) fn routes() -> axum::Router<Arc<Shared>> {
     use axum::routing::{get, post};
@@ -112,11 +148,14 @@ pub(super) fn fleet_of(s: &Snapshot) -> Fleet {
             framework: inst.framework.clone(),
             version: inst.version.clone(),
             revision: d.revision.clone(),
-            rollout: s
-                .rollouts
-                .get(key)
-                .map(rollout_text)
-                .unwrap_or_else(|| "Progressing".into()),
+            rollout: match s.pauses.get(key) {
+                Some(p) => format!("Paused by {}", p.by),
+                None => s
+                    .rollouts
+                    .get(key)
+                    .map(rollout_text)
+                    .unwrap_or_else(|| "Progressing".into()),
+            },
         });
         for cluster in &inst.targets {
             let Some(seen) = s.observed.get(cluster) else {
@@ -441,6 +480,18 @@ async fn login(
 ) -> Response {
     let form: BTreeMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let next = safe_next(form.get("next"));
+    if let Err(wait) = s.login_limiter.take() {
+        warn!(target: "audit", "console sign-in refused: too many attempts");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
+            format!(
+                "too many sign-in attempts; try again in {} s\n",
+                wait.as_secs().max(1)
+            ),
+        )
+            .into_response();
+    }
     if cross_site(&headers) {
         return (StatusCode::FORBIDDEN, "sign-in from another site refused\n").into_response();
     }
@@ -547,6 +598,19 @@ async fn events(
         (Some("clusters"), _) => Kind::Clusters,
         _ => Kind::Matrix(filters_from(&q)),
     };
+    let Some(slot) = s.streams.enter(MAX_STREAMS) else {
+        warn!(
+            max = MAX_STREAMS,
+            open = s.streams.open(),
+            "event stream refused: too many open"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            format!("too many open event streams (at most {MAX_STREAMS})\n"),
+        )
+            .into_response();
+    };
     let rx = s.live.subscribe();
     s.live_wake.notify_one();
     let first = Arc::new(s.fleet());
@@ -563,11 +627,14 @@ async fn events(
     }
     let stop = s.stop_rx.clone();
     let stream = futures::stream::unfold(
-        (rx, first, stop, pending, kind),
-        |(mut rx, mut last, mut stop, mut pending, kind)| async move {
+        (rx, first, stop, pending, kind, slot),
+        |(mut rx, mut last, mut stop, mut pending, kind, slot)| async move {
             loop {
                 if let Some(ev) = pending.pop_front() {
-                    return Some((Ok::<_, Infallible>(ev), (rx, last, stop, pending, kind)));
+                    return Some((
+                        Ok::<_, Infallible>(ev),
+                        (rx, last, stop, pending, kind, slot),
+                    ));
                 }
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { return None },
@@ -912,4 +979,32 @@ async fn sim_faults(
         json!({"cluster": name, "partitioned": body.partitioned, "errorRate": body.error_rate}),
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_past_the_budget_are_refused_and_a_closed_one_frees_its_place() {
+        let budget = Arc::new(StreamBudget::default());
+        let held: Vec<StreamSlot> = (0..3).filter_map(|_| budget.enter(3)).collect();
+        assert_eq!((held.len(), budget.open()), (3, 3));
+        assert!(budget.enter(3).is_none(), "a fourth is refused");
+        drop(held);
+        assert_eq!(budget.open(), 0);
+        assert!(budget.enter(3).is_some());
+    }
+
+    #[test]
+    fn a_sign_in_never_sends_the_browser_elsewhere() {
+        for bad in ["https://evil.example/", "//evil.example/x", "/\\evil", "x"] {
+            assert_eq!(safe_next(Some(&bad.to_string())), "/", "{bad}");
+        }
+        assert_eq!(
+            safe_next(Some(&"/instances/a/b".to_string())),
+            "/instances/a/b"
+        );
+        assert_eq!(safe_next(None), "/");
+    }
 }

@@ -229,6 +229,13 @@ impl Daemon {
             live: tokio::sync::watch::channel(Arc::default()).0,
             live_wake: Notify::new(),
             server_id: uuid::Uuid::new_v4().simple().to_string(),
+            streams: Default::default(),
+            login_limiter: crate::gitops::webhook::RateLimiter::new(
+                crate::gitops::config::WebhookConfig {
+                    rate_per_minute: 30,
+                    burst: 10,
+                },
+            ),
         });
         shared.install_rollout_state(opened.saved);
         let mut tasks = Vec::new();

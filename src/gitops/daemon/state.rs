@@ -99,6 +99,9 @@ pub struct InstanceStatusView {
     pub version: String,
     pub revision: String,
     pub rollout: State,
+    /// Who paused this rollout through the API (`kudo rollout pause`, the console).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
     /// Each stage with its clusters and each gate's state and reason, in order (empty for
     /// the one-stage forms without gates).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -322,6 +325,10 @@ pub struct Shared {
     pub(super) live_wake: Notify,
     /// This process's id in the event stream (a page that sees it change reloads).
     pub(super) server_id: String,
+    /// Open event streams, bounded (see `super::console::MAX_STREAMS`).
+    pub(super) streams: Arc<super::console::StreamBudget>,
+    /// Console sign-in attempts (a token bucket: guessing a token is slow).
+    pub(super) login_limiter: crate::gitops::webhook::RateLimiter,
 }
 
 /// The last planner pass in numbers: rollouts of the desired revision by state.

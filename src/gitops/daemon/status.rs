@@ -25,6 +25,8 @@ pub(super) struct Snapshot {
     /// What the planner remembers of each rollout (approvals, gates passed).
     pub memory: BTreeMap<String, crate::gitops::stages::Memory>,
     pub rollouts: BTreeMap<String, State>,
+    /// Rollouts paused through the API, with who paused them.
+    pub pauses: BTreeMap<String, crate::gitops::stages::Approval>,
 }
 
 impl Shared {
@@ -49,6 +51,7 @@ impl Shared {
                 .collect(),
             rollouts: lock(&self.rollouts).clone(),
             memory: lock(&self.rollout_memory).clone(),
+            pauses: lock(&self.rollout_pauses).clone(),
         }
     }
 
@@ -124,6 +127,7 @@ pub(super) fn status_doc(s: Snapshot) -> StatusDoc {
                 version: inst.version.clone(),
                 revision: d.revision.clone(),
                 rollout: rollout_state,
+                paused_by: s.pauses.get(key).map(|p| p.by.clone()),
                 stages,
                 clusters: per,
             });

@@ -36,6 +36,7 @@ fn snapshot(d: DesiredState, o: super::planner_tests::Observed) -> Snapshot {
         observed: o,
         rollouts: BTreeMap::new(),
         memory: BTreeMap::new(),
+        pauses: BTreeMap::new(),
     }
 }
 
