@@ -495,3 +495,71 @@ async fn diff_masks_sensitive_parameters_and_secret_data() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+/// The console's instance page masks sensitive parameters as the API does, and an open
+/// event stream (a browser left on a page) never holds the daemon's shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_masks_secrets_and_an_open_event_stream_does_not_hold_shutdown() {
+    use std::io::{Read, Write};
+    let password = "pw-SECRET-console-6666";
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = work.path().join("repo");
+    write_framework(&repo);
+    write(
+        &repo,
+        "instances/db.yaml",
+        &instance_doc("db", "t", password),
+    );
+    let daemon = Daemon::start(config(work.path(), &repo), options(&[]))
+        .await
+        .expect("daemon");
+    let shared = daemon.shared.clone();
+    let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, http) = kudo::gitops::serve::serve_http(
+        shared.clone(),
+        "127.0.0.1:0".parse().expect("addr"),
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await
+    .expect("http");
+    eventually("the plan to complete", || {
+        let inst = live(&shared, "db")?;
+        (plan_status(&inst) == Some("COMPLETE"))
+            .then_some(())
+            .ok_or_else(|| inst.to_string())
+    })
+    .await;
+    let (code, body) = http_get(addr, "/instances/apps/db");
+    assert_eq!(code, 200, "{body}");
+    for secret in [password, "default-SECRET-in-package"] {
+        assert!(!body.contains(secret), "{secret} shown: {body}");
+    }
+    assert!(
+        body.contains("PASSWORD") && body.contains("(sensitive, not shown)"),
+        "{body}"
+    );
+    // A browser's event stream, left open.
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .expect("request");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("event: hello") {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let _ = stop_http.send(());
+    let late = daemon.shutdown().await;
+    assert!(
+        late.is_empty(),
+        "tasks that did not stop on shutdown: {late:?}"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(10), http)
+        .await
+        .expect("the HTTP server stops although a stream was open")
+        .expect("http task");
+}

@@ -40,8 +40,6 @@ impl Drop for Browser {
 
 impl Browser {
     pub async fn start() -> Browser {
-        // fantoccini's rustls needs a process-wide provider (several crates enable rustls).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -72,12 +70,15 @@ impl Browser {
                 ],
             }),
         );
-        let client = fantoccini::ClientBuilder::rustls()
-            .expect("rustls")
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a Chromium session");
+        // Plain HTTP to chromedriver on loopback: no TLS feature of fantoccini (its rustls
+        // would add a second crypto provider to the tests' build and break kube's clients).
+        let client = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session");
         Browser {
             client,
             driver,
