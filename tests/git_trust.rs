@@ -735,10 +735,22 @@ async fn an_unreadable_allowed_signers_file_is_retried_not_held_against_the_comm
     );
     let (daemon, _) = start(&text, work.path()).await;
     let shared = daemon.shared.clone();
-    wait_repo(&shared, "fleet", "the first signed commit", |r| {
+    let r = wait_repo(&shared, "fleet", "the first signed commit", |r| {
         r.applied_revision.as_deref() == Some(first.as_str())
     })
     .await;
+    // The status (and the console's revisions page) names the commit and its verified signer.
+    let applied = r.applied_commit.clone().expect("the applied commit");
+    assert_eq!(applied.subject, "first");
+    assert!(applied.author.contains('<'), "{applied:?}");
+    assert!(
+        applied
+            .signer
+            .as_deref()
+            .is_some_and(|s| s.contains("alice")),
+        "{applied:?}"
+    );
+    assert_eq!(r.commit, r.applied_commit);
 
     let away = work.path().join("allowed_signers.away");
     std::fs::rename(&signers, &away).expect("move away");

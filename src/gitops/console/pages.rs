@@ -259,6 +259,10 @@ pub fn drift_rows(inst: &Instance) -> Vec<(String, String)> {
                         let what = rest.split(';').next().unwrap_or_default().trim();
                         format!("drifted: {what}")
                     }
+                    // The condition names the first few; the log has the rest.
+                    None if m.contains(" more") => {
+                        "not named (more drifted; see the log)".to_string()
+                    }
                     None => "in sync".to_string(),
                 },
                 None => "in sync".to_string(),
@@ -679,6 +683,16 @@ mod tests {
                 ),
                 ("Service ns/svc".to_string(), "in sync".to_string()),
             ]
+        );
+        // More drifted than the condition names: the unnamed ones are not called in sync.
+        let mut many = inst.clone();
+        if let Some(s) = many.status.as_mut() {
+            s.conditions[0].message =
+                "7 objects drifted: ConfigMap ns/cfg: data.x; and 6 more".into();
+        }
+        assert_eq!(
+            drift_rows(&many)[1].1,
+            "not named (more drifted; see the log)"
         );
     }
 }
