@@ -14,6 +14,7 @@ pub mod ownership;
 pub mod placement;
 pub mod rollout;
 pub mod serve;
+pub mod shard;
 pub mod signing;
 pub mod stage_doc;
 pub mod stages;
