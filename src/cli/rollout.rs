@@ -158,6 +158,12 @@ pub fn describe(key: &str, inst: &Value) -> String {
         other => other.to_string(),
     };
     out.push_str(&format!("  rollout: {line}\n"));
+    let paused_by = s(inst.get("pausedBy"));
+    if !paused_by.is_empty() {
+        out.push_str(&format!(
+            "  paused by {paused_by}: no new spec reaches a cluster (kudo rollout resume {key})\n"
+        ));
+    }
     for stage in inst
         .get("stages")
         .and_then(Value::as_array)
@@ -219,4 +225,27 @@ pub fn describe(key: &str, inst: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn a_paused_rollout_says_who_paused_it_even_when_complete() {
+        let inst = serde_json::json!({
+            "revision": "abc", "rollout": {"state": "complete"}, "pausedBy": "alice"
+        });
+        let text = describe("ns/db", &inst);
+        assert!(text.contains("rollout: complete"), "{text}");
+        assert!(
+            text.contains("paused by alice") && text.contains("kudo rollout resume ns/db"),
+            "{text}"
+        );
+        let text = describe(
+            "ns/db",
+            &serde_json::json!({"rollout": {"state": "complete"}}),
+        );
+        assert!(!text.contains("paused"), "{text}");
+    }
 }
