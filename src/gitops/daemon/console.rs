@@ -21,10 +21,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::REVISION_ANNOTATION;
 use super::http::{Caller, Refused, Who, authenticate, cross_site};
 use super::state::{Shared, lock};
-use super::status::Snapshot;
+use super::status::{Snapshot, applied_revision};
 use crate::cluster::ObjectRef;
 use crate::gitops::console::model::{
     Cell, ClusterRow, Filters, Fleet, InstanceCol, RepoRow, instance_changed, matrix_update,
@@ -182,13 +181,7 @@ pub(super) fn fleet_of(s: &Snapshot) -> Fleet {
                         status,
                         done: d.steps_done,
                         total: d.steps_total,
-                        revision: live.and_then(|i| {
-                            i.metadata
-                                .annotations
-                                .as_ref()?
-                                .get(REVISION_ANNOTATION)
-                                .cloned()
-                        }),
+                        revision: live.and_then(applied_revision),
                         current: !matches!(progress, Progress::NotApplied),
                         message: d.message,
                     }

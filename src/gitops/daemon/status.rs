@@ -72,6 +72,15 @@ impl Shared {
     }
 }
 
+/// The revision that last applied a live Instance (its annotation).
+pub(super) fn applied_revision(inst: &crate::api::Instance) -> Option<String> {
+    inst.metadata
+        .annotations
+        .as_ref()?
+        .get(REVISION_ANNOTATION)
+        .cloned()
+}
+
 /// The status document: repositories, clusters, and every desired instance's rollout with
 /// its progress on each target cluster.
 pub(super) fn status_doc(s: Snapshot) -> StatusDoc {
@@ -103,13 +112,7 @@ pub(super) fn status_doc(s: Snapshot) -> StatusDoc {
                     ClusterProgressView {
                         progress: rollout::observe(live, &inst.operator_version, &inst.parameters),
                         plans,
-                        revision: live.and_then(|i| {
-                            i.metadata
-                                .annotations
-                                .as_ref()?
-                                .get(REVISION_ANNOTATION)
-                                .cloned()
-                        }),
+                        revision: live.and_then(applied_revision),
                         detail: live.and_then(crate::gitops::status::plan_detail),
                     },
                 );
