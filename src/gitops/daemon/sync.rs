@@ -230,6 +230,13 @@ async fn sync_once(
         crate::gitops::webhook::HookSecret::load(repo.webhook_secret_file.as_deref())
             .problem()
             .map(str::to_string);
+    // Read before taking the lock the status views wait on.
+    let commit = match (&mirror, &result) {
+        (Some(mirror), Ok(Some(((rev, _), meta)))) => {
+            Some(commit_info(mirror, rev, meta.signer.clone()))
+        }
+        _ => None,
+    };
     let mut repos = lock(&shared.repos);
     // Dependencies no repository declares refuse the revision once every other repository
     // has loaded (until then they may be another's, and the rollout blocks instead).
@@ -263,8 +270,8 @@ async fn sync_once(
         }
     }
     status.webhook_error = webhook_error;
-    if let (Some(mirror), Ok(Some(((rev, _), meta)))) = (&mirror, &result) {
-        status.commit = commit_info(mirror, rev, meta.signer.clone());
+    if let Some(info) = commit {
+        status.commit = info;
     }
     match result {
         Ok(None) => {
