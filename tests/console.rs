@@ -166,7 +166,27 @@ async fn the_embedded_default_matrix_shows_every_instance_and_cluster_as_the_api
         .js("return document.querySelectorAll('#matrix td:not([data-status=NOT_TARGETED])').length")
         .await;
     assert_eq!(counted, targeted);
+    // Keyboard: the arrow keys move between cells; "/" focuses the search.
+    let moved = b
+        .js("const first = document.querySelector('#matrix tbody tr:nth-child(1) td a'); first.focus();
+             first.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown', bubbles: true}));
+             const a = document.activeElement;
+             return a.closest('tr') === document.querySelector('#matrix tbody tr:nth-child(2)') && a.closest('td').cellIndex === first.closest('td').cellIndex")
+        .await;
+    assert_eq!(moved, true, "ArrowDown moves to the cell below");
+    let searched = b
+        .js("document.body.focus(); document.dispatchEvent(new KeyboardEvent('keydown', {key: '/', bubbles: true}));
+             return document.activeElement.id")
+        .await;
+    assert_eq!(searched, "search");
     let shot = b.screenshot("fleet").await;
+    // The theme switch (dark, then back).
+    b.js("document.getElementById('theme').click(); return true")
+        .await;
+    let theme = b.js("return document.documentElement.dataset.theme").await;
+    assert!(theme == "dark" || theme == "light", "{theme}");
+    b.screenshot(&format!("fleet-{}", theme.as_str().unwrap_or("other")))
+        .await;
     if std::env::var_os("KUDO_UPDATE_DOCS").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
         std::fs::create_dir_all(&docs).expect("docs");
