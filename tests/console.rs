@@ -68,6 +68,18 @@ fn cell_status(cluster: &str, key: &str) -> String {
     )
 }
 
+/// Waits until the matrix cell of `key` on `cluster` shows `status`.
+async fn wait_cell(b: &Browser, cluster: &str, key: &str, status: &str) {
+    b.wait_js(
+        &format!("{key} {status} on {cluster}"),
+        &format!(
+            "return (() => {{ {} }})() === '{status}'",
+            cell_status(cluster, key)
+        ),
+    )
+    .await;
+}
+
 /// What the matrix must show for an instance on a cluster, from the status API.
 fn expected_status(progress: &Value) -> String {
     if let Some(s) = progress["detail"]["status"]
@@ -222,26 +234,12 @@ async fn a_parameter_commit_turns_cells_in_progress_then_complete_without_a_relo
     let b = Browser::start().await;
     b.goto(&serve.url("/")).await;
     for c in ["a", "b"] {
-        b.wait_js(
-            &format!("db complete on {c}"),
-            &format!(
-                "return (() => {{ {} }})() === 'COMPLETE'",
-                cell_status(c, "apps/db")
-            ),
-        )
-        .await;
+        wait_cell(&b, c, "apps/db", "COMPLETE").await;
     }
     b.js("window.kudoMarker = 42; return true").await;
     repo.write("instances/db.yaml", &web_instance("2"));
     let rev = repo.commit("db: version 2");
-    b.wait_js(
-        "db IN_PROGRESS on a",
-        &format!(
-            "return (() => {{ {} }})() === 'IN_PROGRESS'",
-            cell_status("a", "apps/db")
-        ),
-    )
-    .await;
+    wait_cell(&b, "a", "apps/db", "IN_PROGRESS").await;
     b.screenshot("fleet-in-progress").await;
     for c in ["a", "b"] {
         b.wait_js(
@@ -474,14 +472,7 @@ async fn with_tokens_nothing_shows_before_sign_in_and_a_plan_retry_needs_a_write
         "",
         "the session cookie is HttpOnly"
     );
-    b.wait_js(
-        "db running on a",
-        &format!(
-            "return (() => {{ {} }})() === 'IN_PROGRESS'",
-            cell_status("a", "apps/db")
-        ),
-    )
-    .await;
+    wait_cell(&b, "a", "apps/db", "IN_PROGRESS").await;
     // A write with the session cookie but without its CSRF header is refused.
     let posted = b
         .js("return fetch('/api/v1/instances/apps/db/clusters/a/plans/cancel', {method: 'POST', credentials: 'same-origin'}).then(r => r.status)")
@@ -509,14 +500,7 @@ async fn with_tokens_nothing_shows_before_sign_in_and_a_plan_retry_needs_a_write
     )
     .await;
     b.goto(&serve.url("/")).await;
-    b.wait_js(
-        "db cancelled on a",
-        &format!(
-            "return (() => {{ {} }})() === 'CANCELLED'",
-            cell_status("a", "apps/db")
-        ),
-    )
-    .await;
+    wait_cell(&b, "a", "apps/db", "CANCELLED").await;
     b.goto(&serve.url("/instances/apps/db")).await;
     b.act("#cluster-a button[data-url$='/plans/retry']", true)
         .await;
@@ -527,14 +511,7 @@ async fn with_tokens_nothing_shows_before_sign_in_and_a_plan_retry_needs_a_write
     .await;
     b.screenshot("instance-retried").await;
     b.goto(&serve.url("/")).await;
-    b.wait_js(
-        "db running again on a",
-        &format!(
-            "return (() => {{ {} }})() === 'IN_PROGRESS'",
-            cell_status("a", "apps/db")
-        ),
-    )
-    .await;
+    wait_cell(&b, "a", "apps/db", "IN_PROGRESS").await;
     let logs = serve.logs();
     assert!(
         logs.contains("plan action") && logs.contains("ops"),
@@ -561,14 +538,7 @@ async fn an_unknown_instance_is_a_404_page_and_the_page_reconnects_after_a_resta
         true
     );
     b.goto(&serve.url("/")).await;
-    b.wait_js(
-        "db complete on a",
-        &format!(
-            "return (() => {{ {} }})() === 'COMPLETE'",
-            cell_status("a", "apps/db")
-        ),
-    )
-    .await;
+    wait_cell(&b, "a", "apps/db", "COMPLETE").await;
     b.wait_js(
         "live",
         "return document.getElementById('live').dataset.state === 'live'",
@@ -590,14 +560,7 @@ async fn an_unknown_instance_is_a_404_page_and_the_page_reconnects_after_a_resta
         "return document.getElementById('live').dataset.state === 'live'",
     )
     .await;
-    b.wait_js(
-        "db complete on a after the restart",
-        &format!(
-            "return (() => {{ {} }})() === 'COMPLETE'",
-            cell_status("a", "apps/db")
-        ),
-    )
-    .await;
+    wait_cell(&b, "a", "apps/db", "COMPLETE").await;
     assert_eq!(
         b.js("return window.kudoMarker").await,
         7,

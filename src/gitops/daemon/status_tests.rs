@@ -24,6 +24,16 @@ fn cluster(name: &str, up: bool) -> ClusterStatus {
     }
 }
 
+/// K's Instance with its plan COMPLETE, applied by `revision`.
+fn complete_at(revision: &str) -> Instance {
+    let mut done = live(K, CP, Some(ExecutionStatus::Complete));
+    done.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(REVISION_ANNOTATION.into(), revision.into());
+    done
+}
+
 fn snapshot(d: DesiredState, o: super::planner_tests::Observed) -> Snapshot {
     Snapshot {
         repositories: vec![RepoStatus {
@@ -49,11 +59,7 @@ fn status_shows_each_targets_progress_plans_and_revision() {
             instance("ns/cache", &["a"], Strategy::Parallel, &[]),
         ],
     );
-    let mut done = live(K, CP, Some(ExecutionStatus::Complete));
-    done.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(REVISION_ANNOTATION.into(), "r0".into());
+    let done = complete_at("r0");
     let mut s = snapshot(d, observed(&[("a", Some(vec![done])), ("b", None)]));
     s.rollouts.insert(K.into(), State::Complete);
     let doc = status_doc(s);
@@ -296,11 +302,7 @@ fn the_console_fleet_shows_the_same_targets_and_statuses_as_the_status_doc() {
             instance("ns/cache", &["a"], Strategy::Parallel, &[]),
         ],
     );
-    let mut done = live(K, CP, Some(ExecutionStatus::Complete));
-    done.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(REVISION_ANNOTATION.into(), "r0".into());
+    let done = complete_at("r0");
     let running = live(K, CP, Some(ExecutionStatus::InProgress));
     let mut s = snapshot(
         d,
