@@ -77,6 +77,7 @@ fn options(sims: &[&SimCluster]) -> Options {
             .iter()
             .map(|s| ("c".to_string(), (*s).clone()))
             .collect(),
+        member: None,
     }
 }
 

@@ -1060,12 +1060,13 @@ fn must(context: Option<&str>, args: &[&str], stdin: Option<&str>) -> String {
 
 /// `kubectl auth can-i ... --as` the kudo ServiceAccount: true for "yes".
 fn can_i(context: &str, args: &[&str]) -> bool {
-    let mut full = vec![
-        "auth",
-        "can-i",
-        "--as",
-        "system:serviceaccount:kudo-system:kudo",
-    ];
+    can_i_as(context, "kudo-system", args)
+}
+
+/// `kubectl auth can-i` as the ServiceAccount `kudo` of `namespace`.
+fn can_i_as(context: &str, namespace: &str, args: &[&str]) -> bool {
+    let user = format!("system:serviceaccount:{namespace}:kudo");
+    let mut full = vec!["auth", "can-i", "--as", &user];
     full.extend_from_slice(args);
     let (_, out, err) = kubectl(Some(context), &full, None);
     match out.trim() {
@@ -1133,7 +1134,10 @@ fn deploy_manifests_dry_run_and_rbac() {
         &[
             "apply",
             "-f",
-            &root().join("deploy/namespace.yaml").display().to_string(),
+            &root()
+                .join("deploy/base/namespace.yaml")
+                .display()
+                .to_string(),
         ],
         None,
     );
@@ -1215,15 +1219,62 @@ fn deploy_manifests_dry_run_and_rbac() {
         );
     }
 
+    // The sharded overlay: a StatefulSet of three instead of the Deployment, and Lease
+    // rights for members, still only in its namespace. Applied into a namespace of its own,
+    // so that the base's refusals above stay true on a reused environment.
+    let sharded = must(
+        None,
+        &[
+            "kustomize",
+            &root().join("deploy/sharded").display().to_string(),
+        ],
+        None,
+    );
+    assert!(
+        sharded.contains("kind: StatefulSet") && !sharded.contains("kind: Deployment"),
+        "{sharded}"
+    );
+    assert!(
+        sharded.contains("replicas: 3") && sharded.contains("sharding:"),
+        "{sharded}"
+    );
+    let sharded = sharded.replace("kudo-system", "kudo-sharded");
+    // Namespaced objects can only be dry-run into an existing namespace.
+    let _ = kubectl(Some(mgmt), &["create", "namespace", "kudo-sharded"], None);
+    let dry = must(
+        Some(mgmt),
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&sharded),
+    );
+    assert!(dry.contains("statefulset.apps/kudo"), "{dry}");
+    must(Some(mgmt), &["apply", "-f", "-"], Some(&sharded));
+    for verb in ["get", "list", "watch", "create", "update", "delete"] {
+        let args = [verb, "leases.coordination.k8s.io", "-n", "kudo-sharded"];
+        assert!(
+            can_i_as(mgmt, "kudo-sharded", &args),
+            "a sharded member must be allowed to {args:?}"
+        );
+    }
+    for refused in [
+        &["delete", "leases.coordination.k8s.io", "-n", "default"][..],
+        &["list", "leases.coordination.k8s.io", "--all-namespaces"],
+        &["create", "secrets", "-n", "kudo-sharded"],
+    ] {
+        assert!(
+            !can_i_as(mgmt, "kudo-sharded", refused),
+            "a sharded member must NOT be allowed to {refused:?}"
+        );
+    }
+
     // A managed cluster.
     let managed = "envtest-2";
-    let same = std::fs::read_to_string(root().join("deploy/clusterrole-managed.yaml"))
+    let same = std::fs::read_to_string(root().join("deploy/base/clusterrole-managed.yaml"))
         .expect("read clusterrole");
     assert_eq!(
         same,
         std::fs::read_to_string(root().join("deploy/managed-cluster/clusterrole.yaml"))
             .expect("read copy"),
-        "deploy/managed-cluster/clusterrole.yaml must be a copy of deploy/clusterrole-managed.yaml"
+        "deploy/managed-cluster/clusterrole.yaml must be a copy of deploy/base/clusterrole-managed.yaml"
     );
     let rendered = must(
         None,
@@ -1843,24 +1894,47 @@ async fn api_token_read_only_status_and_webhook_limits() {
     );
 }
 
-/// deploy/kudo.yaml uses only keys kudo knows: its only problems outside a pod are the
+/// deploy/base/kudo.yaml uses only keys kudo knows: its only problems outside a pod are the
 /// credential files that the Secrets provide there.
 #[test]
 fn deploy_config_is_valid_apart_from_mounted_files() {
-    let path = root().join("deploy/kudo.yaml");
-    let text = std::fs::read_to_string(&path).expect("deploy/kudo.yaml");
-    let problems = match kudo::gitops::config::Config::parse("deploy/kudo.yaml", &text, root()) {
-        Ok(_) => Vec::new(),
-        Err(e) => e.problems,
+    for file in ["deploy/base/kudo.yaml", "deploy/sharded/kudo.yaml"] {
+        let text = std::fs::read_to_string(root().join(file)).expect(file);
+        let (config, problems) = match kudo::gitops::config::Config::parse(file, &text, root()) {
+            Ok(c) => (Some(c), Vec::new()),
+            Err(e) => (None, e.problems),
+        };
+        let others: Vec<&String> = problems
+            .iter()
+            .filter(|p| !(p.contains("/etc/kudo/") && p.ends_with("does not exist")))
+            .collect();
+        assert!(others.is_empty(), "{file}: {others:#?}");
+        assert!(
+            problems.iter().any(|p| p.contains("/etc/kudo/git/token")),
+            "{file}: the credential files are checked: {problems:#?}"
+        );
+        assert!(config.is_none());
+        // Apart from `sharding`, the overlay's file is the base's.
+        let sharded = text.contains("\nsharding:\n  enabled: true\n");
+        assert_eq!(sharded, file.contains("sharded"), "{file}");
+    }
+    let base = std::fs::read_to_string(root().join("deploy/base/kudo.yaml")).expect("base");
+    let sharded =
+        std::fs::read_to_string(root().join("deploy/sharded/kudo.yaml")).expect("sharded");
+    let body = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
     };
-    let others: Vec<&String> = problems
-        .iter()
-        .filter(|p| !(p.contains("/etc/kudo/") && p.ends_with("does not exist")))
+    let extra: Vec<String> = body(&sharded)
+        .into_iter()
+        .filter(|l| !body(&base).contains(l))
         .collect();
-    assert!(others.is_empty(), "deploy/kudo.yaml: {others:#?}");
-    assert!(
-        problems.iter().any(|p| p.contains("/etc/kudo/git/token")),
-        "the credential files are checked: {problems:#?}"
+    assert_eq!(
+        extra,
+        vec!["sharding:", "  enabled: true", "  memberLeaseDuration: 15s"],
+        "deploy/sharded/kudo.yaml must be deploy/base/kudo.yaml plus `sharding`"
     );
 }
 
@@ -1872,7 +1946,7 @@ fn prometheus_rule_matches_the_rules_file() {
         let text = std::fs::read_to_string(root().join(file)).expect(file);
         serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
     };
-    let rule = parse("deploy/prometheusrule.yaml");
+    let rule = parse("deploy/base/prometheusrule.yaml");
     assert_eq!(rule["kind"], "PrometheusRule");
     let groups = rule["spec"]["groups"].as_array().expect("spec.groups");
     let leader = groups
@@ -1885,7 +1959,7 @@ fn prometheus_rule_matches_the_rules_file() {
         for g in plain["groups"].as_array().expect("groups") {
             assert!(
                 groups.contains(g),
-                "group {} of deploy/prometheus-rules.yaml differs in or is missing from deploy/prometheusrule.yaml",
+                "group {} of deploy/prometheus-rules.yaml differs in or is missing from deploy/base/prometheusrule.yaml",
                 g["name"]
             );
         }
@@ -2019,4 +2093,362 @@ async fn two_replicas_with_the_same_identity_never_both_lead() {
     let _ = mgmt
         .delete(&ObjectRef::new("v1", "Namespace", None, &lease_ns))
         .await;
+}
+
+// ---- shards (issue 23) ----
+
+fn running(replicas: &[Option<Serve>], i: usize) -> &Serve {
+    replicas[i].as_ref().expect("running")
+}
+
+fn status_of(serve: &Serve) -> Option<Value> {
+    let (code, body) = serve.get("/api/v1/status");
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+/// Cluster → the member driving it, as one replica's status shows it.
+fn owners_of(serve: &Serve) -> std::collections::BTreeMap<String, String> {
+    status_of(serve)
+        .and_then(|s| {
+            let owners = s.pointer("/sharding/owners")?.as_object()?.clone();
+            Some(
+                owners
+                    .into_iter()
+                    .filter_map(|(c, m)| Some((c, m.as_str()?.to_string())))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Three cluster names that rendezvous hashing spreads one per member over `members`.
+fn spread_names(members: &[&str]) -> Vec<String> {
+    (0..1000)
+        .map(|k| vec![format!("east{k}"), format!("west{k}"), format!("north{k}")])
+        .find(|names| {
+            let owners: std::collections::BTreeSet<_> = names
+                .iter()
+                .filter_map(|n| kudo::gitops::shard::assign::owner(n, members))
+                .collect();
+            owners.len() == members.len()
+        })
+        .expect("some names spread")
+}
+
+/// Issue 23: three `kudo serve` replicas with `sharding` on, each driving one of three real
+/// API servers. A replica with another kudo.yaml and a second process under a live member
+/// name are refused with the reason. `kill -9` of a member that does not lead: another
+/// member takes its cluster over, the plan it was running finishes without re-running its
+/// finished step, and the write log shows no two members ever wrote for one cluster in
+/// overlapping spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_share_the_clusters_and_take_over_a_killed_ones() {
+    let kubeconfig = envtest::kubeconfig();
+    let mgmt = envtest::cluster(1).await;
+    let managed = [
+        envtest::cluster(1).await,
+        envtest::cluster(2).await,
+        envtest::cluster(3).await,
+    ];
+    let lease_ns = envtest::unique("shards");
+    let app_ns = envtest::unique("sharded");
+    // A control plane of its own: other tests' engines on these API servers never touch it.
+    let control_plane = envtest::unique("cp");
+    mgmt.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lease_ns}}))
+        .await
+        .expect("lease namespace");
+    let members = ["m-0", "m-1", "m-2"];
+    let names = spread_names(&members);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    write_two_step_framework(&repo, "");
+    write(
+        &repo,
+        "instances/db.yaml",
+        &instance_doc("db", &app_ns, "shard", "  selfHeal: false\n"),
+    );
+    let mut clusters = String::new();
+    for (i, name) in names.iter().enumerate() {
+        clusters.push_str(&format!(
+            "  - name: {name}\n    kubeconfig: {kc}\n    context: envtest-{n}\n    labels: {{fleet: shard}}\n",
+            kc = kubeconfig.display(),
+            n = i + 1
+        ));
+    }
+    let text = format!(
+        "controlPlane: {control_plane}\nrepositories:\n  - {{name: r, url: {repo}, interval: 1s}}\nclusters:\n{clusters}leaderElection:\n  kubeconfig: {kc}\n  context: envtest-1\n  namespace: {lease_ns}\n  leaseDuration: 4s\n  renewDeadline: 3s\n  retryPeriod: 500ms\nsharding:\n  enabled: true\n  memberLeaseDuration: 4s\n",
+        repo = repo.display(),
+        kc = kubeconfig.display(),
+    );
+    write(dir.path(), "kudo.yaml", &text);
+    write(
+        dir.path(),
+        "other.yaml",
+        &format!("{text}# edited on one replica only\n"),
+    );
+    let config = dir.path().join("kudo.yaml");
+    let log = dir.path().join("writes.jsonl");
+    let log_env = log.display().to_string();
+    let mut replicas: Vec<Option<Serve>> = members
+        .iter()
+        .map(|m| {
+            Some(Serve::start(
+                dir.path(),
+                m,
+                &config,
+                &[("POD_NAME", m), ("KUDO_WRITE_LOG", &log_env)],
+            ))
+        })
+        .collect();
+
+    // Spread: every cluster driven, by three different members, seen alike on every replica.
+    let owners = wait_for("each member to drive one cluster", TIMEOUT, || async {
+        let owners = owners_of(running(&replicas, 0));
+        let distinct: std::collections::BTreeSet<_> = owners.values().collect();
+        (owners.len() == 3 && distinct.len() == 3).then_some(owners)
+    })
+    .await;
+    wait_for("every replica to show the same owners", TIMEOUT, || async {
+        (owners_of(running(&replicas, 1)) == owners && owners_of(running(&replicas, 2)) == owners)
+            .then_some(())
+    })
+    .await;
+
+    // Each cluster runs step `config`, then waits on the Job of step `check`.
+    let mut uids = Vec::new();
+    for (i, cluster) in managed.iter().enumerate() {
+        wait_for(
+            &format!("cluster {} to start step check", names[i]),
+            TIMEOUT,
+            || async {
+                let inst = get_opt(cluster, "kudo.dev/v1beta1", "Instance", &app_ns, "db").await?;
+                let steps = inst.pointer("/status/planStatus/deploy/phases/0/steps")?;
+                let step = |i: usize| steps.get(i)?.get("status")?.as_str().map(str::to_string);
+                (step(0).as_deref() == Some("COMPLETE")
+                    && step(1).as_deref() == Some("IN_PROGRESS"))
+                .then_some(())?;
+                get_opt(cluster, "batch/v1", "Job", &app_ns, "db-check").await
+            },
+        )
+        .await;
+        let (status, uid) = plan(cluster, &app_ns, "db").await.expect("plan status");
+        assert_eq!(status, "IN_PROGRESS");
+        uids.push(uid);
+        // Running step `config` again would revert this edit.
+        cluster
+            .merge_patch(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "db-config", "namespace": app_ns}, "data": {"message": "edited"}}))
+            .await
+            .expect("edit the ConfigMap");
+    }
+    // Any replica shows the whole fleet: every cluster's progress, not only its own.
+    let status = status_of(running(&replicas, 2)).expect("status");
+    let progress = status
+        .pointer("/instances/0/clusters")
+        .and_then(Value::as_object)
+        .expect("instance clusters");
+    assert_eq!(progress.len(), 3, "{status}");
+
+    // Bad input: another kudo.yaml, and a second process under a live member name.
+    let odd = Serve::start(
+        dir.path(),
+        "odd",
+        &dir.path().join("other.yaml"),
+        &[("POD_NAME", "m-odd"), ("KUDO_WRITE_LOG", &log_env)],
+    );
+    let mut twin = Serve::start(dir.path(), "twin", &config, &[("POD_NAME", "m-0")]);
+    wait_for(
+        "the odd replica to say why it takes no cluster",
+        TIMEOUT,
+        || async {
+            let s = status_of(&odd)?;
+            let error = s.pointer("/sharding/error")?.as_str()?.to_string();
+            error.contains("differs from the leader's").then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        "the members to list the odd one as excluded",
+        TIMEOUT,
+        || async {
+            let s = status_of(running(&replicas, 0))?;
+            let excluded = s.pointer("/sharding/excluded")?.to_string();
+            excluded
+                .contains("m-odd runs another kudo.yaml")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        owners_of(running(&replicas, 0)),
+        owners,
+        "nothing moved to the odd one"
+    );
+    let exit = wait_for("the twin to give up", TIMEOUT, || {
+        let status = twin.child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await;
+    assert!(!exit.success(), "a second process under m-0 is refused");
+    assert!(
+        twin.logs()
+            .contains("member name m-0 is held by another live process"),
+        "{}",
+        twin.logs()
+    );
+    drop(odd);
+
+    // kill -9 a member that does not lead.
+    let leader = lease_holder(&mgmt, &lease_ns).await.expect("a leader");
+    let (victim_cluster, victim) = owners
+        .iter()
+        .find(|(_, m)| !leader.starts_with(&format!("{m}-")))
+        .map(|(c, m)| (c.clone(), m.clone()))
+        .expect("a member that does not lead drives a cluster");
+    let v = members.iter().position(|m| *m == victim).expect("victim");
+    let mut killed = replicas[v].take().expect("victim runs");
+    let killed_at = Instant::now();
+    killed.child.kill().expect("kill -9");
+    let _ = killed.child.wait();
+    let survivor = (0..3).find(|i| *i != v).expect("a survivor");
+    let taker = wait_for(
+        "another member to take the cluster over",
+        TIMEOUT,
+        || async {
+            owners_of(running(&replicas, survivor))
+                .get(&victim_cluster)
+                .filter(|m| **m != victim)
+                .cloned()
+        },
+    )
+    .await;
+    println!(
+        "{victim_cluster}: {victim} killed, {taker} drives it {:?} later (member Lease 4s)",
+        killed_at.elapsed()
+    );
+    let moved: Vec<_> = owners_of(running(&replicas, survivor))
+        .into_iter()
+        .filter(|(c, m)| owners.get(c) != Some(m))
+        .collect();
+    assert_eq!(
+        moved,
+        vec![(victim_cluster.clone(), taker.clone())],
+        "only the killed member's cluster moved"
+    );
+
+    for (i, cluster) in managed.iter().enumerate() {
+        complete_job(cluster, &app_ns, "db-check").await;
+        let (_, uid) = wait_for(
+            &format!("the plan on {} to finish", names[i]),
+            TIMEOUT,
+            || async {
+                plan(cluster, &app_ns, "db")
+                    .await
+                    .filter(|(s, _)| s == "COMPLETE")
+            },
+        )
+        .await;
+        assert_eq!(uid, uids[i], "the same plan run continued on {}", names[i]);
+        let cm = get_opt(cluster, "v1", "ConfigMap", &app_ns, "db-config")
+            .await
+            .expect("configmap");
+        assert_eq!(
+            cm.pointer("/data/message").and_then(Value::as_str),
+            Some("edited"),
+            "step config ran again on {}: {cm}",
+            names[i]
+        );
+    }
+
+    // The write log: per cluster, each member's engine writes form one unbroken span, and
+    // the taken-over cluster was written by the killed member, then by the new owner only.
+    let text = std::fs::read_to_string(&log).expect("write log");
+    let mut per: std::collections::BTreeMap<String, Vec<(i64, String)>> = Default::default();
+    for line in text.lines() {
+        let w: Value = serde_json::from_str(line).expect("a JSON line");
+        assert_ne!(w["member"], "m-odd", "the odd member wrote: {line}");
+        if w["role"] == "owner" {
+            per.entry(w["cluster"].as_str().expect("cluster").to_string())
+                .or_default()
+                .push((
+                    w["ms"].as_i64().expect("ms"),
+                    w["member"].as_str().expect("m").to_string(),
+                ));
+        }
+    }
+    for (cluster, writes) in &mut per {
+        writes.sort();
+        let mut spans: Vec<&str> = Vec::new();
+        for (_, m) in writes.iter() {
+            if spans.last() != Some(&m.as_str()) {
+                assert!(
+                    !spans.contains(&m.as_str()),
+                    "{cluster}: {m} wrote again after another member: {writes:?}"
+                );
+                spans.push(m);
+            }
+        }
+        let expected: Vec<&str> = if *cluster == victim_cluster {
+            vec![victim.as_str(), taker.as_str()]
+        } else {
+            vec![owners[cluster].as_str()]
+        };
+        assert_eq!(spans, expected, "{cluster}: writers in order");
+    }
+    assert_eq!(per.len(), 3, "every cluster's engine wrote: {per:?}");
+
+    drop(replicas);
+    for cluster in &managed {
+        let _ = cluster
+            .delete(&ObjectRef::new("v1", "Namespace", None, &app_ns))
+            .await;
+    }
+    let _ = mgmt
+        .delete(&ObjectRef::new("v1", "Namespace", None, &lease_ns))
+        .await;
+}
+
+/// Issue 23, bad input: without RBAC on Leases, a sharded replica refuses to start and names
+/// the verbs and the resource.
+#[test]
+fn a_member_without_lease_rbac_is_refused_naming_the_verbs() {
+    let kc = envtest::kubeconfig();
+    let config = kube::config::Kubeconfig::read_from(kc).expect("envtest kubeconfig");
+    let server = config.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("server");
+    let nobody = std::fs::read_to_string(kc.parent().expect("run dir").join("pki/nobody.token"))
+        .expect("envtest writes pki/nobody.token");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "nobody.kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: nobody\n  context:\n    cluster: c\n    user: u\ncurrent-context: nobody\n",
+            nobody.trim()
+        ),
+    );
+    write(
+        dir.path(),
+        "kudo.yaml",
+        "repositories:\n  - {name: r, url: ./repo}\nclusters:\n  - {name: sim, sim: {}}\nleaderElection:\n  kubeconfig: nobody.kubeconfig\n  namespace: kudo-system\nsharding: {enabled: true}\n",
+    );
+    std::fs::create_dir_all(dir.path().join("repo")).expect("repo dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_kudo"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("kudo.yaml"))
+        .args(["--listen", "127.0.0.1:0", "--member-name", "m-0"])
+        .output()
+        .expect("kudo serve runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {err}");
+    assert!(
+        err.contains(
+            "may not get, list, watch, create, update, delete leases.coordination.k8s.io in namespace kudo-system"
+        ),
+        "{err}"
+    );
 }

@@ -30,6 +30,11 @@ pub struct Args {
     /// without writing to any cluster: no CRDs, no Instances, no plans.
     #[arg(long)]
     pub dry_run: bool,
+    /// With `sharding: {enabled: true}`: this replica's stable member name (default: the
+    /// POD_NAME variable, else the host name). A restarted pod keeps its name and so its
+    /// clusters; a second live process with the same name is refused.
+    #[arg(long, env = "KUDO_MEMBER_NAME")]
+    pub member_name: Option<String>,
 }
 
 pub async fn run(args: Args) -> CliResult {
@@ -55,19 +60,66 @@ pub async fn run(args: Args) -> CliResult {
     }
     let listen = config.listen;
     let (elect_stop, elect_stop_rx) = tokio::sync::watch::channel(false);
+    let (member_stop, member_stop_rx) = tokio::sync::watch::channel(false);
+    let mut member_task = None;
+    let member = match (&config.sharding, &config.leader_election) {
+        (Some(sharding), Some(le)) if !args.dry_run => {
+            let name = args
+                .member_name
+                .clone()
+                .or_else(|| std::env::var("POD_NAME").ok())
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .filter(|n| crate::util::dns::is_dns_label(n))
+                .ok_or("sharding: no usable member name: pass --member-name (a DNS label), or set POD_NAME (a StatefulSet pod's name)")?;
+            let bytes = match &args.config {
+                Some(path) => std::fs::read(path)?,
+                None => Vec::new(),
+            };
+            let client = crate::gitops::leader::election_client(le).await?;
+            crate::gitops::shard::member::check_access(&client, &le.namespace).await?;
+            let member = crate::gitops::shard::member::Member::new(
+                &name,
+                sharding,
+                &le.namespace,
+                &config.control_plane,
+                &crate::gitops::shard::member::config_hash(&bytes),
+            );
+            info!(member = %name, namespace = %le.namespace, "sharding on: this replica is a member");
+            Some((member, client))
+        }
+        _ => None,
+    };
+    let options = Options {
+        member: member.as_ref().map(|(m, _)| m.clone()),
+        ..Options::default()
+    };
     let (daemon, election) = match &config.leader_election {
         // A dry run writes nothing, so it needs no lease.
-        _ if args.dry_run => (
-            Daemon::start_dry_run(config, Options::default()).await?,
-            None,
-        ),
-        None => (Daemon::start(config, Options::default()).await?, None),
+        _ if args.dry_run => (Daemon::start_dry_run(config, options).await?, None),
+        None => (Daemon::start(config, options).await?, None),
         Some(le) => {
             let elector = Elector::new(le).await?;
             info!(identity = elector.identity(), namespace = %le.namespace, lease = %le.name, "leader election on");
             let (tx, rx) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(elector.run(tx, elect_stop_rx));
-            let daemon = Daemon::start_gated(config, Options::default(), Some(rx)).await?;
+            let daemon = Daemon::start_gated(config, options, Some(rx.clone())).await?;
+            if let Some((member, client)) = &member {
+                let shared = daemon.shared.clone();
+                member_task = Some(tokio::spawn(crate::gitops::shard::member::run(
+                    member.clone(),
+                    client.clone(),
+                    move || {
+                        shared
+                            .config()
+                            .clusters
+                            .iter()
+                            .map(|c| c.name.clone())
+                            .collect()
+                    },
+                    Some(rx),
+                    member_stop_rx.clone(),
+                )));
+            }
             (daemon, Some(task))
         }
     };
@@ -99,12 +151,29 @@ pub async fn run(args: Args) -> CliResult {
                 Ok(Ok(())) => None,
                 Err(e) => return stop_after_loss(daemon, stop_tx, http, e.into()).await,
             },
+            // Only a member whose name another process took ends by itself.
+            ended = async { match member_task.as_mut() {
+                Some(t) => t.await,
+                None => std::future::pending().await,
+            } } => {
+                let reason: super::CliError = match ended {
+                    Ok(Err(e)) => e.into(),
+                    Ok(Ok(())) => "sharding: the member task ended".into(),
+                    Err(e) => e.into(),
+                };
+                return stop_after_loss(daemon, stop_tx, http, reason).await;
+            },
         },
     };
     info!("shutting down");
     let _ = reload_stop.send(true);
     let _ = stop_tx.send(());
     daemon.shutdown().await;
+    // Claims are released only after the engines stopped.
+    let _ = member_stop.send(true);
+    if let Some(task) = member_task {
+        let _ = task.await;
+    }
     // Released only after the workers stopped, so the next leader never overlaps with us.
     let _ = elect_stop.send(true);
     if let Some(task) = lost {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -50,14 +50,17 @@ pub struct Cluster {
     name: String,
     client: kube::Client,
     /// (group, version, kind) → served resource; refreshed per group-version on a miss.
-    kinds: RwLock<HashMap<(String, String, String), Served>>,
+    kinds: Shared<(String, String, String), Served>,
     request_timeout: Duration,
     /// (apiVersion, kind) → a watch's store of that kind (see [`Cluster::cached`]).
-    cache: RwLock<HashMap<(String, String), CacheLookup>>,
+    cache: Shared<(String, String), CacheLookup>,
     /// (apiVersion, kind) → a counter the kind's watch bumps on every event, for readers of
     /// the cache that act on changes (see [`Cluster::changes`]).
-    changes: RwLock<HashMap<(String, String), tokio::sync::watch::Sender<u64>>>,
+    changes: Shared<(String, String), tokio::sync::watch::Sender<u64>>,
 }
+
+/// A map shared by a handle and its [`Cluster::sibling`]s.
+type Shared<K, V> = Arc<RwLock<HashMap<K, V>>>;
 
 /// A watch's store of one kind, as [`Cluster::cached`] and [`Cluster::cached_list`] read it.
 pub trait ObjectCache: Send + Sync {
@@ -139,10 +142,24 @@ impl Cluster {
         Cluster {
             name: name.to_string(),
             client,
-            kinds: RwLock::new(HashMap::new()),
+            kinds: Default::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            cache: RwLock::new(HashMap::new()),
-            changes: RwLock::new(HashMap::new()),
+            cache: Default::default(),
+            changes: Default::default(),
+        }
+    }
+
+    /// A second handle on the same cluster that shares this one's discovery, watch caches
+    /// and change counters but sends through `f(client)`: two writers with different
+    /// permissions (a sharded member's engine and the leader's spec writes) read one cache.
+    pub fn sibling(&self, f: impl FnOnce(kube::Client) -> kube::Client) -> Cluster {
+        Cluster {
+            name: self.name.clone(),
+            client: f(self.client.clone()),
+            kinds: self.kinds.clone(),
+            request_timeout: self.request_timeout,
+            cache: self.cache.clone(),
+            changes: self.changes.clone(),
         }
     }
 

@@ -66,6 +66,30 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// `prometheus:` the server `prometheus` rollout gates query.
     pub prometheus: Option<PrometheusConfig>,
+    /// `sharding: {enabled: true}`: clusters are spread over every replica (see
+    /// `gitops::shard`); `None` when off.
+    pub sharding: Option<ShardingConfig>,
+}
+
+/// `sharding: {enabled, memberLeaseDuration}`. Needs `leaderElection` (the member Leases
+/// and cluster claims live beside its Lease).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardingConfig {
+    /// How long a member's Lease (and with it its claims on clusters) lives unrenewed.
+    pub member_lease_duration: Duration,
+}
+
+impl ShardingConfig {
+    /// Clock skew between replicas the fencing tolerates: a member stops writing this long
+    /// before its Lease could be judged expired by another.
+    pub fn margin(&self) -> Duration {
+        self.member_lease_duration / 4
+    }
+
+    /// How often a member renews its Lease and looks at the others.
+    pub fn tick(&self) -> Duration {
+        self.member_lease_duration / 8
+    }
 }
 
 /// `prometheus: {url, bearerTokenFile, caFile}`.
@@ -322,7 +346,9 @@ const TOP_KEYS: &[&str] = &[
     "controlPlane",
     "webhook",
     "prometheus",
+    "sharding",
 ];
+const SHARDING_KEYS: &[&str] = &["enabled", "memberLeaseDuration"];
 const PROMETHEUS_KEYS: &[&str] = &["url", "bearerTokenFile", "caFile"];
 const TOKEN_KEYS: &[&str] = &["name", "file", "role"];
 const WEBHOOK_KEYS: &[&str] = &["ratePerMinute", "burst"];
@@ -550,6 +576,7 @@ impl Validator {
         }
         let webhook = self.webhook(top.get("webhook"));
         let prometheus = self.prometheus(top.get("prometheus"));
+        let sharding = self.sharding(top.get("sharding"), leader_election.is_some());
         Config {
             listen,
             cache_dir,
@@ -563,7 +590,39 @@ impl Validator {
             control_plane,
             webhook,
             prometheus,
+            sharding,
         }
+    }
+
+    fn sharding(&mut self, value: Option<&Value>, leader_election: bool) -> Option<ShardingConfig> {
+        let at = "sharding";
+        let value = value.filter(|v| !v.is_null())?;
+        let map = self.map(at, value, SHARDING_KEYS)?;
+        let enabled = match map.get("enabled") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.problem(
+                    &join(at, "enabled"),
+                    format!("expected true or false, found {}", kind(other)),
+                );
+                false
+            }
+        };
+        let member_lease_duration =
+            self.duration(at, map, "memberLeaseDuration", Duration::from_secs(15));
+        if member_lease_duration < Duration::from_secs(2) {
+            self.problem(&join(at, "memberLeaseDuration"), "must be at least 2s");
+        }
+        if enabled && !leader_election {
+            self.problem(
+                &join(at, "enabled"),
+                "sharding needs leaderElection: the member Leases and cluster claims live in its namespace, and its leader is the one writer of Instance specs",
+            );
+        }
+        enabled.then_some(ShardingConfig {
+            member_lease_duration,
+        })
     }
 
     fn prometheus(&mut self, value: Option<&Value>) -> Option<PrometheusConfig> {
@@ -1418,6 +1477,44 @@ clusters:
             "{all}"
         );
         assert!(Config::parse("kudo.yaml", &text("15s", "10s", "2s"), dir.path()).is_ok());
+    }
+
+    /// `sharding:` is off unless enabled, needs leaderElection, and names its bad fields.
+    #[test]
+    fn sharding_needs_leader_election_and_names_bad_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = "repositories: [{name: r, url: .}]\nclusters: [{name: c, sim: {}}]\n";
+        let on = format!(
+            "{base}leaderElection: {{}}\nsharding: {{enabled: true, memberLeaseDuration: 8s}}\n"
+        );
+        let c = Config::parse("kudo.yaml", &on, dir.path()).expect("valid");
+        let s = c.sharding.expect("sharding on");
+        assert_eq!(s.member_lease_duration, Duration::from_secs(8));
+        assert_eq!(s.margin(), Duration::from_secs(2));
+        let off = format!("{base}leaderElection: {{}}\nsharding: {{enabled: false}}\n");
+        assert_eq!(
+            Config::parse("kudo.yaml", &off, dir.path())
+                .expect("valid")
+                .sharding,
+            None
+        );
+        let bad = format!(
+            "{base}sharding: {{enabled: yes-please, memberLeaseDuration: 1s, replicas: 3}}\n"
+        );
+        let all = problems(&bad, dir.path()).join("\n");
+        for needle in [
+            "sharding.enabled: expected true or false",
+            "sharding.memberLeaseDuration: must be at least 2s",
+            "sharding.replicas: unknown key",
+        ] {
+            assert!(all.contains(needle), "{needle:?} in:\n{all}");
+        }
+        let alone = format!("{base}sharding: {{enabled: true}}\n");
+        let all = problems(&alone, dir.path()).join("\n");
+        assert!(
+            all.contains("sharding.enabled: sharding needs leaderElection"),
+            "{all}"
+        );
     }
 
     /// kudo.yaml takes the one duration syntax: Go durations (`1h30m` was refused before)

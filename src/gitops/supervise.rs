@@ -243,7 +243,7 @@ pub async fn engine(
             Some(mut l) => tokio::select! {
                 _ = stop.wait_for(|s| *s) => {}
                 _ = l.wait_for(|v| !*v) => {
-                    warn!(%cluster, "not the leader any more: stopping the engine");
+                    warn!(%cluster, "no longer allowed to write here (leadership or the cluster's claim ended): stopping the engine");
                 }
             },
             None => {
@@ -262,6 +262,27 @@ pub async fn engine(
             if tokio::time::timeout(ENGINE_DRAIN, &mut run).await.is_err() {
                 warn!(%cluster_name, "engine still draining after {ENGINE_DRAIN:?}; stopped");
             }
+        }
+    }
+}
+
+/// A sharded member's engine for one cluster: runs (with a fresh context from `make`) while
+/// `owns` is true, stops when it turns false, and starts again when the claim comes back;
+/// ends only on `stop`. (Its writes are fenced per request by the claim gate, so the drain
+/// of a stopping engine cannot write after the claim ended.)
+pub async fn claimed_engine(
+    make: impl Fn() -> Arc<crate::manager::reconcile::Context>,
+    mut stop: watch::Receiver<bool>,
+    mut owns: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            owned = owns.wait_for(|v| *v) => if owned.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        engine(make(), stop.clone(), Some(owns.clone())).await;
+        if *stop.borrow() {
+            return;
         }
     }
 }

@@ -57,11 +57,13 @@ pub async fn run_with(
     // The cluster's one Instance watch: the controller's trigger and store, and the cache
     // the GitOps worker reads (and is woken by) instead of listing and watching on its own.
     let (instances, instance_writer) = reflector::store::<Instance>();
-    ctx.cluster.serve_from_cache(
-        crate::api::API_VERSION,
-        "Instance",
-        crate::engine::cache::lookup(instances.clone()),
-    );
+    if ctx.share_instances {
+        ctx.cluster.serve_from_cache(
+            crate::api::API_VERSION,
+            "Instance",
+            crate::engine::cache::lookup(instances.clone()),
+        );
+    }
     let noted = ctx.cluster.clone();
     let instance_events = kube::runtime::reflector(
         instance_writer,
@@ -110,6 +112,35 @@ pub async fn run_with(
             }
         })
         .await;
+}
+
+/// The cluster's shared Instance watch without an engine (see `Context::share_instances`):
+/// what [`Cluster::cached_list_all`] and [`Cluster::changes`] read on a sharded member,
+/// whether or not it drives the cluster. Runs until `stop`; watch errors back off and retry.
+pub async fn watch_instances(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let (store, writer) = reflector::store::<Instance>();
+    cluster.serve_from_cache(
+        crate::api::API_VERSION,
+        "Instance",
+        crate::engine::cache::lookup(store),
+    );
+    let noted = cluster.clone();
+    let events = kube::runtime::reflector(
+        writer,
+        watcher(
+            api::<Instance>(cluster.client(), None),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .for_each(move |_| {
+        noted.note_change(crate::api::API_VERSION, "Instance");
+        async {}
+    });
+    tokio::select! {
+        _ = events => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
 }
 
 fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>

@@ -60,6 +60,11 @@ pub struct Context {
     operator_versions: std::sync::RwLock<Option<kube::runtime::reflector::Store<OperatorVersion>>>,
     /// The engine's latest write to each Instance, until the watch has delivered it.
     own_writes: super::freshness::OwnWrites,
+    /// Whether the controller's Instance watch is the cluster's shared Instance cache. A
+    /// sharded member's engine starts and stops with its claim, so its store would go stale
+    /// when it stops; there a separate watch ([`super::controller::watch_instances`]) is the
+    /// shared one.
+    pub share_instances: bool,
 }
 
 impl Context {
@@ -87,7 +92,14 @@ impl Context {
             operator_versions: std::sync::RwLock::new(None),
             full_checks: Mutex::new(BTreeMap::new()),
             own_writes: Default::default(),
+            share_instances: true,
         }
+    }
+
+    /// Keeps the controller's Instance store to itself (see `share_instances`).
+    pub fn with_private_instances(mut self) -> Self {
+        self.share_instances = false;
+        self
     }
 
     /// Sets the control plane this engine acts for (`controlPlane` in kudo.yaml).

@@ -178,6 +178,7 @@ impl Fleet {
             engine_poll: Duration::from_millis(200),
             debounce: Duration::from_millis(50),
             sims: self.sims.clone(),
+            member: None,
         }
     }
 

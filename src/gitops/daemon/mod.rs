@@ -98,6 +98,10 @@ pub struct Options {
     /// `sim` clusters of that name, so they outlive the daemon (restart measurements). The
     /// caller runs their workload simulators.
     pub sims: BTreeMap<String, SimCluster>,
+    /// Set when sharding is on: this replica's membership (see [`crate::gitops::shard`]).
+    /// Engines then run on the clusters whose claim this member holds, and every cluster's
+    /// Instances are watched whether or not this replica drives it.
+    pub member: Option<Arc<crate::gitops::shard::member::Member>>,
 }
 
 impl Default for Options {
@@ -109,6 +113,7 @@ impl Default for Options {
             engine_poll: Duration::from_secs(2),
             debounce: Duration::from_millis(300),
             sims: BTreeMap::new(),
+            member: None,
         }
     }
 }

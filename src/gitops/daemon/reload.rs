@@ -131,6 +131,9 @@ pub fn plan_reload(
     if old.webhook != new.webhook {
         fixed.push("webhook");
     }
+    if old.sharding != new.sharding {
+        fixed.push("sharding");
+    }
     if !fixed.is_empty() {
         return Err(format!(
             "{} changed: these need a restart of kudo serve (the running config stays)",
@@ -234,6 +237,31 @@ pub(super) async fn build_slot(
     }
     .with_request_timeout(c.request_timeout)
     .with_api_metrics(metrics.cluster.clone());
+    // With sharding the engine writes through its own handle, gated by the cluster's claim;
+    // the leader's spec writes (below) stay gated by leadership. Both may be logged.
+    let engine = options.member.as_ref().map(|member| {
+        let gate = member.gate(&c.name);
+        let g = gate.clone();
+        let handle =
+            cluster.sibling(|client| crate::gitops::shard::gate::claim_gated_client(client, g));
+        (Arc::new(handle), gate)
+    });
+    let cluster = match options.member.as_ref().and_then(|m| m.fence.log().cloned()) {
+        Some(log) => {
+            let (member, name) = (
+                options
+                    .member
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+                c.name.clone(),
+            );
+            cluster.map_client(|client| {
+                crate::gitops::shard::gate::logged_client(client, log, member, name, "leader")
+            })
+        }
+        None => cluster,
+    };
     // With leader election every write to the cluster checks leadership as it is sent.
     let cluster = match leading {
         Some(l) => cluster
@@ -254,6 +282,7 @@ pub(super) async fn build_slot(
         access: access_of(c),
         stop: Arc::new(stop),
         cluster: Arc::new(cluster),
+        engine,
         wake: Notify::new(),
         status: Mutex::new(ClusterStatus {
             name: c.name.clone(),
@@ -393,6 +422,13 @@ impl Shared {
             }
             Err(e) => Err(e.to_string()),
         };
+        // Other members compare this hash with the leader's: the file as now running (also
+        // after an edit that changed nothing, so a replica started later agrees).
+        if let (true, Some(member), Ok(bytes)) =
+            (result.is_ok(), &self.options.member, std::fs::read(path))
+        {
+            member.set_config_hash(&crate::gitops::shard::member::config_hash(&bytes));
+        }
         let mut status = lock(&self.reload_status);
         match &result {
             Ok(changes) if changes.is_empty() => {
@@ -400,6 +436,7 @@ impl Shared {
             }
             Ok(changes) => {
                 info!(file = %path.display(), changes = %changes.join("; "), "kudo.yaml reloaded");
+
                 status.applied += 1;
                 status.applied_at = Some(jiff::Timestamp::now().as_second());
                 status.changes = changes.clone();

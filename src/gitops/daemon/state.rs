@@ -70,6 +70,9 @@ pub struct ClusterStatus {
     pub up: bool,
     /// Error category and message when down.
     pub reason: Option<String>,
+    /// With sharding: the member whose engine drives this cluster now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The error category alone when down (`unreachable`, `unauthorized`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
@@ -157,6 +160,9 @@ pub struct StatusDoc {
     pub instances: Vec<InstanceStatusView>,
     /// kudo.yaml reloads: how many applied, the last changes, why the newest was refused.
     pub config: super::reload::ReloadStatus,
+    /// With sharding: the members, who drives which cluster, and this replica's view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharding: Option<crate::gitops::shard::member::ShardView>,
 }
 
 /// What a cluster worker saw of one Instance.
@@ -209,6 +215,9 @@ pub(super) struct ClusterSlot {
     /// kudo.yaml.
     pub(super) stop: Arc<tokio::sync::watch::Sender<bool>>,
     pub(super) cluster: Arc<Cluster>,
+    /// With sharding: the engine's handle on the cluster (sharing `cluster`'s caches, its
+    /// writes passing the claim gate) and the gate.
+    pub(super) engine: Option<(Arc<Cluster>, Arc<crate::gitops::shard::gate::ClusterGate>)>,
     pub(super) wake: Notify,
     pub(super) status: Mutex<ClusterStatus>,
     /// Managed Instances by `namespace/name`, from the last successful observation.
@@ -378,6 +387,11 @@ impl Shared {
     }
 
     /// True without leader election, else whether this replica holds the lease.
+    /// Whether clusters are sharded over replicas (`sharding: {enabled: true}`).
+    pub fn sharded(&self) -> bool {
+        self.options.member.is_some()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leading.as_ref().is_none_or(|l| *l.borrow())
     }

@@ -58,6 +58,13 @@ impl Shared {
     pub fn status(&self) -> StatusDoc {
         let mut doc = status_doc(self.snapshot());
         doc.config = self.reload_status();
+        if let Some(member) = &self.options.member {
+            let view = member.view();
+            for c in &mut doc.clusters {
+                c.owner = view.owners.get(&c.name).cloned();
+            }
+            doc.sharding = Some(view);
+        }
         doc
     }
 
@@ -141,6 +148,7 @@ pub(super) fn status_doc(s: Snapshot) -> StatusDoc {
         clusters: s.clusters,
         instances,
         config: Default::default(),
+        sharding: None,
     }
 }
 

@@ -22,10 +22,12 @@ pub(super) async fn cluster_worker(
 ) {
     let name = slot.info.name.clone();
     let mut engine_started = false;
+    let mut crds_installed = false;
     let mut failures: u32 = 0;
     // When the API server last answered the probe (see `Options::probe_interval`).
     let mut probed: Option<std::time::Instant> = None;
-    if let Some(mut leading) = shared.leading.clone()
+    // Sharded: every member observes every cluster (its engine waits for the claim).
+    if let Some(mut leading) = shared.leading.clone().filter(|_| !shared.sharded())
         && !*leading.borrow()
     {
         lock(&slot.status).reason = Some("standby: another replica leads".into());
@@ -39,6 +41,22 @@ pub(super) async fn cluster_worker(
         let result = async {
             if shared.dry_run {
                 return dry_run_work(&shared, &slot).await;
+            }
+            if let Some((engine, gate)) = &slot.engine {
+                if !engine_started {
+                    start_claimed_engine(&shared, &slot, engine, gate, &stop);
+                    engine_started = true;
+                }
+                // CRDs by whoever may write: the leader, else the member driving the cluster.
+                if !crds_installed {
+                    if shared.is_leader() {
+                        install_crds(&slot.cluster).await?;
+                        crds_installed = true;
+                    } else if gate.owned() {
+                        install_crds(engine).await?;
+                        crds_installed = true;
+                    }
+                }
             }
             if !engine_started {
                 install_crds(&slot.cluster).await?;
@@ -137,6 +155,44 @@ pub(super) async fn cluster_worker(
     }
 }
 
+/// Sharded: the cluster's own Instance watch (observed whether or not this member drives the
+/// cluster) and the engine that runs while this member holds the cluster's claim.
+fn start_claimed_engine(
+    shared: &Arc<Shared>,
+    slot: &Arc<ClusterSlot>,
+    engine: &Arc<Cluster>,
+    gate: &Arc<crate::gitops::shard::gate::ClusterGate>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) {
+    let name = slot.info.name.clone();
+    let (cluster, rx) = (slot.cluster.clone(), stop.clone());
+    shared
+        .health
+        .spawn("observer", &name, stop.clone(), move || {
+            crate::manager::controller::watch_instances(cluster.clone(), rx.clone())
+        });
+    let (engine, s) = (engine.clone(), shared.clone());
+    let make = move || {
+        Arc::new(
+            crate::manager::reconcile::Context::with_metrics(
+                engine.clone(),
+                s.options.engine_poll,
+                s.engine_metrics.clone(),
+            )
+            .with_control_plane(&s.config().control_plane)
+            .with_private_instances(),
+        )
+    };
+    let (rx, owns) = (stop.clone(), gate.subscribe());
+    let started = shared.health.spawn("engine", &name, stop.clone(), move || {
+        crate::gitops::supervise::claimed_engine(make.clone(), rx.clone(), owns.clone())
+    });
+    if started {
+        tokio::spawn(wake_on_instance_changes(slot.clone(), stop.clone()));
+        info!(cluster = %name, "observing; the engine runs while this member holds the cluster's claim");
+    }
+}
+
 /// Wakes the cluster worker whenever an Instance changes (its plan status above all), so a
 /// rollout wave advances on the event that finishes it, not on the next poll; the worker's
 /// interval remains the fallback. The events are the engine's Instance watch's: the
@@ -205,6 +261,9 @@ async fn work(shared: &Arc<Shared>, slot: &ClusterSlot) -> Result<(), ClusterErr
         // wave not yet due must not get the new spec early).
         let relabel = lock(&slot.relabel).clone();
         for key in &relabel {
+            if !shared.is_leader() {
+                return Ok(());
+            }
             if let Some(inst) = d.instances.get(key) {
                 info!(cluster = %slot.info.name, instance = %key, repository = %inst.repository, "taking over ownership labels");
                 cluster

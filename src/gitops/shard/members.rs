@@ -21,6 +21,8 @@ pub struct MemberLease {
     pub duration_ms: i64,
     /// SHA-256 of the member's kudo.yaml as it runs it.
     pub config_hash: String,
+    /// Whether the member led (held the leader election Lease) at its last renewal.
+    pub leader: bool,
 }
 
 impl MemberLease {
@@ -63,6 +65,17 @@ fn short(h: &str) -> &str {
     h.get(..12).unwrap_or(h)
 }
 
+/// The kudo.yaml hash the fleet runs: the leader's (it alone writes Instance specs, so its
+/// config is the one that counts), from the live Lease marked leader that was renewed last.
+/// `None` while no live leader is seen (callers keep the last one they knew).
+pub fn reference_hash(leases: &[MemberLease], now_ms: i64) -> Option<String> {
+    leases
+        .iter()
+        .filter(|l| l.leader && l.live(now_ms))
+        .max_by_key(|l| l.renewed_ms)
+        .map(|l| l.config_hash.clone())
+}
+
 /// Whether this process may take the member name `name` (its Lease as read, if any).
 pub fn may_start(
     name: &str,
@@ -91,6 +104,7 @@ mod tests {
             renewed_ms,
             duration_ms: 15_000,
             config_hash: hash.into(),
+            leader: false,
         }
     }
 
@@ -112,6 +126,29 @@ mod tests {
         assert!(
             m.excluded[0].1.contains("another kudo.yaml")
                 && m.excluded[0].1.contains("bbbbbbbbbbbb")
+        );
+    }
+
+    #[test]
+    fn the_fleets_config_is_the_live_leaders() {
+        let mut a = lease("kudo-0", "p", 10_000, "old");
+        let mut b = lease("kudo-1", "p", 12_000, "new");
+        assert_eq!(reference_hash(&[a.clone(), b.clone()], 13_000), None);
+        a.leader = true;
+        assert_eq!(
+            reference_hash(&[a.clone(), b.clone()], 13_000).as_deref(),
+            Some("old")
+        );
+        // A handover: both marked for a moment; the later renewal is the new leader.
+        b.leader = true;
+        assert_eq!(
+            reference_hash(&[a.clone(), b.clone()], 13_000).as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            reference_hash(&[a, b], 40_000),
+            None,
+            "an expired leader Lease is no reference"
         );
     }
 
