@@ -2197,7 +2197,14 @@ async fn three_members_share_the_clusters_and_take_over_a_killed_ones() {
                 dir.path(),
                 m,
                 &config,
-                &[("POD_NAME", m), ("KUDO_WRITE_LOG", &log_env)],
+                &[
+                    ("POD_NAME", m),
+                    ("KUDO_WRITE_LOG", &log_env),
+                    (
+                        "KUDO_CACHE_DIR",
+                        &format!("{}/cache-{m}", dir.path().display()),
+                    ),
+                ],
             ))
         })
         .collect();
@@ -2451,4 +2458,199 @@ fn a_member_without_lease_rbac_is_refused_naming_the_verbs() {
         ),
         "{err}"
     );
+}
+
+// ---- agent clusters (issue 23, mode 2) ----
+
+/// A `kudo manager --agent` process for envtest cluster `context`, named `cluster` in
+/// kudo.yaml; killed on drop.
+fn start_agent(dir: &Path, cluster: &str, context: &str, control_plane: &str) -> Serve {
+    let kc = envtest::kubeconfig();
+    let stdout = dir.join(format!("agent-{cluster}.stdout"));
+    let stderr = dir.join(format!("agent-{cluster}.stderr"));
+    let child = Command::new(env!("CARGO_BIN_EXE_kudo"))
+        .args(["manager", "--agent", "--no-typed", "--kubeconfig"])
+        .arg(kc)
+        .args([
+            "--context",
+            context,
+            "--cluster",
+            cluster,
+            "--management-kubeconfig",
+        ])
+        .arg(kc)
+        .args(["--management-context", "envtest-1"])
+        .args(["--control-plane", control_plane])
+        .args([
+            "--agent-interval",
+            "300ms",
+            "--heartbeat",
+            "3s",
+            "--poll-interval",
+            "500ms",
+        ])
+        .env("RUST_LOG", "info,kube=warn")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("kudo manager --agent starts");
+    Serve {
+        child,
+        port: 0,
+        stdout,
+        stderr,
+    }
+}
+
+fn cluster_status(serve: &Serve, name: &str) -> Option<Value> {
+    status_of(serve)?
+        .get("clusters")?
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+}
+
+fn plan_on(serve: &Serve, namespace: &str, name: &str, cluster: &str) -> Option<String> {
+    let s = status_of(serve)?;
+    let inst = s["instances"]
+        .as_array()?
+        .iter()
+        .find(|i| i["namespace"] == namespace && i["name"] == name)?
+        .clone();
+    inst.pointer(&format!("/clusters/{cluster}/plans/deploy"))?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Issue 23, mode 2: cluster `edge` is an agent cluster (no kubeconfig in kudo.yaml); its
+/// `kudo manager --agent` pulls the desired state from the management cluster. The control
+/// plane rolls one Instance out to it and to push-mode cluster `push`; with the control plane
+/// stopped, the agent's plan finishes; started again, the control plane shows it; with the
+/// agent stopped, `edge` shows "agent not reporting" (not a stuck plan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cluster_runs_its_plans_while_the_control_plane_is_away() {
+    let kubeconfig = envtest::kubeconfig();
+    let mgmt = envtest::cluster(1).await;
+    let push = envtest::cluster(2).await;
+    let edge = envtest::cluster(3).await;
+    let lease_ns = envtest::unique("agents");
+    let app_ns = envtest::unique("pulled");
+    let control_plane = envtest::unique("cp");
+    // A name of its own per run: its namespace kudo-agent-<name> on the management cluster.
+    let edge_name = envtest::unique("edge");
+    let agent_ns = format!("kudo-agent-{edge_name}");
+    for ns in [lease_ns.as_str(), agent_ns.as_str()] {
+        let _ = mgmt
+            .apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    write_two_step_framework(&repo, "");
+    write(
+        &repo,
+        "instances/db.yaml",
+        &instance_doc("db", &app_ns, "agents", "  selfHeal: false\n"),
+    );
+    write(
+        dir.path(),
+        "kudo.yaml",
+        &format!(
+            "controlPlane: {control_plane}\nrepositories:\n  - {{name: r, url: {repo}, interval: 1s}}\nclusters:\n  - name: push\n    kubeconfig: {kc}\n    context: envtest-2\n    labels: {{fleet: agents}}\n  - name: {edge_name}\n    agent: true\n    labels: {{fleet: agents}}\nleaderElection:\n  kubeconfig: {kc}\n  context: envtest-1\n  namespace: {lease_ns}\n  leaseDuration: 4s\n  renewDeadline: 3s\n  retryPeriod: 500ms\n",
+            repo = repo.display(),
+            kc = kubeconfig.display(),
+        ),
+    );
+    let config = dir.path().join("kudo.yaml");
+    let agent = start_agent(dir.path(), &edge_name, "envtest-3", &control_plane);
+    let serve = Serve::start(dir.path(), "cp", &config, &[("POD_NAME", "cp-0")]);
+
+    // Both clusters run step `config`, then wait on the Job of step `check`.
+    for (name, cluster) in [("push", &push), (edge_name.as_str(), &edge)] {
+        wait_for(&format!("{name} to start step check"), TIMEOUT, || async {
+            let inst = get_opt(cluster, "kudo.dev/v1beta1", "Instance", &app_ns, "db").await?;
+            let steps = inst.pointer("/status/planStatus/deploy/phases/0/steps")?;
+            (steps.get(1)?.get("status")?.as_str() == Some("IN_PROGRESS")).then_some(())?;
+            get_opt(cluster, "batch/v1", "Job", &app_ns, "db-check").await
+        })
+        .await;
+    }
+    wait_for(
+        "the control plane to see edge's plan through its agent",
+        TIMEOUT,
+        || async {
+            (plan_on(&serve, &app_ns, "db", &edge_name).as_deref() == Some("IN_PROGRESS")
+                && cluster_status(&serve, &edge_name)?["up"] == true)
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, uid) = plan(&edge, &app_ns, "db").await.expect("edge's plan");
+
+    // The control plane goes away; the agent's plan still finishes.
+    let mut serve = serve;
+    serve.child.kill().expect("kill -9 the control plane");
+    let _ = serve.child.wait();
+    complete_job(&edge, &app_ns, "db-check").await;
+    let (_, uid_after) = wait_for(
+        "edge's plan to finish without a control plane",
+        TIMEOUT,
+        || async {
+            plan(&edge, &app_ns, "db")
+                .await
+                .filter(|(s, _)| s == "COMPLETE")
+        },
+    )
+    .await;
+    assert_eq!(uid, uid_after, "the same plan run");
+
+    // Back: the control plane shows what happened meanwhile, and push finishes too.
+    let serve = Serve::start(dir.path(), "cp2", &config, &[("POD_NAME", "cp-0")]);
+    wait_for(
+        "the control plane to show edge COMPLETE",
+        TIMEOUT,
+        || async {
+            (plan_on(&serve, &app_ns, "db", &edge_name).as_deref() == Some("COMPLETE"))
+                .then_some(())
+        },
+    )
+    .await;
+    complete_job(&push, &app_ns, "db-check").await;
+    wait_for("push COMPLETE", TIMEOUT, || async {
+        (plan_on(&serve, &app_ns, "db", "push").as_deref() == Some("COMPLETE")).then_some(())
+    })
+    .await;
+
+    // The agent goes away: edge shows "agent not reporting", its plan as last reported.
+    drop(agent);
+    let edge_status = wait_for("edge to show agent not reporting", TIMEOUT, || async {
+        let c = cluster_status(&serve, &edge_name)?;
+        (c["up"] == false && c["category"] == "agent-not-reporting").then_some(c)
+    })
+    .await;
+    let reason = edge_status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("agent not reporting: last heartbeat"),
+        "{edge_status}"
+    );
+    assert_eq!(
+        plan_on(&serve, &app_ns, "db", &edge_name).as_deref(),
+        Some("COMPLETE"),
+        "the last report stays"
+    );
+    assert_eq!(cluster_status(&serve, "push").expect("push")["up"], true);
+
+    drop(serve);
+    for cluster in [&push, &edge] {
+        let _ = cluster
+            .delete(&ObjectRef::new("v1", "Namespace", None, &app_ns))
+            .await;
+    }
+    for ns in [&lease_ns, &agent_ns] {
+        let _ = mgmt
+            .delete(&ObjectRef::new("v1", "Namespace", None, ns))
+            .await;
+    }
 }

@@ -78,60 +78,82 @@ impl Clusters {
     /// Runs `kudo sim` (this executable) and waits for it to print its kubeconfig's path,
     /// which it does once every cluster listens.
     async fn start_process(opts: &FleetOptions, dir: &Path) -> Result<Clusters, BenchError> {
-        let exe = std::env::current_exe().map_err(setup)?;
-        // A test binary would take `sim` as a test filter and run the suite again.
-        if exe.file_stem().and_then(|s| s.to_str()) != Some("kudo") {
-            return Err(setup(format!(
-                "--sim-process runs `kudo sim` from this executable, and {} is not kudo",
-                exe.display()
-            )));
-        }
         let kubeconfig = dir.join("sim-kubeconfig");
-        let mut child = tokio::process::Command::new(&exe)
-            .arg("sim")
-            .args(["--clusters", &opts.clusters.to_string()])
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--latency-ms", &opts.latency_ms.to_string()])
-            .args(["--ready-delay-ms", &opts.ready_delay_ms.to_string()])
-            .args(["--job-duration-ms", &opts.ready_delay_ms.to_string()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| setup(format!("cannot run {} sim: {e}", exe.display())))?;
-        let pid = child.id().ok_or_else(|| setup("kudo sim exited at once"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| setup("kudo sim: no stdout"))?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(
+        let (child, pid) = spawn_sim(
+            opts.clusters,
+            &kubeconfig,
+            opts.latency_ms,
+            opts.ready_delay_ms,
             Duration::from_secs(opts.timeout_s.max(1)),
-            lines.next_line(),
         )
-        .await
-        .map_err(|_| BenchError::Timeout {
-            scenario: "fleet",
-            what: format!("kudo sim to serve {} clusters", opts.clusters),
-            seconds: opts.timeout_s,
-        })?
-        .map_err(|e| setup(format!("kudo sim: {e}")))?;
-        if first.as_deref().map(Path::new) != Some(kubeconfig.as_path()) {
-            let status = child.try_wait().ok().flatten();
-            return Err(setup(format!(
-                "kudo sim printed {first:?} instead of its kubeconfig {} (exit: {status:?})",
-                kubeconfig.display()
-            )));
-        }
+        .await?;
         Ok(Clusters::Process {
             child,
             pid,
             kubeconfig,
         })
     }
+}
 
+/// Runs `kudo sim --clusters N` (this executable) writing `kubeconfig`, and waits for it to
+/// print that path, which it does once every cluster listens. Returns the child and its pid.
+pub async fn spawn_sim(
+    clusters: usize,
+    kubeconfig: &Path,
+    latency_ms: u64,
+    ready_delay_ms: u64,
+    timeout: Duration,
+) -> Result<(tokio::process::Child, u32), BenchError> {
+    let exe = std::env::current_exe().map_err(setup)?;
+    // A test binary would take `sim` as a test filter and run the suite again.
+    if exe.file_stem().and_then(|s| s.to_str()) != Some("kudo") {
+        return Err(setup(format!(
+            "the simulated clusters run as `kudo sim` from this executable, and {} is not kudo",
+            exe.display()
+        )));
+    }
+    let mut child = tokio::process::Command::new(&exe)
+        .arg("sim")
+        .args(["--clusters", &clusters.to_string()])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--latency-ms", &latency_ms.to_string()])
+        .args(["--ready-delay-ms", &ready_delay_ms.to_string()])
+        .args(["--job-duration-ms", &ready_delay_ms.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| setup(format!("cannot run {} sim: {e}", exe.display())))?;
+    let pid = child.id().ok_or_else(|| setup("kudo sim exited at once"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| setup("kudo sim: no stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(timeout, lines.next_line())
+        .await
+        .map_err(|_| BenchError::Timeout {
+            scenario: "fleet",
+            what: format!("kudo sim to serve {clusters} clusters"),
+            seconds: timeout.as_secs(),
+        })?
+        .map_err(|e| setup(format!("kudo sim: {e}")))?;
+    if first.as_deref().map(Path::new) != Some(kubeconfig) {
+        let status = child.try_wait().ok().flatten();
+        return Err(setup(format!(
+            "kudo sim printed {first:?} instead of its kubeconfig {} (exit: {status:?})",
+            kubeconfig.display()
+        )));
+    }
+    // Its stdout stays drained, so it never blocks writing to a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, pid))
+}
+
+impl Clusters {
     /// The `clusters:` entry of kudo.yaml for cluster `i`.
     pub fn config_entry(&self, i: usize, opts: &FleetOptions) -> String {
         let name = cluster_name(i);

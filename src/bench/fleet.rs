@@ -199,13 +199,13 @@ fn setup(reason: impl std::fmt::Display) -> BenchError {
 }
 
 /// The bench framework and instance documents in a Git work tree.
-struct Repo {
-    dir: PathBuf,
+pub(crate) struct Repo {
+    pub(crate) dir: PathBuf,
     instances: usize,
 }
 
 impl Repo {
-    fn create(dir: &Path, instances: usize) -> Result<Repo, BenchError> {
+    pub(crate) fn create(dir: &Path, instances: usize) -> Result<Repo, BenchError> {
         let repo = Repo {
             dir: dir.to_path_buf(),
             instances,
@@ -276,7 +276,7 @@ spec:
     }
 
     /// Every instance file with `message` and the rollout strategy given (YAML).
-    fn write_instances(&self, message: &str, rollout: &str) -> Result<(), BenchError> {
+    pub(crate) fn write_instances(&self, message: &str, rollout: &str) -> Result<(), BenchError> {
         for i in 0..self.instances {
             self.write(
                 &format!("instances/bench-{i:03}.yaml"),
@@ -288,7 +288,7 @@ spec:
         Ok(())
     }
 
-    fn commit(&self, message: &str) -> Result<String, BenchError> {
+    pub(crate) fn commit(&self, message: &str) -> Result<String, BenchError> {
         git(&self.dir, &["add", "-A"])?;
         git(
             &self.dir,

@@ -10,9 +10,13 @@
 //! - `coldstart`: a daemon restarted mid-rollout: time to ready and to every plan continuing;
 //! - `git`: a generated repository, cold sync then a one-file commit (what was re-parsed);
 //! - `render`: templates per second over a package (default: KUDO's kafka);
+//! - `shards`: the fleet driven by several sharded `kudo serve` processes against one, and a
+//!   member killed (`kill -9`): handover time, clusters moved, what the new owners wrote;
+//! - `agents`: the control plane's cost per cluster in push mode against agent (pull) mode;
 //! - `idle`: the fanout fleet converged, then observed: requests per second per cluster and
 //!   the control plane's share of a core while nothing changes.
 
+pub mod agents;
 pub mod clusters;
 pub mod demo;
 pub mod fleet;
@@ -20,6 +24,7 @@ pub mod git;
 pub mod process;
 pub mod render;
 pub mod report;
+pub mod shards;
 pub mod usage;
 
 pub use report::Table;

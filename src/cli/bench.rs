@@ -42,10 +42,61 @@ pub enum Scenario {
     Git(GitArgs),
     /// Templates per second over a package.
     Render(RenderArgs),
+    /// K simulated clusters (in `kudo sim` processes) driven by R sharded `kudo serve`
+    /// replicas, each its own process, against one process: fanout time, RSS and CPU per
+    /// process; then `kill -9` of a member: handover time, clusters moved, steps run again.
+    Shards(ShardArgs),
+    /// The control plane's cost per cluster, push mode against agent mode (each cluster's
+    /// `kudo manager --agent` runs its engine): RSS, CPU, requests per plan, watches.
+    Agents(AgentArgs),
     /// Writes a demo fleet to --out: a Git repository with M instances and a kudo.yaml
     /// declaring N simulated clusters, for `kudo serve --config <out>/kudo.yaml` (the web
     /// console at scale; the console bench uses it).
     DemoFleet(DemoArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Simulated clusters.
+    #[arg(long, default_value_t = 200)]
+    pub clusters: usize,
+    /// Instances, each on every cluster.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// How long workloads take to become ready, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub ready_delay_ms: u64,
+    /// The idle window after convergence, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub idle_seconds: u64,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_s: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShardArgs {
+    /// Simulated clusters.
+    #[arg(long, default_value_t = 2000)]
+    pub clusters: usize,
+    /// Sharded replicas (separate processes).
+    #[arg(long, default_value_t = 4)]
+    pub replicas: usize,
+    /// Instances, each on every cluster.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// How long workloads take to become ready, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub ready_delay_ms: u64,
+    /// memberLeaseDuration (and the leader's leaseDuration), in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// The idle window after convergence, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub idle_seconds: u64,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 1200)]
+    pub timeout_s: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -167,6 +218,33 @@ pub async fn run(args: Args) -> CliResult {
                 commits: g.commits,
             };
             tokio::task::spawn_blocking(move || bench::git::run(&opts)).await??
+        }
+        Scenario::Shards(s) => {
+            if s.replicas < 2 || s.clusters == 0 {
+                return Err(
+                    "shards: --replicas must be at least 2 and --clusters at least 1".into(),
+                );
+            }
+            bench::shards::run(&bench::shards::ShardOptions {
+                clusters: s.clusters,
+                replicas: s.replicas,
+                instances: s.instances.max(1),
+                ready_delay_ms: s.ready_delay_ms,
+                lease_s: s.lease_seconds,
+                timeout_s: s.timeout_s,
+                idle_s: s.idle_seconds,
+            })
+            .await?
+        }
+        Scenario::Agents(a) => {
+            bench::agents::run(&bench::agents::AgentOptions {
+                clusters: a.clusters.max(1),
+                instances: a.instances.max(1),
+                ready_delay_ms: a.ready_delay_ms,
+                timeout_s: a.timeout_s,
+                idle_s: a.idle_seconds,
+            })
+            .await?
         }
         Scenario::DemoFleet(d) => {
             let config = bench::demo::write_demo_fleet(

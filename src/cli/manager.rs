@@ -36,12 +36,67 @@ pub struct Args {
     /// mirror their typed objects into Instances.
     #[arg(long, env = "KUDO_NO_TYPED")]
     pub no_typed: bool,
+    /// The control plane whose Instances this manager runs (`controlPlane:` in kudo.yaml):
+    /// Instances labelled for another one are never touched.
+    #[arg(long, default_value = crate::engine::objects::DEFAULT_CONTROL_PLANE, env = "KUDO_CONTROL_PLANE")]
+    pub control_plane: String,
+    /// Agent mode (a cluster with `agent: true` in kudo.yaml): also pull this cluster's
+    /// desired state from the management cluster, report its Instances and a heartbeat
+    /// there. Needs --cluster and --management-kubeconfig.
+    #[arg(long, env = "KUDO_AGENT")]
+    pub agent: bool,
+    /// Agent mode: this cluster's name in the control plane's kudo.yaml.
+    #[arg(long, env = "KUDO_AGENT_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Agent mode: a kubeconfig for the management cluster, limited to this cluster's
+    /// namespace there (kudo-agent-<cluster>).
+    #[arg(long, env = "KUDO_MANAGEMENT_KUBECONFIG")]
+    pub management_kubeconfig: Option<PathBuf>,
+    /// Agent mode: the management kubeconfig's context (default: its current one).
+    #[arg(long, env = "KUDO_MANAGEMENT_CONTEXT")]
+    pub management_context: Option<String>,
+    /// Agent mode: how often to pull, report and renew the heartbeat.
+    #[arg(long, default_value = "2s", value_parser = crate::util::duration::flag, env = "KUDO_AGENT_INTERVAL")]
+    pub agent_interval: Duration,
+    /// Agent mode: the heartbeat's lease; older, the control plane shows "agent not reporting".
+    #[arg(long, default_value = "15s", value_parser = crate::util::duration::flag, env = "KUDO_AGENT_HEARTBEAT")]
+    pub heartbeat: Duration,
 }
 
 /// How often the manager looks for new typed frameworks and package versions.
 const TYPED_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> CliResult {
+    let agent = match (&args.agent, &args.cluster, &args.management_kubeconfig) {
+        (false, _, _) => None,
+        (true, Some(cluster), Some(kubeconfig)) => {
+            if !crate::util::dns::is_dns_label(&format!("kudo-agent-{cluster}")) {
+                return Err(format!("--cluster {cluster:?}: kudo-agent-{cluster} must be a DNS label (the cluster's namespace in the management cluster)").into());
+            }
+            let management = Cluster::from_kubeconfig(
+                "management",
+                kubeconfig,
+                args.management_context.as_deref(),
+            )
+            .await?;
+            Some((
+                Arc::new(management),
+                crate::gitops::agent::AgentConfig {
+                    cluster: cluster.clone(),
+                    namespace: crate::gitops::config::ClusterAccess::agent_namespace(cluster),
+                    control_plane: args.control_plane.clone(),
+                    interval: args.agent_interval,
+                    heartbeat: args.heartbeat,
+                },
+            ))
+        }
+        (true, _, _) => {
+            return Err(
+                "--agent needs --cluster (its name in kudo.yaml) and --management-kubeconfig"
+                    .into(),
+            );
+        }
+    };
     let mut clusters = Vec::new();
     match (&args.kubeconfig, args.contexts.is_empty()) {
         (Some(path), true) => clusters.push(Cluster::from_kubeconfig("default", path, None).await?),
@@ -83,8 +138,17 @@ pub async fn run(args: Args) -> CliResult {
                 args.poll_interval,
                 metrics.clone(),
             )
-            .with_drift_interval(args.drift_interval),
+            .with_drift_interval(args.drift_interval)
+            .with_control_plane(&args.control_plane),
         );
+        if let Some((management, config)) = &agent {
+            tasks.push(tokio::spawn(crate::gitops::agent::run(
+                ctx.cluster.clone(),
+                management.clone(),
+                config.clone(),
+                rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(crate::manager::controller::run_with(
             ctx,
             args.namespace.clone(),

@@ -23,6 +23,10 @@ pub struct Args {
     /// Override the config's listen address (e.g. 127.0.0.1:0).
     #[arg(long, env = "KUDO_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Override the config's cacheDir: replicas sharing one kudo.yaml (and so one config hash)
+    /// on one machine each need their own Git mirrors.
+    #[arg(long, env = "KUDO_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Only validate the configuration and exit.
     #[arg(long)]
     pub check: bool,
@@ -47,9 +51,11 @@ pub async fn run(args: Args) -> CliResult {
             Config::embedded(&cwd)?
         }
     };
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
+    let overrides = crate::gitops::serve::Overrides {
+        listen: args.listen,
+        cache_dir: args.cache_dir.clone(),
+    };
+    overrides.apply(&mut config);
     if args.check {
         println!(
             "configuration is valid: {} repositories, {} clusters",
@@ -108,11 +114,13 @@ pub async fn run(args: Args) -> CliResult {
                 member_task = Some(tokio::spawn(crate::gitops::shard::member::run(
                     member.clone(),
                     client.clone(),
+                    // Agent clusters run their own engine: nothing to shard.
                     move || {
                         shared
                             .config()
                             .clusters
                             .iter()
+                            .filter(|c| c.access != crate::gitops::config::ClusterAccess::Agent)
                             .map(|c| c.name.clone())
                             .collect()
                     },
@@ -135,7 +143,7 @@ pub async fn run(args: Args) -> CliResult {
         tokio::spawn(crate::gitops::serve::reload_on_change(
             daemon.shared.clone(),
             path.clone(),
-            args.listen,
+            overrides,
             reload_stop_rx,
         ));
     }

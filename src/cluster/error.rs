@@ -24,11 +24,14 @@ pub enum ErrorKind {
     Timeout,
     /// Anything else (5xx, undecodable responses, configuration problems).
     Other,
+    /// An agent cluster whose agent has not renewed its heartbeat within its lease: its
+    /// plans may well be running; the control plane cannot see them.
+    AgentNotReporting,
 }
 
 impl ErrorKind {
     /// Every kind, so metric families can start every category at zero.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Unreachable,
         ErrorKind::Unauthorized,
         ErrorKind::Forbidden,
@@ -38,10 +41,11 @@ impl ErrorKind {
         ErrorKind::UnknownKind,
         ErrorKind::Timeout,
         ErrorKind::Other,
+        ErrorKind::AgentNotReporting,
     ];
 
     /// Every kind's label value.
-    pub fn labels() -> [&'static str; 9] {
+    pub fn labels() -> [&'static str; 10] {
         Self::ALL.map(ErrorKind::as_str)
     }
 
@@ -57,6 +61,7 @@ impl ErrorKind {
             ErrorKind::UnknownKind => "unknown-kind",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Other => "other",
+            ErrorKind::AgentNotReporting => "agent-not-reporting",
         }
     }
 
@@ -64,7 +69,11 @@ impl ErrorKind {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::Conflict | ErrorKind::Other
+            ErrorKind::Unreachable
+                | ErrorKind::Timeout
+                | ErrorKind::Conflict
+                | ErrorKind::Other
+                | ErrorKind::AgentNotReporting
         )
     }
 }

@@ -238,6 +238,18 @@ pub enum ClusterAccess {
     },
     InCluster,
     Sim(SimConfig),
+    /// `agent: true`: the cluster runs kudo's engine itself (`kudo manager --agent`) and
+    /// pulls its desired state from the management cluster, namespace
+    /// [`ClusterAccess::agent_namespace`]; the control plane needs no access to it.
+    Agent,
+}
+
+impl ClusterAccess {
+    /// The management cluster's namespace of an agent cluster: its desired state (one
+    /// ConfigMap per Instance), the status its agent writes back, its heartbeat Lease.
+    pub fn agent_namespace(cluster: &str) -> String {
+        format!("kudo-agent-{cluster}")
+    }
 }
 
 /// An embedded simulated cluster.
@@ -390,6 +402,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "context",
     "inCluster",
     "sim",
+    "agent",
     "labels",
     "requestTimeout",
     "paused",
@@ -577,6 +590,16 @@ impl Validator {
         let webhook = self.webhook(top.get("webhook"));
         let prometheus = self.prometheus(top.get("prometheus"));
         let sharding = self.sharding(top.get("sharding"), leader_election.is_some());
+        if leader_election.is_none() {
+            for (i, c) in clusters.iter().enumerate() {
+                if c.access == ClusterAccess::Agent {
+                    self.problem(
+                        &format!("clusters[{i}].agent"),
+                        format!("agent cluster {} needs leaderElection: its desired state and heartbeat live in the management cluster, the one leaderElection names", c.name),
+                    );
+                }
+            }
+        }
         Config {
             listen,
             cache_dir,
@@ -970,7 +993,8 @@ impl Validator {
         }
         let request_timeout = self.duration(at, map, "requestTimeout", Duration::from_secs(10));
         let in_cluster = matches!(map.get("inCluster"), Some(Value::Bool(true)));
-        let chosen = ["kubeconfig", "inCluster", "sim"]
+        let agent = matches!(map.get("agent"), Some(Value::Bool(true)));
+        let chosen = ["kubeconfig", "inCluster", "sim", "agent"]
             .iter()
             .filter(|k| {
                 map.get(**k)
@@ -980,7 +1004,7 @@ impl Validator {
         if chosen != 1 {
             self.problem(
                 at,
-                "exactly one of kubeconfig, inCluster: true or sim: {} is required",
+                "exactly one of kubeconfig, inCluster: true, sim: {} or agent: true is required",
             );
         }
         let access = if let Some(sim) = map.get("sim").filter(|v| !v.is_null()) {
@@ -993,6 +1017,16 @@ impl Validator {
             })
         } else if in_cluster {
             ClusterAccess::InCluster
+        } else if agent {
+            if let Some(n) = &name
+                && n.len() > 52
+            {
+                self.problem(
+                    &join(at, "agent"),
+                    format!("cluster name {n:?} is too long for an agent cluster: its namespace kudo-agent-{n} must be a DNS label (at most 52 characters)"),
+                );
+            }
+            ClusterAccess::Agent
         } else {
             let path = self.file(at, map, "kubeconfig").unwrap_or_default();
             ClusterAccess::Kubeconfig {

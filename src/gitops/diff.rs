@@ -266,6 +266,8 @@ pub enum ClusterOutcome {
     Unreachable(String),
     /// A simulated cluster lives only inside `kudo serve`.
     Simulated,
+    /// An agent cluster is reached by its agent only.
+    Agent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +282,7 @@ pub fn has_differences(diffs: &[ClusterDiff]) -> bool {
     diffs.iter().any(|d| match &d.outcome {
         ClusterOutcome::Compared(instances) => !instances.is_empty(),
         ClusterOutcome::Unreachable(_) => true,
-        ClusterOutcome::Simulated => false,
+        ClusterOutcome::Simulated | ClusterOutcome::Agent => false,
     })
 }
 
@@ -402,6 +404,12 @@ pub async fn diff_all(config: &Config, desired: &DesiredState) -> Vec<ClusterDif
                 return ClusterDiff {
                     cluster: c.name.clone(),
                     outcome: ClusterOutcome::Simulated,
+                };
+            }
+            ClusterAccess::Agent => {
+                return ClusterDiff {
+                    cluster: c.name.clone(),
+                    outcome: ClusterOutcome::Agent,
                 };
             }
             ClusterAccess::InCluster => Cluster::in_cluster(&c.name),
@@ -715,6 +723,13 @@ pub fn render(diffs: &[ClusterDiff], revision: &str, colour: bool) -> String {
                 let _ = writeln!(
                     out,
                     "simulated cluster: exists only inside kudo serve; not compared"
+                );
+                continue;
+            }
+            ClusterOutcome::Agent => {
+                let _ = writeln!(
+                    out,
+                    "agent cluster: only its agent reaches it; not compared"
                 );
                 continue;
             }

@@ -2,6 +2,7 @@
 //! one revision (packages + instances, validated whole), placement of instances on clusters
 //! and progressive rollout across them, and the `kudo serve` daemon tying it together.
 
+pub mod agent;
 pub mod config;
 pub mod console;
 pub mod daemon;

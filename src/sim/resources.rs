@@ -327,6 +327,17 @@ const BUILTINS: &[Builtin] = &[
         true,
         &["netpol"],
     ),
+    // Answered, never stored (see the service): the simulator has no authorization.
+    b(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        false,
+        false,
+        false,
+        &[],
+    ),
     b(
         "coordination.k8s.io",
         "v1",

@@ -678,8 +678,14 @@ fn object_request(
             ok(&obj)
         }
         (&Method::POST, None) => {
-            let obj: Value = serde_json::from_slice(&body)
+            let mut obj: Value = serde_json::from_slice(&body)
                 .map_err(|e| SimError::BadRequest(format!("invalid JSON body: {e}")))?;
+            // A simulated cluster authorizes everything: reviews are answered, not stored.
+            if t.def.kind == "SelfSubjectAccessReview" {
+                obj["status"] =
+                    json!({"allowed": true, "reason": "simulated cluster: no authorization"});
+                return Ok(json_response(StatusCode::CREATED, &obj));
+            }
             let manager = manager.unwrap_or_else(|| "unknown".to_string());
             let created = write(shared, dry, |s| s.create(&t, obj, &manager))?;
             Ok(json_response(StatusCode::CREATED, &created))

@@ -17,6 +17,7 @@
 //! `rollouts` (rollout actions) and `rollout_store` (where the rollout state is kept); this
 //! file starts and stops the tasks. `super::serve` re-exports the public names.
 
+mod agents;
 mod console;
 mod gates;
 mod http;
@@ -161,7 +162,14 @@ impl Daemon {
         let mut sims = BTreeMap::new();
         let mut slots = Vec::new();
         for c in &config.clusters {
-            let (slot, sim) = reload::build_slot(c, &options, &metrics, &leading).await?;
+            let (slot, sim) = reload::build_slot(
+                c,
+                &options,
+                &metrics,
+                &leading,
+                config.leader_election.as_ref(),
+            )
+            .await?;
             if let Some(sim) = sim {
                 sims.insert(c.name.clone(), sim);
             }

@@ -207,6 +207,7 @@ pub(super) async fn build_slot(
     options: &Options,
     metrics: &crate::metrics::Metrics,
     leading: &Option<tokio::sync::watch::Receiver<bool>>,
+    management: Option<&crate::gitops::config::LeaderElectionConfig>,
 ) -> Result<(Arc<ClusterSlot>, Option<(SimCluster, Workloads)>), ServeError> {
     let mut sim_out = None;
     let fail = |source| ServeError::Cluster {
@@ -229,6 +230,19 @@ pub(super) async fn build_slot(
             cluster
         }
         ClusterAccess::InCluster => Cluster::in_cluster(&c.name).map_err(fail)?,
+        // Its handle is the management cluster's: the worker writes work items there.
+        ClusterAccess::Agent => {
+            let le = management.ok_or_else(|| {
+                fail(crate::cluster::ClusterError::Config {
+                    cluster: c.name.clone(),
+                    reason: "an agent cluster needs leaderElection (the management cluster)".into(),
+                })
+            })?;
+            let client = crate::gitops::leader::election_client(le)
+                .await
+                .map_err(fail)?;
+            Cluster::from_client(&c.name, client)
+        }
         ClusterAccess::Kubeconfig { path, context } => {
             Cluster::from_kubeconfig(&c.name, path, context.as_deref())
                 .await
@@ -239,13 +253,18 @@ pub(super) async fn build_slot(
     .with_api_metrics(metrics.cluster.clone());
     // With sharding the engine writes through its own handle, gated by the cluster's claim;
     // the leader's spec writes (below) stay gated by leadership. Both may be logged.
-    let engine = options.member.as_ref().map(|member| {
-        let gate = member.gate(&c.name);
-        let g = gate.clone();
-        let handle =
-            cluster.sibling(|client| crate::gitops::shard::gate::claim_gated_client(client, g));
-        (Arc::new(handle), gate)
-    });
+    let agent = (c.access == ClusterAccess::Agent).then(|| ClusterAccess::agent_namespace(&c.name));
+    let engine = options
+        .member
+        .as_ref()
+        .filter(|_| agent.is_none())
+        .map(|member| {
+            let gate = member.gate(&c.name);
+            let g = gate.clone();
+            let handle =
+                cluster.sibling(|client| crate::gitops::shard::gate::claim_gated_client(client, g));
+            (Arc::new(handle), gate)
+        });
     let cluster = match options.member.as_ref().and_then(|m| m.fence.log().cloned()) {
         Some(log) => {
             let (member, name) = (
@@ -283,6 +302,7 @@ pub(super) async fn build_slot(
         stop: Arc::new(stop),
         cluster: Arc::new(cluster),
         engine,
+        agent,
         wake: Notify::new(),
         status: Mutex::new(ClusterStatus {
             name: c.name.clone(),
@@ -357,7 +377,14 @@ impl Shared {
         {
             built.insert(
                 c.name.clone(),
-                build_slot(c, &self.options, &self.metrics, &self.leading).await?,
+                build_slot(
+                    c,
+                    &self.options,
+                    &self.metrics,
+                    &self.leading,
+                    new.leader_election.as_ref(),
+                )
+                .await?,
             );
         }
         // Stop what leaves (and what is replaced) and wait for its engine to end.
@@ -407,17 +434,15 @@ impl Shared {
     }
 
     /// Loads `path` and applies it ([`Shared::reload`]); the outcome is logged and kept for
-    /// the status. `listen` is the command line's override (kept across reloads).
+    /// the status. `overrides` are the command line's (kept across reloads).
     pub async fn reload_from(
         self: &Arc<Self>,
         path: &Path,
-        listen: Option<std::net::SocketAddr>,
+        overrides: &Overrides,
     ) -> Result<Vec<String>, String> {
         let result = match Config::load(path) {
             Ok(mut c) => {
-                if let Some(l) = listen {
-                    c.listen = l;
-                }
+                overrides.apply(&mut c);
                 self.reload(c).await.map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
@@ -458,12 +483,31 @@ impl Shared {
     }
 }
 
+/// What the command line overrides in kudo.yaml (`--listen`, `--cache-dir`), applied to the
+/// file at start and at every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<std::net::SocketAddr>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(l) = self.listen {
+            config.listen = l;
+        }
+        if let Some(d) = &self.cache_dir {
+            config.cache_dir = d.clone();
+        }
+    }
+}
+
 /// Reloads kudo.yaml at `path` on SIGHUP and whenever the file (or a kubeconfig it names)
 /// changes, until `stop`.
 pub async fn reload_on_change(
     shared: Arc<Shared>,
     path: PathBuf,
-    listen: Option<std::net::SocketAddr>,
+    overrides: Overrides,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
@@ -513,7 +557,7 @@ pub async fn reload_on_change(
             got = rx.recv() => if got.is_none() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
-        let _ = shared.reload_from(&path, listen).await;
+        let _ = shared.reload_from(&path, &overrides).await;
     }
 }
 

@@ -218,6 +218,9 @@ pub(super) struct ClusterSlot {
     /// With sharding: the engine's handle on the cluster (sharing `cluster`'s caches, its
     /// writes passing the claim gate) and the gate.
     pub(super) engine: Option<(Arc<Cluster>, Arc<crate::gitops::shard::gate::ClusterGate>)>,
+    /// An agent cluster: its namespace in the management cluster (`cluster` is then a handle
+    /// on the management cluster, see [`super::agents`]).
+    pub(super) agent: Option<String>,
     pub(super) wake: Notify,
     pub(super) status: Mutex<ClusterStatus>,
     /// Managed Instances by `namespace/name`, from the last successful observation.

@@ -39,6 +39,9 @@ pub(super) async fn cluster_worker(
     }
     loop {
         let result = async {
+            if let Some(namespace) = &slot.agent {
+                return super::agents::work(&shared, &slot, namespace).await;
+            }
             if shared.dry_run {
                 return dry_run_work(&shared, &slot).await;
             }
@@ -81,7 +84,15 @@ pub(super) async fn cluster_worker(
                 }
             }
             work(&shared, &slot).await?;
-            if probed.is_none_or(|at| at.elapsed() >= shared.options.probe_interval) {
+            // Sharded: a replica that neither leads nor drives this cluster probes it less
+            // often (its watch still reports changes); the leader and the owner keep time.
+            let interval = match &slot.engine {
+                Some((_, gate)) if !gate.owned() && !shared.is_leader() => {
+                    shared.options.probe_interval * 6
+                }
+                _ => shared.options.probe_interval,
+            };
+            if probed.is_none_or(|at| at.elapsed() >= interval) {
                 let started = std::time::Instant::now();
                 slot.cluster.probe().await?;
                 lock(&slot.status).latency_ms = Some(started.elapsed().as_millis() as u64);
@@ -517,13 +528,26 @@ async fn apply_instance_with(
     control_plane: &str,
     plan: Option<&str>,
 ) -> Result<(), ClusterError> {
+    info!(cluster = %cluster.name(), instance = %inst.key(), revision = short(&d.revision), "applying instance spec");
+    for obj in instance_objects(d, inst, control_plane, plan) {
+        cluster.apply_as(&obj, FIELD_MANAGER).await?;
+    }
+    Ok(())
+}
+
+/// What one desired instance needs on a cluster, in the order to apply it: its namespace,
+/// its framework's Operator and OperatorVersion, and the Instance spec labelled with its
+/// owners (pure: an agent cluster gets the same list through the management cluster).
+pub(crate) fn instance_objects(
+    d: &DesiredState,
+    inst: &DesiredInstance,
+    control_plane: &str,
+    plan: Option<&str>,
+) -> Vec<Value> {
     let rev = &d.revision;
-    cluster
-        .apply_as(
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": inst.namespace}}),
-            FIELD_MANAGER,
-        )
-        .await?;
+    let mut out = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": inst.namespace}}),
+    ];
     if let Some(fw) = d
         .frameworks
         .get(&(inst.framework.clone(), inst.version.clone()))
@@ -536,7 +560,7 @@ async fn apply_instance_with(
             obj["metadata"]["namespace"] = json!(inst.namespace);
             obj["metadata"]["annotations"][REVISION_ANNOTATION] = json!(rev);
             strip_empty_status(&mut obj);
-            cluster.apply_as(&obj, FIELD_MANAGER).await?;
+            out.push(obj);
         }
     }
     let mut body = json!({
@@ -560,9 +584,8 @@ async fn apply_instance_with(
     if let Some(plan) = plan {
         body["spec"]["planExecution"] = json!({"planName": plan, "uid": ""});
     }
-    info!(cluster = %cluster.name(), instance = %inst.key(), revision = short(rev), "applying instance spec");
-    cluster.apply_as(&body, FIELD_MANAGER).await?;
-    Ok(())
+    out.push(body);
+    out
 }
 
 /// A `--dry-run` pass on one cluster: observe (read only) and record what a real pass would

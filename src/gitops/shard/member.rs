@@ -288,6 +288,8 @@ pub async fn run(
         api,
         reference: None,
         logged_error: None,
+        members_seen: Vec::new(),
+        stable_since_ms: 0,
     };
     runner.wait_for_name(&mut stop).await?;
     info!(member = %member.name, process = %member.process, namespace = %member.namespace, "sharding: member started");
@@ -326,6 +328,11 @@ struct Runner {
     /// The leader's kudo.yaml hash as last seen.
     reference: Option<String>,
     logged_error: Option<String>,
+    /// The live members as last seen, and since when unchanged: a member takes a cluster
+    /// only once the member set has settled (two ticks), so replicas starting a moment
+    /// apart do not each start, then stop, every engine (releases are immediate).
+    members_seen: Vec<String>,
+    stable_since_ms: i64,
 }
 
 impl Runner {
@@ -418,6 +425,11 @@ impl Runner {
             }
         };
         view.members = live.clone();
+        if live != self.members_seen {
+            self.members_seen = live.clone();
+            self.stable_since_ms = now;
+        }
+        let settled = now - self.stable_since_ms >= 2 * ms(m.config.tick());
         // Every cluster we know: the config's, and any we still hold a claim on.
         let mut names: Vec<String> = clusters.to_vec();
         for (cluster, lease) in &claims {
@@ -463,7 +475,7 @@ impl Runner {
             });
             match action {
                 Action::Acquire => {
-                    if now >= m.fence.deadline_ms() {
+                    if now >= m.fence.deadline_ms() || !settled {
                         continue;
                     }
                     if self.write_claim(cluster, lease, Some(&me)).await? {
@@ -621,5 +633,131 @@ impl Runner {
             .delete(&m.member_lease_name(&m.name), &DeleteParams::default())
             .await;
         info!(member = %m.name, "sharding: claims released, member Lease deleted");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, annotations: &[(&str, &str)]) -> Lease {
+        Lease {
+            metadata: kube::api::ObjectMeta {
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_string()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_claim_lives_as_long_as_its_holders_member_lease() {
+        let m = member_of(&lease(
+            "kudo-0/p1",
+            &[
+                (RENEWED_ANNOTATION, "1000"),
+                (DURATION_ANNOTATION, "4000"),
+                (HASH_ANNOTATION, "h"),
+                (LEADER_ANNOTATION, "true"),
+            ],
+        ))
+        .expect("a member Lease");
+        assert_eq!((m.name.as_str(), m.process.as_str()), ("kudo-0", "p1"));
+        assert!(m.leader && m.live(4999) && !m.live(5000));
+        assert_eq!(member_of(&lease("no-slash", &[])), None, "not ours");
+
+        let members = [m];
+        let held = claim_of(&lease("kudo-0/p1", &[]), &members);
+        assert_eq!((held.renewed_ms, held.expires_ms()), (1000, 5000));
+        // The same name restarted (another process): the old claim has ended.
+        let stale = claim_of(&lease("kudo-0/p0", &[]), &members);
+        assert!(stale.free_for("kudo-1/p9", 0), "{stale:?}");
+        let released = claim_of(&lease("", &[]), &members);
+        assert_eq!(released.holder, None);
+    }
+
+    /// Two members on a simulated management cluster split twenty clusters as the
+    /// assignment says, each gate open on exactly one of them; a third with another kudo.yaml
+    /// takes none and says why; a stopped member hands its clusters back at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_split_the_clusters_and_a_stopped_one_hands_them_back() {
+        let sim = crate::sim::SimCluster::new("mgmt");
+        check_access(&sim.client(), "default")
+            .await
+            .expect("a simulated cluster allows everything");
+        let cfg = ShardingConfig {
+            member_lease_duration: Duration::from_secs(2),
+        };
+        let clusters: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+        let start = |name: &str, hash: &str, leads: bool| {
+            let m = Member::new(name, &cfg, "default", "kudo", hash);
+            let (stop_tx, stop) = watch::channel(false);
+            let (_lead_tx, lead) = watch::channel(leads);
+            let names = clusters.clone();
+            let task = tokio::spawn(run(
+                m.clone(),
+                sim.client(),
+                move || names.clone(),
+                Some(lead),
+                stop,
+            ));
+            (m, stop_tx, task, _lead_tx)
+        };
+        let (a, _stop_a, _task_a, _la) = start("a", "h", true);
+        let (b, stop_b, task_b, _lb) = start("b", "h", false);
+        let (odd, _stop_odd, _task_odd, _lo) = start("odd", "other", false);
+        let expected = super::super::assign::assign(&clusters, &["a", "b"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let split = clusters.iter().all(|c| {
+                let owner = expected[c].as_str();
+                a.gate(c).owned() == (owner == "a") && b.gate(c).owned() == (owner == "b")
+            });
+            if split && a.view().owners.len() == 20 && odd.view().error.is_some() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no split: a {:?} b {:?}",
+                a.view(),
+                b.view()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(clusters.iter().all(|c| !odd.gate(c).owned()));
+        let why = odd.view().error.unwrap_or_default();
+        assert!(why.contains("differs from the leader's"), "{why}");
+        assert!(
+            a.view()
+                .excluded
+                .iter()
+                .any(|e| e.contains("odd runs another kudo.yaml")),
+            "{:?}",
+            a.view()
+        );
+
+        let _ = stop_b.send(true);
+        task_b.await.expect("b's task").expect("b stops cleanly");
+        assert!(
+            clusters.iter().all(|c| !b.gate(c).owned()),
+            "b's gates closed"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !clusters.iter().all(|c| a.gate(c).owned()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a never took b's clusters: {:?}",
+                a.view()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
