@@ -346,7 +346,7 @@ mod tests {
         let inst = json!({"apiVersion": "kudo.dev/v1beta1", "kind": "Instance",
             "metadata": {"name": "db", "namespace": "prod"},
             "spec": {"operatorVersion": {"name": "x-1.0.0"}}});
-        let mut w = work("kudo-agent-edge", "kudo", "prod/db", &[inst.clone()]);
+        let mut w = work("kudo-agent-edge", "kudo", "prod/db", std::slice::from_ref(&inst));
         w["data"]["instance"] = json!(inst.to_string());
         let gone = tombstone("kudo-agent-edge", "kudo", "prod/old");
         let seen = reported(&[w.clone(), gone]);
