@@ -1266,6 +1266,90 @@ fn deploy_manifests_dry_run_and_rbac() {
         );
     }
 
+    // Agent mode: the management side (the exchange namespace, the agent's Role there and
+    // the control plane's) and the agent Deployment on a managed cluster.
+    let exchange = must(
+        None,
+        &[
+            "kustomize",
+            &root().join("deploy/agent-namespace").display().to_string(),
+        ],
+        None,
+    );
+    let _ = kubectl(
+        Some(mgmt),
+        &["create", "namespace", "kudo-agent-edge"],
+        None,
+    );
+    must(Some(mgmt), &["apply", "-f", "-"], Some(&exchange));
+    let agent_user = "system:serviceaccount:kudo-agent-edge:kudo-agent";
+    for (verb, resource, allowed) in [
+        ("patch", "configmaps", true),
+        ("list", "configmaps", true),
+        ("create", "leases.coordination.k8s.io", true),
+        ("create", "configmaps", false),
+        ("delete", "configmaps", false),
+        ("get", "secrets", false),
+    ] {
+        let (_, out, _) = kubectl(
+            Some(mgmt),
+            &[
+                "auth",
+                "can-i",
+                "--as",
+                agent_user,
+                verb,
+                resource,
+                "-n",
+                "kudo-agent-edge",
+            ],
+            None,
+        );
+        assert_eq!(
+            out.trim() == "yes",
+            allowed,
+            "agent {verb} {resource}: {out}"
+        );
+    }
+    let (_, out, _) = kubectl(
+        Some(mgmt),
+        &[
+            "auth",
+            "can-i",
+            "--as",
+            agent_user,
+            "list",
+            "configmaps",
+            "-n",
+            "kudo-system",
+        ],
+        None,
+    );
+    assert_eq!(
+        out.trim(),
+        "no",
+        "the agent sees nothing outside its namespace"
+    );
+    assert!(
+        can_i(mgmt, &["create", "configmaps", "-n", "kudo-agent-edge"]),
+        "the control plane writes work items there"
+    );
+    let agent = must(
+        None,
+        &[
+            "kustomize",
+            &root()
+                .join("deploy/managed-cluster/agent")
+                .display()
+                .to_string(),
+        ],
+        None,
+    );
+    assert!(
+        agent.contains("--agent") && agent.contains("kind: Deployment"),
+        "{agent}"
+    );
+
     // A managed cluster.
     let managed = "envtest-2";
     let same = std::fs::read_to_string(root().join("deploy/base/clusterrole-managed.yaml"))
@@ -1285,6 +1369,12 @@ fn deploy_manifests_dry_run_and_rbac() {
         None,
     );
     must(Some(managed), &["apply", "-f", "-"], Some(&rendered));
+    let dry = must(
+        Some(managed),
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&agent),
+    );
+    assert!(dry.contains("deployment.apps/kudo-agent"), "{dry}");
     for allowed in [
         &["create", "customresourcedefinitions.apiextensions.k8s.io"][..],
         &["patch", "instances.kudo.dev", "-n", "any-namespace"],

@@ -85,6 +85,9 @@ pub struct Kill {
     /// Writes to objects other than Instances by the new owners on the moved clusters.
     pub object_writes_after: u64,
     pub instance_writes_after: u64,
+    /// Those writes by `METHOD resource` (e.g. `POST events`): a step run again would show
+    /// as writes of the objects it applies (deployments, ...).
+    pub writes_after_by_resource: BTreeMap<String, u64>,
 }
 
 fn nofile_limit() -> u64 {
@@ -424,6 +427,7 @@ async fn kill_one(
     let bytes = std::fs::read(log).unwrap_or_default();
     let tail = String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default());
     let (mut objects, mut instances) = (0, 0);
+    let mut by_resource: BTreeMap<String, u64> = BTreeMap::new();
     for line in tail.lines() {
         let Ok(w) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -432,11 +436,23 @@ async fn kill_one(
         if w["role"] != "owner" || !moved.contains(&&cluster) {
             continue;
         }
-        if w["path"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("/instances/")
-        {
+        let path = w["path"].as_str().unwrap_or_default();
+        // /api/v1/namespaces/NS/RESOURCE[/NAME[/SUB]] or /apis/G/V/namespaces/NS/RESOURCE...
+        let parts: Vec<&str> = path.split('/').collect();
+        let resource = parts
+            .iter()
+            .position(|p| *p == "namespaces")
+            .and_then(|i| parts.get(i + 2))
+            .or_else(|| parts.last())
+            .copied()
+            .unwrap_or("?");
+        *by_resource
+            .entry(format!(
+                "{} {resource}",
+                w["method"].as_str().unwrap_or("?")
+            ))
+            .or_default() += 1;
+        if path.contains("/instances/") {
             instances += 1;
         } else {
             objects += 1;
@@ -449,6 +465,7 @@ async fn kill_one(
         other_clusters_moved: other,
         object_writes_after: objects,
         instance_writes_after: instances,
+        writes_after_by_resource: by_resource,
     })
 }
 
@@ -504,8 +521,32 @@ fn tabulate(opts: &ShardOptions, rounds: &[Round]) -> (Table, Value) {
                 format!("handover {}", secs(k.handover_seconds)),
                 format!("{} clusters moved", k.clusters_moved),
                 format!("{} others moved", k.other_clusters_moved),
-                format!("{} object writes after", k.object_writes_after),
-                format!("{} Instance writes after", k.instance_writes_after),
+                format!(
+                    "{} object writes after{}",
+                    k.object_writes_after,
+                    if k.writes_after_by_resource.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({})",
+                            k.writes_after_by_resource
+                                .iter()
+                                .map(|(r, n)| format!("{n} {r}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ),
+                // Running a step writes the Instance's plan status first.
+                format!(
+                    "{} Instance writes after: steps re-run {}",
+                    k.instance_writes_after,
+                    if k.instance_writes_after == 0 {
+                        "0"
+                    } else {
+                        "possible"
+                    }
+                ),
             ]);
         }
         if r.sharded && r.skipped.is_none() {

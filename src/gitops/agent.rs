@@ -156,6 +156,8 @@ pub async fn run(
 /// What the agent applied and reported, so unchanged work costs no write.
 #[derive(Default)]
 struct Pulled {
+    /// kudo's CRDs are installed on the local cluster (the control plane cannot do it).
+    crds: bool,
     applied: BTreeMap<String, String>,
     reported: BTreeMap<String, String>,
 }
@@ -166,6 +168,10 @@ async fn pass(
     config: &AgentConfig,
     state: &mut Pulled,
 ) -> Result<(), ClusterError> {
+    if !state.crds {
+        crate::gitops::daemon::install_crds(local).await?;
+        state.crds = true;
+    }
     let seconds = config.heartbeat.as_secs().max(1);
     management
         .apply_as(
@@ -325,6 +331,110 @@ async fn delete_if_ours(
 mod tests {
     use super::*;
 
+    /// Regression: on a cluster without kudo's CRDs (a fresh one: the control plane never
+    /// reaches it to install them) the agent's apply failed with "unknown kind" forever.
+    /// One pass installs them, applies the work item and reports the Instance back; a
+    /// tombstone deletes it; a work item that vanished deletes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_installs_the_crds_applies_reports_and_deletes_only_on_a_tombstone() {
+        let local = crate::sim::SimCluster::new("edge");
+        let mgmt = crate::sim::SimCluster::new("mgmt");
+        let (local_c, mgmt_c) = (
+            Cluster::from_client("edge", local.client()),
+            Cluster::from_client("management", mgmt.client()),
+        );
+        let config = AgentConfig {
+            cluster: "edge".into(),
+            namespace: "kudo-agent-edge".into(),
+            control_plane: "kudo".into(),
+            interval: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(15),
+        };
+        mgmt_c
+            .apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": config.namespace}}))
+            .await
+            .expect("namespace");
+        let instance = json!({"apiVersion": "kudo.dev/v1beta1", "kind": "Instance",
+            "metadata": {"name": "db", "namespace": "prod", "labels": {
+                "kudo.dev/managed-by": "kudo-gitops", "kudo.dev/control-plane": "kudo"}},
+            "spec": {"operatorVersion": {"name": "db-1.0.0"}}});
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}}),
+            instance,
+        ];
+        mgmt_c
+            .apply_as(
+                &work(&config.namespace, "kudo", "prod/db", &objects),
+                "kudo-gitops",
+            )
+            .await
+            .expect("work item");
+        let mut state = Pulled::default();
+        pass(&local_c, &mgmt_c, &config, &mut state)
+            .await
+            .expect("a pass");
+        let r = ObjectRef::new(crate::api::API_VERSION, "Instance", Some("prod"), "db");
+        assert!(
+            local_c.get_opt(&r).await.expect("read").is_some(),
+            "applied"
+        );
+        let works = mgmt_c
+            .list(
+                &[("v1", "ConfigMap")],
+                Some(&config.namespace),
+                "kudo.dev/work=kudo",
+            )
+            .await
+            .expect("list");
+        assert_eq!(reported(&works).keys().collect::<Vec<_>>(), vec!["prod/db"]);
+        let beat = mgmt_c
+            .get_opt(&ObjectRef::new(
+                "coordination.k8s.io/v1",
+                "Lease",
+                Some(&config.namespace),
+                HEARTBEAT,
+            ))
+            .await
+            .expect("read");
+        assert_eq!(
+            silent(beat.as_ref(), jiff::Timestamp::now()),
+            None,
+            "heartbeat written"
+        );
+
+        // The work item vanishes (a wiped namespace): nothing is deleted.
+        mgmt_c
+            .delete(&ObjectRef::new(
+                "v1",
+                "ConfigMap",
+                Some(&config.namespace),
+                work_name("prod/db"),
+            ))
+            .await
+            .expect("delete the work item");
+        pass(&local_c, &mgmt_c, &config, &mut state)
+            .await
+            .expect("a pass");
+        assert!(local_c.get_opt(&r).await.expect("read").is_some(), "kept");
+        // A tombstone: deleted.
+        mgmt_c
+            .apply_as(
+                &tombstone(&config.namespace, "kudo", "prod/db"),
+                "kudo-gitops",
+            )
+            .await
+            .expect("tombstone");
+        pass(&local_c, &mgmt_c, &config, &mut state)
+            .await
+            .expect("a pass");
+        let gone = local_c.get_opt(&r).await.expect("read");
+        assert!(
+            gone.is_none()
+                || gone.is_some_and(|i| i.pointer("/metadata/deletionTimestamp").is_some()),
+            "deleted on the tombstone"
+        );
+    }
+
     #[test]
     fn a_heartbeat_older_than_its_lease_is_silence() {
         let now: jiff::Timestamp = "2026-12-03T12:00:30Z".parse().expect("time");
@@ -346,7 +456,12 @@ mod tests {
         let inst = json!({"apiVersion": "kudo.dev/v1beta1", "kind": "Instance",
             "metadata": {"name": "db", "namespace": "prod"},
             "spec": {"operatorVersion": {"name": "x-1.0.0"}}});
-        let mut w = work("kudo-agent-edge", "kudo", "prod/db", std::slice::from_ref(&inst));
+        let mut w = work(
+            "kudo-agent-edge",
+            "kudo",
+            "prod/db",
+            std::slice::from_ref(&inst),
+        );
         w["data"]["instance"] = json!(inst.to_string());
         let gone = tombstone("kudo-agent-edge", "kudo", "prod/old");
         let seen = reported(&[w.clone(), gone]);

@@ -39,7 +39,7 @@ pub use state::{
     ClusterProgressView, ClusterStatus, CommitInfo, GateView, InstanceStatusView, PlanSummary,
     RepoStatus, Shared, StageView, StatusDoc,
 };
-pub use worker::{apply_instance, apply_instance_as};
+pub use worker::{apply_instance, apply_instance_as, install_crds};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -224,7 +224,8 @@ async fn wake_on_instance_changes(
     }
 }
 
-async fn install_crds(cluster: &Cluster) -> Result<(), ClusterError> {
+/// Installs kudo's CRDs on a cluster where they are missing and waits until they are served.
+pub async fn install_crds(cluster: &Cluster) -> Result<(), ClusterError> {
     let mut names = Vec::new();
     for crd in crate::api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
