@@ -153,16 +153,7 @@ async fn object_without_api_version_or_kind_is_refused_before_any_request() {
 
 #[tokio::test]
 async fn bad_token_is_unauthorized_and_unprivileged_user_is_forbidden() {
-    let kc = envtest::kubeconfig();
-    let config = kube::config::Kubeconfig::read_from(kc).expect("envtest kubeconfig");
-    let server = config.clusters[0]
-        .cluster
-        .as_ref()
-        .and_then(|c| c.server.clone())
-        .expect("server");
-    let nobody_token =
-        std::fs::read_to_string(kc.parent().expect("run dir").join("pki/nobody.token"))
-            .expect("envtest writes pki/nobody.token");
+    let (server, nobody_token) = envtest::nobody();
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "default"}});
 
     let path = write_kubeconfig(
@@ -177,7 +168,7 @@ async fn bad_token_is_unauthorized_and_unprivileged_user_is_forbidden() {
 
     let path = write_kubeconfig(
         "nobody",
-        &kubeconfig_for(&server, nobody_token.trim(), &["nobody"]),
+        &kubeconfig_for(&server, &nobody_token, &["nobody"]),
     );
     let c = Cluster::from_kubeconfig("nobody", &path, None)
         .await

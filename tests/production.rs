@@ -1059,13 +1059,22 @@ fn must(context: Option<&str>, args: &[&str], stdin: Option<&str>) -> String {
 }
 
 /// `kubectl auth can-i ... --as` the kudo ServiceAccount: true for "yes".
-fn can_i(context: &str, args: &[&str]) -> bool {
-    can_i_as(context, "kudo-system", args)
+/// `kubectl kustomize` of a folder of the repository.
+fn kustomize(dir: &str) -> String {
+    must(
+        None,
+        &["kustomize", &root().join(dir).display().to_string()],
+        None,
+    )
 }
 
-/// `kubectl auth can-i` as the ServiceAccount `kudo` of `namespace`.
-fn can_i_as(context: &str, namespace: &str, args: &[&str]) -> bool {
-    let user = format!("system:serviceaccount:{namespace}:kudo");
+fn can_i(context: &str, args: &[&str]) -> bool {
+    can_i_as(context, "kudo-system", "kudo", args)
+}
+
+/// `kubectl auth can-i` as ServiceAccount `account` of `namespace`.
+fn can_i_as(context: &str, namespace: &str, account: &str, args: &[&str]) -> bool {
+    let user = format!("system:serviceaccount:{namespace}:{account}");
     let mut full = vec!["auth", "can-i", "--as", &user];
     full.extend_from_slice(args);
     let (_, out, err) = kubectl(Some(context), &full, None);
@@ -1083,11 +1092,7 @@ fn can_i_as(context: &str, namespace: &str, args: &[&str]) -> bool {
 #[test]
 fn deploy_manifests_dry_run_and_rbac() {
     let mgmt = "envtest-1";
-    let rendered = must(
-        None,
-        &["kustomize", &root().join("deploy").display().to_string()],
-        None,
-    );
+    let rendered = kustomize("deploy");
     for kind in [
         "kind: Namespace",
         "kind: ServiceAccount",
@@ -1222,14 +1227,7 @@ fn deploy_manifests_dry_run_and_rbac() {
     // The sharded overlay: a StatefulSet of three instead of the Deployment, and Lease
     // rights for members, still only in its namespace. Applied into a namespace of its own,
     // so that the base's refusals above stay true on a reused environment.
-    let sharded = must(
-        None,
-        &[
-            "kustomize",
-            &root().join("deploy/sharded").display().to_string(),
-        ],
-        None,
-    );
+    let sharded = kustomize("deploy/sharded");
     assert!(
         sharded.contains("kind: StatefulSet") && !sharded.contains("kind: Deployment"),
         "{sharded}"
@@ -1251,7 +1249,7 @@ fn deploy_manifests_dry_run_and_rbac() {
     for verb in ["get", "list", "watch", "create", "update", "delete"] {
         let args = [verb, "leases.coordination.k8s.io", "-n", "kudo-sharded"];
         assert!(
-            can_i_as(mgmt, "kudo-sharded", &args),
+            can_i_as(mgmt, "kudo-sharded", "kudo", &args),
             "a sharded member must be allowed to {args:?}"
         );
     }
@@ -1261,90 +1259,51 @@ fn deploy_manifests_dry_run_and_rbac() {
         &["create", "secrets", "-n", "kudo-sharded"],
     ] {
         assert!(
-            !can_i_as(mgmt, "kudo-sharded", refused),
+            !can_i_as(mgmt, "kudo-sharded", "kudo", refused),
             "a sharded member must NOT be allowed to {refused:?}"
         );
     }
 
     // Agent mode: the management side (the exchange namespace, the agent's Role there and
     // the control plane's) and the agent Deployment on a managed cluster.
-    let exchange = must(
-        None,
-        &[
-            "kustomize",
-            &root().join("deploy/agent-namespace").display().to_string(),
-        ],
-        None,
-    );
+    let exchange = kustomize("deploy/agent-namespace");
     let _ = kubectl(
         Some(mgmt),
         &["create", "namespace", "kudo-agent-edge"],
         None,
     );
     must(Some(mgmt), &["apply", "-f", "-"], Some(&exchange));
-    let agent_user = "system:serviceaccount:kudo-agent-edge:kudo-agent";
-    for (verb, resource, allowed) in [
-        ("patch", "configmaps", true),
-        ("list", "configmaps", true),
-        ("create", "leases.coordination.k8s.io", true),
-        ("create", "configmaps", false),
-        ("delete", "configmaps", false),
-        ("get", "secrets", false),
+    for (verb, resource, namespace, allowed) in [
+        ("patch", "configmaps", "kudo-agent-edge", true),
+        ("list", "configmaps", "kudo-agent-edge", true),
+        (
+            "create",
+            "leases.coordination.k8s.io",
+            "kudo-agent-edge",
+            true,
+        ),
+        ("create", "configmaps", "kudo-agent-edge", false),
+        ("delete", "configmaps", "kudo-agent-edge", false),
+        ("get", "secrets", "kudo-agent-edge", false),
+        // Nothing outside its namespace.
+        ("list", "configmaps", "kudo-system", false),
     ] {
-        let (_, out, _) = kubectl(
-            Some(mgmt),
-            &[
-                "auth",
-                "can-i",
-                "--as",
-                agent_user,
-                verb,
-                resource,
-                "-n",
-                "kudo-agent-edge",
-            ],
-            None,
-        );
         assert_eq!(
-            out.trim() == "yes",
+            can_i_as(
+                mgmt,
+                "kudo-agent-edge",
+                "kudo-agent",
+                &[verb, resource, "-n", namespace]
+            ),
             allowed,
-            "agent {verb} {resource}: {out}"
+            "agent: {verb} {resource} in {namespace}"
         );
     }
-    let (_, out, _) = kubectl(
-        Some(mgmt),
-        &[
-            "auth",
-            "can-i",
-            "--as",
-            agent_user,
-            "list",
-            "configmaps",
-            "-n",
-            "kudo-system",
-        ],
-        None,
-    );
-    assert_eq!(
-        out.trim(),
-        "no",
-        "the agent sees nothing outside its namespace"
-    );
     assert!(
         can_i(mgmt, &["create", "configmaps", "-n", "kudo-agent-edge"]),
         "the control plane writes work items there"
     );
-    let agent = must(
-        None,
-        &[
-            "kustomize",
-            &root()
-                .join("deploy/managed-cluster/agent")
-                .display()
-                .to_string(),
-        ],
-        None,
-    );
+    let agent = kustomize("deploy/managed-cluster/agent");
     assert!(
         agent.contains("--agent") && agent.contains("kind: Deployment"),
         "{agent}"
@@ -1360,14 +1319,7 @@ fn deploy_manifests_dry_run_and_rbac() {
             .expect("read copy"),
         "deploy/managed-cluster/clusterrole.yaml must be a copy of deploy/base/clusterrole-managed.yaml"
     );
-    let rendered = must(
-        None,
-        &[
-            "kustomize",
-            &root().join("deploy/managed-cluster").display().to_string(),
-        ],
-        None,
-    );
+    let rendered = kustomize("deploy/managed-cluster");
     must(Some(managed), &["apply", "-f", "-"], Some(&rendered));
     let dry = must(
         Some(managed),
@@ -2510,22 +2462,13 @@ async fn three_members_share_the_clusters_and_take_over_a_killed_ones() {
 /// the verbs and the resource.
 #[test]
 fn a_member_without_lease_rbac_is_refused_naming_the_verbs() {
-    let kc = envtest::kubeconfig();
-    let config = kube::config::Kubeconfig::read_from(kc).expect("envtest kubeconfig");
-    let server = config.clusters[0]
-        .cluster
-        .as_ref()
-        .and_then(|c| c.server.clone())
-        .expect("server");
-    let nobody = std::fs::read_to_string(kc.parent().expect("run dir").join("pki/nobody.token"))
-        .expect("envtest writes pki/nobody.token");
+    let (server, nobody) = envtest::nobody();
     let dir = tempfile::tempdir().expect("tempdir");
     write(
         dir.path(),
         "nobody.kubeconfig",
         &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: nobody\n  context:\n    cluster: c\n    user: u\ncurrent-context: nobody\n",
-            nobody.trim()
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: {nobody}\ncontexts:\n- name: nobody\n  context:\n    cluster: c\n    user: u\ncurrent-context: nobody\n"
         ),
     );
     write(

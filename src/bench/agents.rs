@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::BenchError;
 use super::report::{Table, mib, secs};
-use super::shards::{complete_plans, cpu, free_port, get_json, get_text, rss};
+use super::shards::{cpu, free_port, get_text, rss, spawn_serve, wait_for_plans};
 use super::usage::parse_counters;
 use crate::cluster::Cluster;
 
@@ -190,45 +190,21 @@ async fn mode(
     let config = out.join("kudo.yaml");
     std::fs::write(&config, &text).map_err(setup)?;
     let port = free_port()?;
-    let exe = std::env::current_exe().map_err(setup)?;
-    let file = |suffix: &str| std::fs::File::create(out.join(suffix)).map_err(setup);
-    let mut serve = tokio::process::Command::new(&exe)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .env("POD_NAME", "bench")
-        .stdin(std::process::Stdio::null())
-        .stdout(file("serve.stdout")?)
-        .stderr(file("serve.stderr")?)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| setup(format!("cannot run {} serve: {e}", exe.display())))?;
-    let pid = serve
-        .id()
-        .ok_or_else(|| setup("kudo serve exited at once"))?;
+    let (mut serve, pid) = spawn_serve(
+        &config,
+        port,
+        out,
+        "serve",
+        &[("POD_NAME", "bench".as_ref())],
+        None,
+    )?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(setup)?;
     let started = Instant::now();
     let plans = opts.clusters * opts.instances;
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(s) = get_json(&http, port, "/api/v1/status").await
-            && complete_plans(&s) >= plans
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::Timeout {
-                scenario: "agents",
-                what: format!("{plans} plans COMPLETE"),
-                seconds: wait.as_secs(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for_plans(&http, port, plans, wait, "agents", |_| true).await?;
     let fanout = started.elapsed().as_secs_f64();
     let metrics = get_text(&http, port, "/metrics").await.unwrap_or_default();
     let counted = parse_counters(&metrics);

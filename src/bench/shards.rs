@@ -150,6 +150,69 @@ struct Replica {
     port: u16,
 }
 
+/// Starts `kudo serve` (this executable) on `config`, listening on `port`, its output in
+/// `out/<tag>.stdout|stderr`; returns the child and its pid.
+pub(super) fn spawn_serve(
+    config: &Path,
+    port: u16,
+    out: &Path,
+    tag: &str,
+    envs: &[(&str, &std::ffi::OsStr)],
+    cache_dir: Option<&Path>,
+) -> Result<(tokio::process::Child, u32), BenchError> {
+    let exe = std::env::current_exe().map_err(setup)?;
+    let file =
+        |suffix: &str| std::fs::File::create(out.join(format!("{tag}.{suffix}"))).map_err(setup);
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    if let Some(dir) = cache_dir {
+        cmd.arg("--cache-dir").arg(dir);
+    }
+    let child = cmd
+        .envs(envs.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(file("stdout")?)
+        .stderr(file("stderr")?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| setup(format!("cannot run {} serve: {e}", exe.display())))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| setup("kudo serve exited at once"))?;
+    Ok((child, pid))
+}
+
+/// Polls `/api/v1/status` on `port` until `plans` plans are COMPLETE and `also` holds.
+pub(super) async fn wait_for_plans(
+    http: &reqwest::Client,
+    port: u16,
+    plans: usize,
+    wait: Duration,
+    scenario: &'static str,
+    also: impl Fn(&Value) -> bool,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(s) = get_json(http, port, "/api/v1/status").await
+            && complete_plans(&s) >= plans
+            && also(&s)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout {
+                scenario,
+                what: format!("{plans} plans COMPLETE"),
+                seconds: wait.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub(super) fn free_port() -> Result<u16, BenchError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(setup)?
@@ -274,33 +337,22 @@ async fn round(
     let config = out.join("kudo.yaml");
     std::fs::write(&config, &text).map_err(setup)?;
     let log = out.join("writes.jsonl");
-    let exe = std::env::current_exe().map_err(setup)?;
     let started = Instant::now();
     let mut procs = Vec::new();
     for i in 0..replicas {
         let name = format!("m-{i}");
         let port = free_port()?;
-        let file = |suffix: &str| {
-            std::fs::File::create(out.join(format!("{name}.{suffix}"))).map_err(setup)
-        };
-        let child = tokio::process::Command::new(&exe)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--cache-dir")
-            .arg(out.join(format!("cache-{i}")))
-            .env("POD_NAME", &name)
-            .env("KUDO_WRITE_LOG", &log)
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(file("stdout")?)
-            .stderr(file("stderr")?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| setup(format!("cannot run {} serve: {e}", exe.display())))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| setup("kudo serve exited at once"))?;
+        let (child, pid) = spawn_serve(
+            &config,
+            port,
+            out,
+            &name,
+            &[
+                ("POD_NAME", name.as_str().as_ref()),
+                ("KUDO_WRITE_LOG", log.as_os_str()),
+            ],
+            Some(&out.join(format!("cache-{i}"))),
+        )?;
         procs.push(Replica {
             name,
             child,
@@ -313,19 +365,11 @@ async fn round(
         .build()
         .map_err(setup)?;
     let plans = opts.clusters * opts.instances;
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(s) = get_json(&http, procs[0].port, "/api/v1/status").await
-            && complete_plans(&s) >= plans
-            && (!sharded || owners(&s).len() == opts.clusters)
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(timeout(format!("{plans} plans COMPLETE"), wait));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let clusters = opts.clusters;
+    wait_for_plans(&http, procs[0].port, plans, wait, "shards", |s| {
+        !sharded || owners(s).len() == clusters
+    })
+    .await?;
     let fanout = started.elapsed().as_secs_f64();
     let rss_bytes: Vec<u64> = procs.iter().map(|p| rss(p.pid)).collect();
     let cpu_seconds: Vec<f64> = procs.iter().map(|p| cpu(p.pid)).collect();

@@ -47,23 +47,25 @@ pub fn work_name(key: &str) -> String {
 
 /// The work item telling an agent to apply `objects` for `key`.
 pub fn work(namespace: &str, control_plane: &str, key: &str, objects: &[Value]) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": work_name(key),
-            "namespace": namespace,
-            "labels": {WORK_LABEL: control_plane},
-        },
-        "data": {
-            "key": key,
-            "objects": serde_json::to_string(objects).unwrap_or_default(),
-        },
-    })
+    work_item(
+        namespace,
+        control_plane,
+        key,
+        json!({"key": key, "objects": serde_json::to_string(objects).unwrap_or_default()}),
+    )
 }
 
-/// The tombstone telling an agent to delete `key`'s Instance.
+/// The tombstone telling an agent to delete `key`'s Instance (it replaces the work item).
 pub fn tombstone(namespace: &str, control_plane: &str, key: &str) -> Value {
+    work_item(
+        namespace,
+        control_plane,
+        key,
+        json!({"key": key, "delete": "true"}),
+    )
+}
+
+fn work_item(namespace: &str, control_plane: &str, key: &str, data: Value) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -72,7 +74,7 @@ pub fn tombstone(namespace: &str, control_plane: &str, key: &str) -> Value {
             "namespace": namespace,
             "labels": {WORK_LABEL: control_plane},
         },
-        "data": {"key": key, "delete": "true"},
+        "data": data,
     })
 }
 

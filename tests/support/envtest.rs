@@ -57,6 +57,21 @@ pub async fn cluster(i: usize) -> Cluster {
         .unwrap_or_else(|e| panic!("envtest cluster {context}: {e}"))
 }
 
+/// The API server of envtest cluster 1 and the token of `nobody`, a user with no
+/// permissions at all (for tests of "forbidden").
+pub fn nobody() -> (String, String) {
+    let kc = kubeconfig();
+    let config = kube::config::Kubeconfig::read_from(kc).expect("envtest kubeconfig");
+    let server = config.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("server");
+    let token = std::fs::read_to_string(kc.parent().expect("run dir").join("pki/nobody.token"))
+        .expect("envtest writes pki/nobody.token");
+    (server, token.trim().to_string())
+}
+
 /// A name unique across test processes and runs, for namespaces and cluster-scoped objects.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
