@@ -515,12 +515,15 @@ pub fn revisions(c: &Chrome, repos: &[RepoStatus]) -> Markup {
 
 /// `/clusters`: every cluster, up or down with the error category and reason.
 pub fn clusters(c: &Chrome, clusters: &[ClusterStatus]) -> Markup {
+    // Sharded: which member drives each cluster.
+    let sharded = clusters.iter().any(|s| s.owner.is_some());
     let main = html! {
         h1 { "Clusters" }
         table class="clusters" {
             thead { tr {
                 th scope="col" { "Cluster" } th scope="col" { "State" } th scope="col" { "Category" }
                 th scope="col" { "Reason" } th scope="col" { "Labels" } th scope="col" { "API latency" } th scope="col" { "Last contact" }
+                @if sharded { th scope="col" { "Driven by" } }
             } }
             tbody {
                 @for s in clusters {
@@ -532,6 +535,7 @@ pub fn clusters(c: &Chrome, clusters: &[ClusterStatus]) -> Markup {
                         td { @for (k, v) in &s.labels { code { (k) "=" (v) } " " } }
                         td { @if let Some(ms) = s.latency_ms { (ms) " ms" } }
                         td { (s.last_contact.clone().unwrap_or_default()) }
+                        @if sharded { td class="owner" { (s.owner.clone().unwrap_or_else(|| "(none yet)".into())) } }
                     }
                 }
             }
@@ -576,6 +580,28 @@ pub fn not_found(c: &Chrome, what: &str) -> Markup {
 mod tests {
     use super::*;
     use crate::gitops::console::model::{ClusterRow, InstanceCol};
+
+    /// Sharded, the clusters page says which member drives each cluster (escaped); unsharded
+    /// it has no such column.
+    #[test]
+    fn the_clusters_page_names_the_driving_member_only_when_sharded() {
+        let mut a = ClusterStatus {
+            name: "a".into(),
+            up: true,
+            ..Default::default()
+        };
+        let plain = clusters(&Chrome::default(), std::slice::from_ref(&a)).into_string();
+        assert!(!plain.contains("Driven by"), "{plain}");
+        a.owner = Some("kudo-1<b>".into());
+        let b = ClusterStatus {
+            name: "b".into(),
+            ..Default::default()
+        };
+        let page = clusters(&Chrome::default(), &[a, b]).into_string();
+        assert!(page.contains("Driven by"), "{page}");
+        assert!(page.contains("kudo-1&lt;b&gt;"), "{page}");
+        assert!(page.contains("(none yet)"), "{page}");
+    }
 
     #[test]
     fn text_from_git_is_escaped_everywhere() {

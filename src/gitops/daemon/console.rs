@@ -419,10 +419,7 @@ async fn clusters_page(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Resp
         "clusters",
         "/api/v1/events?view=clusters".into(),
     ) {
-        Ok(c) => {
-            let clusters: Vec<_> = s.slots().iter().map(|c| lock(&c.status).clone()).collect();
-            html(StatusCode::OK, pages::clusters(&c, &clusters))
-        }
+        Ok(c) => html(StatusCode::OK, pages::clusters(&c, &s.cluster_statuses())),
         Err(r) => *r,
     }
 }

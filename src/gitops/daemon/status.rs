@@ -60,12 +60,24 @@ impl Shared {
         doc.config = self.reload_status();
         if let Some(member) = &self.options.member {
             let view = member.view();
-            for c in &mut doc.clusters {
-                c.owner = view.owners.get(&c.name).cloned();
-            }
+            set_owners(&mut doc.clusters, &view);
             doc.sharding = Some(view);
         }
         doc
+    }
+
+    /// Every cluster's status as the clusters page shows it (with its driving member when
+    /// sharded).
+    pub(super) fn cluster_statuses(&self) -> Vec<ClusterStatus> {
+        let mut clusters: Vec<ClusterStatus> = self
+            .slots()
+            .iter()
+            .map(|c| lock(&c.status).clone())
+            .collect();
+        if let Some(member) = &self.options.member {
+            set_owners(&mut clusters, &member.view());
+        }
+        clusters
     }
 
     /// One desired instance (by name, and namespace when given) on each of its clusters:
@@ -76,6 +88,12 @@ impl Shared {
         name: &str,
     ) -> Result<crate::gitops::status::InstanceDetail, String> {
         instance_detail(&self.snapshot(), namespace, name)
+    }
+}
+
+fn set_owners(clusters: &mut [ClusterStatus], view: &crate::gitops::shard::member::ShardView) {
+    for c in clusters {
+        c.owner = view.owners.get(&c.name).cloned();
     }
 }
 
